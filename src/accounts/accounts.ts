@@ -1,0 +1,107 @@
+import { randomInt } from 'node:crypto';
+import type { Account, Customer, PrismaClient } from '../db/prisma.ts';
+import { DomainError, userError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import {
+  createCustomerInput,
+  depositFundsInput,
+  openAccountInput,
+  parseInput,
+  type Parsed,
+} from '../validation.ts';
+
+/**
+ * Customers, accounts and deposits: the operator's side of the bank.
+ *
+ * Glossary: an *account* holds a GBP balance in pence and is identified outside the bank by
+ * sort code + account number; a *ledger entry* is one append-only movement of that balance.
+ * The balance always equals the sum of the account's ledger entries.
+ */
+
+/** This bank's sort code; the bank allocates account numbers under it. */
+export const BANK_SORT_CODE = '608371';
+
+export function createAccountService(deps: { prisma: PrismaClient; logger: Logger }) {
+  const { prisma, logger } = deps;
+
+  function unwrap<T>(parsed: Parsed<T>): T {
+    if (!parsed.ok) throw new DomainError(parsed.error);
+    return parsed.value;
+  }
+
+  async function createCustomer(input: unknown): Promise<Customer> {
+    const { name } = unwrap(parseInput(createCustomerInput, input));
+    return prisma.customer.create({ data: { name } });
+  }
+
+  async function openAccount(input: unknown): Promise<Account> {
+    const { customerId, name } = unwrap(parseInput(openAccountInput, input));
+    const customer = await prisma.customer.findUnique({ where: { id: customerId }, select: { id: true } });
+    if (!customer) throw new DomainError(userError('INVALID_INPUT', 'customerId does not exist', ['customerId']));
+    // Random numbers rather than a sequence, so account numbers do not reveal how many we hold.
+    for (let attempt = 0; ; attempt++) {
+      const accountNumber = String(randomInt(10_000_000, 100_000_000));
+      const created = await prisma.account.createManyAndReturn({
+        data: [{ customerId, name, sortCode: BANK_SORT_CODE, accountNumber }],
+        skipDuplicates: true,
+      });
+      if (created[0]) {
+        logger.info({ accountId: created[0].id, customerId }, 'account opened');
+        return created[0];
+      }
+      if (attempt >= 10) throw new Error('could not allocate a free account number');
+    }
+  }
+
+  /**
+   * Credits an account once per (accountId, idempotencyKey). A replay with the same amount
+   * returns the account unchanged; a replay with another amount is refused.
+   */
+  async function depositFunds(input: unknown): Promise<Account> {
+    const cmd = unwrap(parseInput(depositFundsInput, input));
+    const amount = BigInt(cmd.amount);
+    const credited = await prisma.$queryRawUnsafe<{ id: string }[]>(
+      `WITH existing AS (
+         SELECT 1 FROM ledger_entries WHERE account_id = $1::uuid AND idempotency_key = $3
+       ), credit AS (
+         UPDATE accounts SET balance = balance + $2, updated_at = now()
+         WHERE id = $1::uuid AND NOT EXISTS (SELECT 1 FROM existing)
+         RETURNING id, balance)
+       INSERT INTO ledger_entries (account_id, kind, amount, balance_after, idempotency_key)
+       SELECT id, 'DEPOSIT', $2, balance, $3 FROM credit
+       RETURNING account_id AS id`,
+      cmd.accountId,
+      amount,
+      cmd.idempotencyKey,
+    ).catch((error: unknown) => {
+      // Two concurrent deposits with one key: the loser's ledger insert hits the unique index.
+      if (isUniqueViolation(error)) return [];
+      throw error;
+    });
+    if (credited.length === 0) {
+      const previous = await prisma.ledgerEntry.findUnique({
+        where: { accountId_idempotencyKey: { accountId: cmd.accountId, idempotencyKey: cmd.idempotencyKey } },
+      });
+      if (!previous) throw new DomainError(userError('ACCOUNT_NOT_FOUND', 'No such account', ['accountId']));
+      if (previous.amount !== amount) {
+        throw new DomainError(
+          userError('IDEMPOTENCY_KEY_REUSED', 'This idempotency key was already used for a different deposit', [
+            'idempotencyKey',
+          ]),
+        );
+      }
+    } else {
+      logger.info({ accountId: cmd.accountId, amount: cmd.amount }, 'funds deposited');
+    }
+    return prisma.account.findUniqueOrThrow({ where: { id: cmd.accountId } });
+  }
+
+  return { createCustomer, openAccount, depositFunds };
+}
+
+export type AccountService = ReturnType<typeof createAccountService>;
+
+function isUniqueViolation(error: unknown): boolean {
+  const text = error instanceof Error ? `${error.message} ${String((error as { code?: unknown }).code)}` : '';
+  return text.includes('23505') || text.includes('P2002') || /unique constraint/i.test(text);
+}

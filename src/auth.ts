@@ -1,0 +1,58 @@
+import { errors as joseErrors, jwtVerify, SignJWT } from 'jose';
+import { z } from 'zod';
+
+/**
+ * Bearer tokens: HS256 JWTs signed with AUTH_JWT_SECRET. `role` says who is calling;
+ * customers carry their customer id in `sub`. `exp` is required and `alg` is pinned.
+ */
+export type Viewer = { role: 'customer'; customerId: string } | { role: 'operator' };
+
+const claims = z.discriminatedUnion('role', [
+  z.object({ role: z.literal('customer'), sub: z.uuid() }),
+  z.object({ role: z.literal('operator') }),
+]);
+
+export class AuthError extends Error {
+  override name = 'AuthError';
+}
+
+export interface TokenVerifier {
+  verify(token: string): Promise<Viewer>;
+  /** The viewer of an `Authorization` header value, null when it is absent. Throws AuthError when it is bad. */
+  fromHeader(header: string | undefined): Promise<Viewer | null>;
+}
+
+export function createTokenVerifier(secret: string): TokenVerifier {
+  const key = new TextEncoder().encode(secret);
+  async function verify(token: string): Promise<Viewer> {
+    try {
+      const { payload } = await jwtVerify(token, key, { algorithms: ['HS256'], requiredClaims: ['exp'] });
+      const parsed = claims.safeParse(payload);
+      if (!parsed.success) throw new AuthError('token claims are invalid');
+      return parsed.data.role === 'customer' ? { role: 'customer', customerId: parsed.data.sub } : { role: 'operator' };
+    } catch (error) {
+      if (error instanceof AuthError) throw error;
+      if (error instanceof joseErrors.JWTExpired) throw new AuthError('token expired');
+      throw new AuthError('token is invalid');
+    }
+  }
+  return {
+    verify,
+    async fromHeader(header) {
+      if (header === undefined || header.trim() === '') return null;
+      const match = /^Bearer\s+(\S+)$/i.exec(header.trim());
+      if (!match?.[1]) throw new AuthError('expected "Authorization: Bearer <token>"');
+      return verify(match[1]);
+    },
+  };
+}
+
+/** Signs a token for `viewer` that expires after `ttlSeconds`. */
+export async function signToken(viewer: Viewer, secret: string, ttlSeconds: number): Promise<string> {
+  const jwt = new SignJWT({ role: viewer.role })
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setIssuedAt()
+    .setExpirationTime(Math.floor(Date.now() / 1000) + ttlSeconds);
+  if (viewer.role === 'customer') jwt.setSubject(viewer.customerId);
+  return jwt.sign(new TextEncoder().encode(secret));
+}

@@ -1,0 +1,114 @@
+import { z } from 'zod';
+
+/**
+ * Every setting of the service, parsed once from the environment at start-up.
+ * Nothing else reads `process.env`: composition roots call `loadConfig` and pass the result on.
+ */
+export type Config = z.infer<typeof configSchema>;
+
+const DEV_JWT_SECRET = 'dev-only-secret-change-me-dev-only-secret';
+
+const intFromEnv = (fallback: number, min: number, max: number) =>
+  z
+    .string()
+    .trim()
+    .regex(/^\d+$/, 'must be a whole number')
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max))
+    .optional()
+    .transform((v) => v ?? fallback);
+
+const faultsJson = z
+  .string()
+  .optional()
+  .transform((raw, ctx) => {
+    if (raw === undefined || raw.trim() === '') return undefined;
+    try {
+      return JSON.parse(raw) as unknown;
+    } catch {
+      ctx.addIssue({ code: 'custom', message: 'must be JSON' });
+      return z.NEVER;
+    }
+  });
+
+const configSchema = z
+  .object({
+    NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
+    DATABASE_URL: z
+      .string()
+      .trim()
+      .regex(/^postgres(ql)?:\/\//, 'must be a postgresql:// URL')
+      .optional(),
+    DATABASE_POOL_SIZE: intFromEnv(10, 1, 200),
+    PORT: intFromEnv(4000, 0, 65535),
+    AUTH_JWT_SECRET: z.string().optional(),
+    PROVIDER_URL: z.url({ protocol: /^https?$/ }).optional(),
+    PROVIDER_API_KEY: z.string().min(1).default('dev-provider-key'),
+    PROVIDER_PORT: intFromEnv(4100, 0, 65535),
+    PROVIDER_TIMEOUT_MS: intFromEnv(5000, 50, 120_000),
+    PROVIDER_FAULTS: faultsJson,
+    LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    PAYMENT_RETRY_LIMIT: intFromEnv(8, 0, 1000),
+    PAYMENT_RETRY_DELAY_SECONDS: intFromEnv(2, 1, 86_400),
+    PAYMENT_RETRY_DELAY_MAX_SECONDS: intFromEnv(300, 1, 86_400),
+    SEND_PAYMENT_RATE_LIMIT_PER_MINUTE: intFromEnv(600, 0, 1_000_000),
+    WORKER_CONCURRENCY: intFromEnv(8, 1, 256),
+  })
+  .superRefine((env, ctx) => {
+    const secret = env.AUTH_JWT_SECRET;
+    if (env.NODE_ENV === 'production' && (secret === undefined || Buffer.byteLength(secret) < 32)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['AUTH_JWT_SECRET'],
+        message: 'must be set to at least 32 bytes in production',
+      });
+    }
+    if (secret !== undefined && Buffer.byteLength(secret) < 32) {
+      ctx.addIssue({ code: 'custom', path: ['AUTH_JWT_SECRET'], message: 'must be at least 32 bytes' });
+    }
+    if (env.PAYMENT_RETRY_DELAY_MAX_SECONDS < env.PAYMENT_RETRY_DELAY_SECONDS) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['PAYMENT_RETRY_DELAY_MAX_SECONDS'],
+        message: 'must not be less than PAYMENT_RETRY_DELAY_SECONDS',
+      });
+    }
+  })
+  .transform((env) => ({
+    nodeEnv: env.NODE_ENV,
+    databaseUrl: env.DATABASE_URL,
+    databasePoolSize: env.DATABASE_POOL_SIZE,
+    port: env.PORT,
+    jwtSecret: env.AUTH_JWT_SECRET ?? DEV_JWT_SECRET,
+    jwtSecretIsDevDefault: env.AUTH_JWT_SECRET === undefined,
+    providerUrl: env.PROVIDER_URL?.replace(/\/+$/, ''),
+    providerApiKey: env.PROVIDER_API_KEY,
+    providerPort: env.PROVIDER_PORT,
+    providerTimeoutMs: env.PROVIDER_TIMEOUT_MS,
+    providerFaults: env.PROVIDER_FAULTS,
+    logLevel: env.LOG_LEVEL,
+    retry: {
+      limit: env.PAYMENT_RETRY_LIMIT,
+      delaySeconds: env.PAYMENT_RETRY_DELAY_SECONDS,
+      delayMaxSeconds: env.PAYMENT_RETRY_DELAY_MAX_SECONDS,
+    },
+    sendPaymentRateLimitPerMinute: env.SEND_PAYMENT_RATE_LIMIT_PER_MINUTE,
+    workerConcurrency: env.WORKER_CONCURRENCY,
+  }));
+
+/** Raised when the environment is unusable; the message names every bad variable. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Parses the environment (by default `process.env`) into a `Config`, or throws a `ConfigError`. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  // Empty strings mean "unset", as they do for most twelve-factor tools.
+  const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = configSchema.safeParse(cleaned);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.') || '(environment)'}: ${i.message}`);
+    throw new ConfigError(`Invalid environment:\n${lines.join('\n')}`);
+  }
+  return parsed.data;
+}

@@ -1,0 +1,44 @@
+import type { AccountService } from './accounts/accounts.ts';
+import { signToken, type Viewer } from './auth.ts';
+import type { PrismaClient } from './db/prisma.ts';
+
+/**
+ * Demo data for `npm start`: two customers with funded accounts. Fixed ids, so the printed
+ * tokens keep working across restarts, and idempotent, so restarting never deposits twice.
+ */
+export const DEMO = {
+  customers: [
+    {
+      id: '00000000-0000-4000-8000-00000000a11c',
+      name: 'Alice Example',
+      account: { id: '00000000-0000-4000-8000-0000000acc01', name: 'Everyday', accountNumber: '10000001', funding: 250_000 },
+    },
+    {
+      id: '00000000-0000-4000-8000-000000000b0b',
+      name: 'Bob Example',
+      account: { id: '00000000-0000-4000-8000-0000000acc02', name: 'Everyday', accountNumber: '10000002', funding: 100_000 },
+    },
+  ],
+} as const;
+
+export async function seedDemo(prisma: PrismaClient, accounts: AccountService, sortCode: string): Promise<void> {
+  for (const c of DEMO.customers) {
+    await prisma.customer.upsert({ where: { id: c.id }, update: {}, create: { id: c.id, name: c.name } });
+    await prisma.account.upsert({
+      where: { id: c.account.id },
+      update: {},
+      create: { id: c.account.id, customerId: c.id, name: c.account.name, sortCode, accountNumber: c.account.accountNumber },
+    });
+    await accounts.depositFunds({ accountId: c.account.id, amount: c.account.funding, idempotencyKey: 'demo-initial-funding' });
+  }
+}
+
+export async function demoTokens(secret: string, ttlSeconds = 24 * 3600) {
+  const sign = (v: Viewer) => signToken(v, secret, ttlSeconds);
+  return {
+    operator: await sign({ role: 'operator' }),
+    customers: await Promise.all(
+      DEMO.customers.map(async (c) => ({ ...c, token: await sign({ role: 'customer', customerId: c.id }) })),
+    ),
+  };
+}

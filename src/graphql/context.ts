@@ -1,0 +1,45 @@
+import type { RateLimiterMemory } from 'rate-limiter-flexible';
+import type { AccountService } from '../accounts/accounts.ts';
+import type { Viewer } from '../auth.ts';
+import type { PrismaClient } from '../db/prisma.ts';
+import type { Logger } from '../logger.ts';
+import type { PaymentService } from '../payments/send-payment.ts';
+import { forbidden, unauthenticated } from './errors.ts';
+
+/** Everything a resolver may use: built once per process, plus the caller of this request. */
+export interface Services {
+  prisma: PrismaClient;
+  payments: PaymentService;
+  accounts: AccountService;
+  /** Per-customer limit on sendPayment; null when SEND_PAYMENT_RATE_LIMIT_PER_MINUTE is 0. */
+  sendPaymentLimiter: RateLimiterMemory | null;
+  logger: Logger;
+}
+
+export interface Context extends Services {
+  viewer: Viewer | null;
+}
+
+export function requireViewer(ctx: Context): Viewer {
+  if (!ctx.viewer) throw unauthenticated();
+  return ctx.viewer;
+}
+
+export function requireOperator(ctx: Context): void {
+  if (requireViewer(ctx).role !== 'operator') throw forbidden();
+}
+
+/** The customer id of the caller; operators may not act as customers. */
+export function requireCustomer(ctx: Context): string {
+  const viewer = requireViewer(ctx);
+  if (viewer.role !== 'customer') throw forbidden('Only a customer may do this');
+  return viewer.customerId;
+}
+
+/**
+ * The `where` that limits a query to what the caller may see: a customer only their own
+ * accounts, an operator (bank staff) every account.
+ */
+export function ownedAccountWhere(viewer: Viewer): { customerId?: string } {
+  return viewer.role === 'customer' ? { customerId: viewer.customerId } : {};
+}

@@ -1,0 +1,60 @@
+import { unwrapResolverError } from '@apollo/server/errors';
+import { GraphQLError, type GraphQLFormattedError } from 'graphql';
+import { DomainError, type ErrorCode } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+
+/** The one place errors become what a client sees. */
+
+export const unauthenticated = (message = 'Authentication required: send Authorization: Bearer <token>') =>
+  new GraphQLError(message, { extensions: { code: 'UNAUTHENTICATED' satisfies ErrorCode, http: { status: 401 } } });
+
+export const forbidden = (message = 'Only an operator may do this') =>
+  new GraphQLError(message, { extensions: { code: 'FORBIDDEN' satisfies ErrorCode } });
+
+/** A business error from an operator mutation (which has no payload to carry it). */
+export const fromDomainError = (error: DomainError) =>
+  new GraphQLError(error.message, {
+    extensions: {
+      code: 'BAD_USER_INPUT' satisfies ErrorCode,
+      userErrorCode: error.userError.code,
+      ...(error.userError.field ? { field: error.userError.field } : {}),
+    },
+  });
+
+// Codes that GraphQL itself, Apollo Server or our resolvers raise on purpose; their messages are safe.
+const CLIENT_CODES = new Set([
+  'UNAUTHENTICATED',
+  'FORBIDDEN',
+  'BAD_USER_INPUT',
+  'GRAPHQL_VALIDATION_FAILED',
+  'GRAPHQL_PARSE_FAILED',
+  'BAD_REQUEST',
+  'OPERATION_RESOLUTION_FAILURE',
+  'PERSISTED_QUERY_NOT_FOUND',
+  'PERSISTED_QUERY_NOT_SUPPORTED',
+]);
+
+/**
+ * Apollo's formatError: known client errors pass through (without stack traces); anything else
+ * is logged with its context and answered as a bare INTERNAL_SERVER_ERROR.
+ */
+export function createFormatError(logger: Logger) {
+  return (formatted: GraphQLFormattedError, error: unknown): GraphQLFormattedError => {
+    const original = unwrapResolverError(error);
+    if (original instanceof DomainError) {
+      const mapped = fromDomainError(original);
+      return { message: mapped.message, path: formatted.path, extensions: mapped.extensions };
+    }
+    const code = formatted.extensions?.code;
+    if (typeof code === 'string' && CLIENT_CODES.has(code)) {
+      const { stacktrace: _stacktrace, ...extensions } = formatted.extensions ?? {};
+      return { ...formatted, extensions };
+    }
+    logger.error({ err: original, path: formatted.path, code }, 'unexpected error in a GraphQL request');
+    return {
+      message: 'Internal server error',
+      ...(formatted.path ? { path: formatted.path } : {}),
+      extensions: { code: 'INTERNAL_SERVER_ERROR' satisfies ErrorCode },
+    };
+  };
+}

@@ -1,0 +1,111 @@
+import { readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { ApolloServer } from '@apollo/server';
+import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
+import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
+import { expressMiddleware } from '@as-integrations/express5';
+import { makeExecutableSchema } from '@graphql-tools/schema';
+import express from 'express';
+import type { GraphQLSchema } from 'graphql';
+import { AuthError, type TokenVerifier } from '../auth.ts';
+import type { Context, Services } from './context.ts';
+import { createFormatError, unauthenticated } from './errors.ts';
+import { renderIde } from './ide.ts';
+import { resolvers } from './resolvers.ts';
+
+export const SCHEMA_FILE = new URL('../../schema.graphql', import.meta.url);
+
+export function buildSchema(): GraphQLSchema {
+  return makeExecutableSchema({ typeDefs: readFileSync(SCHEMA_FILE, 'utf8'), resolvers });
+}
+
+export interface ApiOptions {
+  services: Services;
+  tokens: TokenVerifier;
+  port: number;
+  host?: string;
+  /** Serve the IDE on GET /graphql for browsers. */
+  ide: boolean;
+  /** A token pre-filled in the IDE's headers (the all-in-one dev start only). */
+  ideToken?: string;
+  introspection: boolean;
+  /** Answers GET /readyz: true when this process can serve. */
+  ready: () => Promise<boolean>;
+}
+
+export interface RunningApi {
+  url: string;
+  server: Server;
+  close(): Promise<void>;
+}
+
+/** HTTP (GraphQL, IDE, health) on one port. */
+export async function startApi(options: ApiOptions): Promise<RunningApi> {
+  const { services, tokens } = options;
+  const { logger } = services;
+  const schema = buildSchema();
+  const app = express();
+  app.disable('x-powered-by');
+  const httpServer = createServer(app);
+
+  const apollo = new ApolloServer<Context>({
+    schema,
+    introspection: options.introspection,
+    includeStacktraceInErrorResponses: false,
+    formatError: createFormatError(logger),
+    // Tokens travel in a header, never in cookies, so a request carrying Authorization cannot
+    // be a cross-site forgery: such GETs are allowed without a preflight header.
+    csrfPrevention: { requestHeaders: ['authorization', 'x-apollo-operation-name', 'apollo-require-preflight'] },
+    plugins: [ApolloServerPluginDrainHttpServer({ httpServer }), ApolloServerPluginLandingPageDisabled()],
+  });
+  await apollo.start();
+
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  app.get('/readyz', async (_req, res) => {
+    const ok = await options.ready().catch(() => false);
+    res.status(ok ? 200 : 503).json({ status: ok ? 'ready' : 'not ready' });
+  });
+
+  if (options.ide) {
+    const html = renderIde(options.ideToken ? { defaultToken: options.ideToken } : {});
+    app.get('/graphql', (req, res, next) => {
+      const wantsHtml = req.accepts(['application/json', 'application/graphql-response+json', 'text/html']) === 'text/html';
+      if (!wantsHtml || req.query.query !== undefined) return next();
+      res.type('html').send(html);
+    });
+  }
+
+  app.use(
+    '/graphql',
+    express.json({ limit: '64kb' }),
+    expressMiddleware(apollo, {
+      context: async ({ req }): Promise<Context> => {
+        try {
+          return { ...services, viewer: await tokens.fromHeader(req.headers.authorization) };
+        } catch (error) {
+          if (error instanceof AuthError) throw unauthenticated(`Unauthenticated: ${error.message}`);
+          throw error;
+        }
+      },
+    }),
+  );
+
+  await new Promise<void>((resolve, reject) => {
+    httpServer.once('error', reject);
+    httpServer.listen(options.port, options.host ?? '0.0.0.0', () => resolve());
+  });
+  const { port } = httpServer.address() as AddressInfo;
+  const url = `http://localhost:${port}/graphql`;
+  logger.info({ url }, 'API listening');
+
+  return {
+    url,
+    server: httpServer,
+    close: async () => {
+      await apollo.stop();
+    },
+  };
+}

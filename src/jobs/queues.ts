@@ -1,0 +1,57 @@
+import type { PgBoss, SendOptions } from 'pg-boss';
+import { z } from 'zod';
+
+/**
+ * The queues and their payloads. A payload is validated when it is read back by a worker,
+ * as well as typed when it is sent.
+ *
+ * - `payment.settle`: created in the same transaction as the payment; asks the provider and
+ *   settles the payment. Transient failures retry with exponential backoff.
+ * - `payment.reconcile`: the dead-letter queue of `payment.settle`. When the retries run out, it
+ *   resolves the payment for good: completed if the provider has it, otherwise voided there
+ *   and refunded. It keeps retrying while the provider is unreachable.
+ */
+export const QUEUES = {
+  settle: 'payment.settle',
+  reconcile: 'payment.reconcile',
+} as const;
+
+export const settlePaymentJob = z.object({ paymentId: z.uuid() });
+export type SettlePaymentJob = z.infer<typeof settlePaymentJob>;
+
+export interface RetryPolicy {
+  limit: number;
+  delaySeconds: number;
+  delayMaxSeconds: number;
+}
+
+// A job whose worker died (SIGKILL, power loss) is handed to another worker after this long.
+// Comfortably above one provider call (timeout 5 s by default), well under the contract's minute.
+export const JOB_EXPIRE_SECONDS = 30;
+
+export function settleJobOptions(retry: RetryPolicy): SendOptions {
+  return {
+    retryLimit: retry.limit,
+    retryDelay: retry.delaySeconds,
+    retryBackoff: true,
+    retryDelayMax: retry.delayMaxSeconds,
+    expireInSeconds: JOB_EXPIRE_SECONDS,
+    deadLetter: QUEUES.reconcile,
+  };
+}
+
+/** Creates the queues if they are missing. Safe to call from every process at start-up. */
+export async function createQueues(boss: PgBoss, retry: RetryPolicy): Promise<void> {
+  // The dead-letter queue must exist before a queue names it. Reconciliation keeps trying at a
+  // steady pace for as long as the provider cannot be reached. (pg-boss copies a dead-lettered
+  // job's retry policy from this queue but not retryDelayMax, so backoff would be uncapped here.)
+  await boss.createQueue(QUEUES.reconcile, {
+    retryLimit: 1_000_000,
+    retryDelay: Math.min(retry.delayMaxSeconds, 60),
+    retryBackoff: false,
+    expireInSeconds: JOB_EXPIRE_SECONDS,
+    retentionSeconds: 365 * 24 * 3600,
+  });
+  // notify: a worker is woken by the commit of the payment's transaction, not by its next poll.
+  await boss.createQueue(QUEUES.settle, { ...settleJobOptions(retry), notify: true });
+}

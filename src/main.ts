@@ -1,0 +1,81 @@
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BANK_SORT_CODE, createAccountService } from './accounts/accounts.ts';
+import { loadConfig } from './config.ts';
+import { demoTokens, seedDemo } from './demo.ts';
+import { ensureDatabase, startEmbeddedPostgres } from './db/embedded.ts';
+import { migrate } from './db/migrate.ts';
+import { startEmulator } from './emulator/server.ts';
+import { createLogger } from './logger.ts';
+import { runMain } from './run-main.ts';
+import { onShutdown } from './shutdown.ts';
+import { startApiRole, startWorkerRole } from './roles.ts';
+
+/**
+ * Everything in one process, for a newcomer's machine: embedded PostgreSQL (unless
+ * DATABASE_URL is set), migrations, the provider emulator (unless PROVIDER_URL is set),
+ * the API, the worker and demo data. Prints where the IDE is and tokens to use in it.
+ */
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const EMBEDDED_PORT = 54329;
+
+async function main() {
+  const config = loadConfig();
+  const logger = createLogger({ level: config.logLevel, name: 'payments' });
+  const stops: Array<() => Promise<void>> = [];
+
+  let databaseUrl = config.databaseUrl;
+  if (!databaseUrl) {
+    const dataDir = path.join(ROOT, '.data', 'postgres');
+    logger.info({ dataDir, port: EMBEDDED_PORT }, 'DATABASE_URL is unset: starting embedded PostgreSQL');
+    const pg = await startEmbeddedPostgres({ dataDir, port: EMBEDDED_PORT, onLog: (line) => logger.debug({ postgres: line.trim() }) });
+    stops.push(() => pg.stop());
+    await ensureDatabase(pg.adminUrl, 'payments');
+    databaseUrl = pg.urlFor('payments');
+  }
+  const applied = await migrate(databaseUrl);
+  logger.info({ applied }, 'migrations up to date');
+
+  let providerUrl = config.providerUrl;
+  if (!providerUrl) {
+    const emulator = await startEmulator({
+      apiKey: config.providerApiKey,
+      port: config.providerPort,
+      faults: config.providerFaults,
+      logger: logger.child({ role: 'provider' }),
+    });
+    stops.push(() => emulator.close());
+    providerUrl = emulator.url;
+  }
+
+  const tokens = await demoTokens(config.jwtSecret);
+  const alice = tokens.customers[0];
+  const worker = await startWorkerRole({ config, databaseUrl, providerUrl, logger });
+  stops.unshift(() => worker.stop());
+  const api = await startApiRole({ config, databaseUrl, logger, ...(alice ? { ideToken: alice.token } : {}) });
+  stops.unshift(() => api.stop());
+
+  await seedDemo(api.prisma, createAccountService({ prisma: api.prisma, logger }), BANK_SORT_CODE);
+
+  const lines = [
+    '',
+    `  Payments API is running. Open the IDE: ${api.api.url}`,
+    `  Provider emulator: ${providerUrl}`,
+    '',
+    `  Operator token:\n    ${tokens.operator}`,
+    ...tokens.customers.flatMap((c) => [
+      `  ${c.name} (customer ${c.id}, account ${c.account.id}, £${(c.account.funding / 100).toFixed(2)} at first start):`,
+      `    ${c.token}`,
+    ]),
+    '',
+    '  The IDE opens with Alice\'s token in its Headers tab. Ctrl-C stops everything.',
+    '',
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+
+  onShutdown(logger, async () => {
+    for (const stop of stops) await stop();
+  });
+}
+
+runMain(main);

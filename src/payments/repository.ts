@@ -1,0 +1,118 @@
+import type { Payment, PrismaClient, Tx } from '../db/prisma.ts';
+import type { SendPaymentCommand } from '../validation.ts';
+import type { PaymentStatus } from './payment-status.ts';
+
+/**
+ * The SQL that moves money. Each function is one statement (one round trip), and each status
+ * change is guarded by the status it expects, so running it twice changes nothing the second time.
+ */
+
+type Db = Tx | PrismaClient;
+
+// Columns of `payments` under the names of Prisma's `Payment` model, for RETURNING.
+const PAYMENT_COLUMNS = `id, account_id AS "accountId", idempotency_key AS "idempotencyKey", fingerprint, amount,
+  currency, recipient_name AS "recipientName", recipient_sort_code AS "recipientSortCode",
+  recipient_account_number AS "recipientAccountNumber", reference, status::text AS status,
+  failure_reason AS "failureReason", created_at AS "createdAt", updated_at AS "updatedAt"`;
+
+/**
+ * Inserts a PENDING payment from an account the customer owns. Returns null when the account
+ * is not theirs (or does not exist) or when the account already has a payment with this key:
+ * a concurrent duplicate waits here on the unique index until the first one commits or rolls back.
+ */
+export async function insertPayment(
+  tx: Tx,
+  customerId: string,
+  cmd: SendPaymentCommand,
+  fingerprint: string,
+): Promise<Payment | null> {
+  const rows = await tx.$queryRawUnsafe<Payment[]>(
+    `INSERT INTO payments (account_id, idempotency_key, fingerprint, amount, recipient_name,
+       recipient_sort_code, recipient_account_number, reference)
+     SELECT a.id, $3, $4, $5, $6, $7, $8, $9 FROM accounts a WHERE a.id = $1::uuid AND a.customer_id = $2::uuid
+     ON CONFLICT (account_id, idempotency_key) DO NOTHING
+     RETURNING ${PAYMENT_COLUMNS}`,
+    cmd.fromAccountId,
+    customerId,
+    cmd.idempotencyKey,
+    fingerprint,
+    BigInt(cmd.amount),
+    cmd.recipient.name,
+    cmd.recipient.sortCode,
+    cmd.recipient.accountNumber,
+    cmd.reference,
+  );
+  return rows[0] ?? null;
+}
+
+/**
+ * The guarded decrement and its ledger entry in one statement. Returns the balance after, or
+ * null when the balance is short (nothing changed).
+ */
+export async function debitForPayment(tx: Tx, payment: Pick<Payment, 'id' | 'accountId' | 'amount'>): Promise<bigint | null> {
+  const rows = await tx.$queryRawUnsafe<{ balanceAfter: bigint }[]>(
+    `WITH debit AS (
+       UPDATE accounts SET balance = balance - $2, updated_at = now()
+       WHERE id = $1::uuid AND balance >= $2
+       RETURNING id, balance)
+     INSERT INTO ledger_entries (account_id, kind, amount, balance_after, payment_id)
+     SELECT id, 'PAYMENT_DEBIT', -$2::bigint, balance, $3::uuid FROM debit
+     RETURNING balance_after AS "balanceAfter"`,
+    payment.accountId,
+    payment.amount,
+    payment.id,
+  );
+  return rows[0]?.balanceAfter ?? null;
+}
+
+/** The customer's payment on that account with that idempotency key, if any. */
+export function findPaymentByKey(db: Db, customerId: string, accountId: string, key: string): Promise<Payment | null> {
+  return db.payment.findFirst({ where: { accountId, idempotencyKey: key, account: { customerId } } });
+}
+
+/** PENDING -> COMPLETED. Null when the payment was not PENDING (already settled by someone else). */
+export async function completePayment(tx: Tx, paymentId: string): Promise<Payment | null> {
+  const rows = await tx.$queryRawUnsafe<Payment[]>(
+    `UPDATE payments SET status = 'COMPLETED', updated_at = now()
+     WHERE id = $1::uuid AND status = 'PENDING'
+     RETURNING ${PAYMENT_COLUMNS}`,
+    paymentId,
+  );
+  return rows[0] ?? null;
+}
+
+/**
+ * PENDING -> CANCELLED or FAILED, with the refund and its ledger entry, in one statement.
+ * Null when the payment was not PENDING: a payment is refunded at most once (the unique
+ * index on ledger_entries (payment_id, kind) guards that a second time).
+ */
+export async function refundPayment(
+  tx: Tx,
+  paymentId: string,
+  to: Extract<PaymentStatus, 'CANCELLED' | 'FAILED'>,
+  reason: string,
+): Promise<Payment | null> {
+  const rows = await tx.$queryRawUnsafe<Payment[]>(
+    `WITH settled AS (
+       UPDATE payments SET status = $2::"PaymentStatus", failure_reason = $3, updated_at = now()
+       WHERE id = $1::uuid AND status = 'PENDING'
+       RETURNING *),
+     credit AS (
+       UPDATE accounts a SET balance = a.balance + s.amount, updated_at = now()
+       FROM settled s WHERE a.id = s.account_id
+       RETURNING a.id, a.balance, s.id AS payment_id, s.amount),
+     entry AS (
+       INSERT INTO ledger_entries (account_id, kind, amount, balance_after, payment_id)
+       SELECT id, 'PAYMENT_REFUND', amount, balance, payment_id FROM credit)
+     SELECT ${PAYMENT_COLUMNS} FROM settled`,
+    paymentId,
+    to,
+    reason,
+  );
+  return rows[0] ?? null;
+}
+
+/** Appends what the worker did or learned about a payment; the attempt number follows from order. */
+export async function recordAttempt(db: Db, paymentId: string, outcome: string, detail?: string): Promise<void> {
+  await db.paymentAttempt.create({ data: { paymentId, outcome, detail: detail ?? null } });
+}

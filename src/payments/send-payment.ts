@@ -1,0 +1,100 @@
+import { createHash } from 'node:crypto';
+import { fromPrisma, type PgBoss } from 'pg-boss';
+import type { Payment, PrismaClient } from '../db/prisma.ts';
+import { DomainError, userError, type UserError } from '../errors.ts';
+import { settleJobOptions, QUEUES, type SettlePaymentJob, type RetryPolicy } from '../jobs/queues.ts';
+import type { Logger } from '../logger.ts';
+import { parseInput, sendPaymentInput, type SendPaymentCommand } from '../validation.ts';
+import { debitForPayment, findPaymentByKey, insertPayment } from './repository.ts';
+
+export type SendPaymentResult = { payment: Payment; replayed: boolean; errors: [] } | { payment: null; errors: [UserError] };
+
+export interface PaymentServiceDeps {
+  prisma: PrismaClient;
+  boss: PgBoss;
+  retry: RetryPolicy;
+  logger: Logger;
+}
+
+// Interactive-transaction limits: wait long enough for a pooled connection under a burst
+// (Prisma's 2 s default fails requests at a few hundred concurrent), but never hold one for long.
+const TX_OPTIONS = { maxWait: 15_000, timeout: 10_000 } as const;
+
+/** What makes two requests "the same payment" for idempotency. */
+export function fingerprintOf(cmd: SendPaymentCommand): string {
+  const canonical = JSON.stringify([
+    cmd.fromAccountId,
+    cmd.amount,
+    cmd.recipient.name,
+    cmd.recipient.sortCode,
+    cmd.recipient.accountNumber,
+    cmd.reference,
+  ]);
+  return createHash('sha256').update(canonical).digest('hex');
+}
+
+export function createPaymentService(deps: PaymentServiceDeps) {
+  const { prisma, boss, logger } = deps;
+  const jobOptions = settleJobOptions(deps.retry);
+
+  /**
+   * Takes a payment: in one transaction with no network I/O, the payment row, the guarded
+   * debit with its ledger entry, and the settlement job (outbox). All of it commits or none.
+   */
+  async function sendPayment(customerId: string, input: unknown): Promise<SendPaymentResult> {
+    const parsed = parseInput(sendPaymentInput, input);
+    if (!parsed.ok) return { payment: null, errors: [parsed.error] };
+    const cmd = parsed.value;
+    const fingerprint = fingerprintOf(cmd);
+
+    try {
+      const payment = await prisma.$transaction(async (tx) => {
+        const created = await insertPayment(tx, customerId, cmd, fingerprint);
+        if (!created) return null;
+        const balanceAfter = await debitForPayment(tx, created);
+        if (balanceAfter === null) {
+          throw new DomainError(
+            userError('INSUFFICIENT_FUNDS', 'The account balance is lower than the amount', ['amount']),
+          );
+        }
+        const job: SettlePaymentJob = { paymentId: created.id };
+        await boss.send(QUEUES.settle, job, { ...jobOptions, id: created.id, db: fromPrisma(tx) });
+        return created;
+      }, TX_OPTIONS);
+
+      if (payment) {
+        logger.info({ paymentId: payment.id, accountId: payment.accountId, amount: cmd.amount }, 'payment accepted');
+        return { payment, replayed: false, errors: [] };
+      }
+      return await replay(customerId, cmd, fingerprint);
+    } catch (error) {
+      if (error instanceof DomainError) return { payment: null, errors: [error.userError] };
+      throw error;
+    }
+  }
+
+  /** Nothing was inserted: the key is taken on that account, or the account is not the caller's. */
+  async function replay(customerId: string, cmd: SendPaymentCommand, fingerprint: string): Promise<SendPaymentResult> {
+    const existing = await findPaymentByKey(prisma, customerId, cmd.fromAccountId, cmd.idempotencyKey);
+    if (!existing) {
+      return { payment: null, errors: [userError('ACCOUNT_NOT_FOUND', 'No such account', ['fromAccountId'])] };
+    }
+    if (existing.fingerprint !== fingerprint) {
+      return {
+        payment: null,
+        errors: [
+          userError(
+            'IDEMPOTENCY_KEY_REUSED',
+            'This idempotency key was already used for a different payment from this account',
+            ['idempotencyKey'],
+          ),
+        ],
+      };
+    }
+    return { payment: existing, replayed: true, errors: [] };
+  }
+
+  return { sendPayment };
+}
+
+export type PaymentService = ReturnType<typeof createPaymentService>;

@@ -1,0 +1,147 @@
+import type { Payment, PrismaClient } from '../db/prisma.ts';
+import type { Logger } from '../logger.ts';
+import type { ProviderClient, ProviderPaymentRequest, ProviderResult } from '../provider/client.ts';
+import { completePayment, recordAttempt, refundPayment } from './repository.ts';
+
+/**
+ * Settlement: what the worker does with a PENDING payment, as the lifecycle says.
+ *
+ * `settle` runs on every attempt of a `payment.settle` job. It asks the provider first (a
+ * previous attempt may have died after the provider accepted), creates the payment only if the
+ * provider has never seen it, and throws `RetryLater` for anything transient so the queue retries
+ * with backoff. `reconcile` runs once those retries are spent: it never leaves a payment PENDING
+ * for good, and refunds only once the provider can no longer execute the payment.
+ */
+
+/** Thrown for a transient outcome: the job is retried later; the attempt is already recorded. */
+export class RetryLater extends Error {
+  override name = 'RetryLater';
+}
+
+export interface SettlementDeps {
+  prisma: PrismaClient;
+  provider: ProviderClient;
+  logger: Logger;
+}
+
+type PaymentWithSender = Payment & { account: { name: string; sortCode: string; accountNumber: string } };
+
+export function createSettlement(deps: SettlementDeps) {
+  const { prisma, provider, logger } = deps;
+
+  async function load(paymentId: string): Promise<PaymentWithSender | null> {
+    return prisma.payment.findUnique({
+      where: { id: paymentId },
+      include: { account: { select: { name: true, sortCode: true, accountNumber: true } } },
+    });
+  }
+
+  async function complete(payment: Payment, detail: string): Promise<void> {
+    const done = await prisma.$transaction(async (tx) => {
+      const updated = await completePayment(tx, payment.id);
+      if (updated) await recordAttempt(tx, payment.id, 'COMPLETED', detail);
+      return updated;
+    });
+    logger.info({ paymentId: payment.id, applied: done !== null }, 'payment completed');
+  }
+
+  async function refund(payment: Payment, to: 'CANCELLED' | 'FAILED', reason: string): Promise<void> {
+    const done = await prisma.$transaction(async (tx) => {
+      const updated = await refundPayment(tx, payment.id, to, reason);
+      if (updated) await recordAttempt(tx, payment.id, to, reason);
+      return updated;
+    });
+    logger.info({ paymentId: payment.id, status: to, reason, applied: done !== null }, 'payment refunded');
+  }
+
+  async function retryLater(payment: Payment, what: string, result: ProviderResult): Promise<never> {
+    const detail = result.kind === 'transient' || result.kind === 'conflict' ? result.detail : result.kind;
+    await recordAttempt(prisma, payment.id, 'RETRY', `${what}: ${detail}`);
+    throw new RetryLater(`${what}: ${detail}`);
+  }
+
+  function toProviderRequest(payment: PaymentWithSender): ProviderPaymentRequest {
+    return {
+      idempotencyKey: payment.id,
+      amount: Number(payment.amount),
+      currency: payment.currency,
+      sender: { name: payment.account.name, sortCode: payment.account.sortCode, accountNumber: payment.account.accountNumber },
+      recipient: {
+        name: payment.recipientName,
+        sortCode: payment.recipientSortCode,
+        accountNumber: payment.recipientAccountNumber,
+      },
+      reference: payment.reference,
+    };
+  }
+
+  /** One attempt at settling a payment. Returns when it is settled (or already was). */
+  async function settle(paymentId: string): Promise<void> {
+    const payment = await load(paymentId);
+    if (!payment) {
+      logger.error({ paymentId }, 'settlement job for a payment that does not exist');
+      return;
+    }
+    if (payment.status !== 'PENDING') return;
+
+    const known = await provider.getPayment(payment.id);
+    switch (known.kind) {
+      case 'accepted':
+        return complete(payment, 'the provider already had the payment');
+      case 'voided':
+        return refund(payment, 'FAILED', 'voided at the provider');
+      case 'absent':
+        break;
+      default:
+        return retryLater(payment, 'checking the provider', known);
+    }
+
+    const created = await provider.createPayment(toProviderRequest(payment));
+    switch (created.kind) {
+      case 'accepted':
+        return complete(payment, 'accepted by the provider');
+      case 'rejected':
+        return refund(payment, 'CANCELLED', `rejected by the provider: ${created.message}`);
+      case 'voided':
+        return refund(payment, 'FAILED', 'voided at the provider');
+      default:
+        return retryLater(payment, 'sending to the provider', created);
+    }
+  }
+
+  /**
+   * The retries are spent. Completed if the provider has the payment; otherwise void it there
+   * first, and only then fail and refund it. While the provider cannot be reached, throws so
+   * the reconciliation job tries again later (each try is recorded on the payment).
+   */
+  async function reconcile(paymentId: string): Promise<void> {
+    const payment = await load(paymentId);
+    if (!payment || payment.status !== 'PENDING') return;
+
+    const known = await provider.getPayment(payment.id);
+    switch (known.kind) {
+      case 'accepted':
+        return complete(payment, 'reconciled: the provider has the payment');
+      case 'voided':
+        return refund(payment, 'FAILED', 'reconciled: voided at the provider');
+      case 'absent':
+        break;
+      default:
+        return retryLater(payment, 'reconciling', known);
+    }
+
+    const voided = await provider.voidPayment(payment.id);
+    switch (voided.kind) {
+      case 'voided':
+        return refund(payment, 'FAILED', 'retries exhausted; voided at the provider');
+      case 'accepted':
+        return complete(payment, 'reconciled: the provider accepted the payment before the void');
+      default:
+        return retryLater(payment, 'voiding at the provider', voided);
+    }
+  }
+
+  return { settle, reconcile };
+}
+
+export type Settlement = ReturnType<typeof createSettlement>;

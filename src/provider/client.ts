@@ -1,0 +1,176 @@
+import {
+  BrokenCircuitError,
+  circuitBreaker,
+  ConsecutiveBreaker,
+  handleType,
+  type CircuitBreakerPolicy,
+  type CircuitState,
+} from 'cockatiel';
+import { z } from 'zod';
+
+/**
+ * The payment provider over HTTP. Every answer is parsed with zod and classified once:
+ * the worker only ever sees a `ProviderResult`, never an HTTP status.
+ */
+
+export interface ProviderParty {
+  name: string;
+  sortCode: string;
+  accountNumber: string;
+}
+
+export interface ProviderPaymentRequest {
+  idempotencyKey: string;
+  amount: number;
+  currency: string;
+  sender: ProviderParty;
+  recipient: ProviderParty;
+  reference: string | null;
+}
+
+export type ProviderResult =
+  /** The provider holds the payment (it accepted it now or earlier). */
+  | { kind: 'accepted'; providerId: string }
+  /** The provider has never seen the payment. */
+  | { kind: 'absent' }
+  /** The payment was voided at the provider: it can never be executed. */
+  | { kind: 'voided' }
+  /** The provider refused the payment for good (HTTP 400). */
+  | { kind: 'rejected'; code: string; message: string }
+  /** An answer that retrying will not change, and that should not happen (422, 409, unknown). */
+  | { kind: 'conflict'; detail: string }
+  /** Worth retrying later: 429, 5xx, a timeout, a network error, or the circuit is open. */
+  | { kind: 'transient'; detail: string; retryAfterSeconds?: number };
+
+const recordSchema = z.object({ id: z.string(), idempotencyKey: z.string(), status: z.string() });
+const errorSchema = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
+
+class TransientFailure extends Error {
+  readonly result: Extract<ProviderResult, { kind: 'transient' }>;
+  constructor(result: Extract<ProviderResult, { kind: 'transient' }>) {
+    super(result.detail);
+    this.result = result;
+  }
+}
+
+export interface ProviderClientOptions {
+  baseUrl: string;
+  apiKey: string;
+  timeoutMs: number;
+  /** Consecutive transient failures that open the circuit. */
+  breakerThreshold?: number;
+  /** How long the circuit stays open before one probe is let through. */
+  breakerHalfOpenAfterMs?: number;
+}
+
+export function createProviderClient(options: ProviderClientOptions) {
+  const breaker: CircuitBreakerPolicy = circuitBreaker(handleType(TransientFailure), {
+    halfOpenAfter: options.breakerHalfOpenAfterMs ?? 5_000,
+    breaker: new ConsecutiveBreaker(options.breakerThreshold ?? 5),
+  });
+
+  async function call(method: string, path: string, body?: unknown): Promise<{ status: number; json: unknown; headers: Headers }> {
+    const response = await fetch(`${options.baseUrl}${path}`, {
+      method,
+      headers: { 'x-api-key': options.apiKey, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(options.timeoutMs),
+    });
+    const text = await response.text();
+    let json: unknown = null;
+    try {
+      json = text === '' ? null : JSON.parse(text);
+    } catch {
+      json = null;
+    }
+    return { status: response.status, json, headers: response.headers };
+  }
+
+  /** Runs one request through the breaker; transient outcomes count against it. */
+  async function guarded(
+    method: string,
+    path: string,
+    body: unknown,
+    classify: (status: number, json: unknown) => ProviderResult | undefined,
+  ): Promise<ProviderResult> {
+    try {
+      return await breaker.execute(async () => {
+        let answer: Awaited<ReturnType<typeof call>>;
+        try {
+          answer = await call(method, path, body);
+        } catch (error) {
+          const detail =
+            error instanceof Error && error.name === 'TimeoutError'
+              ? `timed out after ${options.timeoutMs} ms`
+              : `network error: ${error instanceof Error ? (error.cause instanceof Error ? error.cause.message : error.message) : String(error)}`;
+          throw new TransientFailure({ kind: 'transient', detail });
+        }
+        const known = classify(answer.status, answer.json);
+        if (known) return known;
+        if (answer.status === 429 || answer.status >= 500) {
+          const retryAfter = Number(answer.headers.get('retry-after'));
+          throw new TransientFailure({
+            kind: 'transient',
+            detail: `HTTP ${answer.status}`,
+            ...(Number.isFinite(retryAfter) && retryAfter > 0 ? { retryAfterSeconds: retryAfter } : {}),
+          });
+        }
+        return { kind: 'conflict', detail: `unexpected HTTP ${answer.status} from ${method} ${path}` };
+      });
+    } catch (error) {
+      if (error instanceof TransientFailure) return error.result;
+      if (error instanceof BrokenCircuitError) return { kind: 'transient', detail: 'circuit open: provider failing' };
+      throw error;
+    }
+  }
+
+  const accepted = (json: unknown): ProviderResult => {
+    const record = recordSchema.safeParse(json);
+    return record.success
+      ? { kind: 'accepted', providerId: record.data.id }
+      : { kind: 'transient', detail: 'malformed provider record' };
+  };
+
+  return {
+    /** Does the provider already hold this payment? */
+    getPayment(idempotencyKey: string): Promise<ProviderResult> {
+      return guarded('GET', `/v1/payments/${encodeURIComponent(idempotencyKey)}`, undefined, (status, json) => {
+        if (status === 200) return accepted(json);
+        if (status === 404) return { kind: 'absent' };
+        if (status === 410) return { kind: 'voided' };
+        return undefined;
+      });
+    },
+
+    /** Asks the provider to execute the payment; idempotent on `idempotencyKey`. */
+    createPayment(request: ProviderPaymentRequest): Promise<ProviderResult> {
+      return guarded('POST', '/v1/payments', request, (status, json) => {
+        if (status === 200 || status === 201) return accepted(json);
+        if (status === 400) {
+          const body = errorSchema.safeParse(json);
+          return body.success
+            ? { kind: 'rejected', code: body.data.error.code, message: body.data.error.message }
+            : { kind: 'rejected', code: 'INVALID_PAYMENT', message: 'rejected by the provider' };
+        }
+        if (status === 410) return { kind: 'voided' };
+        if (status === 422) return { kind: 'conflict', detail: 'the provider holds a different payment under this key' };
+        return undefined;
+      });
+    },
+
+    /** Makes sure the provider can never execute the payment; `accepted` if it already did. */
+    voidPayment(idempotencyKey: string): Promise<ProviderResult> {
+      return guarded('POST', `/v1/payments/${encodeURIComponent(idempotencyKey)}/void`, {}, (status, json) => {
+        if (status === 200) return { kind: 'voided' };
+        if (status === 409) return { kind: 'accepted', providerId: recordSchema.safeParse(json).data?.id ?? idempotencyKey };
+        return undefined;
+      });
+    },
+
+    circuitState(): CircuitState {
+      return breaker.state;
+    },
+  };
+}
+
+export type ProviderClient = ReturnType<typeof createProviderClient>;
