@@ -1,4 +1,4 @@
-import { pino, type Logger } from 'pino';
+import { pino, type DestinationStream, type Logger } from 'pino';
 
 export type { Logger };
 
@@ -6,8 +6,9 @@ export type { Logger };
  * JSON logs on stdout. Tokens and account numbers never reach a log line: the paths below are
  * censored wherever they appear in a logged object.
  */
-export function createLogger(options: { level: string; name: string }): Logger {
-  return pino({
+export function createLogger(options: { level: string; name: string; destination?: DestinationStream }): Logger {
+  return pino(
+    {
     name: options.name,
     level: options.level,
     redact: {
@@ -25,5 +26,7 @@ export function createLogger(options: { level: string; name: string }): Logger {
       ],
       censor: '[redacted]',
     },
-  });
+    },
+    options.destination,
+  );
 }

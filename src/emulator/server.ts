@@ -22,8 +22,8 @@ export const faultsSchema = z
     timeoutRate: z.number().min(0).max(1).default(0),
     acceptThenFailRate: z.number().min(0).max(1).default(0),
     latencyMs: z.number().int().min(0).max(60_000).default(0),
-    /** Extension: the next N payment requests answer 500, then the rates apply again. */
-    failNext: z.number().int().min(0).default(0),
+    /** Extension: the next N `POST /v1/payments` answer 500 before recording anything. */
+    failNextCreates: z.number().int().min(0).default(0),
   })
   .strict();
 export type Faults = z.output<typeof faultsSchema>;
@@ -90,10 +90,10 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
   const publicRecord = (p: StoredPayment) => ({ id: p.id, idempotencyKey: p.idempotencyKey, status: p.status });
 
   /** Applies the configured faults; true when the request was answered (or swallowed) by one. */
-  async function injectFault(res: ServerResponse): Promise<boolean> {
+  async function injectFault(res: ServerResponse, isCreate = false): Promise<boolean> {
     if (faults.latencyMs > 0) await new Promise((r) => setTimeout(r, faults.latencyMs));
-    if (faults.failNext > 0) {
-      faults = { ...faults, failNext: faults.failNext - 1 };
+    if (isCreate && faults.failNextCreates > 0) {
+      faults = { ...faults, failNextCreates: faults.failNextCreates - 1 };
       error(res, 500, 'INJECTED_ERROR', 'injected failure');
       return true;
     }
@@ -176,7 +176,7 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
     }
 
     if (path === '/v1/payments' && method === 'POST') {
-      if (await injectFault(res)) return;
+      if (await injectFault(res, true)) return;
       return create(res, raw);
     }
     const match = /^\/v1\/payments\/([^/]+)(\/void)?$/.exec(path);

@@ -1,0 +1,232 @@
+import { randomUUID } from 'node:crypto';
+import pg from 'pg';
+import { expect, inject } from 'vitest';
+import { signToken } from '../src/auth.ts';
+import { loadConfig, type Config } from '../src/config.ts';
+import { createPrisma, type PrismaClient } from '../src/db/prisma.ts';
+import { startEmulator, type RunningEmulator } from '../src/emulator/server.ts';
+import { createLogger, type Logger } from '../src/logger.ts';
+import { startApiRole, startWorkerRole, type ApiRole, type WorkerRole } from '../src/roles.ts';
+import { withDatabase } from './global-setup.ts';
+
+export const TEST_SECRET = 'test-secret-that-is-at-least-32-bytes-long!!';
+
+/** A fresh database cloned from the migrated template; dropped by `drop()`. */
+export async function createTestDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
+  const adminUrl = inject('adminUrl');
+  const name = `payments_test_${randomUUID().replaceAll('-', '').slice(0, 16)}`;
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    await admin.query(`CREATE DATABASE ${name} TEMPLATE ${inject('templateDb')}`);
+  } finally {
+    await admin.end();
+  }
+  return {
+    url: withDatabase(adminUrl, name),
+    async drop() {
+      const c = new pg.Client({ connectionString: adminUrl });
+      await c.connect();
+      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await c.end();
+    },
+  };
+}
+
+export function testConfig(env: Record<string, string> = {}): Config {
+  return loadConfig({
+    NODE_ENV: 'test',
+    AUTH_JWT_SECRET: TEST_SECRET,
+    PAYMENT_RETRY_LIMIT: '3',
+    PAYMENT_RETRY_DELAY_SECONDS: '1',
+    PAYMENT_RETRY_DELAY_MAX_SECONDS: '2',
+    PROVIDER_TIMEOUT_MS: '2000',
+    SEND_PAYMENT_RATE_LIMIT_PER_MINUTE: '0',
+    DATABASE_POOL_SIZE: '10',
+    ...env,
+  });
+}
+
+/** A logger that keeps error lines so a test can fail on an unexpected one. */
+export function captureLogger(): { logger: Logger; errors: string[] } {
+  const errors: string[] = [];
+  const level = process.env.TEST_LOG_LEVEL ?? 'error';
+  const logger = createLogger({
+    level,
+    name: 'test',
+    destination: {
+      write(line: string) {
+        if (JSON.parse(line).level >= 50) errors.push(line);
+        if (process.env.TEST_LOG_LEVEL) process.stdout.write(line);
+      },
+    },
+  });
+  return { logger, errors };
+}
+
+export interface GraphQLResponse<T = Record<string, unknown>> {
+  data?: T | null;
+  errors?: Array<{ message: string; extensions?: { code?: string } & Record<string, unknown>; path?: unknown[] }>;
+}
+
+/** POSTs a GraphQL operation over real HTTP. */
+export async function gql<T = Record<string, unknown>>(
+  url: string,
+  token: string | null,
+  query: string,
+  variables?: Record<string, unknown>,
+): Promise<GraphQLResponse<T>> {
+  const response = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify({ query, variables }),
+  });
+  return (await response.json()) as GraphQLResponse<T>;
+}
+
+export const SEND_PAYMENT = /* GraphQL */ `
+  mutation Send($input: SendPaymentInput!) {
+    sendPayment(input: $input) {
+      payment { id status amount idempotencyKey recipient { name sortCode accountNumber } reference }
+      errors { code message field }
+    }
+  }
+`;
+
+export interface SendPaymentData {
+  sendPayment: {
+    payment: { id: string; status: string; amount: number; idempotencyKey: string } | null;
+    errors: Array<{ code: string; message: string; field: string[] | null }>;
+  };
+}
+
+export function paymentInput(accountId: string, overrides: Record<string, unknown> = {}) {
+  return {
+    idempotencyKey: `key-${randomUUID()}`,
+    fromAccountId: accountId,
+    amount: 1000,
+    recipient: { name: 'Grace Hopper', sortCode: '12-34-56', accountNumber: '12345678' },
+    reference: 'Invoice 42',
+    ...overrides,
+  };
+}
+
+export interface TestCustomer {
+  customerId: string;
+  accountId: string;
+  token: string;
+}
+
+export interface Stack {
+  config: Config;
+  databaseUrl: string;
+  apiUrl: string;
+  emulator: RunningEmulator;
+  /** A client of the test's own, for looking at the database. */
+  db: PrismaClient;
+  api: ApiRole;
+  worker: WorkerRole | null;
+  operatorToken: string;
+  errorLogs: string[];
+  logger: Logger;
+  startWorker(): Promise<WorkerRole>;
+  newCustomer(fundPence: number): Promise<TestCustomer>;
+  send(token: string, input: Record<string, unknown>): Promise<SendPaymentData['sendPayment']>;
+  stop(): Promise<void>;
+}
+
+/**
+ * The whole service on real parts: a cloned PostgreSQL database, the provider emulator over
+ * HTTP, the API over HTTP and (unless `worker: false`) a worker, all in this process.
+ */
+export async function startStack(options: { worker?: boolean; env?: Record<string, string> } = {}): Promise<Stack> {
+  const database = await createTestDatabase();
+  const config = testConfig(options.env);
+  const { logger, errors } = captureLogger();
+  const emulator = await startEmulator({ apiKey: config.providerApiKey, port: 0 });
+  const api = await startApiRole({ config, databaseUrl: database.url, logger, port: 0 });
+  const db = createPrisma({ databaseUrl: database.url, poolSize: 4 });
+  const operatorToken = await signToken({ role: 'operator' }, TEST_SECRET, 3600);
+
+  const stack: Stack = {
+    config,
+    databaseUrl: database.url,
+    apiUrl: api.api.url.replace('localhost', '127.0.0.1'),
+    emulator,
+    db,
+    api,
+    worker: null,
+    operatorToken,
+    errorLogs: errors,
+    logger,
+    async startWorker() {
+      stack.worker = await startWorkerRole({
+        config,
+        databaseUrl: database.url,
+        providerUrl: emulator.url,
+        logger,
+        pollingIntervalSeconds: 0.5,
+      });
+      return stack.worker;
+    },
+    async newCustomer(fundPence) {
+      const created = await gql<{ createCustomer: { id: string } }>(
+        stack.apiUrl,
+        operatorToken,
+        'mutation($name: String!) { createCustomer(input: { name: $name }) { id } }',
+        { name: 'Test Customer' },
+      );
+      const customerId = created.data?.createCustomer.id;
+      if (!customerId) throw new Error(`createCustomer failed: ${JSON.stringify(created)}`);
+      const opened = await gql<{ openAccount: { id: string } }>(
+        stack.apiUrl,
+        operatorToken,
+        'mutation($id: ID!) { openAccount(input: { customerId: $id, name: "Current" }) { id } }',
+        { id: customerId },
+      );
+      const accountId = opened.data?.openAccount.id;
+      if (!accountId) throw new Error(`openAccount failed: ${JSON.stringify(opened)}`);
+      if (fundPence > 0) {
+        const deposit = await gql(
+          stack.apiUrl,
+          operatorToken,
+          'mutation($id: ID!, $amount: Money!) { depositFunds(input: { accountId: $id, amount: $amount, idempotencyKey: "initial" }) { balance } }',
+          { id: accountId, amount: fundPence },
+        );
+        if (deposit.errors) throw new Error(`depositFunds failed: ${JSON.stringify(deposit)}`);
+      }
+      const token = await signToken({ role: 'customer', customerId }, TEST_SECRET, 3600);
+      return { customerId, accountId, token };
+    },
+    async send(token, input) {
+      const response = await gql<SendPaymentData>(stack.apiUrl, token, SEND_PAYMENT, { input });
+      if (!response.data?.sendPayment) throw new Error(`sendPayment failed: ${JSON.stringify(response)}`);
+      return response.data.sendPayment;
+    },
+    async stop() {
+      await stack.worker?.stop();
+      await api.stop();
+      await emulator.close();
+      await db.$disconnect();
+      await database.drop();
+    },
+  };
+  if (options.worker !== false) await stack.startWorker();
+  return stack;
+}
+
+/** Fails the test if the service logged an error it did not expect. */
+export function expectNoErrorLogs(stack: Stack): void {
+  expect(stack.errorLogs, 'unexpected error logs').toEqual([]);
+}
+
+/** Row counts of the money tables, to show that a refused request wrote nothing. */
+export async function rowCounts(db: PrismaClient) {
+  const [payments, ledger, jobs, accounts] = await Promise.all([
+    db.payment.count(),
+    db.ledgerEntry.count(),
+    db.$queryRaw<{ n: bigint }[]>`SELECT count(*) AS n FROM pgboss.job WHERE name = 'payment.settle'`,
+    db.account.findMany({ select: { id: true, balance: true }, orderBy: { id: 'asc' } }),
+  ]);
+  return { payments, ledger, jobs: Number(jobs[0]?.n ?? 0), balances: accounts.map((a) => `${a.id}:${a.balance}`) };
+}
