@@ -1,0 +1,116 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../src/config.ts';
+import { canTransition, isRefunded, isTerminal, PAYMENT_STATUSES } from '../src/payments/payment-status.ts';
+import { fingerprintOf } from '../src/payments/send-payment.ts';
+import { parseInput, sendPaymentInput } from '../src/validation.ts';
+
+describe('the payment status machine', () => {
+  it('moves a payment only out of PENDING, and only once', () => {
+    for (const from of PAYMENT_STATUSES) {
+      for (const to of PAYMENT_STATUSES) {
+        expect(canTransition(from, to)).toBe(from === 'PENDING' && to !== 'PENDING');
+      }
+    }
+  });
+
+  it('treats every status but PENDING as terminal, and refunds exactly CANCELLED and FAILED', () => {
+    expect(PAYMENT_STATUSES.filter(isTerminal)).toEqual(['COMPLETED', 'CANCELLED', 'FAILED']);
+    expect(PAYMENT_STATUSES.filter(isRefunded)).toEqual(['CANCELLED', 'FAILED']);
+  });
+
+  it('never reaches a second terminal status along any sequence of attempted transitions', () => {
+    fc.assert(
+      fc.property(fc.array(fc.constantFrom(...PAYMENT_STATUSES)), (attempts) => {
+        let status = 'PENDING' as (typeof PAYMENT_STATUSES)[number];
+        let changes = 0;
+        for (const next of attempts) {
+          if (canTransition(status, next)) {
+            status = next;
+            changes++;
+          }
+        }
+        return changes <= 1;
+      }),
+    );
+  });
+});
+
+describe('the idempotency fingerprint', () => {
+  const base = {
+    idempotencyKey: 'k',
+    fromAccountId: '00000000-0000-4000-8000-000000000001',
+    amount: 100,
+    recipient: { name: 'Grace', sortCode: '123456', accountNumber: '12345678' },
+    reference: null,
+  };
+
+  it('is the same for the same payment whatever the key, and differs for any other parameter', () => {
+    expect(fingerprintOf({ ...base, idempotencyKey: 'other' })).toBe(fingerprintOf(base));
+    const variants = [
+      { ...base, amount: 101 },
+      { ...base, fromAccountId: '00000000-0000-4000-8000-000000000002' },
+      { ...base, recipient: { ...base.recipient, name: 'Grace H' } },
+      { ...base, recipient: { ...base.recipient, sortCode: '123457' } },
+      { ...base, recipient: { ...base.recipient, accountNumber: '12345679' } },
+      { ...base, reference: 'x' },
+    ];
+    for (const v of variants) expect(fingerprintOf(v)).not.toBe(fingerprintOf(base));
+  });
+
+  it('does not let fields run into each other', () => {
+    const a = { ...base, recipient: { ...base.recipient, name: 'ab' }, reference: 'c' };
+    const b = { ...base, recipient: { ...base.recipient, name: 'a' }, reference: 'bc' };
+    expect(fingerprintOf(a)).not.toBe(fingerprintOf(b));
+  });
+});
+
+describe('money input', () => {
+  const valid = (amount: unknown) =>
+    parseInput(sendPaymentInput, {
+      idempotencyKey: 'k',
+      fromAccountId: '00000000-0000-4000-8000-000000000001',
+      amount,
+      recipient: { name: 'G', sortCode: '123456', accountNumber: '12345678' },
+    }).ok;
+
+  it('accepts exactly the whole numbers of pence from 1 to 100,000,000', () => {
+    fc.assert(fc.property(fc.integer({ min: 1, max: 100_000_000 }), (n) => valid(n)));
+    fc.assert(fc.property(fc.integer({ min: -1e12, max: 0 }), (n) => !valid(n)));
+    fc.assert(fc.property(fc.integer({ min: 100_000_001, max: Number.MAX_SAFE_INTEGER }), (n) => !valid(n)));
+    fc.assert(fc.property(fc.double({ noInteger: true }), (n) => !valid(n)));
+    fc.assert(fc.property(fc.string(), (s) => !valid(s)));
+  });
+});
+
+describe('configuration', () => {
+  it('uses the contract defaults', () => {
+    const config = loadConfig({});
+    expect(config).toMatchObject({ port: 4000, providerPort: 4100, logLevel: 'info', retry: { limit: 8 } });
+    expect(config.databaseUrl).toBeUndefined();
+  });
+
+  it('names every bad variable', () => {
+    expect(() => loadConfig({ PORT: 'eighty', PAYMENT_RETRY_LIMIT: '-1', LOG_LEVEL: 'loud' })).toThrow(ConfigError);
+    try {
+      loadConfig({ PORT: 'eighty', PAYMENT_RETRY_LIMIT: '-1', LOG_LEVEL: 'loud' });
+    } catch (error) {
+      expect((error as Error).message).toMatch(/PORT/);
+      expect((error as Error).message).toMatch(/PAYMENT_RETRY_LIMIT/);
+      expect((error as Error).message).toMatch(/LOG_LEVEL/);
+    }
+  });
+
+  it('refuses to start in production without a 32-byte AUTH_JWT_SECRET', () => {
+    expect(() => loadConfig({ NODE_ENV: 'production' })).toThrow(/AUTH_JWT_SECRET/);
+    expect(() => loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: 'short' })).toThrow(/AUTH_JWT_SECRET/);
+    expect(loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: 'x'.repeat(32) }).jwtSecret).toBe('x'.repeat(32));
+  });
+
+  it('refuses a DATABASE_URL that is not PostgreSQL and a retry ceiling below the first delay', () => {
+    expect(() => loadConfig({ DATABASE_URL: 'mysql://x' })).toThrow(/DATABASE_URL/);
+    expect(() => loadConfig({ PAYMENT_RETRY_DELAY_SECONDS: '10', PAYMENT_RETRY_DELAY_MAX_SECONDS: '5' })).toThrow(
+      /PAYMENT_RETRY_DELAY_MAX_SECONDS/,
+    );
+  });
+});

@@ -1,0 +1,86 @@
+import { createHash } from 'node:crypto';
+import { cp, mkdtemp, writeFile, mkdir } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { afterEach, describe, expect, it } from 'vitest';
+import { migrate, MIGRATIONS_DIR, readMigrations } from '../src/db/migrate.ts';
+import { createTestDatabase } from './helpers.ts';
+
+/** A fresh, empty database (not a clone of the migrated template). */
+async function emptyDatabase() {
+  const db = await createTestDatabase();
+  const client = new pg.Client({ connectionString: db.url });
+  await client.connect();
+  await client.query('DROP SCHEMA public CASCADE; CREATE SCHEMA public; DROP SCHEMA IF EXISTS pgboss CASCADE');
+  cleanups.push(async () => {
+    await client.end();
+    await db.drop();
+  });
+  return { ...db, client };
+}
+
+const cleanups: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0)) await c();
+});
+
+describe('the migration runner', () => {
+  it('applies every migration once and records it as prisma migrate deploy does', async () => {
+    const db = await emptyDatabase();
+    const onDisk = await readMigrations();
+    expect(await migrate(db.url)).toEqual(onDisk.map((m) => m.name));
+    expect(await migrate(db.url)).toEqual([]);
+
+    const { rows } = await db.client.query(
+      'SELECT migration_name, checksum, finished_at, rolled_back_at, applied_steps_count FROM _prisma_migrations ORDER BY migration_name',
+    );
+    expect(rows).toEqual(
+      onDisk.map((m) => ({
+        migration_name: m.name,
+        checksum: createHash('sha256').update(m.sql).digest('hex'),
+        finished_at: expect.any(Date),
+        rolled_back_at: null,
+        applied_steps_count: 1,
+      })),
+    );
+    const tables = await db.client.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1");
+    expect(tables.rows.map((r) => r.tablename)).toEqual([
+      '_prisma_migrations',
+      'accounts',
+      'customers',
+      'ledger_entries',
+      'payment_attempts',
+      'payments',
+    ]);
+  });
+
+  it('is safe to run from several processes at once', async () => {
+    const db = await emptyDatabase();
+    const results = await Promise.all([migrate(db.url), migrate(db.url), migrate(db.url)]);
+    expect(results.flat()).toHaveLength((await readMigrations()).length);
+  });
+
+  it('refuses to go on when an applied migration was edited', async () => {
+    const db = await emptyDatabase();
+    await migrate(db.url);
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'migrations-'));
+    await cp(MIGRATIONS_DIR, dir, { recursive: true });
+    const first = (await readMigrations())[0]?.name ?? '';
+    await writeFile(path.join(dir, first, 'migration.sql'), '-- edited\n');
+    await expect(migrate(db.url, dir)).rejects.toThrow(/changed after it was applied/);
+  });
+
+  it('rolls back a failing migration and records nothing for it', async () => {
+    const db = await emptyDatabase();
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'migrations-'));
+    await cp(MIGRATIONS_DIR, dir, { recursive: true });
+    await mkdir(path.join(dir, '99990101000000_broken'));
+    await writeFile(path.join(dir, '99990101000000_broken', 'migration.sql'), 'CREATE TABLE half_done (id int);\nSELECT nonsense FROM nowhere;\n');
+    await expect(migrate(db.url, dir)).rejects.toThrow(/99990101000000_broken failed/);
+    const broken = await db.client.query("SELECT 1 FROM _prisma_migrations WHERE migration_name = '99990101000000_broken'");
+    expect(broken.rowCount).toBe(0);
+    const table = await db.client.query("SELECT to_regclass('public.half_done') AS t");
+    expect(table.rows[0].t).toBeNull();
+  });
+});
