@@ -1,0 +1,11 @@
+# One image for every role; docker-compose.yml picks the command for each service.
+FROM node:24-bookworm-slim
+WORKDIR /app
+COPY package.json package-lock.json prisma.config.ts tsconfig.json schema.graphql ./
+COPY prisma ./prisma
+# postinstall generates the Prisma client (no engine download: see docs/decisions/0001).
+RUN npm ci --no-fund --no-audit && npm prune --omit=dev --no-fund --no-audit
+COPY src ./src
+ENV NODE_ENV=production
+USER node
+CMD ["node", "src/main-api.ts"]
