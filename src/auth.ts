@@ -12,24 +12,32 @@ const claims = z.discriminatedUnion('role', [
   z.object({ role: z.literal('operator') }),
 ]);
 
+/** A verified token: who is calling, and until when. */
+export interface Session {
+  viewer: Viewer;
+  expiresAt: Date;
+}
+
 export class AuthError extends Error {
   override name = 'AuthError';
 }
 
 export interface TokenVerifier {
-  verify(token: string): Promise<Viewer>;
-  /** The viewer of an `Authorization` header value, null when it is absent. Throws AuthError when it is bad. */
-  fromHeader(header: string | undefined): Promise<Viewer | null>;
+  verify(token: string): Promise<Session>;
+  /** The session of an `Authorization` header value, null when it is absent. Throws AuthError when it is bad. */
+  fromHeader(header: unknown): Promise<Session | null>;
 }
 
 export function createTokenVerifier(secret: string): TokenVerifier {
   const key = new TextEncoder().encode(secret);
-  async function verify(token: string): Promise<Viewer> {
+  async function verify(token: string): Promise<Session> {
     try {
       const { payload } = await jwtVerify(token, key, { algorithms: ['HS256'], requiredClaims: ['exp'] });
       const parsed = claims.safeParse(payload);
-      if (!parsed.success) throw new AuthError('token claims are invalid');
-      return parsed.data.role === 'customer' ? { role: 'customer', customerId: parsed.data.sub } : { role: 'operator' };
+      if (!parsed.success || typeof payload.exp !== 'number') throw new AuthError('token claims are invalid');
+      const viewer: Viewer =
+        parsed.data.role === 'customer' ? { role: 'customer', customerId: parsed.data.sub } : { role: 'operator' };
+      return { viewer, expiresAt: new Date(payload.exp * 1000) };
     } catch (error) {
       if (error instanceof AuthError) throw error;
       if (error instanceof joseErrors.JWTExpired) throw new AuthError('token expired');
@@ -39,7 +47,8 @@ export function createTokenVerifier(secret: string): TokenVerifier {
   return {
     verify,
     async fromHeader(header) {
-      if (header === undefined || header.trim() === '') return null;
+      if (header === undefined || header === null || header === '') return null;
+      if (typeof header !== 'string') throw new AuthError('expected "Authorization: Bearer <token>"');
       const match = /^Bearer\s+(\S+)$/i.exec(header.trim());
       if (!match?.[1]) throw new AuthError('expected "Authorization: Bearer <token>"');
       return verify(match[1]);

@@ -11,6 +11,7 @@ import type { Logger } from './logger.ts';
 import { createPaymentService } from './payments/send-payment.ts';
 import { createSettlement } from './payments/settlement.ts';
 import { createProviderClient } from './provider/client.ts';
+import { startPaymentEventHub, type PaymentEventHub } from './pubsub/payment-events.ts';
 
 /**
  * The roles a process can play (API, worker), each built from a Config and an explicit
@@ -43,6 +44,7 @@ export async function startBoss(options: {
 export interface ApiRole extends Stoppable {
   api: RunningApi;
   prisma: PrismaClient;
+  events: PaymentEventHub;
 }
 
 export async function startApiRole(options: {
@@ -51,11 +53,17 @@ export async function startApiRole(options: {
   logger: Logger;
   port?: number;
   ideToken?: string;
+  listenReconnectDelayMs?: number;
 }): Promise<ApiRole> {
   const { config, databaseUrl } = options;
   const logger = options.logger.child({ role: 'api' });
   const prisma = createPrisma({ databaseUrl, poolSize: config.databasePoolSize, applicationName: 'payments-api' });
   const boss = await startBoss({ databaseUrl, config, logger, listen: false });
+  const events = await startPaymentEventHub({
+    databaseUrl,
+    logger,
+    ...(options.listenReconnectDelayMs ? { reconnectDelayMs: options.listenReconnectDelayMs } : {}),
+  });
   const limit = config.sendPaymentRateLimitPerMinute;
   const api = await startApi({
     services: {
@@ -64,6 +72,7 @@ export async function startApiRole(options: {
       payments: createPaymentService({ prisma, boss, retry: config.retry, logger }),
       accounts: createAccountService({ prisma, logger }),
       sendPaymentLimiter: limit > 0 ? new RateLimiterMemory({ points: limit, duration: 60 }) : null,
+      events,
     },
     tokens: createTokenVerifier(config.jwtSecret),
     port: options.port ?? config.port,
@@ -72,14 +81,16 @@ export async function startApiRole(options: {
     ...(options.ideToken ? { ideToken: options.ideToken } : {}),
     ready: async () => {
       await prisma.$queryRaw`SELECT 1`;
-      return true;
+      return events.isConnected();
     },
   });
   return {
     api,
     prisma,
+    events,
     async stop() {
       await api.close();
+      await events.stop();
       await boss.stop({ graceful: true, close: true });
       await prisma.$disconnect();
     },

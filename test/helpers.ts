@@ -139,12 +139,20 @@ export interface Stack {
  * The whole service on real parts: a cloned PostgreSQL database, the provider emulator over
  * HTTP, the API over HTTP and (unless `worker: false`) a worker, all in this process.
  */
-export async function startStack(options: { worker?: boolean; env?: Record<string, string> } = {}): Promise<Stack> {
+export async function startStack(
+  options: { worker?: boolean; env?: Record<string, string>; listenReconnectDelayMs?: number } = {},
+): Promise<Stack> {
   const database = await createTestDatabase();
   const config = testConfig(options.env);
   const { logger, errors } = captureLogger();
   const emulator = await startEmulator({ apiKey: config.providerApiKey, port: 0 });
-  const api = await startApiRole({ config, databaseUrl: database.url, logger, port: 0 });
+  const api = await startApiRole({
+    config,
+    databaseUrl: database.url,
+    logger,
+    port: 0,
+    ...(options.listenReconnectDelayMs ? { listenReconnectDelayMs: options.listenReconnectDelayMs } : {}),
+  });
   const db = createPrisma({ databaseUrl: database.url, poolSize: 4 });
   const operatorToken = await signToken({ role: 'operator' }, TEST_SECRET, 3600);
 

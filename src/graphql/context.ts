@@ -4,6 +4,7 @@ import type { Viewer } from '../auth.ts';
 import type { PrismaClient } from '../db/prisma.ts';
 import type { Logger } from '../logger.ts';
 import type { PaymentService } from '../payments/send-payment.ts';
+import type { PaymentEventHub } from '../pubsub/payment-events.ts';
 import { forbidden, unauthenticated } from './errors.ts';
 
 /** Everything a resolver may use: built once per process, plus the caller of this request. */
@@ -13,6 +14,8 @@ export interface Services {
   accounts: AccountService;
   /** Per-customer limit on sendPayment; null when SEND_PAYMENT_RATE_LIMIT_PER_MINUTE is 0. */
   sendPaymentLimiter: RateLimiterMemory | null;
+  /** Payment events from every process, for subscriptions. */
+  events: PaymentEventHub;
   logger: Logger;
 }
 

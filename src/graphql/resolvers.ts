@@ -5,6 +5,7 @@ import { userError } from '../errors.ts';
 import type { PaymentStatus } from '../payments/payment-status.ts';
 import { ownedAccountWhere, requireCustomer, requireOperator, requireViewer, type Context } from './context.ts';
 import { DateTimeScalar, MoneyScalar } from './scalars.ts';
+import { subscriptionResolvers } from './subscriptions.ts';
 
 const isUuid = (id: string) => z.uuid().safeParse(id).success;
 
@@ -93,6 +94,8 @@ export const resolvers = {
       return ctx.accounts.depositFunds(args.input);
     },
   },
+
+  Subscription: subscriptionResolvers,
 
   Customer: {
     accounts: (customer: Customer, _: unknown, ctx: Context) =>

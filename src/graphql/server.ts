@@ -7,8 +7,11 @@ import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/dis
 import { expressMiddleware } from '@as-integrations/express5';
 import { makeExecutableSchema } from '@graphql-tools/schema';
 import express from 'express';
-import type { GraphQLSchema } from 'graphql';
-import { AuthError, type TokenVerifier } from '../auth.ts';
+import { GraphQLError, type GraphQLSchema } from 'graphql';
+import { CloseCode } from 'graphql-ws';
+import { useServer } from 'graphql-ws/use/ws';
+import { WebSocketServer } from 'ws';
+import { AuthError, type Session, type TokenVerifier } from '../auth.ts';
 import type { Context, Services } from './context.ts';
 import { createFormatError, unauthenticated } from './errors.ts';
 import { renderIde } from './ide.ts';
@@ -32,6 +35,24 @@ export interface ApiOptions {
   introspection: boolean;
   /** Answers GET /readyz: true when this process can serve. */
   ready: () => Promise<boolean>;
+}
+
+/** Limits that keep one WebSocket client from holding unbounded server resources. */
+export const WS_LIMITS = {
+  /** Active subscriptions on one connection. */
+  subscriptionsPerConnection: 50,
+  /** Bytes queued for a client that is not reading; past this the connection is closed. */
+  maxBufferedBytes: 1_000_000,
+  /** Largest message a client may send. */
+  maxPayloadBytes: 64 * 1024,
+  /** Ping interval; a client that misses a pong is dropped. */
+  keepAliveMs: 12_000,
+} as const;
+
+/** Per-connection state graphql-ws keeps for us. */
+interface ConnectionExtra extends Record<PropertyKey, unknown> {
+  session: Session;
+  expiry: NodeJS.Timeout;
 }
 
 export interface RunningApi {
@@ -84,13 +105,54 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
     expressMiddleware(apollo, {
       context: async ({ req }): Promise<Context> => {
         try {
-          return { ...services, viewer: await tokens.fromHeader(req.headers.authorization) };
+          return { ...services, viewer: (await tokens.fromHeader(req.headers.authorization))?.viewer ?? null };
         } catch (error) {
           if (error instanceof AuthError) throw unauthenticated(`Unauthenticated: ${error.message}`);
           throw error;
         }
       },
     }),
+  );
+
+  // Subscriptions: graphql-ws on the same port and path. The token arrives in connection_init.
+  const formatError = createFormatError(logger);
+  const wsServer = new WebSocketServer({ server: httpServer, path: '/graphql', maxPayload: WS_LIMITS.maxPayloadBytes });
+  const wsCleanup = useServer<Record<string, unknown>, ConnectionExtra>(
+    {
+      schema,
+      isProd: true,
+      context: (ctx): Context => ({ ...services, viewer: ctx.extra.session?.viewer ?? null }),
+      onConnect: async (ctx) => {
+        const params = ctx.connectionParams ?? {};
+        const header = params.authorization ?? params.Authorization;
+        const session = await tokens.fromHeader(header).catch(() => null);
+        // false makes graphql-ws close the socket with 4403 Forbidden.
+        if (!session) return false;
+        ctx.extra.session = session;
+        const ms = Math.max(0, session.expiresAt.getTime() - Date.now());
+        ctx.extra.expiry = setTimeout(() => ctx.extra.socket.close(CloseCode.Forbidden, 'Token expired'), Math.min(ms, 2 ** 31 - 1));
+        ctx.extra.expiry.unref();
+        return true;
+      },
+      onSubscribe: (ctx) => {
+        if (Object.keys(ctx.subscriptions).length >= WS_LIMITS.subscriptionsPerConnection) {
+          return [new GraphQLError(`At most ${WS_LIMITS.subscriptionsPerConnection} subscriptions per connection`)];
+        }
+        return undefined;
+      },
+      onNext: (ctx, _id, _payload, _args, result) => {
+        if (ctx.extra.socket.bufferedAmount > WS_LIMITS.maxBufferedBytes) {
+          ctx.extra.socket.close(1013, 'Client too slow');
+        }
+        if (!result.errors) return undefined;
+        return { ...result, errors: result.errors.map((e) => formatError(e.toJSON(), e)) };
+      },
+      onClose: (ctx) => {
+        if (ctx.extra.expiry) clearTimeout(ctx.extra.expiry);
+      },
+    },
+    wsServer,
+    WS_LIMITS.keepAliveMs,
   );
 
   await new Promise<void>((resolve, reject) => {
@@ -105,6 +167,8 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
     url,
     server: httpServer,
     close: async () => {
+      // Close every WebSocket with 1001 Going Away (clients reconnect elsewhere), then drain HTTP.
+      await wsCleanup.dispose();
       await apollo.stop();
     },
   };

@@ -1,0 +1,64 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import readline from 'node:readline';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+export interface RoleProcess {
+  proc: ChildProcess;
+  /** The API URL, for API processes. */
+  url: string | null;
+  /** Log lines at level error or above. */
+  errors: string[];
+  /** Sends SIGTERM and resolves with the exit code. */
+  stop(): Promise<number | null>;
+  /** Sends SIGKILL: a crash, no clean-up. */
+  kill(): Promise<void>;
+}
+
+/**
+ * Starts `node src/<script>` as its own process (the way `npm run start:*` does) and resolves
+ * once its log says it is ready.
+ */
+export async function startRole(script: string, env: Record<string, string>, readyMessage: string): Promise<RoleProcess> {
+  const proc = spawn(process.execPath, [`src/${script}`], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const errors: string[] = [];
+  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  let stderr = '';
+  proc.stderr?.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  const url = await new Promise<string | null>((resolve, reject) => {
+    const lines = readline.createInterface({ input: proc.stdout! });
+    lines.on('line', (line) => {
+      let entry: { level?: number; msg?: string; url?: string };
+      try {
+        entry = JSON.parse(line);
+      } catch {
+        return;
+      }
+      if ((entry.level ?? 0) >= 50) errors.push(line);
+      if (entry.msg === readyMessage) resolve(entry.url ?? null);
+    });
+    void exited.then((code) => reject(new Error(`${script} exited with ${code} before it was ready:\n${stderr}`)));
+  });
+  return {
+    proc,
+    url: url?.replace('localhost', '127.0.0.1') ?? null,
+    errors,
+    async stop() {
+      if (proc.exitCode !== null) return proc.exitCode;
+      proc.kill('SIGTERM');
+      return exited;
+    },
+    async kill() {
+      if (proc.exitCode !== null) return;
+      proc.kill('SIGKILL');
+      await exited;
+    },
+  };
+}

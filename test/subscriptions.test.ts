@@ -1,0 +1,160 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { signToken } from '../src/auth.ts';
+import { completePayment } from '../src/payments/repository.ts';
+import { expectNoErrorLogs, paymentInput, startStack, TEST_SECRET, type Stack } from './helpers.ts';
+import { ACCOUNT_PAYMENTS_UPDATED, collect, PAYMENT_UPDATED, wsClient, type AccountUpdate, type PaymentUpdate } from './ws-helpers.ts';
+
+// No worker at first: each test decides when settlement happens, so it can watch PENDING first.
+let stack: Stack;
+const disposers: Array<() => Promise<void> | void> = [];
+
+beforeAll(async () => {
+  stack = await startStack({ worker: false });
+});
+afterEach(async () => {
+  for (const d of disposers.splice(0)) await d();
+});
+afterAll(async () => {
+  await stack?.stop();
+});
+
+function connect(token: string | null) {
+  const ws = wsClient(stack.apiUrl, token);
+  disposers.push(() => ws.client.dispose());
+  return ws;
+}
+
+async function ensureWorker() {
+  if (!stack.worker) await stack.startWorker();
+}
+
+const statuses = (values: PaymentUpdate[]) => values.map((v) => v.paymentUpdated.status);
+
+describe('paymentUpdated over a real WebSocket', () => {
+  it('sends the current state first, then the change to COMPLETED, then completes', async () => {
+    const alice = await stack.newCustomer(10_000);
+    const sent = await stack.send(alice.token, paymentInput(alice.accountId, { amount: 2_500 }));
+    const { client } = connect(alice.token);
+    const sub = collect<PaymentUpdate>(client, PAYMENT_UPDATED, { id: sent.payment?.id });
+    await sub.until((v) => v.length === 1);
+    expect(sub.values[0]?.paymentUpdated).toMatchObject({ status: 'PENDING', account: { balance: 7_500 } });
+
+    await ensureWorker();
+    await sub.done;
+    expect(statuses(sub.values)).toEqual(['PENDING', 'COMPLETED']);
+    expect(sub.errors).toEqual([]);
+  });
+
+  it('ends CANCELLED, with the money back, for a recipient the provider rejects', async () => {
+    const alice = await stack.newCustomer(10_000);
+    const sent = await stack.send(
+      alice.token,
+      paymentInput(alice.accountId, { amount: 2_500, recipient: { name: 'Nobody', sortCode: '000000', accountNumber: '12345678' } }),
+    );
+    const { client } = connect(alice.token);
+    const sub = collect<PaymentUpdate>(client, PAYMENT_UPDATED, { id: sent.payment?.id });
+    await ensureWorker();
+    await sub.done;
+    expect(statuses(sub.values).at(-1)).toBe('CANCELLED');
+    expect(sub.values.at(-1)?.paymentUpdated).toMatchObject({ failureReason: expect.stringMatching(/rejected/), account: { balance: 10_000 } });
+  });
+
+  it('gives a late subscriber the outcome and completes', async () => {
+    await ensureWorker();
+    const alice = await stack.newCustomer(10_000);
+    const sent = await stack.send(alice.token, paymentInput(alice.accountId));
+    const early = collect<PaymentUpdate>(connect(alice.token).client, PAYMENT_UPDATED, { id: sent.payment?.id });
+    await early.done;
+    const late = collect<PaymentUpdate>(connect(alice.token).client, PAYMENT_UPDATED, { id: sent.payment?.id });
+    await late.done;
+    expect(statuses(late.values)).toEqual(['COMPLETED']);
+  });
+
+  it("refuses another customer's payment as if it did not exist", async () => {
+    const alice = await stack.newCustomer(10_000);
+    const mallory = await stack.newCustomer(0);
+    const sent = await stack.send(alice.token, paymentInput(alice.accountId));
+    const stolen = collect<PaymentUpdate>(connect(mallory.token).client, PAYMENT_UPDATED, { id: sent.payment?.id });
+    const missing = collect<PaymentUpdate>(connect(mallory.token).client, PAYMENT_UPDATED, { id: '00000000-0000-4000-8000-000000000000' });
+    await Promise.all([stolen.done, missing.done]);
+    expect(stolen.values).toEqual([]);
+    expect(stolen.errors).toEqual([expect.objectContaining({ message: 'No such payment' })]);
+    expect(missing.errors).toEqual(stolen.errors);
+    const account = collect<AccountUpdate>(connect(mallory.token).client, ACCOUNT_PAYMENTS_UPDATED, { id: alice.accountId });
+    await account.done;
+    expect(account.errors).toEqual([expect.objectContaining({ message: 'No such account' })]);
+  });
+});
+
+describe('connection authentication', () => {
+  it('closes with 4403 for a bad token', async () => {
+    const forged = await signToken({ role: 'operator' }, 'a-different-secret-of-32-bytes-or-more', 3600);
+    expect((await connect(forged).closed).code).toBe(4403);
+  });
+
+  it('closes with 4403 without a token', async () => {
+    expect((await connect(null).closed).code).toBe(4403);
+  });
+
+  it('ends the connection when the token expires while connected', async () => {
+    const alice = await stack.newCustomer(0);
+    const shortLived = await signToken({ role: 'customer', customerId: alice.customerId }, TEST_SECRET, 2);
+    const { client, closed } = connect(shortLived);
+    const sub = collect<AccountUpdate>(client, ACCOUNT_PAYMENTS_UPDATED, { id: alice.accountId });
+    expect(await closed).toEqual({ code: 4403, reason: 'Token expired' });
+    await sub.done;
+  });
+});
+
+describe('accountPaymentsUpdated', () => {
+  it("sends every change to any of the account's payments", async () => {
+    await ensureWorker();
+    const alice = await stack.newCustomer(10_000);
+    const listenersBefore = stack.api.events.size();
+    const sub = collect<AccountUpdate>(connect(alice.token).client, ACCOUNT_PAYMENTS_UPDATED, { id: alice.accountId });
+    // The subscription is live once the server has it registered; a query on the same
+    // connection would not tell us, so wait for the hub to hold a listener for this account.
+    await vi.waitFor(() => expect(stack.api.events.size()).toBeGreaterThan(listenersBefore));
+    const one = await stack.send(alice.token, paymentInput(alice.accountId, { amount: 100 }));
+    const two = await stack.send(
+      alice.token,
+      paymentInput(alice.accountId, { amount: 200, recipient: { name: 'Nobody', sortCode: '000000', accountNumber: '12345678' } }),
+    );
+    const seen = await sub.until((v) => {
+      const last = new Map(v.map((u) => [u.accountPaymentsUpdated.id, u.accountPaymentsUpdated.status]));
+      return last.get(one.payment?.id ?? '') === 'COMPLETED' && last.get(two.payment?.id ?? '') === 'CANCELLED';
+    });
+    const forOne = seen.filter((u) => u.accountPaymentsUpdated.id === one.payment?.id).map((u) => u.accountPaymentsUpdated.status);
+    expect(forOne[0]).toBe('PENDING');
+    sub.unsubscribe();
+  });
+});
+
+describe('when the LISTEN connection dies', () => {
+  it('reconnects and still delivers the terminal status that happened while it was down', async () => {
+    // A stack whose hub waits a while before reconnecting, so the change below surely lands
+    // while nobody listens: only the resync after reconnecting can deliver it.
+    const own = await startStack({ worker: false, listenReconnectDelayMs: 1_000 });
+    disposers.push(() => own.stop());
+    const alice = await own.newCustomer(10_000);
+    const sent = await own.send(alice.token, paymentInput(alice.accountId));
+    const paymentId = sent.payment?.id ?? '';
+    const ws = wsClient(own.apiUrl, alice.token);
+    disposers.unshift(() => ws.client.dispose());
+    const sub = collect<PaymentUpdate>(ws.client, PAYMENT_UPDATED, { id: paymentId });
+    await sub.until((v) => v.length === 1);
+
+    const killed = await own.db.$queryRaw<{ killed: boolean }[]>`
+      SELECT pg_terminate_backend(pid) AS killed FROM pg_stat_activity
+      WHERE application_name = 'payments-listen' AND datname = current_database()`;
+    expect(killed).toEqual([{ killed: true }]);
+    await vi.waitFor(() => expect(own.api.events.isConnected()).toBe(false));
+    await own.db.$transaction((tx) => completePayment(tx, paymentId));
+    expect(statuses(sub.values)).toEqual(['PENDING']);
+
+    await sub.done;
+    expect(statuses(sub.values)).toEqual(['PENDING', 'COMPLETED']);
+    expect(own.api.events.isConnected()).toBe(true);
+    expectNoErrorLogs(own);
+  });
+});

@@ -1,0 +1,100 @@
+import { createClient, type Client } from 'graphql-ws';
+import WebSocket from 'ws';
+
+/** A graphql-ws client over a real WebSocket, with what closed it recorded. */
+export function wsClient(httpUrl: string, token: string | null): { client: Client; closed: Promise<{ code: number; reason: string }> } {
+  let onClosed: (value: { code: number; reason: string }) => void = () => undefined;
+  const closed = new Promise<{ code: number; reason: string }>((resolve) => {
+    onClosed = resolve;
+  });
+  const client = createClient({
+    url: httpUrl.replace(/^http/, 'ws'),
+    webSocketImpl: WebSocket,
+    connectionParams: token ? { authorization: `Bearer ${token}` } : {},
+    lazy: false,
+    retryAttempts: 0,
+    onNonLazyError: () => undefined,
+    on: {
+      closed: (event) => {
+        const e = event as { code: number; reason: string | Buffer };
+        onClosed({ code: e.code, reason: String(e.reason) });
+      },
+    },
+  });
+  return { client, closed };
+}
+
+export interface Collected<T> {
+  values: T[];
+  errors: unknown[];
+  /** Resolves when the server completes the subscription or it errors. */
+  done: Promise<void>;
+  /** Resolves once `predicate` holds for the values received so far. */
+  until(predicate: (values: T[]) => boolean): Promise<T[]>;
+  unsubscribe(): void;
+}
+
+/** Subscribes and collects every value, so a test can await what it expects to see. */
+export function collect<T>(client: Client, query: string, variables: Record<string, unknown>): Collected<T> {
+  const values: T[] = [];
+  const errors: unknown[] = [];
+  const waiters: Array<{ predicate: (v: T[]) => boolean; resolve: (v: T[]) => void; reject: (e: unknown) => void }> = [];
+  let settle: () => void = () => undefined;
+  const done = new Promise<void>((resolve) => {
+    settle = resolve;
+  });
+  const check = () => {
+    for (const w of [...waiters]) {
+      if (w.predicate(values)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve([...values]);
+      }
+    }
+  };
+  const finish = () => {
+    check();
+    for (const w of waiters.splice(0)) {
+      w.reject(new Error(`subscription ended first; received ${JSON.stringify(values)}, errors ${JSON.stringify(errors)}`));
+    }
+    settle();
+  };
+  const unsubscribe = client.subscribe<T>(
+    { query, variables },
+    {
+      next: (result) => {
+        if (result.errors) errors.push(...result.errors);
+        if (result.data) values.push(result.data as T);
+        check();
+      },
+      error: (error) => {
+        errors.push(error);
+        finish();
+      },
+      complete: finish,
+    },
+  );
+  return {
+    values,
+    errors,
+    done,
+    until: (predicate) =>
+      new Promise<T[]>((resolve, reject) => {
+        waiters.push({ predicate, resolve, reject });
+        check();
+      }),
+    unsubscribe,
+  };
+}
+
+export const PAYMENT_UPDATED = /* GraphQL */ `
+  subscription($id: ID!) { paymentUpdated(paymentId: $id) { id status failureReason account { balance } } }
+`;
+export const ACCOUNT_PAYMENTS_UPDATED = /* GraphQL */ `
+  subscription($id: ID!) { accountPaymentsUpdated(accountId: $id) { id status } }
+`;
+export interface PaymentUpdate {
+  paymentUpdated: { id: string; status: string; failureReason: string | null; account: { balance: number } };
+}
+export interface AccountUpdate {
+  accountPaymentsUpdated: { id: string; status: string };
+}
