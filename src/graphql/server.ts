@@ -14,7 +14,7 @@ import { WebSocketServer } from 'ws';
 import { AuthError, type Session, type TokenVerifier } from '../auth.ts';
 import type { Context, Services } from './context.ts';
 import { createFormatError, unauthenticated } from './errors.ts';
-import { renderIde } from './ide.ts';
+import { readIdeAssets, renderIde } from './ide/page.ts';
 import { resolvers } from './resolvers.ts';
 
 export const SCHEMA_FILE = new URL('../../schema.graphql', import.meta.url);
@@ -94,9 +94,14 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
     const html = renderIde(options.ideToken ? { defaultToken: options.ideToken } : {});
     app.get('/graphql', (req, res, next) => {
       const wantsHtml = req.accepts(['application/json', 'application/graphql-response+json', 'text/html']) === 'text/html';
-      if (!wantsHtml || req.query.query !== undefined) return next();
+      if (!wantsHtml) return next();
       res.type('html').send(html);
     });
+    for (const [path, body] of Object.entries(readIdeAssets())) {
+      app.get(path, (_req, res) => {
+        res.type('application/javascript').send(body);
+      });
+    }
   }
 
   app.use(

@@ -1,0 +1,95 @@
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
+
+/**
+ * The in-browser IDE: GraphiQL with its editor and workers inlined into one page (from
+ * @graphql-yoga/render-graphiql), plus our own fetcher (fetcher.js) and the graphql-ws browser
+ * client, all served by this process. Nothing is loaded from the internet.
+ */
+
+/** The scripts the page loads before GraphiQL, by URL path. */
+export const IDE_SCRIPTS = ['/ide/graphql-ws.js', '/ide/fetcher.js'] as const;
+
+/** Reads the page's scripts: the graphql-ws browser build from node_modules, and our fetcher. */
+export function readIdeAssets(): Record<(typeof IDE_SCRIPTS)[number], string> {
+  const graphqlWsDir = path.dirname(createRequire(import.meta.url).resolve('graphql-ws/package.json'));
+  return {
+    '/ide/graphql-ws.js': readFileSync(path.join(graphqlWsDir, 'umd', 'graphql-ws.min.js'), 'utf8'),
+    '/ide/fetcher.js': readFileSync(new URL('./fetcher.js', import.meta.url), 'utf8'),
+  };
+}
+
+const WALKTHROUGH = `# Payments API: a walk-through. Your token goes in the Headers tab below:
+#   { "Authorization": "Bearer <token>" }   (npm start prints demo tokens)
+# It is used for queries, mutations and the subscription's WebSocket alike.
+# Put the cursor in an operation and press ▶ (or Ctrl-Enter) to run it.
+
+# 1. Who am I, and what do I hold?
+query Me {
+  me {
+    name
+    accounts { id name sortCode accountNumber balance }
+  }
+}
+
+# 2. Send money. Copy an account id from step 1 into fromAccountId.
+#    Re-running with the same idempotencyKey returns the same payment, never a second debit.
+#    A recipient sort code of 000000 is rejected by the provider: the payment ends CANCELLED
+#    and the money comes back.
+mutation Send {
+  sendPayment(input: {
+    idempotencyKey: "walkthrough-1"
+    fromAccountId: "PASTE-ACCOUNT-ID"
+    amount: 1250
+    recipient: { name: "Grace Hopper", sortCode: "12-34-56", accountNumber: "12345678" }
+    reference: "Lunch"
+  }) {
+    payment { id status amount }
+    errors { code message field }
+  }
+}
+
+# 3. Watch a payment: paste the payment id from step 2. You get its state now, every change,
+#    and the subscription ends at COMPLETED, CANCELLED or FAILED.
+subscription Watch {
+  paymentUpdated(paymentId: "PASTE-PAYMENT-ID") { id status failureReason updatedAt }
+}
+
+# 4. Watch every payment of an account (run it, then send payments from step 2).
+subscription WatchAccount {
+  accountPaymentsUpdated(accountId: "PASTE-ACCOUNT-ID") { id amount status }
+}
+
+# 5. The payment, its attempts, and the account's ledger.
+query Payment {
+  payment(id: "PASTE-PAYMENT-ID") {
+    status failureReason
+    attempts { number at outcome detail }
+    account { balance ledger(first: 5) { edges { node { kind amount balanceAfter createdAt } } } }
+  }
+}
+`;
+
+// The page's options are JSON; this marker is swapped for a reference to our fetcher function.
+const FETCHER_MARKER = '__payments_fetcher__';
+
+export function renderIde(options: { defaultToken?: string } = {}): string {
+  const html = renderGraphiQL({
+    title: 'Payments API',
+    endpoint: '/graphql',
+    subscriptionsProtocol: 'WS',
+    defaultQuery: WALKTHROUGH,
+    headers: JSON.stringify({ Authorization: `Bearer ${options.defaultToken ?? ''}` }, null, 2),
+    shouldPersistHeaders: true,
+    // Not a GraphiQLOptions field in the types, but the page hands it to GraphiQL as its fetcher.
+    ...({ fetcher: FETCHER_MARKER } as object),
+  });
+  const scripts = IDE_SCRIPTS
+    .map((src) => `<script src="${src}"></script>`)
+    .join('\n');
+  return html
+    .replace('<head>', `<head>\n${scripts}`)
+    .replace(JSON.stringify(FETCHER_MARKER), 'window.paymentsFetcher');
+}

@@ -1,0 +1,92 @@
+import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { chromium, type Browser } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startApiRole, type ApiRole } from '../src/roles.ts';
+import { paymentInput, startStack, type Stack, type TestCustomer } from './helpers.ts';
+
+/**
+ * The IDE in a real browser (Debian's chromium, driven by playwright-core) with every request
+ * that is not to this machine blocked: it must work with no internet.
+ */
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const hasBrowser = existsSync(CHROMIUM);
+if (!hasBrowser) {
+  console.warn(
+    `\n*** SKIPPED: the IDE browser test needs Chromium at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM_PATH). ***\n`,
+  );
+}
+
+const ARTIFACTS = new URL('../test-results/', import.meta.url);
+
+let stack: Stack;
+let alice: TestCustomer;
+let ide: ApiRole;
+let browser: Browser;
+
+beforeAll(async () => {
+  if (!hasBrowser) return;
+  stack = await startStack();
+  alice = await stack.newCustomer(50_000);
+  // A second API process on the same database whose IDE opens with Alice's token, as `npm start` does.
+  ide = await startApiRole({ config: stack.config, databaseUrl: stack.databaseUrl, logger: stack.logger, port: 0, ideToken: alice.token });
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
+  });
+});
+
+afterAll(async () => {
+  await browser?.close();
+  await ide?.stop();
+  await stack?.stop();
+});
+
+describe('the IDE in a browser', () => {
+  it.skipIf(!hasBrowser)('runs a query and a subscription to COMPLETED with every non-local request blocked', async () => {
+    const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+    const blocked: string[] = [];
+    await context.route('**/*', (route) => {
+      const url = new URL(route.request().url());
+      const local = ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname) || ['data:', 'blob:'].includes(url.protocol);
+      if (local) return route.continue();
+      blocked.push(url.toString());
+      return route.abort('internetdisconnected');
+    });
+    const page = await context.newPage();
+    const pageErrors: string[] = [];
+    page.on('pageerror', (error) => pageErrors.push(error.message));
+    const base = ide.api.url.replace('localhost', '127.0.0.1');
+    // The response pane is a Monaco editor: it renders spaces as non-breaking ones.
+    const responseText = async () => (await page.locator('.graphiql-response').innerText()).replace(/\s+/g, ' ');
+    const run = async (query: string) => {
+      await page.goto(`${base}?query=${encodeURIComponent(query)}`);
+      await page.locator('.graphiql-execute-button').click();
+    };
+
+    // A first visit opens on the walk-through, with the token already in the Headers tab.
+    await page.goto(base);
+    await expect.poll(async () => (await page.locator('.graphiql-query-editor').innerText()).replace(/\s+/g, ' '), { timeout: 20_000 }).toContain(
+      'Payments API: a walk-through',
+    );
+
+    await run('query Me { me { name accounts { id balance } } }');
+    await expect.poll(responseText, { timeout: 20_000 }).toContain('"balance": 50000');
+
+    // Keep the payment PENDING for a moment at a slow provider, so the subscription watches it move.
+    stack.emulator.setFaults({ latencyMs: 1_500 });
+    try {
+      const sent = await stack.send(alice.token, paymentInput(alice.accountId, { amount: 1_250 }));
+      await run(`subscription Watch { paymentUpdated(paymentId: "${sent.payment?.id}") { id status amount } }`);
+      await expect.poll(responseText, { timeout: 20_000 }).toContain('PENDING');
+      await expect.poll(responseText, { timeout: 20_000 }).toContain('COMPLETED');
+    } finally {
+      stack.emulator.setFaults({ latencyMs: 0 });
+    }
+    await mkdir(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: new URL('ide-subscription-completed.png', ARTIFACTS).pathname, fullPage: true });
+    if (blocked.length) console.info(`IDE test: blocked ${blocked.length} non-local request(s): ${blocked.join(', ')}`);
+    expect(pageErrors).toEqual([]);
+    await context.close();
+  });
+});
