@@ -1,6 +1,15 @@
+import { createRequire } from 'node:module';
 import { defineConfig } from 'vitest/config';
 
+const require = createRequire(import.meta.url);
+
 export default defineConfig({
+  resolve: {
+    // Load graphql the way Node does at run time (its CommonJS entry). Vite would otherwise pick
+    // its .mjs build for our code while graphql-ws and Apollo get the CommonJS one, and
+    // `instanceof GraphQLError` would differ between tests and production.
+    alias: [{ find: /^graphql$/, replacement: require.resolve('graphql') }],
+  },
   test: {
     include: ['test/**/*.test.ts'],
     globalSetup: ['test/global-setup.ts'],
@@ -9,7 +18,6 @@ export default defineConfig({
     maxWorkers: 2,
     testTimeout: 60_000,
     hookTimeout: 60_000,
-    // A test that never ends is a failure, not a hang: no retries, no bail-outs hiding flakiness.
     retry: 0,
   },
 });

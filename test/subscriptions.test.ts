@@ -1,5 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { signToken } from '../src/auth.ts';
+import { WS_LIMITS } from '../src/graphql/server.ts';
 import { completePayment } from '../src/payments/repository.ts';
 import { expectNoErrorLogs, paymentInput, startStack, TEST_SECRET, type Stack } from './helpers.ts';
 import { ACCOUNT_PAYMENTS_UPDATED, collect, PAYMENT_UPDATED, wsClient, type AccountUpdate, type PaymentUpdate } from './ws-helpers.ts';
@@ -103,6 +104,23 @@ describe('connection authentication', () => {
     const sub = collect<AccountUpdate>(client, ACCOUNT_PAYMENTS_UPDATED, { id: alice.accountId });
     expect(await closed).toEqual({ code: 4403, reason: 'Token expired' });
     await sub.done;
+  });
+});
+
+describe('limits per connection', () => {
+  it('refuses a subscription past the per-connection limit and keeps the others', async () => {
+    const alice = await stack.newCustomer(0);
+    const { client } = connect(alice.token);
+    const subs = Array.from({ length: WS_LIMITS.subscriptionsPerConnection }, () =>
+      collect<AccountUpdate>(client, ACCOUNT_PAYMENTS_UPDATED, { id: alice.accountId }),
+    );
+    await vi.waitFor(() => expect(stack.api.events.size()).toBeGreaterThanOrEqual(WS_LIMITS.subscriptionsPerConnection));
+    const extra = collect<AccountUpdate>(client, ACCOUNT_PAYMENTS_UPDATED, { id: alice.accountId });
+    await extra.done;
+    expect(extra.errors).toEqual([expect.objectContaining({ message: expect.stringMatching(/At most \d+ subscriptions/) })]);
+    expect(subs.every((s) => s.errors.length === 0)).toBe(true);
+    for (const s of subs) s.unsubscribe();
+    await vi.waitFor(() => expect(stack.api.events.size()).toBe(0));
   });
 });
 

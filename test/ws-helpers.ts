@@ -67,7 +67,9 @@ export function collect<T>(client: Client, query: string, variables: Record<stri
         check();
       },
       error: (error) => {
-        errors.push(error);
+        // An `error` message carries a list of GraphQL errors; a closed socket, a CloseEvent.
+        if (Array.isArray(error)) errors.push(...error);
+        else errors.push(error);
         finish();
       },
       complete: finish,

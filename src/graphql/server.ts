@@ -140,7 +140,8 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
         return true;
       },
       onSubscribe: (ctx) => {
-        if (Object.keys(ctx.subscriptions).length >= WS_LIMITS.subscriptionsPerConnection) {
+        // graphql-ws has already registered this subscription in ctx.subscriptions.
+        if (Object.keys(ctx.subscriptions).length > WS_LIMITS.subscriptionsPerConnection) {
           return [new GraphQLError(`At most ${WS_LIMITS.subscriptionsPerConnection} subscriptions per connection`)];
         }
         return undefined;
