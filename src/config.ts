@@ -18,6 +18,11 @@ const intFromEnv = (fallback: number, min: number, max: number) =>
     .optional()
     .transform((v) => v ?? fallback);
 
+const booleanFromEnv = z
+  .enum(['true', 'false', '1', '0'], { message: 'must be true or false' })
+  .transform((v) => v === 'true' || v === '1')
+  .optional();
+
 const faultsJson = z
   .string()
   .optional()
@@ -53,6 +58,8 @@ const configSchema = z
     PAYMENT_RETRY_DELAY_MAX_SECONDS: intFromEnv(300, 1, 86_400),
     SEND_PAYMENT_RATE_LIMIT_PER_MINUTE: intFromEnv(600, 0, 1_000_000),
     WORKER_CONCURRENCY: intFromEnv(8, 1, 256),
+    GRAPHQL_IDE: booleanFromEnv,
+    GRAPHQL_INTROSPECTION: booleanFromEnv,
   })
   .superRefine((env, ctx) => {
     const secret = env.AUTH_JWT_SECRET;
@@ -94,6 +101,9 @@ const configSchema = z
     },
     sendPaymentRateLimitPerMinute: env.SEND_PAYMENT_RATE_LIMIT_PER_MINUTE,
     workerConcurrency: env.WORKER_CONCURRENCY,
+    // Off in production unless asked for: the schema and a console are a map for attackers.
+    ide: env.GRAPHQL_IDE ?? env.NODE_ENV !== 'production',
+    introspection: env.GRAPHQL_INTROSPECTION ?? env.GRAPHQL_IDE ?? env.NODE_ENV !== 'production',
   }));
 
 /** Raised when the environment is unusable; the message names every bad variable. */

@@ -76,8 +76,8 @@ export async function startApiRole(options: {
     },
     tokens: createTokenVerifier(config.jwtSecret),
     port: options.port ?? config.port,
-    ide: config.nodeEnv !== 'production',
-    introspection: config.nodeEnv !== 'production',
+    ide: config.ide,
+    introspection: config.introspection,
     ...(options.ideToken ? { ideToken: options.ideToken } : {}),
     ready: async () => {
       await prisma.$queryRaw`SELECT 1`;

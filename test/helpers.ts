@@ -47,21 +47,26 @@ export function testConfig(env: Record<string, string> = {}): Config {
   });
 }
 
-/** A logger that keeps error lines so a test can fail on an unexpected one. */
-export function captureLogger(): { logger: Logger; errors: string[] } {
+/**
+ * A logger that keeps error lines, so a test can fail on an unexpected one, and with
+ * `keepAll` every line at `level`, so a test can read what operators would see.
+ */
+export function captureLogger(options: { level?: string; keepAll?: boolean } = {}): { logger: Logger; errors: string[]; lines: string[] } {
   const errors: string[] = [];
-  const level = process.env.TEST_LOG_LEVEL ?? 'error';
+  const lines: string[] = [];
+  const level = options.level ?? process.env.TEST_LOG_LEVEL ?? 'error';
   const logger = createLogger({
     level,
     name: 'test',
     destination: {
       write(line: string) {
         if (JSON.parse(line).level >= 50) errors.push(line);
+        if (options.keepAll) lines.push(line);
         if (process.env.TEST_LOG_LEVEL) process.stdout.write(line);
       },
     },
   });
-  return { logger, errors };
+  return { logger, errors, lines };
 }
 
 export interface GraphQLResponse<T = Record<string, unknown>> {
@@ -128,6 +133,8 @@ export interface Stack {
   worker: WorkerRole | null;
   operatorToken: string;
   errorLogs: string[];
+  /** Every log line, when started with `logLevel`. */
+  logLines: string[];
   logger: Logger;
   startWorker(): Promise<WorkerRole>;
   newCustomer(fundPence: number): Promise<TestCustomer>;
@@ -140,11 +147,11 @@ export interface Stack {
  * HTTP, the API over HTTP and (unless `worker: false`) a worker, all in this process.
  */
 export async function startStack(
-  options: { worker?: boolean; env?: Record<string, string>; listenReconnectDelayMs?: number } = {},
+  options: { worker?: boolean; env?: Record<string, string>; listenReconnectDelayMs?: number; logLevel?: string } = {},
 ): Promise<Stack> {
   const database = await createTestDatabase();
   const config = testConfig(options.env);
-  const { logger, errors } = captureLogger();
+  const { logger, errors, lines } = captureLogger(options.logLevel ? { level: options.logLevel, keepAll: true } : {});
   const emulator = await startEmulator({ apiKey: config.providerApiKey, port: 0 });
   const api = await startApiRole({
     config,
@@ -166,6 +173,7 @@ export async function startStack(
     worker: null,
     operatorToken,
     errorLogs: errors,
+    logLines: lines,
     logger,
     async startWorker() {
       stack.worker = await startWorkerRole({

@@ -47,6 +47,34 @@ const invalid: Array<[string, Record<string, unknown>, string[]]> = [
   ['an idempotency key over 255 characters', { idempotencyKey: 'k'.repeat(256) }, ['idempotencyKey']],
   ['a non-ASCII idempotency key', { idempotencyKey: 'clé' }, ['idempotencyKey']],
   ['an account id that is not an id', { fromAccountId: 'not-an-id' }, ['fromAccountId']],
+  ['an empty account id', { fromAccountId: '' }, ['fromAccountId']],
+  ['an account id carrying SQL', { fromAccountId: "' OR 1=1 --" }, ['fromAccountId']],
+  ['an amount as a boolean', { amount: true }, ['amount']],
+  ['an amount as an object', { amount: { pence: 100 } }, ['amount']],
+  ['an amount as a list', { amount: [100] }, ['amount']],
+  ['an amount in exponent notation beyond the limit', { amount: 1e9 }, ['amount']],
+  ['a sort code with spaces', recipient({ sortCode: '12 34 56' }), ['recipient', 'sortCode']],
+  ['a sort code with full-width digits', recipient({ sortCode: '１２３４５６' }), ['recipient', 'sortCode']],
+  ['an account number with a space inside', recipient({ accountNumber: '1234 5678' }), ['recipient', 'accountNumber']],
+  ['an account number with a minus sign', recipient({ accountNumber: '-1234567' }), ['recipient', 'accountNumber']],
+  ['an account number as a number', recipient({ accountNumber: 12345678 }), ['recipient', 'accountNumber']],
+  ['a recipient name with a tab', recipient({ name: 'Grace\tHopper' }), ['recipient', 'name']],
+  ['a recipient name with a zero-width joiner', recipient({ name: 'Gra\u200Dce' }), ['recipient', 'name']],
+  ['a recipient name with a line separator', recipient({ name: 'Grace\u2028Hopper' }), ['recipient', 'name']],
+  ['a recipient name with an escape sequence', recipient({ name: 'Grace\u001b[31m' }), ['recipient', 'name']],
+  ['a null recipient name', recipient({ name: null }), ['recipient', 'name']],
+  ['a null recipient', { recipient: null }, ['recipient']],
+  ['a recipient given as text', { recipient: 'Grace Hopper 123456 12345678' }, ['recipient']],
+  ['a reference with a tab', { reference: 'a\tb' }, ['reference']],
+  ['a reference with markup', { reference: '<script>' }, ['reference']],
+  ['a reference with a zero-width space', { reference: 'pay\u200Bment' }, ['reference']],
+  ['a reference as a number', { reference: 42 }, ['reference']],
+  ['an idempotency key with a hash', { idempotencyKey: 'key#1' }, ['idempotencyKey']],
+  ['an idempotency key with an at sign', { idempotencyKey: 'me@bank' }, ['idempotencyKey']],
+  ['an idempotency key with a newline', { idempotencyKey: 'key\n1' }, ['idempotencyKey']],
+  ['an idempotency key with a unicode dash', { idempotencyKey: 'key\u20111' }, ['idempotencyKey']],
+  ['an idempotency key as a number', { idempotencyKey: 12345 }, ['idempotencyKey']],
+  ['a null idempotency key', { idempotencyKey: null }, ['idempotencyKey']],
 ];
 
 /** GraphQL names a bad field by its path ("input.amount"), or its parent's path and its name. */
@@ -56,6 +84,10 @@ function namesField(message: string, field: string[]): boolean {
 }
 
 describe('sendPayment input validation', () => {
+  it('checks at least 50 kinds of malformed input', () => {
+    expect(invalid.length).toBeGreaterThanOrEqual(50);
+  });
+
   it.each(invalid)('refuses %s, naming the field, and writes nothing', async (_what, overrides, field) => {
     const before = await rowCounts(stack.db);
     const response = await gql<SendPaymentData>(stack.apiUrl, alice.token, SEND_PAYMENT, {

@@ -1,19 +1,20 @@
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { ApolloServer } from '@apollo/server';
+import { ApolloServer, type ApolloServerPlugin } from '@apollo/server';
 import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
 import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
 import { expressMiddleware } from '@as-integrations/express5';
 import { makeExecutableSchema } from '@graphql-tools/schema';
 import express from 'express';
-import { GraphQLError, type GraphQLSchema } from 'graphql';
+import { GraphQLError, NoSchemaIntrospectionCustomRule, type GraphQLSchema } from 'graphql';
 import { CloseCode } from 'graphql-ws';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer } from 'ws';
 import { AuthError, type Session, type TokenVerifier } from '../auth.ts';
 import type { Context, Services } from './context.ts';
 import { createFormatError, unauthenticated } from './errors.ts';
+import { createArmor, parseAndValidate } from './limits.ts';
 import { readIdeAssets, renderIde } from './ide/page.ts';
 import { resolvers } from './resolvers.ts';
 
@@ -70,15 +71,21 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
   app.disable('x-powered-by');
   const httpServer = createServer(app);
 
+  const armor = createArmor({ production: !options.introspection });
+  // graphql-armor's types name Apollo's CommonJS typings; at run time it is the same plugin API.
+  const armorPlugins = armor.plugins as unknown as ApolloServerPlugin<Context>[];
   const apollo = new ApolloServer<Context>({
     schema,
     introspection: options.introspection,
     includeStacktraceInErrorResponses: false,
+    // One operation per request: a batch would multiply every limit below by its length.
+    allowBatchedHttpRequests: false,
+    validationRules: armor.validationRules,
     formatError: createFormatError(logger),
     // Tokens travel in a header, never in cookies, so a request carrying Authorization cannot
     // be a cross-site forgery: such GETs are allowed without a preflight header.
     csrfPrevention: { requestHeaders: ['authorization', 'x-apollo-operation-name', 'apollo-require-preflight'] },
-    plugins: [ApolloServerPluginDrainHttpServer({ httpServer }), ApolloServerPluginLandingPageDisabled()],
+    plugins: [...armorPlugins, ApolloServerPluginDrainHttpServer({ httpServer }), ApolloServerPluginLandingPageDisabled()],
   });
   await apollo.start();
 
@@ -126,7 +133,6 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
     {
       schema,
       isProd: true,
-      context: (ctx): Context => ({ ...services, viewer: ctx.extra.session?.viewer ?? null }),
       onConnect: async (ctx) => {
         const params = ctx.connectionParams ?? {};
         const header = params.authorization ?? params.Authorization;
@@ -139,12 +145,23 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
         ctx.extra.expiry.unref();
         return true;
       },
-      onSubscribe: (ctx) => {
+      onSubscribe: (ctx, _id, payload) => {
         // graphql-ws has already registered this subscription in ctx.subscriptions.
         if (Object.keys(ctx.subscriptions).length > WS_LIMITS.subscriptionsPerConnection) {
           return [new GraphQLError(`At most ${WS_LIMITS.subscriptionsPerConnection} subscriptions per connection`)];
         }
-        return undefined;
+        const checked = parseAndValidate(schema, payload.query, [
+          ...armor.validationRules,
+          ...(options.introspection ? [] : [NoSchemaIntrospectionCustomRule]),
+        ]);
+        if ('errors' in checked) return checked.errors;
+        return {
+          schema,
+          document: checked.document,
+          variableValues: payload.variables,
+          operationName: payload.operationName,
+          contextValue: { ...services, viewer: ctx.extra.session?.viewer ?? null } satisfies Context,
+        };
       },
       onNext: (ctx, _id, _payload, _args, result) => {
         if (ctx.extra.socket.bufferedAmount > WS_LIMITS.maxBufferedBytes) {
