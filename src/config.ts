@@ -58,6 +58,7 @@ const configSchema = z
     PAYMENT_RETRY_DELAY_MAX_SECONDS: intFromEnv(300, 1, 86_400),
     SEND_PAYMENT_RATE_LIMIT_PER_MINUTE: intFromEnv(600, 0, 1_000_000),
     WORKER_CONCURRENCY: intFromEnv(8, 1, 256),
+    WORKER_PORT: intFromEnv(4200, 0, 65535),
     GRAPHQL_IDE: booleanFromEnv,
     GRAPHQL_INTROSPECTION: booleanFromEnv,
   })
@@ -101,6 +102,7 @@ const configSchema = z
     },
     sendPaymentRateLimitPerMinute: env.SEND_PAYMENT_RATE_LIMIT_PER_MINUTE,
     workerConcurrency: env.WORKER_CONCURRENCY,
+    workerPort: env.WORKER_PORT,
     // Off in production unless asked for: the schema and a console are a map for attackers.
     ide: env.GRAPHQL_IDE ?? env.NODE_ENV !== 'production',
     introspection: env.GRAPHQL_INTROSPECTION ?? env.GRAPHQL_IDE ?? env.NODE_ENV !== 'production',

@@ -4,7 +4,7 @@ import { requireSetting, runMain } from './run-main.ts';
 import { onShutdown } from './shutdown.ts';
 import { startWorkerRole } from './roles.ts';
 
-/** One settlement worker process. Run as many as you like. */
+/** One settlement worker process, with /healthz, /readyz and /metrics on WORKER_PORT. Run as many as you like. */
 runMain(async () => {
   const config = loadConfig();
   const logger = createLogger({ level: config.logLevel, name: 'payments' });
@@ -13,6 +13,7 @@ runMain(async () => {
     databaseUrl: requireSetting(config.databaseUrl, 'DATABASE_URL'),
     providerUrl: requireSetting(config.providerUrl, 'PROVIDER_URL'),
     logger,
+    opsPort: config.workerPort,
   });
   onShutdown(logger, () => worker.stop());
 });

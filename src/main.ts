@@ -7,6 +7,7 @@ import { ensureDatabase, startEmbeddedPostgres } from './db/embedded.ts';
 import { migrate } from './db/migrate.ts';
 import { startEmulator } from './emulator/server.ts';
 import { createLogger } from './logger.ts';
+import { createMetrics } from './ops/metrics.ts';
 import { runMain } from './run-main.ts';
 import { onShutdown } from './shutdown.ts';
 import { startApiRole, startWorkerRole } from './roles.ts';
@@ -50,9 +51,11 @@ async function main() {
 
   const tokens = await demoTokens(config.jwtSecret);
   const alice = tokens.customers[0];
-  const worker = await startWorkerRole({ config, databaseUrl, providerUrl, logger });
+  // One metrics registry for both roles, so the API's /metrics shows the worker's too.
+  const metrics = createMetrics();
+  const worker = await startWorkerRole({ config, databaseUrl, providerUrl, logger, metrics });
   stops.unshift(() => worker.stop());
-  const api = await startApiRole({ config, databaseUrl, logger, ...(alice ? { ideToken: alice.token } : {}) });
+  const api = await startApiRole({ config, databaseUrl, logger, metrics, ...(alice ? { ideToken: alice.token } : {}) });
   stops.unshift(() => api.stop());
 
   await seedDemo(api.prisma, createAccountService({ prisma: api.prisma, logger }), BANK_SORT_CODE);
@@ -60,7 +63,7 @@ async function main() {
   const lines = [
     '',
     `  Payments API is running. Open the IDE: ${api.api.url}`,
-    `  Provider emulator: ${providerUrl}`,
+    `  Metrics: ${api.api.url.replace(/\/graphql$/, '/metrics')}   Provider emulator: ${providerUrl}`,
     '',
     `  Operator token:\n    ${tokens.operator}`,
     ...tokens.customers.flatMap((c) => [

@@ -8,6 +8,9 @@ import { startApi, type RunningApi } from './graphql/server.ts';
 import { createQueues } from './jobs/queues.ts';
 import { startWorkers } from './jobs/worker.ts';
 import type { Logger } from './logger.ts';
+import { startOpsServer } from './ops/http.ts';
+import { createMetrics, observeGauge, type Metrics } from './ops/metrics.ts';
+import { PAYMENT_STATUSES } from './payments/payment-status.ts';
 import { createPaymentService } from './payments/send-payment.ts';
 import { createSettlement } from './payments/settlement.ts';
 import { createProviderClient } from './provider/client.ts';
@@ -45,18 +48,22 @@ export interface ApiRole extends Stoppable {
   api: RunningApi;
   prisma: PrismaClient;
   events: PaymentEventHub;
+  metrics: Metrics;
 }
 
 export async function startApiRole(options: {
   config: Config;
   databaseUrl: string;
   logger: Logger;
+  /** Shared with a worker in the same process (`npm start`), so /metrics shows both. */
+  metrics?: Metrics;
   port?: number;
   ideToken?: string;
   listenReconnectDelayMs?: number;
 }): Promise<ApiRole> {
   const { config, databaseUrl } = options;
   const logger = options.logger.child({ role: 'api' });
+  const metrics = options.metrics ?? createMetrics();
   const prisma = createPrisma({ databaseUrl, poolSize: config.databasePoolSize, applicationName: 'payments-api' });
   const boss = await startBoss({ databaseUrl, config, logger, listen: false });
   const events = await startPaymentEventHub({
@@ -64,12 +71,15 @@ export async function startApiRole(options: {
     logger,
     ...(options.listenReconnectDelayMs ? { reconnectDelayMs: options.listenReconnectDelayMs } : {}),
   });
+  observeApiGauges(metrics, prisma, events);
   const limit = config.sendPaymentRateLimitPerMinute;
+  let stopping = false;
   const api = await startApi({
     services: {
       prisma,
       logger,
-      payments: createPaymentService({ prisma, boss, retry: config.retry, logger }),
+      metrics,
+      payments: createPaymentService({ prisma, boss, retry: config.retry, logger, metrics }),
       accounts: createAccountService({ prisma, logger }),
       sendPaymentLimiter: limit > 0 ? new RateLimiterMemory({ points: limit, duration: 60 }) : null,
       events,
@@ -79,7 +89,9 @@ export async function startApiRole(options: {
     ide: config.ide,
     introspection: config.introspection,
     ...(options.ideToken ? { ideToken: options.ideToken } : {}),
+    // Ready: not shutting down, the database answers, and live updates can be delivered.
     ready: async () => {
+      if (stopping) return false;
       await prisma.$queryRaw`SELECT 1`;
       return events.isConnected();
     },
@@ -88,7 +100,9 @@ export async function startApiRole(options: {
     api,
     prisma,
     events,
+    metrics,
     async stop() {
+      stopping = true;
       await api.close();
       await events.stop();
       await boss.stop({ graceful: true, close: true });
@@ -100,6 +114,8 @@ export async function startApiRole(options: {
 export interface WorkerRole extends Stoppable {
   prisma: PrismaClient;
   boss: PgBoss;
+  /** The worker's own /healthz, /readyz and /metrics, when started with `opsPort`. */
+  opsUrl: string | null;
 }
 
 export async function startWorkerRole(options: {
@@ -107,32 +123,90 @@ export async function startWorkerRole(options: {
   databaseUrl: string;
   providerUrl: string;
   logger: Logger;
+  metrics?: Metrics;
+  /** Serve /healthz, /readyz and /metrics on this port (0: any free one). */
+  opsPort?: number;
   pollingIntervalSeconds?: number;
 }): Promise<WorkerRole> {
   const { config, databaseUrl } = options;
   const logger = options.logger.child({ role: 'worker' });
-  const prisma = createPrisma({ databaseUrl, poolSize: Math.min(config.databasePoolSize, config.workerConcurrency + 2), applicationName: 'payments-worker' });
+  const metrics = options.metrics ?? createMetrics();
+  const prisma = createPrisma({
+    databaseUrl,
+    poolSize: Math.min(config.databasePoolSize, config.workerConcurrency + 2),
+    applicationName: 'payments-worker',
+  });
   const boss = await startBoss({ databaseUrl, config, logger, listen: true });
   const provider = createProviderClient({
     baseUrl: options.providerUrl,
     apiKey: config.providerApiKey,
     timeoutMs: config.providerTimeoutMs,
+    metrics,
   });
+  observeGauge(
+    metrics.registry,
+    { name: 'payments_provider_circuit_open', help: 'State of the circuit breaker around the provider', labelNames: ['state'] },
+    () => [{ labels: { state: String(provider.circuitState()) }, value: 1 }],
+  );
   await startWorkers({
     boss,
     logger,
-    settlement: createSettlement({ prisma, provider, logger }),
+    settlement: createSettlement({ prisma, provider, logger, metrics }),
     concurrency: config.workerConcurrency,
     pollingIntervalSeconds: options.pollingIntervalSeconds ?? 2,
   });
-  logger.info({ providerUrl: options.providerUrl }, 'worker started');
+  let stopping = false;
+  const ops =
+    options.opsPort === undefined
+      ? null
+      : await startOpsServer({
+          port: options.opsPort,
+          registry: metrics.registry,
+          ready: async () => {
+            if (stopping) return false;
+            await prisma.$queryRaw`SELECT 1`;
+            return true;
+          },
+        });
+  logger.info({ providerUrl: options.providerUrl, opsUrl: ops?.url }, 'worker started');
   return {
     prisma,
     boss,
+    opsUrl: ops?.url ?? null,
     async stop() {
-      // graceful: running jobs finish (or expire back to the queue) before the pool closes.
+      stopping = true;
+      // graceful: jobs in flight finish (or expire back to the queue) before the pool closes.
       await boss.stop({ graceful: true, close: true, timeout: 15_000 });
+      await ops?.close();
       await prisma.$disconnect();
     },
   };
+}
+
+/** Gauges read at scrape time from the database and the subscription hub. */
+function observeApiGauges(metrics: Metrics, prisma: PrismaClient, events: PaymentEventHub): void {
+  const { registry } = metrics;
+  observeGauge(registry, { name: 'payments_by_status', help: 'Payments in the database, by status', labelNames: ['status'] }, async () => {
+    const rows = await prisma.$queryRaw<{ status: string; n: bigint }[]>`SELECT status::text AS status, count(*) AS n FROM payments GROUP BY status`;
+    const counts = new Map(rows.map((r) => [r.status, Number(r.n)]));
+    return PAYMENT_STATUSES.map((status) => ({ labels: { status }, value: counts.get(status) ?? 0 }));
+  });
+  const queueRows = () =>
+    prisma.$queryRaw<{ name: string; depth: bigint; age: number }[]>`
+      SELECT name, count(*) AS depth, coalesce(extract(epoch FROM now() - min(created_on)), 0)::float8 AS age
+      FROM pgboss.job WHERE state IN ('created', 'retry') GROUP BY name`;
+  observeGauge(registry, { name: 'payments_queue_depth', help: 'Jobs waiting (created or retry), by queue', labelNames: ['queue'] }, async () =>
+    (await queueRows()).map((r) => ({ labels: { queue: r.name }, value: Number(r.depth) })),
+  );
+  observeGauge(
+    registry,
+    { name: 'payments_queue_oldest_job_age_seconds', help: 'Age of the oldest waiting job, by queue', labelNames: ['queue'] },
+    async () => (await queueRows()).map((r) => ({ labels: { queue: r.name }, value: r.age })),
+  );
+  observeGauge(registry, { name: 'payments_subscriptions_active', help: 'Live subscriptions on this API process' }, () => [
+    { value: events.size() },
+  ]);
+  observeGauge(registry, { name: 'payments_listen_connected', help: '1 when the LISTEN connection for live updates is up' }, () => [
+    { value: events.isConnected() ? 1 : 0 },
+  ]);
 }

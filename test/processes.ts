@@ -10,6 +10,8 @@ export interface RoleProcess {
   url: string | null;
   /** Log lines at level error or above. */
   errors: string[];
+  /** Every JSON log line the process wrote. */
+  logs: Array<Record<string, unknown>>;
   /** Sends SIGTERM and resolves with the exit code. */
   stop(): Promise<number | null>;
   /** Sends SIGKILL: a crash, no clean-up. */
@@ -27,6 +29,7 @@ export async function startRole(script: string, env: Record<string, string>, rea
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const errors: string[] = [];
+  const logs: Array<Record<string, unknown>> = [];
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
   let stderr = '';
   proc.stderr?.on('data', (chunk: Buffer) => {
@@ -41,6 +44,7 @@ export async function startRole(script: string, env: Record<string, string>, rea
       } catch {
         return;
       }
+      logs.push(entry);
       if ((entry.level ?? 0) >= 50) errors.push(line);
       if (entry.msg === readyMessage) resolve(entry.url ?? null);
     });
@@ -50,6 +54,7 @@ export async function startRole(script: string, env: Record<string, string>, rea
     proc,
     url: url?.replace('localhost', '127.0.0.1') ?? null,
     errors,
+    logs,
     async stop() {
       if (proc.exitCode !== null) return proc.exitCode;
       proc.kill('SIGTERM');

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { createMetrics } from '../src/ops/metrics.ts';
 import { createSettlement } from '../src/payments/settlement.ts';
 import { createProviderClient } from '../src/provider/client.ts';
 import { expectNoErrorLogs, gql, paymentInput, startStack, type Stack } from './helpers.ts';
@@ -135,7 +136,7 @@ describe('a settlement job that runs twice', () => {
       const sent = await settleStack.send(carol.token, paymentInput(carol.accountId, { amount: 3_000 }));
       const paymentId = sent.payment?.id ?? '';
       const provider = createProviderClient({ baseUrl: settleStack.emulator.url, apiKey: settleStack.config.providerApiKey, timeoutMs: 2_000 });
-      const settlement = createSettlement({ prisma: settleStack.db, provider, logger: settleStack.logger });
+      const settlement = createSettlement({ prisma: settleStack.db, provider, logger: settleStack.logger, metrics: createMetrics() });
 
       await Promise.all([settlement.settle(paymentId), settlement.settle(paymentId), settlement.settle(paymentId)]);
       await settlement.settle(paymentId);
@@ -161,7 +162,7 @@ describe('a settlement job that runs twice', () => {
       );
       const paymentId = sent.payment?.id ?? '';
       const provider = createProviderClient({ baseUrl: settleStack.emulator.url, apiKey: settleStack.config.providerApiKey, timeoutMs: 2_000 });
-      const settlement = createSettlement({ prisma: settleStack.db, provider, logger: settleStack.logger });
+      const settlement = createSettlement({ prisma: settleStack.db, provider, logger: settleStack.logger, metrics: createMetrics() });
 
       await Promise.all([settlement.settle(paymentId), settlement.settle(paymentId), settlement.reconcile(paymentId)]);
       await settlement.settle(paymentId);

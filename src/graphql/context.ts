@@ -3,6 +3,7 @@ import type { AccountService } from '../accounts/accounts.ts';
 import type { Viewer } from '../auth.ts';
 import type { PrismaClient } from '../db/prisma.ts';
 import type { Logger } from '../logger.ts';
+import type { Metrics } from '../ops/metrics.ts';
 import type { PaymentService } from '../payments/send-payment.ts';
 import type { PaymentEventHub } from '../pubsub/payment-events.ts';
 import { forbidden, unauthenticated } from './errors.ts';
@@ -16,6 +17,8 @@ export interface Services {
   sendPaymentLimiter: RateLimiterMemory | null;
   /** Payment events from every process, for subscriptions. */
   events: PaymentEventHub;
+  metrics: Metrics;
+  /** In a request's context, a child logger carrying its request id. */
   logger: Logger;
 }
 

@@ -3,6 +3,7 @@ import { RateLimiterRes } from 'rate-limiter-flexible';
 import type { Account, Customer, LedgerEntry, Payment, PaymentAttempt } from '../db/prisma.ts';
 import { userError } from '../errors.ts';
 import type { PaymentStatus } from '../payments/payment-status.ts';
+import type { SendPaymentResult } from '../payments/send-payment.ts';
 import { ownedAccountWhere, requireCustomer, requireOperator, requireViewer, type Context } from './context.ts';
 import { DateTimeScalar, MoneyScalar } from './scalars.ts';
 import { subscriptionResolvers } from './subscriptions.ts';
@@ -50,6 +51,19 @@ async function visiblePayment(ctx: Context, id: string): Promise<Payment | null>
   return ctx.prisma.payment.findFirst({ where: { id, account: ownedAccountWhere(viewer) } });
 }
 
+async function sendPaymentLimited(ctx: Context, customerId: string, input: unknown): Promise<SendPaymentResult> {
+  if (ctx.sendPaymentLimiter) {
+    try {
+      await ctx.sendPaymentLimiter.consume(customerId);
+    } catch (error) {
+      if (!(error instanceof RateLimiterRes)) throw error;
+      const seconds = Math.ceil(error.msBeforeNext / 1000);
+      return { payment: null, errors: [userError('RATE_LIMITED', `Too many payments; try again in ${seconds} s`)] };
+    }
+  }
+  return ctx.payments.sendPayment(customerId, input, ctx.logger);
+}
+
 export const resolvers = {
   Money: MoneyScalar,
   DateTime: DateTimeScalar,
@@ -67,19 +81,15 @@ export const resolvers = {
   Mutation: {
     sendPayment: async (_: unknown, args: { input: unknown }, ctx: Context) => {
       const customerId = requireCustomer(ctx);
-      if (ctx.sendPaymentLimiter) {
-        try {
-          await ctx.sendPaymentLimiter.consume(customerId);
-        } catch (error) {
-          if (!(error instanceof RateLimiterRes)) throw error;
-          const seconds = Math.ceil(error.msBeforeNext / 1000);
-          return {
-            payment: null,
-            errors: [userError('RATE_LIMITED', `Too many payments; try again in ${seconds} s`)],
-          };
-        }
+      const end = ctx.metrics.sendPaymentSeconds.startTimer();
+      let outcome = 'error';
+      try {
+        const result = await sendPaymentLimited(ctx, customerId, args.input);
+        outcome = result.errors[0]?.code ?? 'ok';
+        return result;
+      } finally {
+        end({ outcome });
       }
-      return ctx.payments.sendPayment(customerId, args.input);
     },
     createCustomer: (_: unknown, args: { input: unknown }, ctx: Context) => {
       requireOperator(ctx);

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -62,7 +63,29 @@ export interface RunningApi {
   close(): Promise<void>;
 }
 
-/** HTTP (GraphQL, IDE, health) on one port. */
+/** One log line per GraphQL operation, on the request's own logger (so it carries the request id). */
+function accessLog(): ApolloServerPlugin<Context> {
+  return {
+    async requestDidStart({ contextValue }) {
+      const started = performance.now();
+      return {
+        async willSendResponse({ operationName, errors, operation }) {
+          contextValue.logger.info(
+            {
+              operation: operationName ?? null,
+              type: operation?.operation ?? null,
+              ms: Math.round((performance.now() - started) * 10) / 10,
+              errors: errors?.map((e) => e.extensions.code ?? 'INTERNAL_SERVER_ERROR') ?? [],
+            },
+            'graphql request',
+          );
+        },
+      };
+    },
+  };
+}
+
+/** HTTP (GraphQL, IDE, health, metrics) and WebSocket on one port. */
 export async function startApi(options: ApiOptions): Promise<RunningApi> {
   const { services, tokens } = options;
   const { logger } = services;
@@ -85,10 +108,13 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
     // Tokens travel in a header, never in cookies, so a request carrying Authorization cannot
     // be a cross-site forgery: such GETs are allowed without a preflight header.
     csrfPrevention: { requestHeaders: ['authorization', 'x-apollo-operation-name', 'apollo-require-preflight'] },
-    plugins: [...armorPlugins, ApolloServerPluginDrainHttpServer({ httpServer }), ApolloServerPluginLandingPageDisabled()],
+    plugins: [...armorPlugins, accessLog(), ApolloServerPluginDrainHttpServer({ httpServer }), ApolloServerPluginLandingPageDisabled()],
   });
   await apollo.start();
 
+  app.get('/metrics', async (_req, res) => {
+    res.type(services.metrics.registry.contentType).send(await services.metrics.registry.metrics());
+  });
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
   });
@@ -113,11 +139,21 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
 
   app.use(
     '/graphql',
+    (req, res, next) => {
+      // Every request has an id, taken from the caller (a load balancer) or made here, echoed back
+      // and written on every log line about it.
+      const incoming = req.get('x-request-id');
+      const requestId = incoming && /^[\w.:-]{1,100}$/.test(incoming) ? incoming : randomUUID();
+      res.setHeader('x-request-id', requestId);
+      res.locals.requestId = requestId;
+      next();
+    },
     express.json({ limit: '64kb' }),
     expressMiddleware(apollo, {
-      context: async ({ req }): Promise<Context> => {
+      context: async ({ res, req }): Promise<Context> => {
+        const log = logger.child({ requestId: String(res.locals.requestId) });
         try {
-          return { ...services, viewer: (await tokens.fromHeader(req.headers.authorization))?.viewer ?? null };
+          return { ...services, logger: log, viewer: (await tokens.fromHeader(req.headers.authorization))?.viewer ?? null };
         } catch (error) {
           if (error instanceof AuthError) throw unauthenticated(`Unauthenticated: ${error.message}`);
           throw error;
@@ -160,7 +196,11 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
           document: checked.document,
           variableValues: payload.variables,
           operationName: payload.operationName,
-          contextValue: { ...services, viewer: ctx.extra.session?.viewer ?? null } satisfies Context,
+          contextValue: {
+            ...services,
+            logger: logger.child({ requestId: randomUUID(), subscription: payload.operationName ?? null }),
+            viewer: ctx.extra.session?.viewer ?? null,
+          } satisfies Context,
         };
       },
       onNext: (ctx, _id, _payload, _args, result) => {

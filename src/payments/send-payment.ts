@@ -4,6 +4,7 @@ import type { Payment, PrismaClient } from '../db/prisma.ts';
 import { DomainError, userError, type UserError } from '../errors.ts';
 import { settleJobOptions, QUEUES, type SettlePaymentJob, type RetryPolicy } from '../jobs/queues.ts';
 import type { Logger } from '../logger.ts';
+import type { Metrics } from '../ops/metrics.ts';
 import { parseInput, sendPaymentInput, type SendPaymentCommand } from '../validation.ts';
 import { debitForPayment, findPaymentByKey, insertPayment } from './repository.ts';
 
@@ -14,6 +15,7 @@ export interface PaymentServiceDeps {
   boss: PgBoss;
   retry: RetryPolicy;
   logger: Logger;
+  metrics: Pick<Metrics, 'transactionSeconds'>;
 }
 
 // Interactive-transaction limits: wait long enough for a pooled connection under a burst
@@ -41,12 +43,13 @@ export function createPaymentService(deps: PaymentServiceDeps) {
    * Takes a payment: in one transaction with no network I/O, the payment row, the guarded
    * debit with its ledger entry, and the settlement job (outbox). All of it commits or none.
    */
-  async function sendPayment(customerId: string, input: unknown): Promise<SendPaymentResult> {
+  async function sendPayment(customerId: string, input: unknown, log: Logger = logger): Promise<SendPaymentResult> {
     const parsed = parseInput(sendPaymentInput, input);
     if (!parsed.ok) return { payment: null, errors: [parsed.error] };
     const cmd = parsed.value;
     const fingerprint = fingerprintOf(cmd);
 
+    const endTransaction = deps.metrics.transactionSeconds.startTimer();
     try {
       const payment = await prisma.$transaction(async (tx) => {
         const created = await insertPayment(tx, customerId, cmd, fingerprint);
@@ -60,10 +63,10 @@ export function createPaymentService(deps: PaymentServiceDeps) {
         const job: SettlePaymentJob = { paymentId: created.id };
         await boss.send(QUEUES.settle, job, { ...jobOptions, id: created.id, db: fromPrisma(tx) });
         return created;
-      }, TX_OPTIONS);
+      }, TX_OPTIONS).finally(() => endTransaction());
 
       if (payment) {
-        logger.info({ paymentId: payment.id, accountId: payment.accountId, amount: cmd.amount }, 'payment accepted');
+        log.info({ paymentId: payment.id, accountId: payment.accountId, amount: cmd.amount }, 'payment accepted');
         return { payment, replayed: false, errors: [] };
       }
       return await replay(customerId, cmd, fingerprint);

@@ -1,5 +1,6 @@
 import type { Payment, PrismaClient } from '../db/prisma.ts';
 import type { Logger } from '../logger.ts';
+import type { Metrics } from '../ops/metrics.ts';
 import type { ProviderClient, ProviderPaymentRequest, ProviderResult } from '../provider/client.ts';
 import { completePayment, recordAttempt, refundPayment } from './repository.ts';
 
@@ -22,12 +23,13 @@ export interface SettlementDeps {
   prisma: PrismaClient;
   provider: ProviderClient;
   logger: Logger;
+  metrics: Pick<Metrics, 'settlementRetries' | 'settled'>;
 }
 
 type PaymentWithSender = Payment & { account: { name: string; sortCode: string; accountNumber: string } };
 
 export function createSettlement(deps: SettlementDeps) {
-  const { prisma, provider, logger } = deps;
+  const { prisma, provider, logger, metrics } = deps;
 
   async function load(paymentId: string): Promise<PaymentWithSender | null> {
     return prisma.payment.findUnique({
@@ -42,6 +44,7 @@ export function createSettlement(deps: SettlementDeps) {
       if (updated) await recordAttempt(tx, payment.id, 'COMPLETED', detail);
       return updated;
     });
+    if (done) metrics.settled.inc({ status: 'COMPLETED' });
     logger.info({ paymentId: payment.id, applied: done !== null }, 'payment completed');
   }
 
@@ -51,12 +54,14 @@ export function createSettlement(deps: SettlementDeps) {
       if (updated) await recordAttempt(tx, payment.id, to, reason);
       return updated;
     });
+    if (done) metrics.settled.inc({ status: to });
     logger.info({ paymentId: payment.id, status: to, reason, applied: done !== null }, 'payment refunded');
   }
 
   async function retryLater(payment: Payment, what: string, result: ProviderResult): Promise<never> {
     const detail = result.kind === 'transient' || result.kind === 'conflict' ? result.detail : result.kind;
     await recordAttempt(prisma, payment.id, 'RETRY', `${what}: ${detail}`);
+    metrics.settlementRetries.inc({ step: what });
     throw new RetryLater(`${what}: ${detail}`);
   }
 

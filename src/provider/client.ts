@@ -7,6 +7,7 @@ import {
   type CircuitState,
 } from 'cockatiel';
 import { z } from 'zod';
+import type { Metrics } from '../ops/metrics.ts';
 
 /**
  * The payment provider over HTTP. Every answer is parsed with zod and classified once:
@@ -61,6 +62,7 @@ export interface ProviderClientOptions {
   breakerThreshold?: number;
   /** How long the circuit stays open before one probe is let through. */
   breakerHalfOpenAfterMs?: number;
+  metrics?: Pick<Metrics, 'providerCalls'>;
 }
 
 export function createProviderClient(options: ProviderClientOptions) {
@@ -88,6 +90,19 @@ export function createProviderClient(options: ProviderClientOptions) {
 
   /** Runs one request through the breaker; transient outcomes count against it. */
   async function guarded(
+    operation: 'get' | 'create' | 'void',
+    method: string,
+    path: string,
+    body: unknown,
+    classify: (status: number, json: unknown) => ProviderResult | undefined,
+  ): Promise<ProviderResult> {
+    const end = options.metrics?.providerCalls.startTimer({ operation });
+    const result = await attempt(method, path, body, classify);
+    end?.({ outcome: result.kind });
+    return result;
+  }
+
+  async function attempt(
     method: string,
     path: string,
     body: unknown,
@@ -134,7 +149,7 @@ export function createProviderClient(options: ProviderClientOptions) {
   return {
     /** Does the provider already hold this payment? */
     getPayment(idempotencyKey: string): Promise<ProviderResult> {
-      return guarded('GET', `/v1/payments/${encodeURIComponent(idempotencyKey)}`, undefined, (status, json) => {
+      return guarded('get', 'GET', `/v1/payments/${encodeURIComponent(idempotencyKey)}`, undefined, (status, json) => {
         if (status === 200) return accepted(json);
         if (status === 404) return { kind: 'absent' };
         if (status === 410) return { kind: 'voided' };
@@ -144,7 +159,7 @@ export function createProviderClient(options: ProviderClientOptions) {
 
     /** Asks the provider to execute the payment; idempotent on `idempotencyKey`. */
     createPayment(request: ProviderPaymentRequest): Promise<ProviderResult> {
-      return guarded('POST', '/v1/payments', request, (status, json) => {
+      return guarded('create', 'POST', '/v1/payments', request, (status, json) => {
         if (status === 200 || status === 201) return accepted(json);
         if (status === 400) {
           const body = errorSchema.safeParse(json);
@@ -160,7 +175,7 @@ export function createProviderClient(options: ProviderClientOptions) {
 
     /** Makes sure the provider can never execute the payment; `accepted` if it already did. */
     voidPayment(idempotencyKey: string): Promise<ProviderResult> {
-      return guarded('POST', `/v1/payments/${encodeURIComponent(idempotencyKey)}/void`, {}, (status, json) => {
+      return guarded('void', 'POST', `/v1/payments/${encodeURIComponent(idempotencyKey)}/void`, {}, (status, json) => {
         if (status === 200) return { kind: 'voided' };
         if (status === 409) return { kind: 'accepted', providerId: recordSchema.safeParse(json).data?.id ?? idempotencyKey };
         return undefined;

@@ -1,0 +1,50 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Registry } from 'prom-client';
+
+/**
+ * Liveness, readiness and metrics for a process that serves nothing else over HTTP (the worker).
+ * The API serves the same three paths on its own port.
+ */
+export async function startOpsServer(options: {
+  port: number;
+  registry: Registry;
+  ready: () => Promise<boolean>;
+}): Promise<{ url: string; close(): Promise<void> }> {
+  const server: Server = createServer((req, res) => {
+    const send = (status: number, type: string, body: string) => {
+      res.writeHead(status, { 'content-type': type });
+      res.end(body);
+    };
+    if (req.method !== 'GET') return send(405, 'text/plain', 'method not allowed');
+    if (req.url === '/healthz') return send(200, 'application/json', '{"status":"ok"}');
+    if (req.url === '/readyz') {
+      void options
+        .ready()
+        .catch(() => false)
+        .then((ok) => send(ok ? 200 : 503, 'application/json', JSON.stringify({ status: ok ? 'ready' : 'not ready' })));
+      return;
+    }
+    if (req.url === '/metrics') {
+      void options.registry.metrics().then(
+        (text) => send(200, options.registry.contentType, text),
+        () => send(500, 'text/plain', 'metrics unavailable'),
+      );
+      return;
+    }
+    send(404, 'text/plain', 'not found');
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, '0.0.0.0', () => resolve());
+  });
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://localhost:${port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}

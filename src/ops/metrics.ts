@@ -1,0 +1,73 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * The service's Prometheus metrics, one registry per process (no global registry). Components get
+ * the metric objects they update as dependencies; gauges that are read from elsewhere (the
+ * database, the circuit breaker, the subscription hub) are registered with `observe*` by the
+ * process that owns those things.
+ */
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'payments_' });
+  const seconds = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+  const metrics = {
+    registry,
+    sendPaymentSeconds: new Histogram({
+      name: 'payments_send_payment_duration_seconds',
+      help: 'sendPayment, from the resolver call to its answer, by outcome (ok or the user error code)',
+      labelNames: ['outcome'] as const,
+      buckets: seconds,
+      registers: [registry],
+    }),
+    transactionSeconds: new Histogram({
+      name: 'payments_send_payment_transaction_seconds',
+      help: 'The sendPayment database transaction (BEGIN to COMMIT or ROLLBACK)',
+      buckets: seconds,
+      registers: [registry],
+    }),
+    providerCalls: new Histogram({
+      name: 'payments_provider_call_duration_seconds',
+      help: 'Calls to the payment provider, by operation and classified outcome',
+      labelNames: ['operation', 'outcome'] as const,
+      buckets: seconds,
+      registers: [registry],
+    }),
+    settlementRetries: new Counter({
+      name: 'payments_settlement_retries_total',
+      help: 'Settlement attempts that ended in "retry later", by step',
+      labelNames: ['step'] as const,
+      registers: [registry],
+    }),
+    settled: new Counter({
+      name: 'payments_settled_total',
+      help: 'Payments this process moved out of PENDING, by new status',
+      labelNames: ['status'] as const,
+      registers: [registry],
+    }),
+  };
+  return metrics;
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;
+
+/** Registers a gauge whose value is read at scrape time. */
+export function observeGauge(
+  registry: Registry,
+  options: { name: string; help: string; labelNames?: readonly string[] },
+  read: () => Promise<Array<{ labels?: Record<string, string>; value: number }>> | Array<{ labels?: Record<string, string>; value: number }>,
+): void {
+  new Gauge({
+    name: options.name,
+    help: options.help,
+    labelNames: options.labelNames ?? [],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const { labels, value } of await read()) {
+        if (labels) this.set(labels, value);
+        else this.set(value);
+      }
+    },
+  });
+}

@@ -1,0 +1,171 @@
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { parse } from 'yaml';
+import { signToken } from '../src/auth.ts';
+import { gql, paymentInput, startStack, TEST_SECRET, type Stack, type TestCustomer } from './helpers.ts';
+import { startRole } from './processes.ts';
+import { startWorkerRole } from '../src/roles.ts';
+
+let stack: Stack;
+let alice: TestCustomer;
+let base: string;
+beforeAll(async () => {
+  stack = await startStack({ worker: false, listenReconnectDelayMs: 1_500 });
+  alice = await stack.newCustomer(100_000);
+  base = stack.apiUrl.replace(/\/graphql$/, '');
+});
+afterAll(async () => {
+  await stack?.stop();
+});
+
+const metricsText = async (url: string) => (await fetch(url)).text();
+
+describe('metrics', () => {
+  it('shows payments by status, sendPayment and transaction timings, queue depth and subscriptions on the API', async () => {
+    await stack.send(alice.token, paymentInput(alice.accountId));
+    await stack.send(alice.token, paymentInput(alice.accountId, { amount: 10_000_000 }));
+    const text = await metricsText(`${base}/metrics`);
+    expect(text).toMatch(/^payments_by_status\{status="PENDING"\} [1-9]/m);
+    expect(text).toMatch(/^payments_by_status\{status="COMPLETED"\} 0/m);
+    expect(text).toMatch(/^payments_send_payment_duration_seconds_count\{outcome="ok"\} 1$/m);
+    expect(text).toMatch(/^payments_send_payment_duration_seconds_count\{outcome="INSUFFICIENT_FUNDS"\} 1$/m);
+    expect(text).toMatch(/^payments_send_payment_transaction_seconds_count 2$/m);
+    expect(text).toMatch(/^payments_queue_depth\{queue="payment.settle"\} [1-9]/m);
+    expect(text).toMatch(/^payments_queue_oldest_job_age_seconds\{queue="payment.settle"\} \d/m);
+    expect(text).toMatch(/^payments_subscriptions_active 0$/m);
+    expect(text).toMatch(/^payments_listen_connected 1$/m);
+    expect(text).toMatch(/^payments_process_resident_memory_bytes \d+/m);
+  });
+
+  it("shows provider calls by outcome, retries and the circuit's state on the worker", async () => {
+    const own = await startWorkerRole({ config: stack.config, databaseUrl: stack.databaseUrl, providerUrl: stack.emulator.url, logger: stack.logger, opsPort: 0, pollingIntervalSeconds: 0.5 });
+    try {
+      stack.emulator.setFaults({ failNextCreates: 1 });
+      const sent = await stack.send(alice.token, paymentInput(alice.accountId, { amount: 77 }));
+      await vi.waitFor(async () => expect((await stack.db.payment.findUniqueOrThrow({ where: { id: sent.payment?.id ?? '' } })).status).toBe('COMPLETED'), {
+        timeout: 20_000,
+        interval: 100,
+      });
+      const text = await metricsText(`${own.opsUrl}/metrics`);
+      expect(text).toMatch(/^payments_provider_call_duration_seconds_count\{operation="create",outcome="accepted"\} [1-9]/m);
+      expect(text).toMatch(/^payments_provider_call_duration_seconds_count\{operation="create",outcome="transient"\} 1$/m);
+      expect(text).toMatch(/^payments_settlement_retries_total\{step="sending to the provider"\} 1$/m);
+      expect(text).toMatch(/^payments_settled_total\{status="COMPLETED"\} [1-9]/m);
+      expect(text).toMatch(/^payments_provider_circuit_open\{state="\d"\} 1$/m);
+      expect((await fetch(`${own.opsUrl}/readyz`)).status).toBe(200);
+      expect(await (await fetch(`${own.opsUrl}/healthz`)).json()).toEqual({ status: 'ok' });
+    } finally {
+      await own.stop();
+    }
+  });
+});
+
+describe('request ids', () => {
+  it('gives every request an id, echoes one the caller sent, and refuses to echo junk', async () => {
+    const made = await fetch(stack.apiUrl, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"query":"{ __typename }"}' });
+    expect(made.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+    const echoed = await fetch(stack.apiUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-request-id': 'lb-1234' },
+      body: '{"query":"{ __typename }"}',
+    });
+    expect(echoed.headers.get('x-request-id')).toBe('lb-1234');
+    const junk = await fetch(stack.apiUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-request-id': 'a b <c>' },
+      body: '{"query":"{ __typename }"}',
+    });
+    expect(junk.headers.get('x-request-id')).not.toBe('a b <c>');
+  });
+});
+
+describe('readiness', () => {
+  it('is not ready while live updates cannot be delivered, and ready again once they can', async () => {
+    expect((await fetch(`${base}/readyz`)).status).toBe(200);
+    await stack.db.$queryRaw`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'payments-listen' AND datname = current_database()`;
+    await vi.waitFor(async () => expect((await fetch(`${base}/readyz`)).status).toBe(503), { timeout: 5_000, interval: 50 });
+    await vi.waitFor(async () => expect((await fetch(`${base}/readyz`)).status).toBe(200), { timeout: 10_000, interval: 100 });
+    expect(await (await fetch(`${base}/healthz`)).json()).toEqual({ status: 'ok' });
+  });
+});
+
+describe('graceful shutdown of a worker', () => {
+  it('finishes the payment it is settling before it exits with code 0', async () => {
+    const env = {
+      DATABASE_URL: stack.databaseUrl,
+      AUTH_JWT_SECRET: TEST_SECRET,
+      PROVIDER_URL: stack.emulator.url,
+      PROVIDER_API_KEY: stack.config.providerApiKey,
+      WORKER_PORT: '0',
+    };
+    const worker = await startRole('main-worker.ts', env, 'worker started');
+    try {
+      stack.emulator.setFaults({ latencyMs: 1_500 });
+      const sent = await stack.send(alice.token, paymentInput(alice.accountId, { amount: 55 }));
+      const id = sent.payment?.id ?? '';
+      // Wait until the worker holds the job, then ask it to stop.
+      await vi.waitFor(
+        async () => {
+          const rows = await stack.db.$queryRaw<{ state: string }[]>`SELECT state::text FROM pgboss.job WHERE id = ${id}::uuid`;
+          expect(rows[0]?.state).toBe('active');
+        },
+        { timeout: 10_000, interval: 20 },
+      );
+      expect(await worker.stop()).toBe(0);
+      const payment = await stack.db.payment.findUniqueOrThrow({ where: { id } });
+      expect(payment.status).toBe('COMPLETED');
+      expect(worker.errors).toEqual([]);
+    } finally {
+      stack.emulator.setFaults({ latencyMs: 0 });
+      await worker.kill();
+    }
+  });
+});
+
+describe('docker-compose.yml', () => {
+  // Compose resolves YAML merge keys (<<), so the test does too.
+  const compose = parse(readFileSync(new URL('../docker-compose.yml', import.meta.url), 'utf8'), { merge: true }) as {
+    services: Record<string, { command?: string[]; deploy?: { replicas?: number }; healthcheck?: unknown; depends_on?: Record<string, { condition: string }>; environment?: Record<string, string> }>;
+  };
+
+  it('runs postgres, a one-shot migration, 2 API and 2 worker replicas and the provider emulator', () => {
+    expect(Object.keys(compose.services).sort()).toEqual(['api', 'migrate', 'postgres', 'provider', 'worker']);
+    expect(compose.services.api?.deploy?.replicas).toBe(2);
+    expect(compose.services.worker?.deploy?.replicas).toBe(2);
+    expect(compose.services.migrate?.command).toEqual(['node', 'src/cli/migrate.ts']);
+    expect(compose.services.api?.depends_on?.migrate?.condition).toBe('service_completed_successfully');
+    expect(compose.services.worker?.depends_on?.migrate?.condition).toBe('service_completed_successfully');
+  });
+
+  it('gives every long-running service a health check and the contract environment', () => {
+    for (const name of ['postgres', 'api', 'worker', 'provider']) expect(compose.services[name]?.healthcheck, name).toBeDefined();
+    for (const name of ['api', 'worker']) {
+      const env = compose.services[name]?.environment ?? {};
+      for (const key of ['DATABASE_URL', 'AUTH_JWT_SECRET', 'PROVIDER_URL', 'PROVIDER_API_KEY', 'LOG_LEVEL', 'PAYMENT_RETRY_LIMIT', 'PAYMENT_RETRY_DELAY_SECONDS', 'PAYMENT_RETRY_DELAY_MAX_SECONDS', 'SEND_PAYMENT_RATE_LIMIT_PER_MINUTE', 'NODE_ENV']) {
+        expect(env, `${name} ${key}`).toHaveProperty(key);
+      }
+    }
+  });
+
+  it('only starts commands that exist in this repository', () => {
+    for (const service of Object.values(compose.services)) {
+      const [program, file] = service.command ?? [];
+      if (program === 'node' && file) expect(() => readFileSync(new URL(`../${file}`, import.meta.url))).not.toThrow();
+    }
+  });
+});
+
+describe('tokens', () => {
+  it('prints a token with npm run token that the API accepts', async () => {
+    const token = execFileSync(process.execPath, ['src/cli/token.ts', '--customer', alice.customerId], {
+      cwd: new URL('..', import.meta.url).pathname,
+      env: { PATH: process.env.PATH ?? '', AUTH_JWT_SECRET: TEST_SECRET },
+    })
+      .toString()
+      .trim();
+    expect(await gql(stack.apiUrl, token, '{ me { id } }')).toEqual({ data: { me: { id: alice.customerId } } });
+    const operator = await signToken({ role: 'operator' }, TEST_SECRET, 60);
+    expect((await gql(stack.apiUrl, operator, '{ me { id } }')).data).toEqual({ me: null });
+  });
+});
