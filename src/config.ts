@@ -59,6 +59,9 @@ const configSchema = z
     SEND_PAYMENT_RATE_LIMIT_PER_MINUTE: intFromEnv(600, 0, 1_000_000),
     WORKER_CONCURRENCY: intFromEnv(8, 1, 256),
     WORKER_PORT: intFromEnv(4200, 0, 65535),
+    PAYMENT_JOB_EXPIRE_SECONDS: intFromEnv(30, 1, 3600),
+    QUEUE_SUPERVISE_SECONDS: intFromEnv(10, 1, 3600),
+    FAILPOINTS: z.string().optional(),
     GRAPHQL_IDE: booleanFromEnv,
     GRAPHQL_INTROSPECTION: booleanFromEnv,
   })
@@ -103,6 +106,14 @@ const configSchema = z
     sendPaymentRateLimitPerMinute: env.SEND_PAYMENT_RATE_LIMIT_PER_MINUTE,
     workerConcurrency: env.WORKER_CONCURRENCY,
     workerPort: env.WORKER_PORT,
+    queue: {
+      // A job whose worker died is retried after it expires, found by a supervisor pass:
+      // at most expire + supervise seconds, under the contract's minute with the defaults.
+      jobExpireSeconds: env.PAYMENT_JOB_EXPIRE_SECONDS,
+      superviseSeconds: env.QUEUE_SUPERVISE_SECONDS,
+    },
+    // Crash injection for the crash-safety tests and the chaos run; never honoured in production.
+    failpoints: env.NODE_ENV === 'production' ? [] : (env.FAILPOINTS ?? '').split(',').map((f) => f.trim()).filter(Boolean),
     // Off in production unless asked for: the schema and a console are a map for attackers.
     ide: env.GRAPHQL_IDE ?? env.NODE_ENV !== 'production',
     introspection: env.GRAPHQL_INTROSPECTION ?? env.GRAPHQL_IDE ?? env.NODE_ENV !== 'production',

@@ -3,6 +3,7 @@ import { RateLimiterMemory } from 'rate-limiter-flexible';
 import { createAccountService } from './accounts/accounts.ts';
 import { createTokenVerifier } from './auth.ts';
 import type { Config } from './config.ts';
+import { createFailpoints } from './failpoints.ts';
 import { createPrisma, type PrismaClient } from './db/prisma.ts';
 import { startApi, type RunningApi } from './graphql/server.ts';
 import { createQueues } from './jobs/queues.ts';
@@ -25,6 +26,8 @@ export interface Stoppable {
   stop(): Promise<void>;
 }
 
+export const queuePolicy = (config: Config) => ({ retry: config.retry, jobExpireSeconds: config.queue.jobExpireSeconds });
+
 /** A started pg-boss with the queues created. */
 export async function startBoss(options: {
   databaseUrl: string;
@@ -37,10 +40,12 @@ export async function startBoss(options: {
     application_name: 'payments-queue',
     max: 4,
     useListenNotify: options.listen,
+    superviseIntervalSeconds: options.config.queue.superviseSeconds,
+    monitorIntervalSeconds: options.config.queue.superviseSeconds,
   });
   boss.on('error', (error: unknown) => options.logger.error({ err: error }, 'pg-boss error'));
   await boss.start();
-  await createQueues(boss, options.config.retry);
+  await createQueues(boss, queuePolicy(options.config));
   return boss;
 }
 
@@ -79,7 +84,7 @@ export async function startApiRole(options: {
       prisma,
       logger,
       metrics,
-      payments: createPaymentService({ prisma, boss, retry: config.retry, logger, metrics }),
+      payments: createPaymentService({ prisma, boss, queue: queuePolicy(config), logger, metrics }),
       accounts: createAccountService({ prisma, logger }),
       sendPaymentLimiter: limit > 0 ? new RateLimiterMemory({ points: limit, duration: 60 }) : null,
       events,
@@ -151,7 +156,7 @@ export async function startWorkerRole(options: {
   await startWorkers({
     boss,
     logger,
-    settlement: createSettlement({ prisma, provider, logger, metrics }),
+    settlement: createSettlement({ prisma, provider, logger, metrics, failpoints: createFailpoints(config.failpoints) }),
     concurrency: config.workerConcurrency,
     pollingIntervalSeconds: options.pollingIntervalSeconds ?? 2,
   });

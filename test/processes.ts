@@ -12,6 +12,8 @@ export interface RoleProcess {
   errors: string[];
   /** Every JSON log line the process wrote. */
   logs: Array<Record<string, unknown>>;
+  /** Resolves when the process has exited, with its code or the signal that ended it. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** Sends SIGTERM and resolves with the exit code. */
   stop(): Promise<number | null>;
   /** Sends SIGKILL: a crash, no clean-up. */
@@ -30,7 +32,10 @@ export async function startRole(script: string, env: Record<string, string>, rea
   });
   const errors: string[] = [];
   const logs: Array<Record<string, unknown>> = [];
-  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  const ended = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    proc.once('exit', (code, signal) => resolve({ code, signal })),
+  );
+  const exited = ended.then((e) => e.code);
   let stderr = '';
   proc.stderr?.on('data', (chunk: Buffer) => {
     stderr += chunk.toString();
@@ -55,6 +60,7 @@ export async function startRole(script: string, env: Record<string, string>, rea
     url: url?.replace('localhost', '127.0.0.1') ?? null,
     errors,
     logs,
+    exited: ended,
     async stop() {
       if (proc.exitCode !== null) return proc.exitCode;
       proc.kill('SIGTERM');

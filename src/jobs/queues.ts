@@ -25,23 +25,29 @@ export interface RetryPolicy {
   delayMaxSeconds: number;
 }
 
-// A job whose worker died (SIGKILL, power loss) is handed to another worker after this long.
-// Comfortably above one provider call (timeout 5 s by default), well under the contract's minute.
-export const JOB_EXPIRE_SECONDS = 30;
+export interface QueuePolicy {
+  retry: RetryPolicy;
+  /**
+   * A job whose worker died (SIGKILL, power loss) is handed to another worker after this long.
+   * Comfortably above one provider call (timeout 5 s by default), well under the contract's minute.
+   */
+  jobExpireSeconds: number;
+}
 
-export function settleJobOptions(retry: RetryPolicy): SendOptions {
+export function settleJobOptions({ retry, jobExpireSeconds }: QueuePolicy): SendOptions {
   return {
     retryLimit: retry.limit,
     retryDelay: retry.delaySeconds,
     retryBackoff: true,
     retryDelayMax: retry.delayMaxSeconds,
-    expireInSeconds: JOB_EXPIRE_SECONDS,
+    expireInSeconds: jobExpireSeconds,
     deadLetter: QUEUES.reconcile,
   };
 }
 
 /** Creates the queues if they are missing. Safe to call from every process at start-up. */
-export async function createQueues(boss: PgBoss, retry: RetryPolicy): Promise<void> {
+export async function createQueues(boss: PgBoss, policy: QueuePolicy): Promise<void> {
+  const { retry } = policy;
   // The dead-letter queue must exist before a queue names it. Reconciliation keeps trying at a
   // steady pace for as long as the provider cannot be reached. (pg-boss copies a dead-lettered
   // job's retry policy from this queue but not retryDelayMax, so backoff would be uncapped here.)
@@ -49,9 +55,9 @@ export async function createQueues(boss: PgBoss, retry: RetryPolicy): Promise<vo
     retryLimit: 1_000_000,
     retryDelay: Math.min(retry.delayMaxSeconds, 60),
     retryBackoff: false,
-    expireInSeconds: JOB_EXPIRE_SECONDS,
+    expireInSeconds: policy.jobExpireSeconds,
     retentionSeconds: 365 * 24 * 3600,
   });
   // notify: a worker is woken by the commit of the payment's transaction, not by its next poll.
-  await boss.createQueue(QUEUES.settle, { ...settleJobOptions(retry), notify: true });
+  await boss.createQueue(QUEUES.settle, { ...settleJobOptions(policy), notify: true });
 }

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { fromPrisma, type PgBoss } from 'pg-boss';
 import type { Payment, PrismaClient } from '../db/prisma.ts';
 import { DomainError, userError, type UserError } from '../errors.ts';
-import { settleJobOptions, QUEUES, type SettlePaymentJob, type RetryPolicy } from '../jobs/queues.ts';
+import { settleJobOptions, QUEUES, type QueuePolicy, type SettlePaymentJob } from '../jobs/queues.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import { parseInput, sendPaymentInput, type SendPaymentCommand } from '../validation.ts';
@@ -13,7 +13,7 @@ export type SendPaymentResult = { payment: Payment; replayed: boolean; errors: [
 export interface PaymentServiceDeps {
   prisma: PrismaClient;
   boss: PgBoss;
-  retry: RetryPolicy;
+  queue: QueuePolicy;
   logger: Logger;
   metrics: Pick<Metrics, 'transactionSeconds'>;
 }
@@ -37,7 +37,7 @@ export function fingerprintOf(cmd: SendPaymentCommand): string {
 
 export function createPaymentService(deps: PaymentServiceDeps) {
   const { prisma, boss, logger } = deps;
-  const jobOptions = settleJobOptions(deps.retry);
+  const jobOptions = settleJobOptions(deps.queue);
 
   /**
    * Takes a payment: in one transaction with no network I/O, the payment row, the guarded

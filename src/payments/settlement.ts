@@ -1,6 +1,7 @@
 import type { Payment, PrismaClient } from '../db/prisma.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
+import { noFailpoints, type Failpoints } from '../failpoints.ts';
 import type { ProviderClient, ProviderPaymentRequest, ProviderResult } from '../provider/client.ts';
 import { completePayment, recordAttempt, refundPayment } from './repository.ts';
 
@@ -24,12 +25,14 @@ export interface SettlementDeps {
   provider: ProviderClient;
   logger: Logger;
   metrics: Pick<Metrics, 'settlementRetries' | 'settled'>;
+  failpoints?: Failpoints;
 }
 
 type PaymentWithSender = Payment & { account: { name: string; sortCode: string; accountNumber: string } };
 
 export function createSettlement(deps: SettlementDeps) {
   const { prisma, provider, logger, metrics } = deps;
+  const failpoints = deps.failpoints ?? noFailpoints;
 
   async function load(paymentId: string): Promise<PaymentWithSender | null> {
     return prisma.payment.findUnique({
@@ -51,6 +54,7 @@ export function createSettlement(deps: SettlementDeps) {
   async function refund(payment: Payment, to: 'CANCELLED' | 'FAILED', reason: string): Promise<void> {
     const done = await prisma.$transaction(async (tx) => {
       const updated = await refundPayment(tx, payment.id, to, reason);
+      failpoints.hit('settle.during-refund');
       if (updated) await recordAttempt(tx, payment.id, to, reason);
       return updated;
     });
@@ -89,6 +93,7 @@ export function createSettlement(deps: SettlementDeps) {
     }
     if (payment.status !== 'PENDING') return;
 
+    failpoints.hit('settle.before-provider');
     const known = await provider.getPayment(payment.id);
     switch (known.kind) {
       case 'accepted':
@@ -104,6 +109,7 @@ export function createSettlement(deps: SettlementDeps) {
     const created = await provider.createPayment(toProviderRequest(payment));
     switch (created.kind) {
       case 'accepted':
+        failpoints.hit('settle.after-provider-accepted');
         return complete(payment, 'accepted by the provider');
       case 'rejected':
         return refund(payment, 'CANCELLED', `rejected by the provider: ${created.message}`);

@@ -102,12 +102,19 @@ export function createProviderClient(options: ProviderClientOptions) {
     return result;
   }
 
+  // Set from a 429's Retry-After: until then this process does not call the provider at all.
+  let pausedUntil = 0;
+
   async function attempt(
     method: string,
     path: string,
     body: unknown,
     classify: (status: number, json: unknown) => ProviderResult | undefined,
   ): Promise<ProviderResult> {
+    const wait = pausedUntil - Date.now();
+    if (wait > 0) {
+      return { kind: 'transient', detail: `provider asked us to wait (Retry-After), ${Math.ceil(wait / 1000)} s left`, retryAfterSeconds: Math.ceil(wait / 1000) };
+    }
     try {
       return await breaker.execute(async () => {
         let answer: Awaited<ReturnType<typeof call>>;
@@ -124,6 +131,7 @@ export function createProviderClient(options: ProviderClientOptions) {
         if (known) return known;
         if (answer.status === 429 || answer.status >= 500) {
           const retryAfter = Number(answer.headers.get('retry-after'));
+          if (Number.isFinite(retryAfter) && retryAfter > 0) pausedUntil = Math.max(pausedUntil, Date.now() + Math.min(retryAfter, 300) * 1000);
           throw new TransientFailure({
             kind: 'transient',
             detail: `HTTP ${answer.status}`,

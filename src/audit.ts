@@ -1,0 +1,112 @@
+import { z } from 'zod';
+import type { PrismaClient } from './db/prisma.ts';
+
+/**
+ * The bank's invariants, checked from the outside against the database (and the provider, when
+ * its URL is given). Every check returns its violations; an empty list means it holds.
+ */
+
+export interface AuditCheck {
+  name: string;
+  checked: number;
+  violations: string[];
+}
+
+export interface AuditReport {
+  checks: AuditCheck[];
+  ok: boolean;
+}
+
+const MAX_LISTED = 20;
+
+const providerPayments = z.array(z.object({ idempotencyKey: z.string(), amount: z.number(), status: z.string() }));
+
+export async function audit(options: {
+  prisma: PrismaClient;
+  provider?: { url: string; apiKey: string };
+}): Promise<AuditReport> {
+  const { prisma } = options;
+  const checks: AuditCheck[] = [];
+  const check = (name: string, checked: number, violations: string[]) => checks.push({ name, checked, violations });
+  const count = async (table: 'accounts' | 'payments') =>
+    Number((await prisma.$queryRawUnsafe<{ n: bigint }[]>(`SELECT count(*) AS n FROM ${table}`))[0]?.n ?? 0);
+  const accounts = await count('accounts');
+  const payments = await count('payments');
+
+  const drift = await prisma.$queryRaw<{ id: string; balance: bigint; ledger: bigint }[]>`
+    SELECT a.id, a.balance, coalesce(sum(l.amount), 0)::bigint AS ledger
+    FROM accounts a LEFT JOIN ledger_entries l ON l.account_id = a.id
+    GROUP BY a.id HAVING a.balance <> coalesce(sum(l.amount), 0)`;
+  check('every balance equals the sum of its ledger', accounts, drift.map((r) => `account ${r.id}: balance ${r.balance}, ledger ${r.ledger}`));
+
+  const negative = await prisma.$queryRaw<{ id: string; balance: bigint }[]>`SELECT id, balance FROM accounts WHERE balance < 0`;
+  check('no balance is negative', accounts, negative.map((r) => `account ${r.id}: ${r.balance}`));
+
+  const chain = await prisma.$queryRaw<{ id: bigint; account_id: string; balance_after: bigint; running: bigint }[]>`
+    SELECT id, account_id, balance_after, running FROM (
+      SELECT id, account_id, balance_after, sum(amount) OVER (PARTITION BY account_id ORDER BY id) AS running
+      FROM ledger_entries) t
+    WHERE balance_after <> running OR balance_after < 0`;
+  check(
+    'every ledger entry records the balance it left, never below zero',
+    accounts,
+    chain.map((r) => `entry ${r.id} of ${r.account_id}: balance_after ${r.balance_after}, running sum ${r.running}`),
+  );
+
+  const entries = await prisma.$queryRaw<{ id: string; status: string; problem: string }[]>`
+    SELECT p.id, p.status::text AS status,
+      concat_ws('; ',
+        CASE WHEN count(*) FILTER (WHERE l.kind = 'PAYMENT_DEBIT') <> 1 THEN count(*) FILTER (WHERE l.kind = 'PAYMENT_DEBIT') || ' debits' END,
+        CASE WHEN coalesce(sum(l.amount) FILTER (WHERE l.kind = 'PAYMENT_DEBIT'), 0) <> -p.amount THEN 'debit amount differs' END,
+        CASE WHEN p.status IN ('CANCELLED', 'FAILED') AND count(*) FILTER (WHERE l.kind = 'PAYMENT_REFUND') <> 1 THEN count(*) FILTER (WHERE l.kind = 'PAYMENT_REFUND') || ' refunds' END,
+        CASE WHEN p.status IN ('CANCELLED', 'FAILED') AND coalesce(sum(l.amount) FILTER (WHERE l.kind = 'PAYMENT_REFUND'), 0) <> p.amount THEN 'refund amount differs' END,
+        CASE WHEN p.status IN ('PENDING', 'COMPLETED') AND count(*) FILTER (WHERE l.kind = 'PAYMENT_REFUND') > 0 THEN 'refunded while ' || p.status END
+      ) AS problem
+    FROM payments p LEFT JOIN ledger_entries l ON l.payment_id = p.id
+    GROUP BY p.id
+    HAVING count(*) FILTER (WHERE l.kind = 'PAYMENT_DEBIT') <> 1
+      OR coalesce(sum(l.amount) FILTER (WHERE l.kind = 'PAYMENT_DEBIT'), 0) <> -p.amount
+      OR (p.status IN ('CANCELLED', 'FAILED') AND (count(*) FILTER (WHERE l.kind = 'PAYMENT_REFUND') <> 1
+          OR coalesce(sum(l.amount) FILTER (WHERE l.kind = 'PAYMENT_REFUND'), 0) <> p.amount))
+      OR (p.status IN ('PENDING', 'COMPLETED') AND count(*) FILTER (WHERE l.kind = 'PAYMENT_REFUND') > 0)`;
+  check(
+    'each payment has the ledger entries its status implies',
+    payments,
+    entries.map((r) => `payment ${r.id} (${r.status}): ${r.problem}`),
+  );
+
+  if (options.provider) {
+    const response = await fetch(`${options.provider.url}/admin/payments`, { headers: { 'x-api-key': options.provider.apiKey } });
+    if (!response.ok) throw new Error(`provider answered ${response.status} to GET /admin/payments`);
+    const held = providerPayments.parse(await response.json());
+    const byKey = new Map<string, number>();
+    for (const p of held) byKey.set(p.idempotencyKey, (byKey.get(p.idempotencyKey) ?? 0) + 1);
+    const rows = await prisma.payment.findMany({ where: { status: { not: 'PENDING' } }, select: { id: true, status: true, amount: true } });
+    const problems: string[] = [];
+    for (const p of rows) {
+      const n = byKey.get(p.id) ?? 0;
+      if (p.status === 'COMPLETED' && n !== 1) problems.push(`payment ${p.id} COMPLETED but held ${n} times by the provider`);
+      if (p.status !== 'COMPLETED' && n !== 0) problems.push(`payment ${p.id} ${p.status} (refunded) but held by the provider`);
+    }
+    const amounts = new Map(rows.map((r) => [r.id, r.amount]));
+    for (const p of held) {
+      const ours = amounts.get(p.idempotencyKey);
+      if (ours !== undefined && BigInt(p.amount) !== ours) problems.push(`payment ${p.idempotencyKey}: provider amount ${p.amount}, ours ${ours}`);
+    }
+    check('every COMPLETED payment is at the provider exactly once, and no refunded one is', rows.length, problems);
+  }
+
+  return { checks, ok: checks.every((c) => c.violations.length === 0) };
+}
+
+/** The report as text for people. */
+export function formatAudit(report: AuditReport): string {
+  const lines = report.checks.map((c) => {
+    const head = `${c.violations.length === 0 ? 'ok  ' : 'FAIL'}  ${c.name} (${c.checked} checked${c.violations.length ? `, ${c.violations.length} violations` : ''})`;
+    const listed = c.violations.slice(0, MAX_LISTED).map((v) => `        ${v}`);
+    if (c.violations.length > MAX_LISTED) listed.push(`        ... and ${c.violations.length - MAX_LISTED} more`);
+    return [head, ...listed].join('\n');
+  });
+  lines.push(report.ok ? 'All invariants hold.' : 'INVARIANTS VIOLATED.');
+  return lines.join('\n');
+}

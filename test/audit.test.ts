@@ -1,0 +1,74 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { audit } from '../src/audit.ts';
+import { paymentInput, startStack, type Stack } from './helpers.ts';
+
+let stack: Stack;
+beforeAll(async () => {
+  stack = await startStack();
+  const alice = await stack.newCustomer(10_000);
+  const sent = await Promise.all([
+    stack.send(alice.token, paymentInput(alice.accountId, { amount: 1_000 })),
+    stack.send(alice.token, paymentInput(alice.accountId, { amount: 2_000, recipient: { name: 'X', sortCode: '000000', accountNumber: '12345678' } })),
+  ]);
+  const ids = sent.map((s) => s.payment?.id ?? '');
+  await vi.waitFor(async () => expect(await stack.db.payment.count({ where: { id: { in: ids }, status: 'PENDING' } })).toBe(0), { timeout: 20_000, interval: 100 });
+});
+afterAll(async () => {
+  await stack?.stop();
+});
+
+const provider = () => ({ url: stack.emulator.url, apiKey: stack.config.providerApiKey });
+const failing = (report: Awaited<ReturnType<typeof audit>>) => report.checks.filter((c) => c.violations.length > 0).map((c) => c.name);
+
+describe('the audit', () => {
+  it('passes on a consistent bank', async () => {
+    const report = await audit({ prisma: stack.db, provider: provider() });
+    expect(failing(report)).toEqual([]);
+    expect(report.checks).toHaveLength(5);
+  });
+
+  it('finds a balance that no longer matches its ledger', async () => {
+    const bob = await stack.newCustomer(500);
+    await stack.db.$executeRaw`UPDATE accounts SET balance = balance + 1 WHERE id = ${bob.accountId}::uuid`;
+    try {
+      expect(failing(await audit({ prisma: stack.db }))).toEqual(['every balance equals the sum of its ledger']);
+    } finally {
+      await stack.db.$executeRaw`UPDATE accounts SET balance = balance - 1 WHERE id = ${bob.accountId}::uuid`;
+    }
+  });
+
+  it('finds a refunded payment that the provider holds, and exits 1 from the command line', async () => {
+    const cancelled = await stack.db.payment.findFirstOrThrow({ where: { status: 'CANCELLED' }, include: { account: true } });
+    // Make the provider hold it (as if a cancelled payment had gone out after all).
+    const response = await fetch(`${stack.emulator.url}/v1/payments`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-api-key': stack.config.providerApiKey },
+      body: JSON.stringify({
+        idempotencyKey: cancelled.id,
+        amount: Number(cancelled.amount),
+        currency: 'GBP',
+        sender: { name: 'A', sortCode: cancelled.account.sortCode, accountNumber: cancelled.account.accountNumber },
+        recipient: { name: 'X', sortCode: '123456', accountNumber: '12345678' },
+        reference: null,
+      }),
+    });
+    expect(response.status).toBe(201);
+    expect(failing(await audit({ prisma: stack.db, provider: provider() }))).toEqual([
+      'every COMPLETED payment is at the provider exactly once, and no refunded one is',
+    ]);
+
+    const run = promisify(execFile);
+    const result = await run(process.execPath, ['src/cli/audit.ts', '--provider', stack.emulator.url], {
+      cwd: new URL('..', import.meta.url).pathname,
+      env: { PATH: process.env.PATH ?? '', DATABASE_URL: stack.databaseUrl, PROVIDER_API_KEY: stack.config.providerApiKey },
+    }).then(
+      () => ({ code: 0, stdout: '' }),
+      (error: { code: number; stdout: string }) => error,
+    );
+    expect(result.code).toBe(1);
+    expect(result.stdout).toContain(`payment ${cancelled.id} CANCELLED (refunded) but held by the provider`);
+    expect(result.stdout).toContain('INVARIANTS VIOLATED');
+  });
+});
