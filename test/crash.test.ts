@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { audit, formatAudit } from '../src/audit.ts';
 import type { Failpoint } from '../src/failpoints.ts';
 import { paymentInput, startStack, TEST_SECRET, type Stack } from './helpers.ts';
-import { startRole } from './processes.ts';
+import { startRole } from '../src/chaos/processes.ts';
 
 /**
  * A worker is killed with SIGKILL at each dangerous point of settlement (a failpoint makes it

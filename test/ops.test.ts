@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { parse } from 'yaml';
 import { signToken } from '../src/auth.ts';
 import { gql, paymentInput, startStack, TEST_SECRET, type Stack, type TestCustomer } from './helpers.ts';
-import { startRole } from './processes.ts';
+import { startRole } from '../src/chaos/processes.ts';
 import { startWorkerRole } from '../src/roles.ts';
 
 let stack: Stack;

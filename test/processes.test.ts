@@ -3,7 +3,7 @@ import { signToken } from '../src/auth.ts';
 import { startEmulator, type RunningEmulator } from '../src/emulator/server.ts';
 import { createPrisma, type PrismaClient } from '../src/db/prisma.ts';
 import { createTestDatabase, gql, paymentInput, SEND_PAYMENT, TEST_SECRET, type SendPaymentData } from './helpers.ts';
-import { startRole, type RoleProcess } from './processes.ts';
+import { startRole, type RoleProcess } from '../src/chaos/processes.ts';
 import { ACCOUNT_PAYMENTS_UPDATED, collect, PAYMENT_UPDATED, wsClient, type AccountUpdate, type PaymentUpdate } from './ws-helpers.ts';
 
 /**

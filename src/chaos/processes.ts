@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import readline from 'node:readline';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 export interface RoleProcess {
   proc: ChildProcess;
@@ -12,6 +12,8 @@ export interface RoleProcess {
   errors: string[];
   /** Every JSON log line the process wrote. */
   logs: Array<Record<string, unknown>>;
+  /** What the process wrote to stderr (a crash's stack trace lands here). */
+  stderr(): string;
   /** Resolves when the process has exited, with its code or the signal that ended it. */
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** Sends SIGTERM and resolves with the exit code. */
@@ -40,6 +42,7 @@ export async function startRole(script: string, env: Record<string, string>, rea
   proc.stderr?.on('data', (chunk: Buffer) => {
     stderr += chunk.toString();
   });
+  let readyTimer: NodeJS.Timeout | undefined;
   const url = await new Promise<string | null>((resolve, reject) => {
     const lines = readline.createInterface({ input: proc.stdout! });
     lines.on('line', (line) => {
@@ -54,12 +57,17 @@ export async function startRole(script: string, env: Record<string, string>, rea
       if (entry.msg === readyMessage) resolve(entry.url ?? null);
     });
     void exited.then((code) => reject(new Error(`${script} exited with ${code} before it was ready:\n${stderr}`)));
-  });
+    readyTimer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`${script} did not log "${readyMessage}" within 30 s:\n${stderr}`));
+    }, 30_000);
+  }).finally(() => clearTimeout(readyTimer));
   return {
     proc,
     url: url?.replace('localhost', '127.0.0.1') ?? null,
     errors,
     logs,
+    stderr: () => stderr,
     exited: ended,
     async stop() {
       if (proc.exitCode !== null) return proc.exitCode;

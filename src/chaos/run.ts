@@ -1,0 +1,406 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { uniformFloat64 } from 'pure-rand/distribution/uniformFloat64';
+import { uniformInt } from 'pure-rand/distribution/uniformInt';
+import { xoroshiro128plus } from 'pure-rand/generator/xoroshiro128plus';
+import { audit, formatAudit, type AuditReport } from '../audit.ts';
+import { signToken } from '../auth.ts';
+import { ensureDatabase, freePort, startEmbeddedPostgres, type EmbeddedDatabase } from '../db/embedded.ts';
+import { createPrisma } from '../db/prisma.ts';
+import { migrate } from '../db/migrate.ts';
+import { startRole, type RoleProcess } from './processes.ts';
+
+/**
+ * A Jepsen-style bank workload against real processes: 2 API processes, 2 workers, the provider
+ * emulator and PostgreSQL. Concurrent payments across many accounts (some to rejected
+ * recipients, some replays of an earlier key) while the schedule injects provider faults, kills
+ * and restarts workers, restarts an API process and restarts PostgreSQL once. Then the faults are
+ * lifted, every payment must reach a terminal status within a deadline, and the audit runs.
+ *
+ * The seed fixes the workload and the schedule (what happens after how many payments); the
+ * operating system still decides the interleavings, as it would in production.
+ */
+
+export interface ChaosOptions {
+  payments: number;
+  seed: number;
+  /** Payments in flight at once. */
+  concurrency?: number;
+  /** How long settlement may take after the faults are lifted. */
+  settleDeadlineMs?: number;
+  log?: (line: string) => void;
+}
+
+export interface ChaosResult {
+  ok: boolean;
+  table: string;
+  audit: AuditReport;
+  problems: string[];
+}
+
+type Action =
+  | { kind: 'faults'; faults: Record<string, number> }
+  | { kind: 'kill-worker'; index: number }
+  | { kind: 'restart-api'; index: number }
+  | { kind: 'restart-postgres' };
+
+interface PlannedPayment {
+  account: number;
+  amount: number;
+  rejected: boolean;
+  /** Index of an earlier planned payment whose request this one repeats, key and all. */
+  replayOf: number | null;
+}
+
+const API_KEY = 'chaos-provider-key';
+const ACCOUNTS = 24;
+const FUNDING = 5_000_000;
+
+/** The workload and the schedule, from the seed alone. */
+export function plan(seed: number, payments: number) {
+  const rng = xoroshiro128plus(seed);
+  const int = (from: number, to: number) => uniformInt(rng, from, to);
+  const chance = (p: number) => uniformFloat64(rng) < p;
+
+  const work: PlannedPayment[] = [];
+  for (let i = 0; i < payments; i++) {
+    // A replay repeats an original request (never a replay of a replay), key and all.
+    const picked = i > 10 && chance(0.1) ? int(0, i - 1) : null;
+    const replayOf = picked === null ? null : (work[picked]?.replayOf ?? picked);
+    work.push({ account: int(0, ACCOUNTS - 1), amount: int(1, 20_000), rejected: chance(0.1), replayOf });
+  }
+
+  // Ten checkpoints, each at a fixed count of payments sent: new provider faults and one crash.
+  const schedule: Array<{ at: number; actions: Action[] }> = [];
+  const checkpoints = 10;
+  const postgresAt = Math.floor(checkpoints / 2);
+  for (let c = 1; c <= checkpoints; c++) {
+    const faults = {
+      errorRate: int(0, 30) / 100,
+      rateLimitRate: int(0, 15) / 100,
+      timeoutRate: int(0, 8) / 100,
+      acceptThenFailRate: int(0, 20) / 100,
+      latencyMs: int(0, 40),
+    };
+    const actions: Action[] = [{ kind: 'faults', faults }];
+    const crash = int(0, 2);
+    if (crash === 0 || c === 2) actions.push({ kind: 'restart-api', index: int(0, 1) });
+    else actions.push({ kind: 'kill-worker', index: int(0, 1) });
+    if (crash === 2) actions.push({ kind: 'kill-worker', index: int(0, 1) });
+    if (c === postgresAt) actions.push({ kind: 'restart-postgres' });
+    schedule.push({ at: Math.floor((payments * c) / (checkpoints + 1)), actions });
+  }
+  const digest = createHash('sha256').update(JSON.stringify({ work, schedule })).digest('hex').slice(0, 16);
+  return { work, schedule, digest };
+}
+
+export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
+  const log = options.log ?? (() => undefined);
+  const { work, schedule, digest } = plan(options.seed, options.payments);
+  const started = Date.now();
+  const problems: string[] = [];
+  const counters = { faultChanges: 0, workerKills: 0, apiRestarts: 0, postgresRestarts: 0, clientRetries: 0, replaysChecked: 0, unexpectedExits: 0 };
+
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'payments-chaos-'));
+  await chmod(dir, 0o755);
+  const dataDir = path.join(dir, 'data');
+  const pgPort = await freePort();
+  let database: EmbeddedDatabase = await startEmbeddedPostgres({ dataDir, port: pgPort });
+  const cleanups: Array<() => Promise<unknown>> = [];
+  try {
+    await ensureDatabase(database.adminUrl, 'chaos');
+    const databaseUrl = database.urlFor('chaos');
+    await migrate(databaseUrl);
+
+    const secret = randomBytes(32).toString('hex');
+    const providerPort = await freePort();
+    const providerUrl = `http://127.0.0.1:${providerPort}`;
+    const apiPorts = [await freePort(), await freePort()];
+    const env = {
+      DATABASE_URL: databaseUrl,
+      AUTH_JWT_SECRET: secret,
+      PROVIDER_URL: providerUrl,
+      PROVIDER_API_KEY: API_KEY,
+      PROVIDER_PORT: String(providerPort),
+      PROVIDER_TIMEOUT_MS: '1000',
+      PAYMENT_RETRY_LIMIT: '3',
+      PAYMENT_RETRY_DELAY_SECONDS: '1',
+      PAYMENT_RETRY_DELAY_MAX_SECONDS: '2',
+      PAYMENT_JOB_EXPIRE_SECONDS: '3',
+      QUEUE_SUPERVISE_SECONDS: '1',
+      SEND_PAYMENT_RATE_LIMIT_PER_MINUTE: '0',
+      DATABASE_POOL_SIZE: '8',
+      WORKER_PORT: '0',
+      // info: the runner learns that a process is ready from its log line.
+      LOG_LEVEL: 'info',
+    };
+    // Processes that die without being told to are a finding, not noise: count them, restart them.
+    const watched = new Set<RoleProcess>();
+    const watch = (proc: RoleProcess, restart: () => Promise<void>) => {
+      watched.add(proc);
+      void proc.exited.then(async (exit) => {
+        if (!watched.has(proc)) return;
+        watched.delete(proc);
+        counters.unexpectedExits++;
+        const problem = `a process exited unexpectedly (${JSON.stringify(exit)}): ${proc.stderr().slice(-2_000)} ${proc.errors.slice(-1).join('')}`;
+        problems.push(problem);
+        log(`  PROBLEM: ${problem}`);
+        await restart().catch(() => undefined);
+      });
+    };
+    const stopWatching = (proc: RoleProcess) => watched.delete(proc);
+
+    const provider = await startRole('main-provider.ts', env, 'provider emulator listening');
+    cleanups.push(() => (stopWatching(provider), provider.stop()));
+    // Like an orchestrator: a process that cannot start (its database is restarting, its port is
+    // still held by its killed predecessor) is started again until it comes up.
+    const startUntilUp = async (script: string, extra: Record<string, string>, ready: string) => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await startRole(script, { ...env, ...extra }, ready);
+        } catch (error) {
+          if (attempt >= 30) throw error;
+          await new Promise((r) => setTimeout(r, 500));
+        }
+      }
+    };
+    const apis: RoleProcess[] = [];
+    const startApi = async (i: number) => {
+      const api = await startUntilUp('main-api.ts', { PORT: String(apiPorts[i]) }, 'API listening');
+      apis[i] = api;
+      watch(api, () => startApi(i));
+    };
+    const workers: RoleProcess[] = [];
+    const startWorker = async (i: number) => {
+      const worker = await startUntilUp('main-worker.ts', {}, 'worker started');
+      workers[i] = worker;
+      watch(worker, () => startWorker(i));
+    };
+    await Promise.all([startApi(0), startApi(1), startWorker(0), startWorker(1)]);
+    cleanups.push(() => Promise.all([...apis, ...workers].map((p) => (stopWatching(p), p.kill()))));
+    const apiUrl = (i: number) => `http://127.0.0.1:${apiPorts[i]}/graphql`;
+
+    const setFaults = async (faults: Record<string, number>) => {
+      const response = await fetch(`${providerUrl}/admin/faults`, {
+        method: 'PUT',
+        headers: { 'content-type': 'application/json', 'x-api-key': API_KEY },
+        body: JSON.stringify(faults),
+      });
+      if (!response.ok) throw new Error(`setting faults failed: ${response.status}`);
+    };
+
+    // Accounts: via the API as an operator would, so the seed path is the real one.
+    const operator = await signToken({ role: 'operator' }, secret, 3600);
+    const graphql = async (url: string, token: string, query: string, variables: Record<string, unknown>) => {
+      const response = await fetch(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+        body: JSON.stringify({ query, variables }),
+        signal: AbortSignal.timeout(15_000),
+      });
+      return (await response.json()) as { data?: Record<string, unknown> | null; errors?: Array<{ extensions?: { code?: string } }> };
+    };
+    const accounts: Array<{ accountId: string; token: string }> = [];
+    for (let i = 0; i < ACCOUNTS; i++) {
+      const c = await graphql(apiUrl(0), operator, 'mutation($n: String!) { createCustomer(input: { name: $n }) { id } }', { n: `Chaos ${i}` });
+      const customerId = (c.data?.createCustomer as { id: string }).id;
+      const a = await graphql(apiUrl(0), operator, 'mutation($c: ID!) { openAccount(input: { customerId: $c, name: "Main" }) { id } }', { c: customerId });
+      const accountId = (a.data?.openAccount as { id: string }).id;
+      await graphql(apiUrl(0), operator, 'mutation($a: ID!, $p: Money!) { depositFunds(input: { accountId: $a, amount: $p, idempotencyKey: "chaos-funding" }) { id } }', { a: accountId, p: FUNDING });
+      accounts.push({ accountId, token: await signToken({ role: 'customer', customerId }, secret, 3600) });
+    }
+
+    // Balances sampled throughout, on a connection of the runner's own.
+    const samples = { count: 0, negative: 0, min: Number.POSITIVE_INFINITY };
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        const client = new pg.Client({ connectionString: databaseUrl });
+        client.on('error', () => undefined); // PostgreSQL restarting: the query below fails and we reconnect
+        try {
+          await client.connect();
+          while (sampling) {
+            const { rows } = await client.query<{ min: string; negative: string }>(
+              'SELECT min(balance)::text AS min, count(*) FILTER (WHERE balance < 0)::text AS negative FROM accounts',
+            );
+            samples.count++;
+            samples.min = Math.min(samples.min, Number(rows[0]?.min ?? 0));
+            samples.negative += Number(rows[0]?.negative ?? 0);
+            await new Promise((r) => setTimeout(r, 100));
+          }
+        } catch {
+          await new Promise((r) => setTimeout(r, 200)); // PostgreSQL restarting: sample again when it is back
+        } finally {
+          await client.end().catch(() => undefined);
+        }
+      }
+    })();
+
+    const runAction = async (action: Action) => {
+      log(`  chaos: ${JSON.stringify(action)}`);
+      switch (action.kind) {
+        case 'faults':
+          counters.faultChanges++;
+          return setFaults(action.faults);
+        case 'kill-worker': {
+          counters.workerKills++;
+          const victim = workers[action.index];
+          if (victim) {
+            stopWatching(victim);
+            await victim.kill();
+          }
+          return startWorker(action.index);
+        }
+        case 'restart-api': {
+          counters.apiRestarts++;
+          const victim = apis[action.index];
+          if (victim) {
+            stopWatching(victim);
+            await victim.kill();
+          }
+          return startApi(action.index);
+        }
+        case 'restart-postgres':
+          counters.postgresRestarts++;
+          await database.stop();
+          database = await startEmbeddedPostgres({ dataDir, port: pgPort });
+          return;
+      }
+    };
+
+    // The clients: each payment is retried with its own key until it gets a business answer,
+    // exactly as a careful client of a payments API would.
+    const keys = work.map((_, i) => `chaos-${options.seed}-${i}`);
+    const outcome: Array<{ paymentId: string | null; code: string | null }> = [];
+    const requestFor = (i: number) => {
+      const item = work[i]!;
+      return {
+        idempotencyKey: keys[i],
+        fromAccountId: accounts[item.account]!.accountId,
+        amount: item.amount,
+        recipient: { name: 'Chaos Recipient', sortCode: item.rejected ? '000000' : '112233', accountNumber: '12345678' },
+        reference: `chaos ${i}`,
+      };
+    };
+    const send = async (i: number, planned: number): Promise<{ paymentId: string | null; code: string | null }> => {
+      const source = work[i]!.replayOf ?? i;
+      const input = requestFor(source);
+      const token = accounts[work[source]!.account]!.token;
+      for (let attempt = 0; attempt < 60; attempt++) {
+        try {
+          const r = await graphql(
+            apiUrl((planned + attempt) % 2),
+            token,
+            'mutation($i: SendPaymentInput!) { sendPayment(input: $i) { payment { id } errors { code } } }',
+            { i: input },
+          );
+          const payload = r.data?.sendPayment as { payment: { id: string } | null; errors: Array<{ code: string }> } | undefined;
+          if (payload) return { paymentId: payload.payment?.id ?? null, code: payload.errors[0]?.code ?? null };
+        } catch {
+          // connection refused, reset or timed out: the process or the database is restarting
+        }
+        counters.clientRetries++;
+        await new Promise((r) => setTimeout(r, Math.min(100 * (attempt + 1), 1_000)));
+      }
+      problems.push(`payment ${i} never got an answer`);
+      return { paymentId: null, code: 'NO_ANSWER' };
+    };
+
+    // Checkpoint k's actions start when payment `at` is taken and run alongside the traffic; the
+    // traffic does not pass checkpoint k+1 until they are done. So faults and crashes always land
+    // among payments in flight, at the same places for the same seed.
+    const checkpoints: Array<Promise<void>> = [];
+    const checkpoint = (k: number): Promise<void> => {
+      checkpoints[k] ??= (k > 0 ? checkpoint(k - 1) : Promise.resolve()).then(async () => {
+        for (const action of schedule[k]?.actions ?? []) await runAction(action);
+      });
+      return checkpoints[k];
+    };
+    let next = 0;
+    let answered = 0;
+    const client = async () => {
+      while (next < work.length) {
+        const i = next++;
+        const reached = schedule.filter((c) => c.at <= i).length - 1;
+        if (reached >= 0) {
+          if (reached > 0) await checkpoint(reached - 1);
+          void checkpoint(reached);
+        }
+        // Replays wait for the payment they repeat, so they can be checked against it.
+        const original = work[i]!.replayOf;
+        if (original !== null) while (outcome[original] === undefined) await new Promise((r) => setTimeout(r, 20));
+        outcome[i] = await send(i, i);
+        answered++;
+        if (answered % Math.max(1, Math.floor(work.length / 10)) === 0) log(`  ${answered}/${work.length} payments answered`);
+      }
+    };
+    await Promise.all(Array.from({ length: options.concurrency ?? 16 }, client));
+    await checkpoint(schedule.length - 1);
+
+    for (let i = 0; i < work.length; i++) {
+      const original = work[i]!.replayOf;
+      if (original === null) continue;
+      counters.replaysChecked++;
+      if (outcome[i]?.paymentId !== outcome[original]?.paymentId || outcome[i]?.code !== outcome[original]?.code) {
+        problems.push(`replay ${i} of ${original} answered ${JSON.stringify(outcome[i])}, the original ${JSON.stringify(outcome[original])}`);
+      }
+    }
+
+    // Lift the faults; every payment must now reach a terminal status.
+    log('  faults lifted; waiting for every payment to settle');
+    await setFaults({});
+    const prisma = createPrisma({ databaseUrl, poolSize: 2 });
+    cleanups.push(() => prisma.$disconnect());
+    const deadline = Date.now() + (options.settleDeadlineMs ?? 180_000);
+    let pending = Number.POSITIVE_INFINITY;
+    while (Date.now() < deadline) {
+      pending = await prisma.payment.count({ where: { status: 'PENDING' } }).catch(() => Number.POSITIVE_INFINITY);
+      if (pending === 0) break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    if (pending !== 0) problems.push(`${pending} payments still PENDING after the deadline`);
+    sampling = false;
+    await sampler;
+    if (samples.negative > 0) problems.push(`${samples.negative} negative balances sampled`);
+
+    const report = await audit({ prisma, provider: { url: providerUrl, apiKey: API_KEY } });
+    const byStatus = await prisma.payment.groupBy({ by: ['status'], _count: true });
+    const count = (s: string) => byStatus.find((r) => r.status === s)?._count ?? 0;
+    const refusals = outcome.filter((o) => o.code === 'INSUFFICIENT_FUNDS').length;
+
+    const rows: Array<[string, string | number]> = [
+      ['seed / schedule digest', `${options.seed} / ${digest}`],
+      ['payments requested (of which replays)', `${work.length} (${counters.replaysChecked})`],
+      ['payments COMPLETED', count('COMPLETED')],
+      ['payments CANCELLED (refunded)', count('CANCELLED')],
+      ['payments FAILED (refunded)', count('FAILED')],
+      ['payments PENDING at the end', count('PENDING')],
+      ['refused: INSUFFICIENT_FUNDS', refusals],
+      ['provider fault settings applied', counters.faultChanges],
+      ['workers SIGKILLed and restarted', counters.workerKills],
+      ['API processes restarted', counters.apiRestarts],
+      ['PostgreSQL restarts', counters.postgresRestarts],
+      ['client retries (same key)', counters.clientRetries],
+      ['unexpected process exits', counters.unexpectedExits],
+      ['balance samples (negative seen)', `${samples.count} (${samples.negative}), lowest ${samples.min}`],
+      ['replays answered like their original', `${counters.replaysChecked - problems.filter((p) => p.startsWith('replay')).length}/${counters.replaysChecked}`],
+      ...report.checks.map((c): [string, string] => [`invariant: ${c.name}`, c.violations.length === 0 ? `ok (${c.checked})` : `VIOLATED x${c.violations.length}`]),
+      ['duration', `${Math.round((Date.now() - started) / 1000)} s`],
+    ];
+    const width = Math.max(...rows.map(([k]) => k.length));
+    const table = [
+      `| ${'what'.padEnd(width)} | value |`,
+      `| ${'-'.repeat(width)} | ----- |`,
+      ...rows.map(([k, v]) => `| ${k.padEnd(width)} | ${v} |`),
+    ].join('\n');
+    const ok = report.ok && problems.length === 0;
+    return { ok, table: ok ? table : `${table}\n\n${formatAudit(report)}\n${problems.map((p) => `PROBLEM: ${p}`).join('\n')}`, audit: report, problems };
+  } finally {
+    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
+    await database.stop().catch(() => undefined);
+    await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+}

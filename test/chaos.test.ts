@@ -1,0 +1,24 @@
+import { describe, expect, it } from 'vitest';
+import { plan, runChaos } from '../src/chaos/run.ts';
+
+describe('the chaos run', () => {
+  it('plans the same workload and schedule for the same seed, and another for another seed', () => {
+    expect(plan(7, 500).digest).toBe(plan(7, 500).digest);
+    expect(plan(7, 500).digest).not.toBe(plan(8, 500).digest);
+    const { schedule } = plan(7, 500);
+    expect(schedule.flatMap((c) => c.actions).filter((a) => a.kind === 'restart-postgres')).toHaveLength(1);
+    expect(schedule.flatMap((c) => c.actions).some((a) => a.kind === 'restart-api')).toBe(true);
+    expect(schedule.flatMap((c) => c.actions).some((a) => a.kind === 'kill-worker')).toBe(true);
+  });
+
+  it(
+    'keeps every invariant through provider faults, SIGKILLed workers, an API restart and a PostgreSQL restart',
+    async () => {
+      const result = await runChaos({ payments: 200, seed: 20261124, concurrency: 12 });
+      console.info(`\n${result.table}\n`);
+      expect(result.problems).toEqual([]);
+      expect(result.ok).toBe(true);
+    },
+    180_000,
+  );
+});
