@@ -126,7 +126,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       PROVIDER_API_KEY: API_KEY,
       PROVIDER_PORT: String(providerPort),
       PROVIDER_TIMEOUT_MS: '1000',
-      PAYMENT_RETRY_LIMIT: '3',
+      PAYMENT_RETRY_LIMIT: '6',
       PAYMENT_RETRY_DELAY_SECONDS: '1',
       PAYMENT_RETRY_DELAY_MAX_SECONDS: '2',
       PAYMENT_JOB_EXPIRE_SECONDS: '3',
