@@ -12,6 +12,15 @@ afterAll(async () => {
   await emulator?.close();
 });
 
+const paymentRequest = (idempotencyKey: string) => ({
+  idempotencyKey,
+  amount: 5,
+  currency: 'GBP',
+  sender: { name: 'A', sortCode: '123456', accountNumber: '12345678' },
+  recipient: { name: 'B', sortCode: '123456', accountNumber: '12345678' },
+  reference: null,
+});
+
 describe('the provider client', () => {
   it('opens the circuit after consecutive failures, fails fast while open, and closes after a good probe', async () => {
     const client = createProviderClient({ baseUrl: emulator.url, apiKey: KEY, timeoutMs: 1_000, breakerThreshold: 3, breakerHalfOpenAfterMs: 300 });
@@ -44,14 +53,7 @@ describe('the provider client', () => {
     const client = createProviderClient({ baseUrl: emulator.url, apiKey: KEY, timeoutMs: 200 });
     emulator.setFaults({ timeoutRate: 1 });
     try {
-      expect(await client.createPayment({
-        idempotencyKey: 'slow',
-        amount: 1,
-        currency: 'GBP',
-        sender: { name: 'A', sortCode: '123456', accountNumber: '12345678' },
-        recipient: { name: 'B', sortCode: '123456', accountNumber: '12345678' },
-        reference: null,
-      })).toEqual({ kind: 'transient', detail: 'timed out after 200 ms' });
+      expect(await client.createPayment(paymentRequest('slow'))).toEqual({ kind: 'transient', detail: 'timed out after 200 ms' });
     } finally {
       emulator.setFaults({ timeoutRate: 0 });
     }
@@ -59,14 +61,7 @@ describe('the provider client', () => {
 
   it('classifies a 400 as rejected and a 422 as a conflict', async () => {
     const client = createProviderClient({ baseUrl: emulator.url, apiKey: KEY, timeoutMs: 1_000 });
-    const request = {
-      idempotencyKey: 'k422',
-      amount: 5,
-      currency: 'GBP',
-      sender: { name: 'A', sortCode: '123456', accountNumber: '12345678' },
-      recipient: { name: 'B', sortCode: '123456', accountNumber: '12345678' },
-      reference: null,
-    };
+    const request = paymentRequest('k422');
     expect(await client.createPayment(request)).toMatchObject({ kind: 'accepted' });
     expect(await client.createPayment({ ...request, amount: 6 })).toMatchObject({ kind: 'conflict' });
     expect(await client.createPayment({ ...request, idempotencyKey: 'k400', recipient: { ...request.recipient, sortCode: '000000' } })).toEqual({
