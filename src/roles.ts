@@ -6,7 +6,7 @@ import type { Config } from './config.ts';
 import { createFailpoints } from './failpoints.ts';
 import { createPrisma, type PrismaClient } from './db/prisma.ts';
 import { startApi, type RunningApi } from './graphql/server.ts';
-import { createQueues } from './jobs/queues.ts';
+import { createQueues, QUEUES } from './jobs/queues.ts';
 import { startWorkers } from './jobs/worker.ts';
 import type { Logger } from './logger.ts';
 import { startOpsServer } from './ops/http.ts';
@@ -94,11 +94,12 @@ export async function startApiRole(options: {
     ide: config.ide,
     introspection: config.introspection,
     ...(options.ideToken ? { ideToken: options.ideToken } : {}),
-    // Ready: not shutting down, the database answers, and live updates can be delivered.
+    // Ready: not shutting down, the database answers, the queue answers (through pg-boss's own
+    // pool: payments can be enqueued), and live updates can be delivered.
     ready: async () => {
       if (stopping) return false;
       await prisma.$queryRaw`SELECT 1`;
-      return events.isConnected();
+      return (await queueAnswers(boss)) && events.isConnected();
     },
   });
   return {
@@ -170,7 +171,7 @@ export async function startWorkerRole(options: {
           ready: async () => {
             if (stopping) return false;
             await prisma.$queryRaw`SELECT 1`;
-            return true;
+            return queueAnswers(boss);
           },
         });
   logger.info({ providerUrl: options.providerUrl, opsUrl: ops?.url }, 'worker started');
@@ -186,6 +187,11 @@ export async function startWorkerRole(options: {
       await prisma.$disconnect();
     },
   };
+}
+
+/** True when pg-boss can read the settlement queue through its own connection pool. */
+async function queueAnswers(boss: PgBoss): Promise<boolean> {
+  return (await boss.getQueue(QUEUES.settle)) !== null;
 }
 
 /** Gauges read at scrape time from the database and the subscription hub. */
