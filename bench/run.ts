@@ -142,6 +142,9 @@ async function main(): Promise<void> {
           `pgbench ${pgb ? pgb.tps.toFixed(0) : '-'}/s, node ${node.acceptedPerSec.toFixed(0)}/s; errors ${result.errors}; RSS ${rssMb.toFixed(0)} MB`,
       );
       if (result.errorSamples.length > 0) log(`  errors: ${result.errorSamples.join(' | ')}`);
+      if (api.proc.exitCode !== null || api.proc.signalCode !== null) {
+        throw new Error(`the API process exited (${api.proc.exitCode ?? api.proc.signalCode}):\n${api.output()}`);
+      }
     };
 
     // BENCH_ONLY=settle skips the acceptance points (for working on settlement alone).
