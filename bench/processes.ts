@@ -13,11 +13,11 @@ export interface Child {
 }
 
 /**
- * Runs `node src/<script>` in its own process, as `npm run start:*` does. Extra node flags
+ * Runs `node <script>` (a path from the repository root) in its own process, as `npm run start:*` does. Extra node flags
  * (e.g. --cpu-prof) come from BENCH_NODE_FLAGS so a profile can be taken without code changes.
  */
 export function spawnRole(script: string, env: Record<string, string>, nodeFlags: string[] = []): Child {
-  const proc = spawn(process.execPath, [...nodeFlags, `src/${script}`], {
+  const proc = spawn(process.execPath, [...nodeFlags, script], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -35,9 +35,11 @@ import { captureTransactionSql, type TransactionSql } from './transaction-sql.ts
  *
  * BENCH_SECONDS (default 12) sets the API duration per point; baselines run 2/3 of it.
  * BENCH_NODE_FLAGS (e.g. "--cpu-prof --cpu-prof-dir=bench/profiles") is passed to the API process.
+ * For experiments: BENCH_CONCURRENCY=32 (points), BENCH_ONLY=api|settle, DATABASE_POOL_SIZE,
+ * WORKER_CONCURRENCY, BENCH_WORKERS (worker processes for settlement).
  */
 const RESULTS_DIR = fileURLToPath(new URL('./results/', import.meta.url));
-const CONCURRENCY = [1, 8, 32, 64];
+const CONCURRENCY = (process.env.BENCH_CONCURRENCY ?? '1,8,32,64').split(',').map(Number);
 const API_SECONDS = Number(process.env.BENCH_SECONDS ?? 12);
 const BASELINE_SECONDS = Math.max(3, Math.round((API_SECONDS * 2) / 3));
 const HOT_CLIENTS = 64;
@@ -86,7 +88,7 @@ async function main(): Promise<void> {
       ...pick(process.env, ['DATABASE_POOL_SIZE']),
     };
     const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
-    const api = spawnRole('main-api.ts', apiEnv, nodeFlags);
+    const api = spawnRole('bench/role-api.ts', apiEnv, nodeFlags);
     children.push(api);
     const apiUrl = `http://127.0.0.1:${port}/graphql`;
     await waitReady(`http://127.0.0.1:${port}/readyz`, api);
@@ -228,7 +230,7 @@ async function settlement(
   const workers = Number(process.env.BENCH_WORKERS ?? 1);
   const started = performance.now();
   const procs = Array.from({ length: workers }, () =>
-    spawnRole('main-worker.ts', {
+    spawnRole('bench/role-worker.ts', {
       DATABASE_URL: url,
       PROVIDER_URL: emulator.url.replace('localhost', '127.0.0.1'),
       PROVIDER_API_KEY: providerApiKey,

@@ -2,7 +2,7 @@ import type { PgBoss } from 'pg-boss';
 import type { Config } from '../src/config.ts';
 import type { Payment, Tx } from '../src/db/prisma.ts';
 import { QUEUES, settleJobOptions, type SettlePaymentJob } from '../src/jobs/queues.ts';
-import { debitForPayment, insertPayment } from '../src/payments/repository.ts';
+import { insertPaymentAndDebit } from '../src/payments/repository.ts';
 import { fingerprintOf } from '../src/payments/send-payment.ts';
 import type { SendPaymentCommand } from '../src/validation.ts';
 
@@ -11,10 +11,10 @@ export interface Statement {
   values: unknown[];
 }
 
-/** The three statements a sendPayment transaction sends between BEGIN and COMMIT. */
+/** The statements a sendPayment transaction sends between BEGIN and COMMIT. */
 export interface TransactionSql {
+  /** The payment, the guarded debit and its ledger entry (one statement). */
   insertPayment: Statement;
-  debit: Statement;
   enqueue: Statement;
   /** The job JSON of `enqueue` with the payment id replaced by PAYMENT_ID. */
   jobJsonTemplate: string;
@@ -48,14 +48,11 @@ export async function captureTransactionSql(boss: PgBoss, config: Config, custom
   const recorder = {
     $queryRawUnsafe: async (text: string, ...values: unknown[]) => {
       recorded.push({ text, values });
-      if (recorded.length === 1) return [fakePayment];
-      if (recorded.length === 2) return [{ balanceAfter: 1n }];
-      return [];
+      return recorded.length === 1 ? [{ ...fakePayment, balanceAfter: 1n }] : [];
     },
   } as unknown as Tx;
 
-  await insertPayment(recorder, customerId, cmd, fingerprintOf(cmd));
-  await debitForPayment(recorder, fakePayment);
+  await insertPaymentAndDebit(recorder, customerId, cmd, fingerprintOf(cmd));
   const job: SettlePaymentJob = { paymentId: SAMPLE_PAYMENT_ID };
   await boss.send(QUEUES.settle, job, {
     ...settleJobOptions(config.retry),
@@ -67,11 +64,11 @@ export async function captureTransactionSql(boss: PgBoss, config: Config, custom
       },
     },
   });
-  const [insert, debit, enqueue] = recorded;
-  if (!insert || !debit || !enqueue || recorded.length !== 3) {
-    throw new Error(`expected 3 statements in the sendPayment transaction, recorded ${recorded.length}`);
+  const [insert, enqueue] = recorded;
+  if (!insert || !enqueue || recorded.length !== 2) {
+    throw new Error(`expected 2 statements in the sendPayment transaction, recorded ${recorded.length}`);
   }
   const json = enqueue.values[0];
   if (typeof json !== 'string') throw new Error('pg-boss job parameter is not a JSON string');
-  return { insertPayment: insert, debit, enqueue, jobJsonTemplate: json.replaceAll(SAMPLE_PAYMENT_ID, 'PAYMENT_ID') };
+  return { insertPayment: insert, enqueue, jobJsonTemplate: json.replaceAll(SAMPLE_PAYMENT_ID, 'PAYMENT_ID') };
 }

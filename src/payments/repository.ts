@@ -65,6 +65,49 @@ export async function debitForPayment(tx: Tx, payment: Pick<Payment, 'id' | 'acc
   return rows[0]?.balanceAfter ?? null;
 }
 
+/**
+ * insertPayment and debitForPayment in one statement (one round trip instead of two), same
+ * order of locks: the payment's index entry, then the account row. `balanceAfter` is null when
+ * the payment was inserted but the balance is short: the caller must roll back. Null overall
+ * when nothing was inserted (a replay, or not the caller's account); then nothing was debited.
+ */
+export async function insertPaymentAndDebit(
+  tx: Tx,
+  customerId: string,
+  cmd: SendPaymentCommand,
+  fingerprint: string,
+): Promise<{ payment: Payment; balanceAfter: bigint | null } | null> {
+  const rows = await tx.$queryRawUnsafe<(Payment & { balanceAfter: bigint | null })[]>(
+    `WITH created AS (
+       INSERT INTO payments (account_id, idempotency_key, fingerprint, amount, recipient_name,
+         recipient_sort_code, recipient_account_number, reference)
+       SELECT a.id, $3, $4, $5, $6, $7, $8, $9 FROM accounts a WHERE a.id = $1::uuid AND a.customer_id = $2::uuid
+       ON CONFLICT (account_id, idempotency_key) DO NOTHING
+       RETURNING *),
+     debit AS (
+       UPDATE accounts a SET balance = a.balance - c.amount, updated_at = now()
+       FROM created c WHERE a.id = c.account_id AND a.balance >= c.amount
+       RETURNING a.id, a.balance, c.id AS payment_id, c.amount),
+     entry AS (
+       INSERT INTO ledger_entries (account_id, kind, amount, balance_after, payment_id)
+       SELECT id, 'PAYMENT_DEBIT', -amount, balance, payment_id FROM debit)
+     SELECT ${PAYMENT_COLUMNS}, (SELECT balance FROM debit) AS "balanceAfter" FROM created`,
+    cmd.fromAccountId,
+    customerId,
+    cmd.idempotencyKey,
+    fingerprint,
+    BigInt(cmd.amount),
+    cmd.recipient.name,
+    cmd.recipient.sortCode,
+    cmd.recipient.accountNumber,
+    cmd.reference,
+  );
+  const row = rows[0];
+  if (!row) return null;
+  const { balanceAfter, ...payment } = row;
+  return { payment, balanceAfter };
+}
+
 /** The customer's payment on that account with that idempotency key, if any. */
 export function findPaymentByKey(db: Db, customerId: string, accountId: string, key: string): Promise<Payment | null> {
   return db.payment.findFirst({ where: { accountId, idempotencyKey: key, account: { customerId } } });
