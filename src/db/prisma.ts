@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { PrismaPg } from '@prisma/adapter-pg';
 import { PrismaClient, type Prisma } from '../generated/prisma/client.ts';
 
@@ -7,12 +8,35 @@ export type { Account, Customer, LedgerEntry, Payment, PaymentAttempt } from '..
 /** The client handed to `prisma.$transaction(async (tx) => ...)`. */
 export type Tx = Prisma.TransactionClient;
 
+/** Distinct SQL texts that get a server-side prepared statement; any beyond run unnamed. */
+const MAX_PREPARED_STATEMENTS = 500;
+
+/**
+ * Names each distinct SQL text so node-postgres prepares it once per connection and then only
+ * binds and executes it: PostgreSQL skips parsing and planning on every later run (measured in
+ * bench/README.md). Bounded, so queries with varying text cannot grow every connection's cache.
+ */
+function preparedStatementNames(): (query: { sql: string }) => string | undefined {
+  const names = new Map<string, string>();
+  return ({ sql }) => {
+    let name = names.get(sql);
+    if (name === undefined && names.size < MAX_PREPARED_STATEMENTS) {
+      name = `p_${createHash('sha1').update(sql).digest('hex').slice(0, 20)}`;
+      names.set(sql, name);
+    }
+    return name;
+  };
+}
+
 /** A Prisma client on a node-postgres pool of `poolSize` connections. */
 export function createPrisma(options: { databaseUrl: string; poolSize: number; applicationName?: string }): PrismaClient {
-  const adapter = new PrismaPg({
-    connectionString: options.databaseUrl,
-    max: options.poolSize,
-    application_name: options.applicationName ?? 'payments',
-  });
+  const adapter = new PrismaPg(
+    {
+      connectionString: options.databaseUrl,
+      max: options.poolSize,
+      application_name: options.applicationName ?? 'payments',
+    },
+    { statementNameGenerator: preparedStatementNames() as (query: { sql: string }) => string },
+  );
   return new PrismaClient({ adapter });
 }

@@ -16,22 +16,34 @@ const PAYMENT_COLUMNS = `id, account_id AS "accountId", idempotency_key AS "idem
   failure_reason AS "failureReason", created_at AS "createdAt", updated_at AS "updatedAt"`;
 
 /**
- * Inserts a PENDING payment from an account the customer owns. Returns null when the account
- * is not theirs (or does not exist) or when the account already has a payment with this key:
- * a concurrent duplicate waits here on the unique index until the first one commits or rolls back.
+ * Inserts a PENDING payment from an account the customer owns and, in the same statement (one
+ * round trip), the guarded decrement and its ledger entry. Locks in this order: the payment's
+ * unique-index entry (a concurrent duplicate waits here until the first commits or rolls back),
+ * then the account row. Null when nothing was inserted: the account is not theirs (or does not
+ * exist) or already has a payment with this key; then nothing was debited. `balanceAfter` is null
+ * when the payment was inserted but the balance is short: the caller must roll back.
  */
-export async function insertPayment(
+export async function insertPaymentAndDebit(
   tx: Tx,
   customerId: string,
   cmd: SendPaymentCommand,
   fingerprint: string,
-): Promise<Payment | null> {
-  const rows = await tx.$queryRawUnsafe<Payment[]>(
-    `INSERT INTO payments (account_id, idempotency_key, fingerprint, amount, recipient_name,
-       recipient_sort_code, recipient_account_number, reference)
-     SELECT a.id, $3, $4, $5, $6, $7, $8, $9 FROM accounts a WHERE a.id = $1::uuid AND a.customer_id = $2::uuid
-     ON CONFLICT (account_id, idempotency_key) DO NOTHING
-     RETURNING ${PAYMENT_COLUMNS}`,
+): Promise<{ payment: Payment; balanceAfter: bigint | null } | null> {
+  const rows = await tx.$queryRawUnsafe<(Payment & { balanceAfter: bigint | null })[]>(
+    `WITH created AS (
+       INSERT INTO payments (account_id, idempotency_key, fingerprint, amount, recipient_name,
+         recipient_sort_code, recipient_account_number, reference)
+       SELECT a.id, $3, $4, $5, $6, $7, $8, $9 FROM accounts a WHERE a.id = $1::uuid AND a.customer_id = $2::uuid
+       ON CONFLICT (account_id, idempotency_key) DO NOTHING
+       RETURNING *),
+     debit AS (
+       UPDATE accounts a SET balance = a.balance - c.amount, updated_at = now()
+       FROM created c WHERE a.id = c.account_id AND a.balance >= c.amount
+       RETURNING a.id, a.balance, c.id AS payment_id, c.amount),
+     entry AS (
+       INSERT INTO ledger_entries (account_id, kind, amount, balance_after, payment_id)
+       SELECT id, 'PAYMENT_DEBIT', -amount, balance, payment_id FROM debit)
+     SELECT ${PAYMENT_COLUMNS}, (SELECT balance FROM debit) AS "balanceAfter" FROM created`,
     cmd.fromAccountId,
     customerId,
     cmd.idempotencyKey,
@@ -42,27 +54,10 @@ export async function insertPayment(
     cmd.recipient.accountNumber,
     cmd.reference,
   );
-  return rows[0] ?? null;
-}
-
-/**
- * The guarded decrement and its ledger entry in one statement. Returns the balance after, or
- * null when the balance is short (nothing changed).
- */
-export async function debitForPayment(tx: Tx, payment: Pick<Payment, 'id' | 'accountId' | 'amount'>): Promise<bigint | null> {
-  const rows = await tx.$queryRawUnsafe<{ balanceAfter: bigint }[]>(
-    `WITH debit AS (
-       UPDATE accounts SET balance = balance - $2, updated_at = now()
-       WHERE id = $1::uuid AND balance >= $2
-       RETURNING id, balance)
-     INSERT INTO ledger_entries (account_id, kind, amount, balance_after, payment_id)
-     SELECT id, 'PAYMENT_DEBIT', -$2::bigint, balance, $3::uuid FROM debit
-     RETURNING balance_after AS "balanceAfter"`,
-    payment.accountId,
-    payment.amount,
-    payment.id,
-  );
-  return rows[0]?.balanceAfter ?? null;
+  const row = rows[0];
+  if (!row) return null;
+  const { balanceAfter, ...payment } = row;
+  return { payment, balanceAfter };
 }
 
 /** The customer's payment on that account with that idempotency key, if any. */

@@ -6,7 +6,7 @@ import { settleJobOptions, QUEUES, type QueuePolicy, type SettlePaymentJob } fro
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import { parseInput, sendPaymentInput, type SendPaymentCommand } from '../validation.ts';
-import { debitForPayment, findPaymentByKey, insertPayment } from './repository.ts';
+import { findPaymentByKey, insertPaymentAndDebit } from './repository.ts';
 
 export type SendPaymentResult = { payment: Payment; replayed: boolean; errors: [] } | { payment: null; errors: [UserError] };
 
@@ -52,9 +52,9 @@ export function createPaymentService(deps: PaymentServiceDeps) {
     const endTransaction = deps.metrics.transactionSeconds.startTimer();
     try {
       const payment = await prisma.$transaction(async (tx) => {
-        const created = await insertPayment(tx, customerId, cmd, fingerprint);
-        if (!created) return null;
-        const balanceAfter = await debitForPayment(tx, created);
+        const inserted = await insertPaymentAndDebit(tx, customerId, cmd, fingerprint);
+        if (!inserted) return null;
+        const { payment: created, balanceAfter } = inserted;
         if (balanceAfter === null) {
           throw new DomainError(
             userError('INSUFFICIENT_FUNDS', 'The account balance is lower than the amount', ['amount']),

@@ -1,0 +1,96 @@
+/** One row of bench/results/latest.json. */
+export interface ScenarioResult {
+  name: string;
+  clients: number | null;
+  /** Accepted payments per second through the API (settled per second for settlement scenarios). */
+  acceptedPerSec: number;
+  /** pgbench running the same SQL (for settlement: the API acceptance rate at 32 clients). */
+  baselinePerSec: number | null;
+  ratio: number | null;
+  /** The minimal Node `pg` client running the same SQL. */
+  nodeBaselinePerSec: number | null;
+  p50Ms: number | null;
+  p95Ms: number | null;
+  p99Ms: number | null;
+  errors: number;
+  errorSamples: string[];
+  /** Peak RSS of the API process (the worker process for settlement). */
+  rssMb: number | null;
+  /** Database transaction time of the API's payments, from PostgreSQL commit timestamps. */
+  txP50Ms: number | null;
+  txP99Ms: number | null;
+  /** The same for pgbench's transactions, for comparison. */
+  baselineTxP99Ms: number | null;
+  notes?: string;
+}
+
+const fmt = (v: number | null, digits = 1) => (v === null || Number.isNaN(v) ? '-' : v.toFixed(digits));
+
+export function markdownTable(results: ScenarioResult[]): string {
+  const head =
+    '| scenario | clients | API accepted/s | pgbench/s | node pg/s | API / pgbench | p50 ms | p95 ms | p99 ms | tx p50 ms | tx p99 ms | pgbench tx p99 ms | errors | API RSS MB |';
+  const rule = '|' + '---|'.repeat(14);
+  const rows = results.map(
+    (r) =>
+      `| ${r.name} | ${r.clients ?? '-'} | ${fmt(r.acceptedPerSec, 0)} | ${fmt(r.baselinePerSec, 0)} | ${fmt(r.nodeBaselinePerSec, 0)} | ${fmt(r.ratio, 2)} | ${fmt(r.p50Ms)} | ${fmt(r.p95Ms)} | ${fmt(r.p99Ms)} | ${fmt(r.txP50Ms)} | ${fmt(r.txP99Ms)} | ${fmt(r.baselineTxP99Ms)} | ${r.errors} | ${fmt(r.rssMb, 0)} |`,
+  );
+  return [head, rule, ...rows].join('\n');
+}
+
+/** A line chart of throughput against concurrency: API, pgbench and the Node baseline. */
+export function throughputSvg(results: ScenarioResult[]): string {
+  const points = results.filter((r) => r.name.startsWith('spread-') && r.clients !== null);
+  const series: { label: string; color: string; values: (r: ScenarioResult) => number | null }[] = [
+    { label: 'API (GraphQL over HTTP)', color: '#d62728', values: (r) => r.acceptedPerSec },
+    { label: 'pgbench, same SQL', color: '#1f77b4', values: (r) => r.baselinePerSec },
+    { label: 'Node pg, same SQL', color: '#2ca02c', values: (r) => r.nodeBaselinePerSec },
+  ];
+  const width = 640;
+  const height = 400;
+  const m = { left: 70, right: 20, top: 40, bottom: 60 };
+  const all = points.flatMap((p) => series.map((s) => s.values(p) ?? 0));
+  const maxY = Math.max(1, ...all) * 1.1;
+  const xs = points.map((p) => p.clients ?? 1);
+  const logX = (c: number) => Math.log2(c);
+  const minX = logX(Math.min(...xs, 1));
+  const maxX = logX(Math.max(...xs, 2));
+  const px = (c: number) => m.left + ((logX(c) - minX) / (maxX - minX || 1)) * (width - m.left - m.right);
+  const py = (v: number) => height - m.bottom - (v / maxY) * (height - m.top - m.bottom);
+  const parts: string[] = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${width}" height="${height}" fill="white"/>`,
+    `<text x="${width / 2}" y="22" text-anchor="middle" font-size="14">sendPayment throughput against concurrency</text>`,
+    `<line x1="${m.left}" y1="${height - m.bottom}" x2="${width - m.right}" y2="${height - m.bottom}" stroke="black"/>`,
+    `<line x1="${m.left}" y1="${m.top}" x2="${m.left}" y2="${height - m.bottom}" stroke="black"/>`,
+    `<text x="${width / 2}" y="${height - 20}" text-anchor="middle">concurrent clients</text>`,
+    `<text transform="translate(18 ${height / 2}) rotate(-90)" text-anchor="middle">payments / s</text>`,
+  ];
+  for (let i = 0; i <= 5; i++) {
+    const v = (maxY / 5) * i;
+    parts.push(
+      `<line x1="${m.left - 4}" y1="${py(v)}" x2="${width - m.right}" y2="${py(v)}" stroke="#ddd"/>`,
+      `<text x="${m.left - 8}" y="${py(v) + 4}" text-anchor="end">${Math.round(v)}</text>`,
+    );
+  }
+  for (const c of xs) {
+    parts.push(`<text x="${px(c)}" y="${height - m.bottom + 18}" text-anchor="middle">${c}</text>`);
+  }
+  series.forEach((s, i) => {
+    const pts = points
+      .map((p) => ({ c: p.clients ?? 1, v: s.values(p) }))
+      .filter((p): p is { c: number; v: number } => p.v !== null && !Number.isNaN(p.v));
+    if (pts.length > 0) {
+      parts.push(
+        `<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${pts.map((p) => `${px(p.c).toFixed(1)},${py(p.v).toFixed(1)}`).join(' ')}"/>`,
+        ...pts.map((p) => `<circle cx="${px(p.c).toFixed(1)}" cy="${py(p.v).toFixed(1)}" r="3" fill="${s.color}"/>`),
+      );
+    }
+    const ly = m.top + 4 + i * 16;
+    parts.push(
+      `<line x1="${m.left + 12}" y1="${ly}" x2="${m.left + 32}" y2="${ly}" stroke="${s.color}" stroke-width="2"/>`,
+      `<text x="${m.left + 38}" y="${ly + 4}">${s.label}</text>`,
+    );
+  });
+  parts.push('</svg>', '');
+  return parts.join('\n');
+}

@@ -1,0 +1,75 @@
+import type { PgBoss } from 'pg-boss';
+import type { Config } from '../src/config.ts';
+import type { Payment, Tx } from '../src/db/prisma.ts';
+import { QUEUES, settleJobOptions, type SettlePaymentJob } from '../src/jobs/queues.ts';
+import { insertPaymentAndDebit } from '../src/payments/repository.ts';
+import { fingerprintOf } from '../src/payments/send-payment.ts';
+import { queuePolicy } from '../src/roles.ts';
+import type { SendPaymentCommand } from '../src/validation.ts';
+
+export interface Statement {
+  text: string;
+  values: unknown[];
+}
+
+/** The statements a sendPayment transaction sends between BEGIN and COMMIT. */
+export interface TransactionSql {
+  /** The payment, the guarded debit and its ledger entry (one statement). */
+  insertPayment: Statement;
+  enqueue: Statement;
+  /** The job JSON of `enqueue` with the payment id replaced by PAYMENT_ID. */
+  jobJsonTemplate: string;
+}
+
+const SAMPLE_PAYMENT_ID = '11111111-2222-4333-8444-555555555555';
+
+export function sampleCommand(accountId: string, key: string, amount: number): SendPaymentCommand {
+  return {
+    idempotencyKey: key,
+    fromAccountId: accountId,
+    amount,
+    recipient: { name: 'Grace Hopper', sortCode: '123456', accountNumber: '12345678' },
+    reference: 'Bench',
+  };
+}
+
+/**
+ * Records the SQL text and parameters that the service's own functions (repository.ts and
+ * pg-boss's send with fromPrisma(tx)) would send, by handing them a recording transaction.
+ * The baselines replay exactly this, so they stay in step with the code.
+ */
+export async function captureTransactionSql(boss: PgBoss, config: Config, customerId: string, accountId: string): Promise<TransactionSql> {
+  const recorded: Statement[] = [];
+  const cmd = sampleCommand(accountId, 'bench-capture', 1000);
+  const fakePayment = {
+    id: SAMPLE_PAYMENT_ID,
+    accountId,
+    amount: BigInt(cmd.amount),
+  } satisfies Pick<Payment, 'id' | 'accountId' | 'amount'>;
+  const recorder = {
+    $queryRawUnsafe: async (text: string, ...values: unknown[]) => {
+      recorded.push({ text, values });
+      return recorded.length === 1 ? [{ ...fakePayment, balanceAfter: 1n }] : [];
+    },
+  } as unknown as Tx;
+
+  await insertPaymentAndDebit(recorder, customerId, cmd, fingerprintOf(cmd));
+  const job: SettlePaymentJob = { paymentId: SAMPLE_PAYMENT_ID };
+  await boss.send(QUEUES.settle, job, {
+    ...settleJobOptions(queuePolicy(config)),
+    id: SAMPLE_PAYMENT_ID,
+    db: {
+      executeSql: async (text: string, values: unknown[]) => {
+        recorded.push({ text, values });
+        return { rows: [{ id: SAMPLE_PAYMENT_ID }] };
+      },
+    },
+  });
+  const [insert, enqueue] = recorded;
+  if (!insert || !enqueue || recorded.length !== 2) {
+    throw new Error(`expected 2 statements in the sendPayment transaction, recorded ${recorded.length}`);
+  }
+  const json = enqueue.values[0];
+  if (typeof json !== 'string') throw new Error('pg-boss job parameter is not a JSON string');
+  return { insertPayment: insert, enqueue, jobJsonTemplate: json.replaceAll(SAMPLE_PAYMENT_ID, 'PAYMENT_ID') };
+}
