@@ -74,6 +74,7 @@ export async function startEmbeddedPostgres(options: {
     stop: async () => {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      child.ref(); // keep this process alive until the server has really stopped
       child.kill('SIGINT'); // PostgreSQL's "fast" shutdown: roll back open transactions, checkpoint, exit
       await exited;
     },
