@@ -167,7 +167,7 @@ describe('when the LISTEN connection dies', () => {
       WHERE application_name = 'payments-listen' AND datname = current_database()`;
     expect(killed).toEqual([{ killed: true }]);
     await vi.waitFor(() => expect(own.api.events.isConnected()).toBe(false));
-    await own.db.$transaction((tx) => completePayment(tx, paymentId));
+    await completePayment(own.db, paymentId, 'completed by the test');
     expect(statuses(sub.values)).toEqual(['PENDING']);
 
     await sub.done;

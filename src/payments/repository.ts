@@ -65,13 +65,21 @@ export function findPaymentByKey(db: Db, customerId: string, accountId: string, 
   return db.payment.findFirst({ where: { accountId, idempotencyKey: key, account: { customerId } } });
 }
 
-/** PENDING -> COMPLETED. Null when the payment was not PENDING (already settled by someone else). */
-export async function completePayment(tx: Tx, paymentId: string): Promise<Payment | null> {
-  const rows = await tx.$queryRawUnsafe<Payment[]>(
-    `UPDATE payments SET status = 'COMPLETED', updated_at = now()
-     WHERE id = $1::uuid AND status = 'PENDING'
-     RETURNING ${PAYMENT_COLUMNS}`,
+/**
+ * PENDING -> COMPLETED, with the attempt that says why, in one statement (atomic on its own, one
+ * round trip). Null when the payment was not PENDING (already settled by someone else).
+ */
+export async function completePayment(db: Db, paymentId: string, detail: string): Promise<Payment | null> {
+  const rows = await db.$queryRawUnsafe<Payment[]>(
+    `WITH done AS (
+       UPDATE payments SET status = 'COMPLETED', updated_at = now()
+       WHERE id = $1::uuid AND status = 'PENDING'
+       RETURNING *),
+     attempt AS (
+       INSERT INTO payment_attempts (payment_id, outcome, detail) SELECT id, 'COMPLETED', $2 FROM done)
+     SELECT ${PAYMENT_COLUMNS} FROM done`,
     paymentId,
+    detail,
   );
   return rows[0] ?? null;
 }

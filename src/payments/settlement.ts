@@ -42,11 +42,7 @@ export function createSettlement(deps: SettlementDeps) {
   }
 
   async function complete(payment: Payment, detail: string): Promise<void> {
-    const done = await prisma.$transaction(async (tx) => {
-      const updated = await completePayment(tx, payment.id);
-      if (updated) await recordAttempt(tx, payment.id, 'COMPLETED', detail);
-      return updated;
-    });
+    const done = await completePayment(prisma, payment.id, detail);
     if (done) metrics.settled.inc({ status: 'COMPLETED' });
     logger.info({ paymentId: payment.id, applied: done !== null }, 'payment completed');
   }
