@@ -43,6 +43,16 @@ describe('the HTTP surface', () => {
     expect(ready.status).toBe(200);
   });
 
+  it('answers a body that is not JSON with a JSON error and no stack trace', async () => {
+    const response = await fetch(stack.apiUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${alice.token}` },
+      body: '{"query": "{ me { id } }"',
+    });
+    expect(response.status).toBe(400);
+    expect(await response.json()).toEqual({ errors: [{ message: 'Malformed request', extensions: { code: 'BAD_REQUEST' } }] });
+  });
+
   it('refuses a body over 64 kB', async () => {
     const response = await fetch(stack.apiUrl, {
       method: 'POST',

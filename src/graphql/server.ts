@@ -7,7 +7,7 @@ import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHt
 import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
 import { expressMiddleware } from '@as-integrations/express5';
 import { makeExecutableSchema } from '@graphql-tools/schema';
-import express from 'express';
+import express, { type ErrorRequestHandler } from 'express';
 import { GraphQLError, NoSchemaIntrospectionCustomRule, type GraphQLSchema } from 'graphql';
 import { CloseCode } from 'graphql-ws';
 import { useServer } from 'graphql-ws/use/ws';
@@ -161,6 +161,17 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
       },
     }),
   );
+
+  // Anything that fails outside Apollo (a body that is not JSON, one over the size limit, a metrics
+  // scrape while the database is away) is answered in JSON, without Express's HTML stack trace.
+  const errorHandler: ErrorRequestHandler = (error: unknown, req, res, _next) => {
+    const status = typeof error === 'object' && error !== null && 'status' in error && typeof error.status === 'number' ? error.status : 500;
+    if (status >= 500) logger.error({ err: error, path: req.path }, 'unexpected error outside GraphQL');
+    const message = status === 413 ? 'Request body too large' : status < 500 ? 'Malformed request' : 'Internal server error';
+    const code = status < 500 ? 'BAD_REQUEST' : 'INTERNAL_SERVER_ERROR';
+    res.status(status).json({ errors: [{ message, extensions: { code } }] });
+  };
+  app.use(errorHandler);
 
   // Subscriptions: graphql-ws on the same port and path. The token arrives in connection_init.
   const formatError = createFormatError(logger);
