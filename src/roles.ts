@@ -202,10 +202,19 @@ function observeApiGauges(metrics: Metrics, prisma: PrismaClient, events: Paymen
     const counts = new Map(rows.map((r) => [r.status, Number(r.n)]));
     return PAYMENT_STATUSES.map((status) => ({ labels: { status }, value: counts.get(status) ?? 0 }));
   });
-  const queueRows = () =>
-    prisma.$queryRaw<{ name: string; depth: bigint; age: number }[]>`
-      SELECT name, count(*) AS depth, coalesce(extract(epoch FROM now() - min(created_on)), 0)::float8 AS age
-      FROM pgboss.job WHERE state IN ('created', 'retry') GROUP BY name`;
+  // Depth and age come from one query; both gauges of a scrape share it.
+  let queueScan: { at: number; rows: Promise<{ name: string; depth: bigint; age: number }[]> } | null = null;
+  const queueRows = () => {
+    if (!queueScan || Date.now() - queueScan.at > 1_000) {
+      queueScan = {
+        at: Date.now(),
+        rows: prisma.$queryRaw<{ name: string; depth: bigint; age: number }[]>`
+          SELECT name, count(*) AS depth, coalesce(extract(epoch FROM now() - min(created_on)), 0)::float8 AS age
+          FROM pgboss.job WHERE state IN ('created', 'retry') GROUP BY name`,
+      };
+    }
+    return queueScan.rows;
+  };
   observeGauge(registry, { name: 'payments_queue_depth', help: 'Jobs waiting (created or retry), by queue', labelNames: ['queue'] }, async () =>
     (await queueRows()).map((r) => ({ labels: { queue: r.name }, value: Number(r.depth) })),
   );
