@@ -122,6 +122,40 @@ export interface TestCustomer {
   token: string;
 }
 
+/**
+ * A customer with one account holding `fundPence`, made through the API as an operator would,
+ * and a token for that customer.
+ */
+export async function createFundedCustomer(apiUrl: string, operatorToken: string, fundPence: number): Promise<TestCustomer> {
+  const created = await gql<{ createCustomer: { id: string } }>(
+    apiUrl,
+    operatorToken,
+    'mutation($name: String!) { createCustomer(input: { name: $name }) { id } }',
+    { name: 'Test Customer' },
+  );
+  const customerId = created.data?.createCustomer.id;
+  if (!customerId) throw new Error(`createCustomer failed: ${JSON.stringify(created)}`);
+  const opened = await gql<{ openAccount: { id: string } }>(
+    apiUrl,
+    operatorToken,
+    'mutation($id: ID!) { openAccount(input: { customerId: $id, name: "Current" }) { id } }',
+    { id: customerId },
+  );
+  const accountId = opened.data?.openAccount.id;
+  if (!accountId) throw new Error(`openAccount failed: ${JSON.stringify(opened)}`);
+  if (fundPence > 0) {
+    const deposit = await gql(
+      apiUrl,
+      operatorToken,
+      'mutation($id: ID!, $amount: Money!) { depositFunds(input: { accountId: $id, amount: $amount, idempotencyKey: "initial" }) { balance } }',
+      { id: accountId, amount: fundPence },
+    );
+    if (deposit.errors) throw new Error(`depositFunds failed: ${JSON.stringify(deposit)}`);
+  }
+  const token = await signToken({ role: 'customer', customerId }, TEST_SECRET, 3600);
+  return { customerId, accountId, token };
+}
+
 export interface Stack {
   config: Config;
   databaseUrl: string;
@@ -185,35 +219,7 @@ export async function startStack(
       });
       return stack.worker;
     },
-    async newCustomer(fundPence) {
-      const created = await gql<{ createCustomer: { id: string } }>(
-        stack.apiUrl,
-        operatorToken,
-        'mutation($name: String!) { createCustomer(input: { name: $name }) { id } }',
-        { name: 'Test Customer' },
-      );
-      const customerId = created.data?.createCustomer.id;
-      if (!customerId) throw new Error(`createCustomer failed: ${JSON.stringify(created)}`);
-      const opened = await gql<{ openAccount: { id: string } }>(
-        stack.apiUrl,
-        operatorToken,
-        'mutation($id: ID!) { openAccount(input: { customerId: $id, name: "Current" }) { id } }',
-        { id: customerId },
-      );
-      const accountId = opened.data?.openAccount.id;
-      if (!accountId) throw new Error(`openAccount failed: ${JSON.stringify(opened)}`);
-      if (fundPence > 0) {
-        const deposit = await gql(
-          stack.apiUrl,
-          operatorToken,
-          'mutation($id: ID!, $amount: Money!) { depositFunds(input: { accountId: $id, amount: $amount, idempotencyKey: "initial" }) { balance } }',
-          { id: accountId, amount: fundPence },
-        );
-        if (deposit.errors) throw new Error(`depositFunds failed: ${JSON.stringify(deposit)}`);
-      }
-      const token = await signToken({ role: 'customer', customerId }, TEST_SECRET, 3600);
-      return { customerId, accountId, token };
-    },
+    newCustomer: (fundPence) => createFundedCustomer(stack.apiUrl, operatorToken, fundPence),
     async send(token, input) {
       const response = await gql<SendPaymentData>(stack.apiUrl, token, SEND_PAYMENT, { input });
       if (!response.data?.sendPayment) throw new Error(`sendPayment failed: ${JSON.stringify(response)}`);

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signToken } from '../src/auth.ts';
 import { startEmulator, type RunningEmulator } from '../src/emulator/server.ts';
 import { createPrisma, type PrismaClient } from '../src/db/prisma.ts';
-import { createTestDatabase, gql, paymentInput, SEND_PAYMENT, TEST_SECRET, type SendPaymentData } from './helpers.ts';
+import { createFundedCustomer, createTestDatabase, gql, paymentInput, SEND_PAYMENT, TEST_SECRET, type SendPaymentData } from './helpers.ts';
 import { startRole, type RoleProcess } from '../src/chaos/processes.ts';
 import { ACCOUNT_PAYMENTS_UPDATED, collect, PAYMENT_UPDATED, wsClient, type AccountUpdate, type PaymentUpdate } from './ws-helpers.ts';
 
@@ -55,14 +55,7 @@ afterAll(async () => {
 
 const apiUrl = (i: number) => apis[i]?.url ?? '';
 
-async function fundedCustomer(url: string, pence: number) {
-  const customer = await gql<{ createCustomer: { id: string } }>(url, operatorToken, 'mutation { createCustomer(input: { name: "Dana" }) { id } }');
-  const customerId = customer.data?.createCustomer.id ?? '';
-  const account = await gql<{ openAccount: { id: string } }>(url, operatorToken, 'mutation($c: ID!) { openAccount(input: { customerId: $c, name: "Main" }) { id } }', { c: customerId });
-  const accountId = account.data?.openAccount.id ?? '';
-  await gql(url, operatorToken, 'mutation($a: ID!, $p: Money!) { depositFunds(input: { accountId: $a, amount: $p, idempotencyKey: "seed" }) { id } }', { a: accountId, p: pence });
-  return { accountId, token: await signToken({ role: 'customer', customerId }, TEST_SECRET, 600) };
-}
+const fundedCustomer = (url: string, pence: number) => createFundedCustomer(url, operatorToken, pence);
 
 /** Payment ids each worker process logged as completed. */
 function completedBy(worker: RoleProcess): Set<string> {

@@ -239,30 +239,28 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       }
     })();
 
+    // SIGKILL, not SIGTERM: a crash, with whatever it had in flight.
+    const killAndRestart = async (roles: RoleProcess[], index: number, start: (i: number) => Promise<void>) => {
+      const victim = roles[index];
+      if (victim) {
+        stopWatching(victim);
+        await victim.kill();
+      }
+      await start(index);
+    };
+
     const runAction = async (action: Action) => {
       log(`  chaos: ${JSON.stringify(action)}`);
       switch (action.kind) {
         case 'faults':
           counters.faultChanges++;
           return setFaults(action.faults);
-        case 'kill-worker': {
+        case 'kill-worker':
           counters.workerKills++;
-          const victim = workers[action.index];
-          if (victim) {
-            stopWatching(victim);
-            await victim.kill();
-          }
-          return startWorker(action.index);
-        }
-        case 'restart-api': {
+          return killAndRestart(workers, action.index, startWorker);
+        case 'restart-api':
           counters.apiRestarts++;
-          const victim = apis[action.index];
-          if (victim) {
-            stopWatching(victim);
-            await victim.kill();
-          }
-          return startApi(action.index);
-        }
+          return killAndRestart(apis, action.index, startApi);
         case 'restart-postgres':
           counters.postgresRestarts++;
           await database.stop();
