@@ -61,6 +61,9 @@ const configSchema = z
     WORKER_PORT: intFromEnv(4200, 0, 65535),
     PAYMENT_JOB_EXPIRE_SECONDS: intFromEnv(30, 1, 3600),
     QUEUE_SUPERVISE_SECONDS: intFromEnv(10, 1, 3600),
+    EVENT_RETENTION_DAYS: intFromEnv(30, 1, 3650),
+    EVENT_POLL_INTERVAL_MS: intFromEnv(100, 10, 60_000),
+    EVENT_QUERY_TIMEOUT_MS: intFromEnv(5000, 100, 120_000),
     FAILPOINTS: z.string().optional(),
     GRAPHQL_IDE: booleanFromEnv,
     GRAPHQL_INTROSPECTION: booleanFromEnv,
@@ -111,6 +114,13 @@ const configSchema = z
       // at most expire + supervise seconds, under the contract's minute with the defaults.
       jobExpireSeconds: env.PAYMENT_JOB_EXPIRE_SECONDS,
       superviseSeconds: env.QUEUE_SUPERVISE_SECONDS,
+    },
+    events: {
+      retentionDays: env.EVENT_RETENTION_DAYS,
+      // How often each API process looks for new events (at once after its own writes).
+      pollIntervalMs: env.EVENT_POLL_INTERVAL_MS,
+      // A poll that hangs this long means a dead connection: it is replaced and /readyz says so.
+      queryTimeoutMs: env.EVENT_QUERY_TIMEOUT_MS,
     },
     // Crash injection for the crash-safety tests and the chaos run; never honoured in production.
     failpoints: env.NODE_ENV === 'production' ? [] : (env.FAILPOINTS ?? '').split(',').map((f) => f.trim()).filter(Boolean),

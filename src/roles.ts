@@ -6,7 +6,7 @@ import type { Config } from './config.ts';
 import { createFailpoints } from './failpoints.ts';
 import { createPrisma, type PrismaClient } from './db/prisma.ts';
 import { startApi, type RunningApi } from './graphql/server.ts';
-import { createQueues, QUEUES } from './jobs/queues.ts';
+import { createQueues, PRUNE_EVENTS_CRON, QUEUES } from './jobs/queues.ts';
 import { startWorkers } from './jobs/worker.ts';
 import type { Logger } from './logger.ts';
 import { startOpsServer } from './ops/http.ts';
@@ -15,7 +15,8 @@ import { PAYMENT_STATUSES } from './payments/payment-status.ts';
 import { createPaymentService } from './payments/send-payment.ts';
 import { createSettlement } from './payments/settlement.ts';
 import { createProviderClient } from './provider/client.ts';
-import { startPaymentEventHub, type PaymentEventHub } from './pubsub/payment-events.ts';
+import { startEventFeed, type EventFeed } from './events/feed.ts';
+import { prismaSql, pruneEvents } from './events/store.ts';
 
 /**
  * The roles a process can play (API, worker), each built from a Config and an explicit
@@ -52,7 +53,7 @@ export async function startBoss(options: {
 export interface ApiRole extends Stoppable {
   api: RunningApi;
   prisma: PrismaClient;
-  events: PaymentEventHub;
+  events: EventFeed;
   metrics: Metrics;
 }
 
@@ -64,17 +65,20 @@ export async function startApiRole(options: {
   metrics?: Metrics;
   port?: number;
   ideToken?: string;
-  listenReconnectDelayMs?: number;
+  /** Where the event feed connects, when not `databaseUrl` (tests route it through a proxy). */
+  eventsDatabaseUrl?: string;
 }): Promise<ApiRole> {
   const { config, databaseUrl } = options;
   const logger = options.logger.child({ role: 'api' });
   const metrics = options.metrics ?? createMetrics();
   const prisma = createPrisma({ databaseUrl, poolSize: config.databasePoolSize, applicationName: 'payments-api' });
   const boss = await startBoss({ databaseUrl, config, logger, listen: false });
-  const events = await startPaymentEventHub({
-    databaseUrl,
+  const events = await startEventFeed({
+    databaseUrl: options.eventsDatabaseUrl ?? databaseUrl,
+    prisma,
     logger,
-    ...(options.listenReconnectDelayMs ? { reconnectDelayMs: options.listenReconnectDelayMs } : {}),
+    pollIntervalMs: config.events.pollIntervalMs,
+    queryTimeoutMs: config.events.queryTimeoutMs,
   });
   observeApiGauges(metrics, prisma, events);
   const limit = config.sendPaymentRateLimitPerMinute;
@@ -95,11 +99,11 @@ export async function startApiRole(options: {
     introspection: config.introspection,
     ...(options.ideToken ? { ideToken: options.ideToken } : {}),
     // Ready: not shutting down, the database answers, the queue answers (through pg-boss's own
-    // pool: payments can be enqueued), and live updates can be delivered.
+    // pool: payments can be enqueued), and the event feed is following the stream.
     ready: async () => {
       if (stopping) return false;
       await prisma.$queryRaw`SELECT 1`;
-      return (await queueAnswers(boss)) && events.isConnected();
+      return (await queueAnswers(boss)) && events.isHealthy();
     },
   });
   return {
@@ -159,8 +163,9 @@ export async function startWorkerRole(options: {
     logger,
     settlement: createSettlement({ prisma, provider, logger, metrics, failpoints: createFailpoints(config.failpoints) }),
     concurrency: config.workerConcurrency,
-    pollingIntervalSeconds: options.pollingIntervalSeconds ?? 2,
+    pollingIntervalSeconds: options.pollingIntervalSeconds ?? 0.5,
   });
+  await schedulePruning(boss, prisma, config, logger);
   let stopping = false;
   const ops =
     options.opsPort === undefined
@@ -189,13 +194,23 @@ export async function startWorkerRole(options: {
   };
 }
 
+/** Retention of payment events: an hourly singleton job in whichever worker takes it. */
+async function schedulePruning(boss: PgBoss, prisma: PrismaClient, config: Config, logger: Logger): Promise<void> {
+  await boss.work(QUEUES.pruneEvents, async () => {
+    const before = new Date(Date.now() - config.events.retentionDays * 24 * 3600 * 1000);
+    const deleted = await pruneEvents(prismaSql(prisma), { before });
+    logger.info({ deleted, before }, 'payment events past retention pruned');
+  });
+  await boss.schedule(QUEUES.pruneEvents, PRUNE_EVENTS_CRON);
+}
+
 /** True when pg-boss can read the settlement queue through its own connection pool. */
 async function queueAnswers(boss: PgBoss): Promise<boolean> {
   return (await boss.getQueue(QUEUES.settle)) !== null;
 }
 
 /** Gauges read at scrape time from the database and the subscription hub. */
-function observeApiGauges(metrics: Metrics, prisma: PrismaClient, events: PaymentEventHub): void {
+function observeApiGauges(metrics: Metrics, prisma: PrismaClient, events: EventFeed): void {
   const { registry } = metrics;
   observeGauge(registry, { name: 'payments_by_status', help: 'Payments in the database, by status', labelNames: ['status'] }, async () => {
     const rows = await prisma.$queryRaw<{ status: string; n: bigint }[]>`SELECT status::text AS status, count(*) AS n FROM payments GROUP BY status`;
@@ -226,7 +241,7 @@ function observeApiGauges(metrics: Metrics, prisma: PrismaClient, events: Paymen
   observeGauge(registry, { name: 'payments_subscriptions_active', help: 'Live subscriptions on this API process' }, () => [
     { value: events.size() },
   ]);
-  observeGauge(registry, { name: 'payments_listen_connected', help: '1 when the LISTEN connection for live updates is up' }, () => [
-    { value: events.isConnected() ? 1 : 0 },
+  observeGauge(registry, { name: 'payments_event_feed_up', help: '1 while this process follows the payment event stream (its polls succeed)' }, () => [
+    { value: events.isHealthy() ? 1 : 0 },
   ]);
 }

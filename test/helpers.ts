@@ -181,7 +181,13 @@ export interface Stack {
  * HTTP, the API over HTTP and (unless `worker: false`) a worker, all in this process.
  */
 export async function startStack(
-  options: { worker?: boolean; env?: Record<string, string>; listenReconnectDelayMs?: number; logLevel?: string } = {},
+  options: {
+    worker?: boolean;
+    env?: Record<string, string>;
+    logLevel?: string;
+    /** Routes the API's event feed through another address (a proxy that can stall). */
+    eventsDatabaseUrl?: (databaseUrl: string) => string;
+  } = {},
 ): Promise<Stack> {
   const database = await createTestDatabase();
   const config = testConfig(options.env);
@@ -192,7 +198,7 @@ export async function startStack(
     databaseUrl: database.url,
     logger,
     port: 0,
-    ...(options.listenReconnectDelayMs ? { listenReconnectDelayMs: options.listenReconnectDelayMs } : {}),
+    ...(options.eventsDatabaseUrl ? { eventsDatabaseUrl: options.eventsDatabaseUrl(database.url) } : {}),
   });
   const db = createPrisma({ databaseUrl: database.url, poolSize: 4 });
   const operatorToken = await signToken({ role: 'operator' }, TEST_SECRET, 3600);

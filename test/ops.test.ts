@@ -6,12 +6,13 @@ import { signToken } from '../src/auth.ts';
 import { gql, paymentInput, startStack, TEST_SECRET, type Stack, type TestCustomer } from './helpers.ts';
 import { startRole } from '../src/chaos/processes.ts';
 import { startWorkerRole } from '../src/roles.ts';
+import { startStallingProxy } from './tcp-proxy.ts';
 
 let stack: Stack;
 let alice: TestCustomer;
 let base: string;
 beforeAll(async () => {
-  stack = await startStack({ worker: false, listenReconnectDelayMs: 1_500 });
+  stack = await startStack({ worker: false });
   alice = await stack.newCustomer(100_000);
   base = stack.apiUrl.replace(/\/graphql$/, '');
 });
@@ -34,7 +35,7 @@ describe('metrics', () => {
     expect(text).toMatch(/^payments_queue_depth\{queue="payment.settle"\} [1-9]/m);
     expect(text).toMatch(/^payments_queue_oldest_job_age_seconds\{queue="payment.settle"\} \d/m);
     expect(text).toMatch(/^payments_subscriptions_active 0$/m);
-    expect(text).toMatch(/^payments_listen_connected 1$/m);
+    expect(text).toMatch(/^payments_event_feed_up 1$/m);
     expect(text).toMatch(/^payments_process_resident_memory_bytes \d+/m);
   });
 
@@ -81,12 +82,27 @@ describe('request ids', () => {
 });
 
 describe('readiness', () => {
-  it('is not ready while live updates cannot be delivered, and ready again once they can', async () => {
-    expect((await fetch(`${base}/readyz`)).status).toBe(200);
-    await stack.db.$queryRaw`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'payments-listen' AND datname = current_database()`;
-    await vi.waitFor(async () => expect((await fetch(`${base}/readyz`)).status).toBe(503), { timeout: 5_000, interval: 50 });
-    await vi.waitFor(async () => expect((await fetch(`${base}/readyz`)).status).toBe(200), { timeout: 10_000, interval: 100 });
-    expect(await (await fetch(`${base}/healthz`)).json()).toEqual({ status: 'ok' });
+  it('is not ready while the event feed is stalled on a hung connection, and ready again once it follows', async () => {
+    const pgUrl = new URL(stack.databaseUrl);
+    const proxy = await startStallingProxy({ host: pgUrl.hostname, port: Number(pgUrl.port) });
+    const own = await startStack({
+      worker: false,
+      env: { EVENT_POLL_INTERVAL_MS: '50', EVENT_QUERY_TIMEOUT_MS: '500' },
+      eventsDatabaseUrl: (url) => proxy.via(url),
+    });
+    const ownBase = own.apiUrl.replace(/\/graphql$/, '');
+    try {
+      expect((await fetch(`${ownBase}/readyz`)).status).toBe(200);
+      proxy.stall();
+      await vi.waitFor(async () => expect((await fetch(`${ownBase}/readyz`)).status).toBe(503), { timeout: 10_000, interval: 50 });
+      expect(await metricsText(`${ownBase}/metrics`)).toMatch(/^payments_event_feed_up 0$/m);
+      proxy.resume();
+      await vi.waitFor(async () => expect((await fetch(`${ownBase}/readyz`)).status).toBe(200), { timeout: 10_000, interval: 50 });
+      expect(await (await fetch(`${ownBase}/healthz`)).json()).toEqual({ status: 'ok' });
+    } finally {
+      await own.stop();
+      await proxy.close();
+    }
   });
 });
 

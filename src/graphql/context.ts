@@ -5,7 +5,7 @@ import type { PrismaClient } from '../db/prisma.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import type { PaymentService } from '../payments/send-payment.ts';
-import type { PaymentEventHub } from '../pubsub/payment-events.ts';
+import type { EventFeed } from '../events/feed.ts';
 import { forbidden, unauthenticated } from './errors.ts';
 
 /** Everything a resolver may use: built once per process, plus the caller of this request. */
@@ -15,8 +15,8 @@ export interface Services {
   accounts: AccountService;
   /** Per-customer limit on sendPayment; null when SEND_PAYMENT_RATE_LIMIT_PER_MINUTE is 0. */
   sendPaymentLimiter: RateLimiterMemory | null;
-  /** Payment events from every process, for subscriptions. */
-  events: PaymentEventHub;
+  /** The durable payment event stream, followed live by this process, for subscriptions. */
+  events: EventFeed;
   metrics: Metrics;
   /** In a request's context, a child logger carrying its request id. */
   logger: Logger;

@@ -6,6 +6,7 @@ import type { PaymentStatus } from '../payments/payment-status.ts';
 import type { SendPaymentResult } from '../payments/send-payment.ts';
 import { ownedAccountWhere, requireCustomer, requireOperator, requireViewer, type Context } from './context.ts';
 import { DateTimeScalar, MoneyScalar } from './scalars.ts';
+import { eventResolvers } from './events.ts';
 import { subscriptionResolvers } from './subscriptions.ts';
 
 const isUuid = (id: string) => z.uuid().safeParse(id).success;
@@ -76,6 +77,7 @@ export const resolvers = {
     },
     account: (_: unknown, args: { id: string }, ctx: Context) => visibleAccount(ctx, args.id),
     payment: (_: unknown, args: { id: string }, ctx: Context) => visiblePayment(ctx, args.id),
+    ...eventResolvers.Query,
   },
 
   Mutation: {
@@ -86,6 +88,8 @@ export const resolvers = {
       try {
         const result = await sendPaymentLimited(ctx, customerId, args.input);
         outcome = result.errors[0]?.code ?? 'ok';
+        // A payment was created here: this process's subscribers hear of it without waiting a poll.
+        if (result.payment) ctx.events.wake();
         return result;
       } finally {
         end({ outcome });
@@ -105,7 +109,9 @@ export const resolvers = {
     },
   },
 
-  Subscription: subscriptionResolvers,
+  Subscription: { ...subscriptionResolvers, ...eventResolvers.Subscription },
+
+  PaymentEvent: eventResolvers.PaymentEvent,
 
   Customer: {
     accounts: (customer: Customer, _: unknown, ctx: Context) =>

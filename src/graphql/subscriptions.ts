@@ -2,129 +2,97 @@ import { Repeater } from '@repeaterjs/repeater';
 import { GraphQLError } from 'graphql';
 import { z } from 'zod';
 import type { Payment } from '../db/prisma.ts';
+import type { FeedEvent } from '../events/feed.ts';
+import { accountEventStream } from '../events/stream.ts';
 import { isTerminal } from '../payments/payment-status.ts';
 import { ownedAccountWhere, requireViewer, type Context } from './context.ts';
+import { requireEventAccount } from './events.ts';
 
 /**
- * Live payment updates. Events from the hub carry ids only; each one makes the subscription
- * re-read the payment, so what a client sees is always committed state.
+ * Live payment updates, both on the durable event stream (events/feed.ts): the process's feed
+ * reads each event's payment once and hands the same row to every subscription that wants it.
  *
- * Memory stays bounded whatever the client does: a subscription remembers at most the ids of
- * payments it still has to send (coalesced: ten changes to one payment are one re-read), and
- * `push` waits for the client before the next read.
+ * - `paymentUpdated` sends the payment as it is, then each newer state, and completes after a
+ *   terminal one. The feed keeps its position across lost connections, so a terminal state is
+ *   never lost.
+ * - `accountPaymentsUpdated` follows the account's events from now on and sends each payment as
+ *   it is when its event is read (two quick changes may show as the newer state twice: a
+ *   subscription skips a state it has just sent).
  */
 
-/** Most distinct payments an account subscription may have waiting before it is ended. */
-export const MAX_PENDING_PER_SUBSCRIPTION = 1_000;
-
-const notFound = (what: string) =>
-  new GraphQLError(`No such ${what}`, { extensions: { code: 'BAD_USER_INPUT' } });
-
 const isUuid = (id: string) => z.uuid().safeParse(id).success;
+const version = (p: Payment) => `${p.status}@${p.updatedAt.toISOString()}`;
+
+/** Most payments an account subscription remembers the last sent state of. */
+const REMEMBERED = 1_000;
 
 async function paymentUpdated(_: unknown, args: { paymentId: string }, ctx: Context): Promise<AsyncIterable<Payment>> {
   const viewer = requireViewer(ctx);
   const where = { id: args.paymentId, account: ownedAccountWhere(viewer) };
   // Not yours looks exactly like not there.
   if (!isUuid(args.paymentId) || !(await ctx.prisma.payment.findFirst({ where, select: { id: true } }))) {
-    throw notFound('payment');
+    throw new GraphQLError('No such payment', { extensions: { code: 'BAD_USER_INPUT' } });
   }
   return new Repeater<Payment>(async (push, stop) => {
-    let lastSent: string | null = null;
-    let reading = false;
-    let dirty = false;
-
-    // Re-reads the payment and sends it if it changed; coalesces events that arrive meanwhile.
-    const refresh = async () => {
-      dirty = true;
-      if (reading) return;
-      reading = true;
-      try {
-        while (dirty) {
-          dirty = false;
-          const payment = await ctx.prisma.payment.findFirst({ where });
-          if (!payment) return;
-          const version = `${payment.status}@${payment.updatedAt.toISOString()}`;
-          if (version !== lastSent) {
-            lastSent = version;
-            await push(payment);
-          }
-          if (isTerminal(payment.status)) {
-            stop();
-            return;
-          }
-        }
-      } catch (error) {
-        stop(error);
-      } finally {
-        reading = false;
-      }
-    };
-
+    const arrived: FeedEvent[] = [];
+    let signal: (() => void) | null = null;
     // Listen before the first read, so a change between the two is not missed.
-    const unsubscribe = ctx.events.subscribe(
-      { paymentId: args.paymentId },
-      { onEvent: () => void refresh(), onResync: () => void refresh() },
-    );
-    await refresh();
-    await stop;
-    unsubscribe();
+    const unsubscribe = ctx.events.subscribe({ paymentId: args.paymentId }, (events) => {
+      arrived.push(...events);
+      signal?.();
+    });
+    let stopped = false;
+    void stop.then(() => {
+      stopped = true;
+      signal?.();
+    });
+    let lastSent: string | null = null;
+    const send = async (payment: Payment) => {
+      if (version(payment) !== lastSent) {
+        lastSent = version(payment);
+        await push(payment);
+      }
+      if (isTerminal(payment.status)) stop();
+    };
+    try {
+      const current = await ctx.prisma.payment.findUniqueOrThrow({ where: { id: args.paymentId } });
+      await send(current);
+      while (!stopped) {
+        const event = arrived.shift();
+        if (event) await send(await event.payment());
+        else {
+          await new Promise<void>((resolve) => {
+            signal = resolve;
+          });
+          signal = null;
+        }
+      }
+    } catch (error) {
+      stop(error);
+    } finally {
+      unsubscribe();
+    }
   });
 }
 
 async function accountPaymentsUpdated(_: unknown, args: { accountId: string }, ctx: Context): Promise<AsyncIterable<Payment>> {
-  const viewer = requireViewer(ctx);
-  const owned = isUuid(args.accountId)
-    ? await ctx.prisma.account.findFirst({ where: { id: args.accountId, ...ownedAccountWhere(viewer) }, select: { id: true } })
-    : null;
-  if (!owned) throw notFound('account');
+  await requireEventAccount(ctx, args.accountId);
+  const events = accountEventStream({ feed: ctx.events, prisma: ctx.prisma, accountId: args.accountId, after: null });
   return new Repeater<Payment>(async (push, stop) => {
-    const pending = new Set<string>();
-    let draining = false;
-
-    const drain = async () => {
-      if (draining) return;
-      draining = true;
-      try {
-        for (const paymentId of pending) {
-          pending.delete(paymentId);
-          const payment = await ctx.prisma.payment.findFirst({ where: { id: paymentId, accountId: args.accountId } });
-          if (payment) await push(payment);
-        }
-      } catch (error) {
-        stop(error);
-      } finally {
-        draining = false;
+    void stop.then(() => events.return());
+    const sent = new Map<string, string>();
+    try {
+      for await (const event of events) {
+        const payment = await event.payment();
+        if (sent.get(payment.id) === version(payment)) continue;
+        sent.delete(payment.id);
+        sent.set(payment.id, version(payment));
+        if (sent.size > REMEMBERED) sent.delete(sent.keys().next().value ?? '');
+        await push(payment);
       }
-    };
-    const enqueue = (paymentId: string) => {
-      pending.add(paymentId);
-      if (pending.size > MAX_PENDING_PER_SUBSCRIPTION) {
-        stop(new GraphQLError('Too many updates waiting for this client; subscribe again'));
-        return;
-      }
-      void drain();
-    };
-
-    const unsubscribe = ctx.events.subscribe(
-      { accountId: args.accountId },
-      {
-        onEvent: (event) => enqueue(event.paymentId),
-        onResync: (since) => {
-          // Events were lost while LISTEN was down: send every payment changed since then.
-          ctx.prisma.payment
-            .findMany({
-              where: { accountId: args.accountId, updatedAt: { gte: new Date(since.getTime() - 1_000) } },
-              select: { id: true },
-              orderBy: { updatedAt: 'asc' },
-              take: MAX_PENDING_PER_SUBSCRIPTION,
-            })
-            .then((rows) => rows.forEach((r) => enqueue(r.id)), (error: unknown) => stop(error));
-        },
-      },
-    );
-    await stop;
-    unsubscribe();
+    } catch (error) {
+      stop(error);
+    }
   });
 }
 

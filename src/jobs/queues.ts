@@ -10,11 +10,16 @@ import { z } from 'zod';
  * - `payment.reconcile`: the dead-letter queue of `payment.settle`. When the retries run out, it
  *   resolves the payment for good: completed if the provider has it, otherwise voided there
  *   and refunded. It keeps retrying while the provider is unreachable.
+ * - `events.prune`: scheduled; deletes payment events older than EVENT_RETENTION_DAYS.
  */
 export const QUEUES = {
   settle: 'payment.settle',
   reconcile: 'payment.reconcile',
+  pruneEvents: 'events.prune',
 } as const;
+
+/** When retention runs: hourly, at a minute no other schedule uses. */
+export const PRUNE_EVENTS_CRON = '17 * * * *';
 
 export const settlePaymentJob = z.object({ paymentId: z.uuid() });
 export type SettlePaymentJob = z.infer<typeof settlePaymentJob>;
@@ -58,6 +63,11 @@ export async function createQueues(boss: PgBoss, policy: QueuePolicy): Promise<v
     expireInSeconds: policy.jobExpireSeconds,
     retentionSeconds: 365 * 24 * 3600,
   });
-  // notify: a worker is woken by the commit of the payment's transaction, not by its next poll.
-  await boss.createQueue(QUEUES.settle, { ...settleJobOptions(policy), notify: true });
+  // No notify: pg-boss would NOTIFY inside the payment's transaction, and every NOTIFY-ing commit
+  // takes PostgreSQL's one notification-queue lock (ADR 0004). Workers poll instead.
+  await boss.createQueue(QUEUES.settle, { ...settleJobOptions(policy), notify: false });
+  // Databases made before this change have the queue with notify on.
+  await boss.updateQueue(QUEUES.settle, { notify: false });
+  // A singleton: one prune at a time across every worker process.
+  await boss.createQueue(QUEUES.pruneEvents, { policy: 'singleton', retryLimit: 3, expireInSeconds: 15 * 60 });
 }

@@ -1,0 +1,131 @@
+import type { PaymentStatus } from '../payments/payment-status.ts';
+import { encodeCursor, type EventPosition } from './cursor.ts';
+
+/**
+ * The SQL of the payment event stream. Every read is cut at the visibility horizon,
+ * `pg_snapshot_xmin(pg_current_snapshot())`: every transaction below it has finished, so no
+ * event can still appear below it. Reading "after my position, below the horizon, in (xid, seq)
+ * order" therefore never skips an event that commits later (ADR 0004).
+ *
+ * The functions take a `Sql` runner so the same statements serve a Prisma client (queries) and
+ * the event feed's own dedicated connection.
+ */
+export type Sql = <T>(text: string, params: unknown[]) => Promise<T[]>;
+
+export interface StoredEvent {
+  /** The cursor of this event. */
+  id: string;
+  position: EventPosition;
+  paymentId: string;
+  accountId: string;
+  previousStatus: PaymentStatus | null;
+  status: PaymentStatus;
+  amount: bigint;
+  occurredAt: Date;
+}
+
+interface EventRow {
+  xid: string;
+  seq: string;
+  paymentId: string;
+  accountId: string;
+  previousStatus: PaymentStatus | null;
+  status: PaymentStatus;
+  amount: string;
+  occurredAt: Date;
+}
+
+const EVENT_COLUMNS = `xid::text AS xid, seq::text AS seq, payment_id::text AS "paymentId", account_id::text AS "accountId",
+  previous_status::text AS "previousStatus", status::text AS status, amount::text AS amount, occurred_at AS "occurredAt"`;
+
+const HORIZON = 'pg_snapshot_xmin(pg_current_snapshot())';
+
+function toEvent(row: EventRow): StoredEvent {
+  const position = { xid: BigInt(row.xid), seq: BigInt(row.seq) };
+  return {
+    id: encodeCursor(position),
+    position,
+    paymentId: row.paymentId,
+    accountId: row.accountId,
+    previousStatus: row.previousStatus,
+    status: row.status,
+    amount: BigInt(row.amount),
+    occurredAt: row.occurredAt,
+  };
+}
+
+/**
+ * Events after `after` (exclusive) and below the horizon, oldest first: of one account, or of
+ * every account when `accountId` is omitted (the feed's tail).
+ */
+export async function readEvents(sql: Sql, options: { after: EventPosition; limit: number; accountId?: string }): Promise<StoredEvent[]> {
+  const params: unknown[] = [options.after.xid.toString(), options.after.seq.toString(), options.limit];
+  const account = options.accountId === undefined ? '' : `account_id = $${params.push(options.accountId)}::uuid AND`;
+  const rows = await sql<EventRow>(
+    `SELECT ${EVENT_COLUMNS} FROM payment_events
+     WHERE ${account} (xid, seq) > ($1::xid8, $2::bigint) AND xid < ${HORIZON}
+     ORDER BY xid, seq LIMIT $3`,
+    params,
+  );
+  return rows.map(toEvent);
+}
+
+/**
+ * A position every event that becomes readable from now on sorts after: (horizon, 0). Events
+ * already readable sort before it.
+ */
+export async function currentHorizon(sql: Sql): Promise<EventPosition> {
+  const [row] = await sql<{ xid: string }>(`SELECT ${HORIZON}::text AS xid`, []);
+  if (!row) throw new Error('no snapshot horizon');
+  return { xid: BigInt(row.xid), seq: 0n };
+}
+
+/** How far retention has deleted events; null when it never has. */
+export async function prunedThrough(sql: Sql): Promise<EventPosition | null> {
+  const [row] = await sql<{ xid: string; seq: string }>(
+    'SELECT pruned_xid::text AS xid, pruned_seq::text AS seq FROM payment_event_retention',
+    [],
+  );
+  return row ? { xid: BigInt(row.xid), seq: BigInt(row.seq) } : null;
+}
+
+/**
+ * Deletes the events that occurred before `before`, as a prefix of the stream: first the
+ * boundary is recorded (so an older cursor is refused from then on), then rows are deleted in
+ * batches. Safe to run concurrently and to re-run after a crash. Returns the number deleted.
+ */
+export async function pruneEvents(sql: Sql, options: { before: Date; batchSize?: number }): Promise<number> {
+  const [boundary] = await sql<{ xid: string; seq: string }>(
+    `WITH boundary AS (
+       SELECT xid, seq FROM payment_events
+       WHERE occurred_at < $1 AND xid < ${HORIZON}
+       ORDER BY xid DESC, seq DESC LIMIT 1)
+     INSERT INTO payment_event_retention (pruned_xid, pruned_seq)
+     SELECT xid, seq FROM boundary
+     ON CONFLICT (id) DO UPDATE SET pruned_xid = excluded.pruned_xid, pruned_seq = excluded.pruned_seq, pruned_at = now()
+       WHERE (payment_event_retention.pruned_xid, payment_event_retention.pruned_seq) < (excluded.pruned_xid, excluded.pruned_seq)
+     RETURNING pruned_xid::text AS xid, pruned_seq::text AS seq`,
+    [options.before],
+  );
+  const through = boundary ?? (await prunedThrough(sql));
+  if (!through) return 0;
+  let deleted = 0;
+  for (;;) {
+    const [row] = await sql<{ n: string }>(
+      `WITH gone AS (
+         DELETE FROM payment_events WHERE seq IN (
+           SELECT seq FROM payment_events WHERE (xid, seq) <= ($1::xid8, $2::bigint) ORDER BY xid, seq LIMIT $3)
+         RETURNING 1)
+       SELECT count(*)::text AS n FROM gone`,
+      [through.xid.toString(), through.seq.toString(), options.batchSize ?? 5_000],
+    );
+    const n = Number(row?.n ?? 0);
+    deleted += n;
+    if (n === 0) return deleted;
+  }
+}
+
+/** The `Sql` runner of a Prisma client (its pool). */
+export function prismaSql(prisma: { $queryRawUnsafe<T>(query: string, ...values: unknown[]): Promise<T> }): Sql {
+  return <T>(text: string, params: unknown[]) => prisma.$queryRawUnsafe<T[]>(text, ...params);
+}

@@ -1,0 +1,88 @@
+import { Repeater } from '@repeaterjs/repeater';
+import type { PrismaClient } from '../db/prisma.ts';
+import { isAfter, type EventPosition } from './cursor.ts';
+import { withPayments, type EventFeed, type FeedEvent } from './feed.ts';
+import { prismaSql, readEvents } from './store.ts';
+
+/**
+ * One account's events for one subscriber: replayed from the database after a position, then
+ * live from the process's feed; in order, each exactly once, with bounded memory.
+ *
+ * The listener is registered before the first read, and every event carries its position: an
+ * event that arrives both ways is recognised and dropped, and one that arrives neither way cannot
+ * exist (everything the feed delivered before the listener existed is below the horizon the
+ * replay reads up to). A subscriber that falls more than `maxQueued` events behind stops queuing
+ * and catches up from the database again, so a slow client costs rows in PostgreSQL, not memory.
+ */
+export interface StreamOptions {
+  feed: EventFeed;
+  prisma: PrismaClient;
+  accountId: string;
+  /** Replay after this position; null: only what happens from now on. */
+  after: EventPosition | null;
+  pageSize?: number;
+  maxQueued?: number;
+}
+
+export function accountEventStream(options: StreamOptions): Repeater<FeedEvent> {
+  const { feed, prisma, accountId } = options;
+  const pageSize = options.pageSize ?? 200;
+  const maxQueued = options.maxQueued ?? 1_000;
+  const sql = prismaSql(prisma);
+
+  return new Repeater<FeedEvent>(async (push, stop) => {
+    const queue: FeedEvent[] = [];
+    let overflowed = false;
+    let signal: (() => void) | null = null;
+    const unsubscribe = feed.subscribe({ accountId }, (events) => {
+      if (overflowed) return;
+      queue.push(...events);
+      if (queue.length > maxQueued) {
+        queue.length = 0;
+        overflowed = true;
+      }
+      signal?.();
+    });
+    let stopped = false;
+    void stop.then(() => {
+      stopped = true;
+      signal?.();
+    });
+
+    let cursor = options.after ?? feed.position();
+    let replaying = options.after !== null;
+    try {
+      while (!stopped) {
+        if (overflowed) {
+          overflowed = false;
+          replaying = true;
+        }
+        if (replaying) {
+          const page = await readEvents(sql, { after: cursor, limit: pageSize, accountId });
+          if (page.length === 0) replaying = false;
+          for (const event of withPayments(prisma, page)) {
+            if (stopped) break;
+            await push(event);
+            cursor = event.position;
+          }
+          continue;
+        }
+        const next = queue.shift();
+        if (!next) {
+          await new Promise<void>((resolve) => {
+            signal = resolve;
+          });
+          signal = null;
+          continue;
+        }
+        if (!isAfter(next.position, cursor)) continue;
+        await push(next);
+        cursor = next.position;
+      }
+    } catch (error) {
+      stop(error);
+    } finally {
+      unsubscribe();
+    }
+  });
+}
