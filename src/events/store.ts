@@ -35,6 +35,8 @@ interface EventRow {
   occurredAt: Date;
 }
 
+// These output names shadow the columns in ORDER BY (an output name wins there): queries order by
+// the qualified columns, or the text of an xid would sort 1000 before 999.
 const EVENT_COLUMNS = `xid::text AS xid, seq::text AS seq, payment_id::text AS "paymentId", account_id::text AS "accountId",
   previous_status::text AS "previousStatus", status::text AS status, amount::text AS amount, occurred_at AS "occurredAt"`;
 
@@ -64,7 +66,7 @@ export async function readEvents(sql: Sql, options: { after: EventPosition; limi
   const rows = await sql<EventRow>(
     `SELECT ${EVENT_COLUMNS} FROM payment_events
      WHERE ${account} (xid, seq) > ($1::xid8, $2::bigint) AND xid < ${HORIZON}
-     ORDER BY xid, seq LIMIT $3`,
+     ORDER BY payment_events.xid, payment_events.seq LIMIT $3`,
     params,
   );
   return rows.map(toEvent);
