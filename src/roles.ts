@@ -6,6 +6,7 @@ import type { Config } from './config.ts';
 import { createFailpoints } from './failpoints.ts';
 import { createPrisma, type PrismaClient } from './db/prisma.ts';
 import { startApi, type RunningApi } from './graphql/server.ts';
+import { createSubscriptionBudget, type SubscriptionBudget } from './graphql/subscription-budget.ts';
 import { createQueues, PRUNE_EVENTS_CRON, QUEUES } from './jobs/queues.ts';
 import { startWorkers } from './jobs/worker.ts';
 import type { Logger } from './logger.ts';
@@ -54,6 +55,7 @@ export interface ApiRole extends Stoppable {
   api: RunningApi;
   prisma: PrismaClient;
   events: EventFeed;
+  budget: SubscriptionBudget;
   metrics: Metrics;
 }
 
@@ -82,6 +84,7 @@ export async function startApiRole(options: {
   });
   observeApiGauges(metrics, prisma, events);
   const limit = config.sendPaymentRateLimitPerMinute;
+  const budget = createSubscriptionBudget();
   let stopping = false;
   const api = await startApi({
     services: {
@@ -92,6 +95,7 @@ export async function startApiRole(options: {
       accounts: createAccountService({ prisma, logger }),
       sendPaymentLimiter: limit > 0 ? new RateLimiterMemory({ points: limit, duration: 60 }) : null,
       events,
+      subscriptionBudget: budget,
     },
     tokens: createTokenVerifier(config.jwtSecret),
     port: options.port ?? config.port,
@@ -110,6 +114,7 @@ export async function startApiRole(options: {
     api,
     prisma,
     events,
+    budget,
     metrics,
     async stop() {
       stopping = true;

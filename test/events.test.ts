@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
 import { comparePositions, decodeCursor, encodeCursor, START } from '../src/events/cursor.ts';
+import { startEventFeed } from '../src/events/feed.ts';
 import { prismaSql, pruneEvents, readEvents } from '../src/events/store.ts';
 import { startApiRole, type ApiRole } from '../src/roles.ts';
 import { gql, paymentInput, startStack, type Stack, type TestCustomer } from './helpers.ts';
@@ -303,6 +304,45 @@ describe('retention', () => {
   it('is scheduled as a pg-boss job', async () => {
     const rows = await stack.db.$queryRaw<{ name: string; cron: string }[]>`SELECT name, cron FROM pgboss.schedule WHERE name = 'events.prune'`;
     expect(rows).toEqual([{ name: 'events.prune', cron: '17 * * * *' }]);
+  });
+});
+
+describe('the feed of one process', () => {
+  it('reads each payment once per batch of events, for all of its listeners', async () => {
+    const alice = await stack.newCustomer(10_000);
+    let reads = 0;
+    // The real client, with its payment reads counted.
+    const counted = new Proxy(stack.db, {
+      get(target, key, receiver) {
+        if (key !== 'payment') return Reflect.get(target, key, receiver);
+        return new Proxy(target.payment, {
+          get(model, method, r) {
+            if (method === 'findMany') reads += 1;
+            return Reflect.get(model, method, r);
+          },
+        });
+      },
+    });
+    const feed = await startEventFeed({ databaseUrl: stack.databaseUrl, prisma: counted, logger: stack.logger, pollIntervalMs: 20, queryTimeoutMs: 2_000 });
+    try {
+      const seen: string[] = [];
+      const unsubscribes = Array.from({ length: 20 }, (_, i) =>
+        feed.subscribe(i % 2 ? { accountId: alice.accountId } : { paymentId: 'not-yet-known' }, (events) => {
+          for (const event of events) void event.payment().then((p) => seen.push(p.id));
+        }),
+      );
+      const sent = await stack.send(alice.token, paymentInput(alice.accountId));
+      // Its creation and its completion, each to the ten listeners of the account.
+      await vi.waitFor(() => expect(seen.length).toBe(20), { timeout: 20_000 });
+      expect(new Set(seen)).toEqual(new Set([sent.payment?.id]));
+      // Twenty asks, one read per poll that found events (both events in one poll, or one each).
+      expect(reads).toBeGreaterThanOrEqual(1);
+      expect(reads).toBeLessThanOrEqual(2);
+      for (const u of unsubscribes) u();
+      expect(feed.size()).toBe(0);
+    } finally {
+      await feed.stop();
+    }
   });
 });
 

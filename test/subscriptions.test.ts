@@ -1,6 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { signToken } from '../src/auth.ts';
 import { WS_LIMITS } from '../src/graphql/server.ts';
+import { SUBSCRIPTION_BUDGET } from '../src/graphql/subscription-budget.ts';
 import { completePayment } from '../src/payments/repository.ts';
 import { expectNoErrorLogs, paymentInput, startStack, TEST_SECRET, type Stack } from './helpers.ts';
 import { ACCOUNT_PAYMENTS_UPDATED, collect, PAYMENT_UPDATED, wsClient, type AccountUpdate, type PaymentUpdate } from './ws-helpers.ts';
@@ -121,6 +122,35 @@ describe('limits per connection', () => {
     expect(subs.every((s) => s.errors.length === 0)).toBe(true);
     for (const s of subs) s.unsubscribe();
     await vi.waitFor(() => expect(stack.api.events.size()).toBe(0));
+  });
+});
+
+describe('limits per customer', () => {
+  it('caps live subscriptions across connections and the rate of new ones, and gives slots back when they end', async () => {
+    const alice = await stack.newCustomer(0);
+    const viewer = { role: 'customer', customerId: alice.customerId } as const;
+    const [one, two, three] = [connect(alice.token).client, connect(alice.token).client, connect(alice.token).client] as const;
+    const subscribe = (i: number) => collect<AccountUpdate>(i % 2 ? one : two, ACCOUNT_PAYMENTS_UPDATED, { id: alice.accountId });
+    const held = Array.from({ length: SUBSCRIPTION_BUDGET.maxOpen }, (_, i) => subscribe(i));
+    await vi.waitFor(() => expect(stack.api.budget.held(viewer)).toBe(SUBSCRIPTION_BUDGET.maxOpen));
+
+    const extra = collect<AccountUpdate>(three, ACCOUNT_PAYMENTS_UPDATED, { id: alice.accountId });
+    await extra.done;
+    expect(extra.errors).toEqual([expect.objectContaining({ message: `At most ${SUBSCRIPTION_BUDGET.maxOpen} live subscriptions per customer` })]);
+
+    for (const sub of held) sub.unsubscribe();
+    await vi.waitFor(() => expect(stack.api.budget.held(viewer)).toBe(0));
+
+    // 101 subscribes so far this minute; the rest of the minute's allowance, then a refusal.
+    const more = Array.from({ length: SUBSCRIPTION_BUDGET.perMinute - SUBSCRIPTION_BUDGET.maxOpen - 1 }, () =>
+      collect<AccountUpdate>(three, ACCOUNT_PAYMENTS_UPDATED, { id: alice.accountId }),
+    );
+    await vi.waitFor(() => expect(stack.api.budget.held(viewer)).toBe(more.length));
+    const tooFast = collect<AccountUpdate>(three, ACCOUNT_PAYMENTS_UPDATED, { id: alice.accountId });
+    await tooFast.done;
+    expect(tooFast.errors).toEqual([expect.objectContaining({ message: expect.stringMatching(/^Too many new subscriptions/) })]);
+    for (const sub of more) sub.unsubscribe();
+    await vi.waitFor(() => expect(stack.api.budget.held(viewer)).toBe(0));
   });
 });
 

@@ -7,6 +7,7 @@ import type { Metrics } from '../ops/metrics.ts';
 import type { PaymentService } from '../payments/send-payment.ts';
 import type { EventFeed } from '../events/feed.ts';
 import { forbidden, unauthenticated } from './errors.ts';
+import type { SubscriptionBudget } from './subscription-budget.ts';
 
 /** Everything a resolver may use: built once per process, plus the caller of this request. */
 export interface Services {
@@ -17,6 +18,8 @@ export interface Services {
   sendPaymentLimiter: RateLimiterMemory | null;
   /** The durable payment event stream, followed live by this process, for subscriptions. */
   events: EventFeed;
+  /** Live subscriptions each caller may hold on this process. */
+  subscriptionBudget: SubscriptionBudget;
   metrics: Metrics;
   /** In a request's context, a child logger carrying its request id. */
   logger: Logger;

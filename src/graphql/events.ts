@@ -6,6 +6,7 @@ import { withPayments } from '../events/feed.ts';
 import { prismaSql, prunedThrough, readEvents } from '../events/store.ts';
 import { accountEventStream } from '../events/stream.ts';
 import { ownedAccountWhere, requireViewer, type Context } from './context.ts';
+import { budgeted } from './subscription-budget.ts';
 
 /**
  * The durable payment events over GraphQL: the `paymentEvents` page and the `accountEvents`
@@ -71,7 +72,7 @@ async function accountEvents(_: unknown, args: { accountId: string; after?: stri
 export const eventResolvers = {
   Query: { paymentEvents },
   Subscription: {
-    accountEvents: { subscribe: accountEvents, resolve: (event: FeedEvent) => event },
+    accountEvents: { subscribe: budgeted(accountEvents), resolve: (event: FeedEvent) => event },
   },
   PaymentEvent: {
     payment: (event: FeedEvent) => event.payment(),

@@ -7,6 +7,7 @@ import { accountEventStream } from '../events/stream.ts';
 import { isTerminal } from '../payments/payment-status.ts';
 import { ownedAccountWhere, requireViewer, type Context } from './context.ts';
 import { requireEventAccount } from './events.ts';
+import { budgeted } from './subscription-budget.ts';
 
 /**
  * Live payment updates, both on the durable event stream (events/feed.ts): the process's feed
@@ -97,6 +98,6 @@ async function accountPaymentsUpdated(_: unknown, args: { accountId: string }, c
 }
 
 export const subscriptionResolvers = {
-  paymentUpdated: { subscribe: paymentUpdated, resolve: (payment: Payment) => payment },
-  accountPaymentsUpdated: { subscribe: accountPaymentsUpdated, resolve: (payment: Payment) => payment },
+  paymentUpdated: { subscribe: budgeted(paymentUpdated), resolve: (payment: Payment) => payment },
+  accountPaymentsUpdated: { subscribe: budgeted(accountPaymentsUpdated), resolve: (payment: Payment) => payment },
 };
