@@ -50,6 +50,23 @@ const SETTLEMENT = [
 
 const log = (line: string) => process.stderr.write(`[bench] ${line}\n`);
 
+/** The notifications the payment transaction sent before ADR 0004, put back for comparison. */
+const WITH_NOTIFY_SQL = `
+  CREATE OR REPLACE FUNCTION bench_notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
+  BEGIN
+    PERFORM pg_notify('payment_events', json_build_object('paymentId', NEW.id, 'accountId', NEW.account_id)::text);
+    RETURN NULL;
+  END $$;
+  CREATE TRIGGER bench_notify_insert AFTER INSERT ON payments FOR EACH ROW EXECUTE FUNCTION bench_notify_change();
+  CREATE TRIGGER bench_notify_status AFTER UPDATE OF status ON payments FOR EACH ROW
+    WHEN (OLD.status IS DISTINCT FROM NEW.status) EXECUTE FUNCTION bench_notify_change();
+  UPDATE pgboss.queue SET notify = true WHERE name = '${QUEUES.settle}';`;
+const WITHOUT_NOTIFY_SQL = `
+  DROP TRIGGER bench_notify_insert ON payments;
+  DROP TRIGGER bench_notify_status ON payments;
+  DROP FUNCTION bench_notify_change();
+  UPDATE pgboss.queue SET notify = false WHERE name = '${QUEUES.settle}';`;
+
 async function main(): Promise<void> {
   const startedAt = Date.now();
   const config = loadConfig({ DATABASE_URL: process.env.DATABASE_URL });
@@ -88,23 +105,31 @@ async function main(): Promise<void> {
       ...pick(process.env, ['DATABASE_POOL_SIZE']),
     };
     const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
-    const api = spawnRole('bench/role-api.ts', apiEnv, nodeFlags);
-    children.push(api);
+    const startApi = async () => {
+      const child = spawnRole('bench/role-api.ts', apiEnv, nodeFlags);
+      children.push(child);
+      await waitReady(`http://127.0.0.1:${port}/readyz`, child);
+      log(`API pid ${child.pid} at ${apiUrl}`);
+      return child;
+    };
     const apiUrl = `http://127.0.0.1:${port}/graphql`;
-    await waitReady(`http://127.0.0.1:${port}/readyz`, api);
-    log(`API pid ${api.pid} at ${apiUrl}`);
+    const firstApi = await startApi();
 
     const spread = () => senders[Math.floor(Math.random() * senders.length)]!;
     const hot = () => senders[0]!;
     await runLoad({ url: apiUrl, clients: 8, seconds: 3, keyPrefix: 'warmup-', pickSender: spread });
+    const warm = () => runLoad({ url: apiUrl, clients: 8, seconds: 3, keyPrefix: `warmup-${Date.now()}-`, pickSender: spread });
 
     const deadlocksBefore = await deadlocks(db.url);
     const results: ScenarioResult[] = [];
-    const point = async (name: string, clients: number, choice: AccountChoice, pickSender: () => Sender) => {
+    let api = firstApi;
+    /** One load point; with `compareTo`, against that earlier point of this run instead of the baselines. */
+    const point = async (name: string, clients: number, choice: AccountChoice, pickSender: () => Sender, compareTo?: string) => {
+      const baselines = compareTo === undefined;
       const rss = sampleRss(api.pid);
       const load = await runLoad({ url: apiUrl, clients, seconds: API_SECONDS, keyPrefix: `${name}-api-`, pickSender });
       const rssMb = rss.stop();
-      const pgb = pgbench
+      const pgb = pgbench && baselines
         ? await runPgbench({
             pgbench,
             databaseUrl: db.url,
@@ -116,10 +141,12 @@ async function main(): Promise<void> {
             scriptFile: path.join(tmp, `${name}.sql`),
           })
         : null;
-      const node = await runNodeBaseline({ databaseUrl: db.url, sql, choice, clients, seconds: BASELINE_SECONDS, keyPrefix: `${name}-node-` });
+      const node = baselines
+        ? await runNodeBaseline({ databaseUrl: db.url, sql, choice, clients, seconds: BASELINE_SECONDS, keyPrefix: `${name}-node-` })
+        : { acceptedPerSec: NaN, errors: 0, errorSamples: [] };
       const tx = db.commitTimestamps ? await transactionTimes(db.url, `${name}-api-`) : null;
       const pgbTx = db.commitTimestamps && pgb ? await transactionTimes(db.url, `${name}-pgb-`) : null;
-      const baseline = pgb?.tps ?? node.acceptedPerSec;
+      const baseline = baselines ? (pgb?.tps ?? node.acceptedPerSec) : (results.find((r) => r.name === compareTo)?.acceptedPerSec ?? NaN);
       const result: ScenarioResult = {
         name,
         clients,
@@ -136,7 +163,11 @@ async function main(): Promise<void> {
         txP50Ms: tx?.p50Ms ?? null,
         txP99Ms: tx?.p99Ms ?? null,
         baselineTxP99Ms: pgbTx?.p99Ms ?? null,
-        ...(pgb ? {} : { notes: 'pgbench not installed: baseline is the Node pg client' }),
+        ...(!baselines
+          ? { notes: 'NOTIFY in the payment transaction, as before ADR 0004; baselinePerSec = the same point without it, in this run' }
+          : pgb
+            ? {}
+            : { notes: 'pgbench not installed: baseline is the Node pg client' }),
       };
       results.push(result);
       log(
@@ -156,6 +187,18 @@ async function main(): Promise<void> {
         await point(`spread-c${clients}`, clients, { kind: 'spread', accounts: ACCOUNTS }, spread);
       }
       await point(`hot-c${HOT_CLIENTS}`, HOT_CLIENTS, { kind: 'hot', account: 1 }, hot);
+
+      // What PostgreSQL's notification lock cost: the same two points with a NOTIFY in every
+      // payment transaction again (the old trigger and pg-boss's notify on send), same run.
+      if (process.env.BENCH_NOTIFY !== '0') {
+        await queryOnce(db.url, WITH_NOTIFY_SQL);
+        await api.stop();
+        api = await startApi();
+        await warm();
+        await point('spread-c32-notify', 32, { kind: 'spread', accounts: ACCOUNTS }, spread, 'spread-c32');
+        await point(`hot-c${HOT_CLIENTS}-notify`, HOT_CLIENTS, { kind: 'hot', account: 1 }, hot, `hot-c${HOT_CLIENTS}`);
+        await queryOnce(db.url, WITHOUT_NOTIFY_SQL);
+      }
     }
 
     await api.stop();

@@ -65,9 +65,8 @@ export async function createQueues(boss: PgBoss, policy: QueuePolicy): Promise<v
   });
   // No notify: pg-boss would NOTIFY inside the payment's transaction, and every NOTIFY-ing commit
   // takes PostgreSQL's one notification-queue lock (ADR 0004). Workers poll instead.
+  // (Databases made before this have it switched off by the durable_events migration.)
   await boss.createQueue(QUEUES.settle, { ...settleJobOptions(policy), notify: false });
-  // Databases made before this change have the queue with notify on.
-  await boss.updateQueue(QUEUES.settle, { notify: false });
   // A singleton: one prune at a time across every worker process.
   await boss.createQueue(QUEUES.pruneEvents, { policy: 'singleton', retryLimit: 3, expireInSeconds: 15 * 60 });
 }

@@ -84,3 +84,13 @@ INSERT INTO "payment_events" ("payment_id", "account_id", "previous_status", "st
 SELECT "id", "account_id", NULL, 'PENDING', "amount", "created_at" FROM "payments" ORDER BY "created_at", "id";
 INSERT INTO "payment_events" ("payment_id", "account_id", "previous_status", "status", "amount", "occurred_at")
 SELECT "id", "account_id", 'PENDING', "status", "amount", "updated_at" FROM "payments" WHERE "status" <> 'PENDING' ORDER BY "updated_at", "id";
+
+-- The settlement queue no longer NOTIFYs on send (pg-boss would do it inside the payment's
+-- transaction). New databases create it that way; this turns it off where it already exists.
+DO $$
+BEGIN
+    IF to_regclass('pgboss.queue') IS NOT NULL THEN
+        UPDATE pgboss.queue SET notify = false WHERE name = 'payment.settle';
+    END IF;
+END;
+$$;
