@@ -75,6 +75,32 @@ export async function audit(options: {
     entries.map((r) => `payment ${r.id} (${r.status}): ${r.problem}`),
   );
 
+  // Each payment's events are its status history: a creation first, each change from the status
+  // the one before left, the last one the status it has now. Retention may have cut the start.
+  const pruned = (await prisma.$queryRaw<{ n: bigint }[]>`SELECT count(*) AS n FROM payment_event_retention`)[0]?.n ?? 0n;
+  const history = await prisma.$queryRaw<{ id: string; problem: string }[]>`
+    WITH e AS (
+      SELECT payment_id, previous_status, status,
+        lag(status) OVER (PARTITION BY payment_id ORDER BY xid, seq) AS prior,
+        row_number() OVER (PARTITION BY payment_id ORDER BY xid, seq) AS n,
+        row_number() OVER (PARTITION BY payment_id ORDER BY xid DESC, seq DESC) AS back
+      FROM payment_events)
+    SELECT p.id::text AS id, concat_ws('; ',
+        CASE WHEN count(e.payment_id) = 0 AND ${pruned} = 0 THEN 'no events' END,
+        CASE WHEN bool_or(e.n = 1 AND e.previous_status IS NOT NULL) AND ${pruned} = 0 THEN 'first event is not its creation' END,
+        CASE WHEN bool_or(e.n > 1 AND e.previous_status IS NULL) THEN 'a creation event after the first' END,
+        CASE WHEN bool_or(e.n > 1 AND e.previous_status IS DISTINCT FROM e.prior) THEN 'an event does not follow from the one before' END,
+        CASE WHEN bool_or(e.back = 1 AND e.status <> p.status) THEN 'last event ' || max(e.status::text) FILTER (WHERE e.back = 1) || ', payment ' || p.status END
+      ) AS problem
+    FROM payments p LEFT JOIN e ON e.payment_id = p.id
+    GROUP BY p.id, p.status
+    HAVING (count(e.payment_id) = 0 AND ${pruned} = 0)
+      OR (bool_or(e.n = 1 AND e.previous_status IS NOT NULL) AND ${pruned} = 0)
+      OR bool_or(e.n > 1 AND e.previous_status IS NULL)
+      OR bool_or(e.n > 1 AND e.previous_status IS DISTINCT FROM e.prior)
+      OR bool_or(e.back = 1 AND e.status <> p.status)`;
+  check('each payment has events that retrace its status history', payments, history.map((r) => `payment ${r.id}: ${r.problem}`));
+
   if (options.provider) {
     const response = await fetch(`${options.provider.url}/admin/payments`, { headers: { 'x-api-key': options.provider.apiKey } });
     if (!response.ok) throw new Error(`provider answered ${response.status} to GET /admin/payments`);

@@ -26,7 +26,7 @@ describe('the audit', () => {
   it('passes on a consistent bank', async () => {
     const report = await audit({ prisma: stack.db, provider: provider() });
     expect(failing(report)).toEqual([]);
-    expect(report.checks).toHaveLength(5);
+    expect(report.checks).toHaveLength(6);
   });
 
   it('finds a balance that no longer matches its ledger', async () => {
@@ -37,6 +37,19 @@ describe('the audit', () => {
     } finally {
       await stack.db.$executeRaw`UPDATE accounts SET balance = balance - 1 WHERE id = ${bob.accountId}::uuid`;
     }
+  });
+
+  it('finds a payment whose events do not retrace its status history', async () => {
+    const completed = await stack.db.payment.findFirstOrThrow({ where: { status: 'COMPLETED' } });
+    // An event claiming a change that never happened (events cannot be rewritten, only added).
+    await stack.db.$executeRaw`INSERT INTO payment_events (payment_id, account_id, previous_status, status, amount)
+      VALUES (${completed.id}::uuid, ${completed.accountId}::uuid, 'PENDING', 'FAILED', ${completed.amount})`;
+    const report = await audit({ prisma: stack.db });
+    expect(failing(report)).toEqual(['each payment has events that retrace its status history']);
+    expect(report.checks.find((c) => c.violations.length > 0)?.violations).toEqual([
+      `payment ${completed.id}: an event does not follow from the one before; last event FAILED, payment COMPLETED`,
+    ]);
+    await stack.db.$executeRaw`DELETE FROM payment_events WHERE payment_id = ${completed.id}::uuid AND status = 'FAILED'`;
   });
 
   it('finds a refunded payment that the provider holds, and exits 1 from the command line', async () => {
