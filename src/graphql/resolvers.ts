@@ -5,6 +5,7 @@ import { userError } from '../errors.ts';
 import type { PaymentStatus } from '../payments/payment-status.ts';
 import type { SendPaymentResult } from '../payments/send-payment.ts';
 import { ownedAccountWhere, requireCustomer, requireOperator, requireViewer, type Context } from './context.ts';
+import { connection, decodeCursor, ledgerCursorKey, pageSize, paymentCursorKey } from './pagination.ts';
 import { DateTimeScalar, MoneyScalar } from './scalars.ts';
 import { subscriptionResolvers } from './subscriptions.ts';
 
@@ -13,30 +14,6 @@ const isUuid = (id: string) => z.uuid().safeParse(id).success;
 interface PageArgs {
   first?: number | null;
   after?: string | null;
-}
-
-const MAX_PAGE = 100;
-
-function pageSize(first: number | null | undefined): number {
-  return Math.min(Math.max(first ?? 20, 1), MAX_PAGE);
-}
-
-// Cursors are opaque to clients: base64url of the sort key of the last row seen.
-const encodeCursor = (key: unknown[]) => Buffer.from(JSON.stringify(key)).toString('base64url');
-function decodeCursor(cursor: string | null | undefined): unknown[] | null {
-  if (!cursor) return null;
-  try {
-    const key: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
-    return Array.isArray(key) ? key : null;
-  } catch {
-    return null;
-  }
-}
-
-function connection<T>(rows: T[], limit: number, keyOf: (row: T) => unknown[]) {
-  const page = rows.slice(0, limit);
-  const edges = page.map((node) => ({ cursor: encodeCursor(keyOf(node)), node }));
-  return { edges, pageInfo: { hasNextPage: rows.length > limit, endCursor: edges.at(-1)?.cursor ?? null } };
 }
 
 async function visibleAccount(ctx: Context, id: string): Promise<Account | null> {
@@ -115,17 +92,16 @@ export const resolvers = {
   Account: {
     payments: async (account: Account, args: PageArgs & { status?: PaymentStatus | null }, ctx: Context) => {
       const limit = pageSize(args.first);
-      const after = decodeCursor(args.after);
-      const [createdAt, id] = after ?? [];
+      const after = decodeCursor(args.after, paymentCursorKey);
       const rows = await ctx.prisma.payment.findMany({
         where: {
           accountId: account.id,
           ...(args.status ? { status: args.status } : {}),
-          ...(typeof createdAt === 'string' && typeof id === 'string'
+          ...(after
             ? {
                 OR: [
-                  { createdAt: { lt: new Date(createdAt) } },
-                  { createdAt: new Date(createdAt), id: { lt: id } },
+                  { createdAt: { lt: new Date(after[0]) } },
+                  { createdAt: new Date(after[0]), id: { lt: after[1] } },
                 ],
               }
             : {}),
@@ -137,12 +113,9 @@ export const resolvers = {
     },
     ledger: async (account: Account, args: PageArgs, ctx: Context) => {
       const limit = pageSize(args.first);
-      const [afterId] = decodeCursor(args.after) ?? [];
+      const after = decodeCursor(args.after, ledgerCursorKey);
       const rows = await ctx.prisma.ledgerEntry.findMany({
-        where: {
-          accountId: account.id,
-          ...(typeof afterId === 'string' && /^\d+$/.test(afterId) ? { id: { lt: BigInt(afterId) } } : {}),
-        },
+        where: { accountId: account.id, ...(after ? { id: { lt: BigInt(after[0]) } } : {}) },
         orderBy: { id: 'desc' },
         take: limit + 1,
       });
