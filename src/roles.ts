@@ -65,11 +65,18 @@ export async function startApiRole(options: {
   port?: number;
   ideToken?: string;
   listenReconnectDelayMs?: number;
+  /** Sees every SQL statement of the API's Prisma client (tests count them). */
+  onQuery?: (sql: string) => void;
 }): Promise<ApiRole> {
   const { config, databaseUrl } = options;
   const logger = options.logger.child({ role: 'api' });
   const metrics = options.metrics ?? createMetrics();
-  const prisma = createPrisma({ databaseUrl, poolSize: config.databasePoolSize, applicationName: 'payments-api' });
+  const prisma = createPrisma({
+    databaseUrl,
+    poolSize: config.databasePoolSize,
+    applicationName: 'payments-api',
+    ...(options.onQuery ? { onQuery: options.onQuery } : {}),
+  });
   const boss = await startBoss({ databaseUrl, config, logger, listen: false });
   const events = await startPaymentEventHub({
     databaseUrl,

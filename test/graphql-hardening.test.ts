@@ -1,10 +1,16 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { gql, startStack, type Stack, type TestCustomer } from './helpers.ts';
+import { parse } from 'graphql';
+import { COST_LIMITS, queryCost } from '../src/graphql/cost.ts';
+import { buildSchema } from '../src/graphql/server.ts';
+import { collect, wsClient } from './ws-helpers.ts';
+import { gql, paymentInput, startStack, type Stack, type TestCustomer } from './helpers.ts';
 
 let stack: Stack;
 let alice: TestCustomer;
+/** Every SQL statement the API has sent. */
+const statements: string[] = [];
 beforeAll(async () => {
-  stack = await startStack({ worker: false });
+  stack = await startStack({ worker: false, onApiQuery: (sql) => statements.push(sql) });
   alice = await stack.newCustomer(1_000_000);
 });
 afterAll(async () => {
@@ -58,5 +64,91 @@ describe('pagination cursors', () => {
       expect(second.data?.account[field]?.edges.length).toBeGreaterThan(0);
     }
     expect(stack.errorLogs).toEqual([]);
+  });
+});
+
+/** A customer with `count` payments, each with two recorded attempts. */
+async function customerWithPayments(count: number): Promise<TestCustomer> {
+  const customer = await stack.newCustomer(count * 1_000);
+  for (let i = 0; i < count; i++) {
+    const sent = await stack.send(customer.token, paymentInput(customer.accountId, { amount: 1_000 }));
+    const paymentId = sent.payment?.id ?? '';
+    await stack.db.paymentAttempt.createMany({ data: [{ paymentId, outcome: 'transient' }, { paymentId, outcome: 'accepted' }] });
+  }
+  return customer;
+}
+
+/** The response to `query` and the SQL statements the API sent to answer it. */
+async function measured(token: string, query: string, variables: Record<string, unknown>) {
+  const before = statements.length;
+  const response = await fetch(stack.apiUrl, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+    body: JSON.stringify({ query, variables }),
+  });
+  const body = (await response.json()) as { data?: unknown; errors?: Array<{ message: string; extensions?: { code?: string } }> };
+  return { status: response.status, body, sql: statements.slice(before) };
+}
+
+describe('query cost counts the pages a query will really read', () => {
+  let bulk: TestCustomer;
+  beforeAll(async () => {
+    bulk = await customerWithPayments(100);
+  });
+
+  const nestedPages = (pageArg: string, aliases = ['a', 'b', 'c']) => /* GraphQL */ `
+    query($id: ID!${pageArg.includes('$n') ? ', $n: Int' : ''}) { account(id: $id) {
+      ${aliases.map((alias) => `${alias}: payments${pageArg} { edges { node { account { payments${pageArg} { edges { node { id attempts { number } } } } } } } }`).join('\n')}
+    } }`;
+
+  it('refuses aliased nested payments pages whose size comes from a variable, before reading anything', async () => {
+    const { status, body, sql } = await measured(bulk.token, nestedPages('(first: $n)'), { id: bulk.accountId, n: 100 });
+    expect(status).toBe(400);
+    expect(body.data).toBeUndefined();
+    expect(body.errors).toEqual([expect.objectContaining({ message: expect.stringMatching(/cost/i), extensions: expect.objectContaining({ code: 'GRAPHQL_VALIDATION_FAILED' }) })]);
+    expect(sql).toEqual([]);
+  });
+
+  it('costs an omitted first at the schema default of 20 per page, and a first over 100 at 100', () => {
+    const schema = buildSchema();
+    const cost = (pageArg: string, variables: Record<string, unknown>) =>
+      queryCost({ schema, document: parse(nestedPages(pageArg)), variables: { id: bulk.accountId, ...variables } });
+    expect(cost('', {})).toBe(cost('(first: $n)', { n: 20 }));
+    expect(cost('(first: $n)', { n: null })).toBe(cost('(first: $n)', { n: 20 }));
+    expect(cost('(first: $n)', { n: 1_000_000 })).toBe(cost('(first: $n)', { n: 100 }));
+    expect(cost('(first: $n)', { n: 100 })).toBeGreaterThan(COST_LIMITS.maxCost);
+  });
+
+  it('runs one such nested query with default pages', async () => {
+    const { status, body } = await measured(bulk.token, nestedPages('', ['a']), { id: bulk.accountId });
+    expect(body.errors).toBeUndefined();
+    expect(status).toBe(200);
+  });
+
+  it('applies the cost limit with variables to operations over the WebSocket', async () => {
+    const { client } = wsClient(stack.apiUrl, bulk.token);
+    try {
+      const nested = (n: number) => collect(client, `subscription($id: ID!, $n: Int) { accountPaymentsUpdated(accountId: $id) { account { a: payments(first: $n) { edges { node { account { payments(first: $n) { edges { node { id } } } } } } } } } }`, { id: bulk.accountId, n });
+      const refused = nested(100);
+      await refused.done;
+      expect(refused.errors).toEqual([expect.objectContaining({ message: expect.stringMatching(/cost/i), extensions: expect.objectContaining({ code: 'GRAPHQL_VALIDATION_FAILED' }) })]);
+    } finally {
+      await client.dispose();
+    }
+  });
+
+  it('reads a page of 100 payments with their account and attempts in SQL statements that do not grow with the rows', async () => {
+    const page = /* GraphQL */ `query($id: ID!) { account(id: $id) {
+      payments(first: 100) { edges { node { id account { id balance } attempts { number outcome } } } }
+      ledger(first: 100) { edges { node { amount payment { id status account { id } } } } }
+    } }`;
+    const few = await customerWithPayments(2);
+    const small = await measured(few.token, page, { id: few.accountId });
+    const large = await measured(bulk.token, page, { id: bulk.accountId });
+    expect(small.body.errors).toBeUndefined();
+    expect(large.body.errors).toBeUndefined();
+    expect(JSON.stringify(large.body).match(/"outcome"/g)).toHaveLength(200);
+    expect(large.sql.length).toBe(small.sql.length);
+    expect(large.sql.length).toBeLessThanOrEqual(8);
   });
 });

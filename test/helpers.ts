@@ -181,7 +181,14 @@ export interface Stack {
  * HTTP, the API over HTTP and (unless `worker: false`) a worker, all in this process.
  */
 export async function startStack(
-  options: { worker?: boolean; env?: Record<string, string>; listenReconnectDelayMs?: number; logLevel?: string } = {},
+  options: {
+    worker?: boolean;
+    env?: Record<string, string>;
+    listenReconnectDelayMs?: number;
+    logLevel?: string;
+    /** Sees every SQL statement the API sends. */
+    onApiQuery?: (sql: string) => void;
+  } = {},
 ): Promise<Stack> {
   const database = await createTestDatabase();
   const config = testConfig(options.env);
@@ -193,6 +200,7 @@ export async function startStack(
     logger,
     port: 0,
     ...(options.listenReconnectDelayMs ? { listenReconnectDelayMs: options.listenReconnectDelayMs } : {}),
+    ...(options.onApiQuery ? { onQuery: options.onApiQuery } : {}),
   });
   const db = createPrisma({ databaseUrl: database.url, poolSize: 4 });
   const operatorToken = await signToken({ role: 'operator' }, TEST_SECRET, 3600);

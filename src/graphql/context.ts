@@ -7,6 +7,7 @@ import type { Metrics } from '../ops/metrics.ts';
 import type { PaymentService } from '../payments/send-payment.ts';
 import type { PaymentEventHub } from '../pubsub/payment-events.ts';
 import { forbidden, unauthenticated } from './errors.ts';
+import type { Loaders } from './loaders.ts';
 
 /** Everything a resolver may use: built once per process, plus the caller of this request. */
 export interface Services {
@@ -24,6 +25,8 @@ export interface Services {
 
 export interface Context extends Services {
   viewer: Viewer | null;
+  /** Batched reads for nested fields, made for this operation only. */
+  loaders: Loaders;
 }
 
 export function requireViewer(ctx: Context): Viewer {

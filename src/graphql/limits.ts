@@ -1,9 +1,12 @@
+import type { ApolloServerPlugin } from '@apollo/server';
 import { ApolloArmor } from '@escape.tech/graphql-armor';
 import { GraphQLError, parse, specifiedRules, validate, type DocumentNode, type GraphQLSchema, type ValidationRule } from 'graphql';
+import { COST_LIMITS, costError } from './cost.ts';
 
 /**
- * Query abuse limits (graphql-armor), applied before execution to HTTP and WebSocket operations
- * alike. Generous for every operation the product needs (the IDE's walk-through, its
+ * Query abuse limits, applied before execution to HTTP and WebSocket operations alike: the shape
+ * of the document by graphql-armor during validation, its cost once its variables are known
+ * (cost.ts). Generous for every operation the product needs (the IDE's walk-through, its
  * introspection query), tight for anything built to exhaust the server.
  */
 export const QUERY_LIMITS = {
@@ -11,7 +14,7 @@ export const QUERY_LIMITS = {
   maxAliases: 15,
   maxTokens: 2_000,
   maxDirectives: 20,
-  maxCost: 5_000,
+  maxCost: COST_LIMITS.maxCost,
 } as const;
 
 export function createArmor(options: { production: boolean }) {
@@ -20,7 +23,8 @@ export function createArmor(options: { production: boolean }) {
     maxAliases: { n: QUERY_LIMITS.maxAliases },
     maxTokens: { n: QUERY_LIMITS.maxTokens },
     maxDirectives: { n: QUERY_LIMITS.maxDirectives },
-    costLimit: { maxCost: QUERY_LIMITS.maxCost },
+    // armor's cost counts only a literal `first`; cost.ts counts variables and defaults too.
+    costLimit: { enabled: false },
     // "Did you mean ...?" hints reveal the schema when introspection is off.
     blockFieldSuggestion: { enabled: options.production },
   }).protect();
@@ -43,4 +47,18 @@ export function parseAndValidate(
   }
   const errors = validate(schema, document, [...specifiedRules, ...rules]);
   return errors.length > 0 ? { errors: [...errors] } : { document };
+}
+
+/** Refuses an HTTP operation over the cost limit, once Apollo knows its variables. */
+export function costLimitPlugin<T extends object>(): ApolloServerPlugin<T> {
+  return {
+    async requestDidStart() {
+      return {
+        async didResolveOperation({ schema, document, request, operationName }) {
+          const error = costError({ schema, document, operationName, variables: request.variables });
+          if (error) throw error;
+        },
+      };
+    },
+  };
 }

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { RateLimiterRes } from 'rate-limiter-flexible';
-import type { Account, Customer, LedgerEntry, Payment, PaymentAttempt } from '../db/prisma.ts';
+import type { Account, Customer, LedgerEntry, Payment } from '../db/prisma.ts';
 import { userError } from '../errors.ts';
 import type { PaymentStatus } from '../payments/payment-status.ts';
 import type { SendPaymentResult } from '../payments/send-payment.ts';
@@ -124,18 +124,18 @@ export const resolvers = {
   },
 
   Payment: {
-    account: (payment: Payment, _: unknown, ctx: Context) =>
-      ctx.prisma.account.findUniqueOrThrow({ where: { id: payment.accountId } }),
+    account: async (payment: Payment, _: unknown, ctx: Context): Promise<Account> => {
+      const account = await ctx.loaders.account.load(payment.accountId);
+      if (!account) throw new Error(`account ${payment.accountId} of payment ${payment.id} not found`);
+      return account;
+    },
     recipient: (payment: Payment) => ({
       name: payment.recipientName,
       sortCode: payment.recipientSortCode,
       accountNumber: payment.recipientAccountNumber,
     }),
     attempts: async (payment: Payment, _: unknown, ctx: Context) => {
-      const rows: PaymentAttempt[] = await ctx.prisma.paymentAttempt.findMany({
-        where: { paymentId: payment.id },
-        orderBy: { id: 'asc' },
-      });
+      const rows = await ctx.loaders.attempts.load(payment.id);
       return rows.map((a, i) => ({ number: i + 1, at: a.at, outcome: a.outcome, detail: a.detail }));
     },
   },
@@ -143,6 +143,6 @@ export const resolvers = {
   LedgerEntry: {
     id: (entry: LedgerEntry) => entry.id.toString(),
     payment: (entry: LedgerEntry, _: unknown, ctx: Context) =>
-      entry.paymentId ? ctx.prisma.payment.findUnique({ where: { id: entry.paymentId } }) : null,
+      entry.paymentId ? ctx.loaders.payment.load(entry.paymentId) : null,
   },
 };

@@ -15,7 +15,9 @@ import { WebSocketServer } from 'ws';
 import { AuthError, type Session, type TokenVerifier } from '../auth.ts';
 import type { Context, Services } from './context.ts';
 import { createFormatError, unauthenticated } from './errors.ts';
-import { createArmor, parseAndValidate } from './limits.ts';
+import { costError } from './cost.ts';
+import { costLimitPlugin, createArmor, parseAndValidate } from './limits.ts';
+import { createLoaders } from './loaders.ts';
 import { readIdeAssets, renderIde } from './ide/page.ts';
 import { resolvers } from './resolvers.ts';
 
@@ -108,7 +110,7 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
     // Tokens travel in a header, never in cookies, so a request carrying Authorization cannot
     // be a cross-site forgery: such GETs are allowed without a preflight header.
     csrfPrevention: { requestHeaders: ['authorization', 'x-apollo-operation-name', 'apollo-require-preflight'] },
-    plugins: [...armorPlugins, accessLog(), ApolloServerPluginDrainHttpServer({ httpServer }), ApolloServerPluginLandingPageDisabled()],
+    plugins: [...armorPlugins, costLimitPlugin<Context>(), accessLog(), ApolloServerPluginDrainHttpServer({ httpServer }), ApolloServerPluginLandingPageDisabled()],
   });
   await apollo.start();
 
@@ -153,7 +155,8 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
       context: async ({ res, req }): Promise<Context> => {
         const log = logger.child({ requestId: String(res.locals.requestId) });
         try {
-          return { ...services, logger: log, viewer: (await tokens.fromHeader(req.headers.authorization))?.viewer ?? null };
+          const viewer = (await tokens.fromHeader(req.headers.authorization))?.viewer ?? null;
+          return { ...services, logger: log, viewer, loaders: createLoaders(services.prisma) };
         } catch (error) {
           if (error instanceof AuthError) throw unauthenticated(`Unauthenticated: ${error.message}`);
           throw error;
@@ -202,6 +205,8 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
           ...(options.introspection ? [] : [NoSchemaIntrospectionCustomRule]),
         ]);
         if ('errors' in checked) return checked.errors;
+        const tooCostly = costError({ schema, document: checked.document, operationName: payload.operationName, variables: payload.variables });
+        if (tooCostly) return [tooCostly];
         return {
           schema,
           document: checked.document,
@@ -211,6 +216,7 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
             ...services,
             logger: logger.child({ requestId: randomUUID(), subscription: payload.operationName ?? null }),
             viewer: ctx.extra.session?.viewer ?? null,
+            loaders: createLoaders(services.prisma),
           } satisfies Context,
         };
       },
