@@ -1,9 +1,11 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { parse } from 'graphql';
+import { loadConfig } from '../src/config.ts';
 import { COST_LIMITS, queryCost } from '../src/graphql/cost.ts';
 import { buildSchema } from '../src/graphql/server.ts';
-import { collect, wsClient } from './ws-helpers.ts';
-import { gql, paymentInput, startStack, type Stack, type TestCustomer } from './helpers.ts';
+import { collect, PAYMENT_UPDATED, wsClient, type PaymentUpdate } from './ws-helpers.ts';
+import { gql, paymentInput, startStack, TEST_SECRET, type Stack, type TestCustomer } from './helpers.ts';
+import { startApiRole } from '../src/roles.ts';
 
 let stack: Stack;
 let alice: TestCustomer;
@@ -150,5 +152,76 @@ describe('query cost counts the pages a query will really read', () => {
     expect(JSON.stringify(large.body).match(/"outcome"/g)).toHaveLength(200);
     expect(large.sql.length).toBe(small.sql.length);
     expect(large.sql.length).toBeLessThanOrEqual(8);
+  });
+});
+
+describe('errors over the WebSocket', () => {
+  it('masks an unexpected failure inside a live subscription and logs it for operators', async () => {
+    const sent = await stack.send(alice.token, paymentInput(alice.accountId));
+    const paymentId = sent.payment?.id ?? '';
+    const { client } = wsClient(stack.apiUrl, alice.token);
+    try {
+      const sub = collect<PaymentUpdate>(client, PAYMENT_UPDATED, { id: paymentId });
+      await sub.until((values) => values.length === 1);
+      // Break the database under the live subscription: a change notification arrives, and the
+      // re-read it triggers fails inside Prisma.
+      await stack.db.$transaction([
+        stack.db.$executeRaw`SELECT pg_notify('payment_events', json_build_object('paymentId', id, 'accountId', account_id)::text) FROM payments WHERE id = ${paymentId}::uuid`,
+        stack.db.$executeRawUnsafe('ALTER TABLE payments RENAME TO payments_moved'),
+      ]);
+      await sub.done;
+      expect(sub.errors).toEqual([{ message: 'Internal server error', extensions: { code: 'INTERNAL_SERVER_ERROR' } }]);
+      expect(JSON.stringify(sub.errors)).not.toMatch(/payments|relation|prisma|exist|at \w+ \(/i);
+      expect(stack.errorLogs).toHaveLength(1);
+      expect(stack.errorLogs[0]).toMatch(/payments/);
+      expect(stack.errorLogs[0]).toMatch(/"operationId":"[^"]+"/);
+    } finally {
+      await stack.db.$executeRawUnsafe('ALTER TABLE IF EXISTS payments_moved RENAME TO payments');
+      await client.dispose();
+    }
+    stack.errorLogs.length = 0;
+  });
+
+  it('passes a known client error through unmasked', async () => {
+    const { client } = wsClient(stack.apiUrl, alice.token);
+    try {
+      const sub = collect(client, PAYMENT_UPDATED, { id: '00000000-0000-4000-8000-000000000000' });
+      await sub.done;
+      expect(sub.errors).toEqual([expect.objectContaining({ message: 'No such payment', extensions: { code: 'BAD_USER_INPUT' } })]);
+      expect(stack.errorLogs).toEqual([]);
+    } finally {
+      await client.dispose();
+    }
+  });
+});
+
+describe('production settings', () => {
+  it('gives no "did you mean" hints over HTTP or the WebSocket when introspection is off', async () => {
+    const config = loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET, METRICS_PORT: '0' });
+    expect(config.introspection).toBe(false);
+    const api = await startApiRole({ config, databaseUrl: stack.databaseUrl, logger: stack.logger, port: 0 });
+    const url = api.api.url.replace('localhost', '127.0.0.1');
+    const { client } = wsClient(url, alice.token);
+    try {
+      const typos = [
+        ['subscription($id: ID!) { paymentUpdated(paymentId: $id) { stauts } }', { id: alice.accountId }],
+        ['subscription($id: ID!) { acountPaymentsUpdated(accountId: $id) { id } }', { id: alice.accountId }],
+        ['query($id: ID!) { account(id: $id) { payments(status: PENDNG) { edges { cursor } } } }', { id: alice.accountId }],
+        ['query($id: ID!, $s: PaymentStatus) { account(id: $id) { payments(status: $s) { edges { cursor } } } }', { id: alice.accountId, s: 'PENDNG' }],
+      ] as const;
+      for (const [query, variables] of typos) {
+        const overWs = collect(client, query, variables);
+        await overWs.done;
+        const overHttp = await gql(url, alice.token, query.replace(/^subscription/, 'query'), variables);
+        for (const errors of [overWs.errors, overHttp.errors]) {
+          expect(JSON.stringify(errors), query).not.toMatch(/did you mean|\\"(status|accountPaymentsUpdated|PENDING)\\"/i);
+          expect(errors, query).toEqual([expect.objectContaining({ extensions: expect.objectContaining({ code: expect.stringMatching(/GRAPHQL_VALIDATION_FAILED|BAD_USER_INPUT/) }) })]);
+        }
+      }
+      expect(stack.errorLogs).toEqual([]);
+    } finally {
+      await client.dispose();
+      await api.stop();
+    }
   });
 });

@@ -1,6 +1,5 @@
 import type { ApolloServerPlugin } from '@apollo/server';
 import { ApolloArmor } from '@escape.tech/graphql-armor';
-import { GraphQLError, parse, specifiedRules, validate, type DocumentNode, type GraphQLSchema, type ValidationRule } from 'graphql';
 import { COST_LIMITS, costError } from './cost.ts';
 
 /**
@@ -17,7 +16,7 @@ export const QUERY_LIMITS = {
   maxCost: COST_LIMITS.maxCost,
 } as const;
 
-export function createArmor(options: { production: boolean }) {
+export function createArmor() {
   return new ApolloArmor({
     maxDepth: { n: QUERY_LIMITS.maxDepth },
     maxAliases: { n: QUERY_LIMITS.maxAliases },
@@ -25,28 +24,10 @@ export function createArmor(options: { production: boolean }) {
     maxDirectives: { n: QUERY_LIMITS.maxDirectives },
     // armor's cost counts only a literal `first`; cost.ts counts variables and defaults too.
     costLimit: { enabled: false },
-    // "Did you mean ...?" hints reveal the schema when introspection is off.
-    blockFieldSuggestion: { enabled: options.production },
+    // "Did you mean ...?" hints are removed by the error formatting (errors.ts), on HTTP and
+    // WebSocket alike; armor's plugin sees only HTTP and misses enum hints.
+    blockFieldSuggestion: { enabled: false },
   }).protect();
-}
-
-/**
- * Parses and validates an operation that arrives over the WebSocket with the same limits as
- * HTTP: the token limit during parsing, the armor rules during validation.
- */
-export function parseAndValidate(
-  schema: GraphQLSchema,
-  query: string,
-  rules: readonly ValidationRule[],
-): { document: DocumentNode } | { errors: GraphQLError[] } {
-  let document: DocumentNode;
-  try {
-    document = parse(query, { maxTokens: QUERY_LIMITS.maxTokens });
-  } catch (error) {
-    return { errors: [error instanceof GraphQLError ? error : new GraphQLError('Syntax error')] };
-  }
-  const errors = validate(schema, document, [...specifiedRules, ...rules]);
-  return errors.length > 0 ? { errors: [...errors] } : { document };
 }
 
 /** Refuses an HTTP operation over the cost limit, once Apollo knows its variables. */

@@ -100,7 +100,7 @@ async function accountPaymentsUpdated(_: unknown, args: { accountId: string }, c
     const enqueue = (paymentId: string) => {
       pending.add(paymentId);
       if (pending.size > MAX_PENDING_PER_SUBSCRIPTION) {
-        stop(new GraphQLError('Too many updates waiting for this client; subscribe again'));
+        stop(new GraphQLError('Too many updates waiting for this client; subscribe again', { extensions: { code: 'BAD_REQUEST' } }));
         return;
       }
       void drain();
