@@ -225,3 +225,65 @@ describe('production settings', () => {
     }
   });
 });
+
+describe('metrics', () => {
+  const countQueries = () => statements.filter((sql) => /GROUP BY status/i.test(sql)).length;
+  const metricsUrl = () => stack.apiUrl.replace(/\/graphql$/, '/metrics');
+
+  it('runs the payments count once for two concurrent scrapes, and not again for a scrape within the window', async () => {
+    const before = countQueries();
+    const [a, b] = await Promise.all([fetch(metricsUrl()), fetch(metricsUrl())]);
+    expect(await a.text()).toMatch(/^payments_by_status\{status="PENDING"\} \d+/m);
+    expect(await b.text()).toMatch(/^payments_by_status\{status="PENDING"\} \d+/m);
+    expect(countQueries()).toBe(before + 1);
+    expect((await fetch(metricsUrl())).status).toBe(200);
+    expect(countQueries()).toBe(before + 1);
+  });
+
+  it('reads the count again once the window has passed', async () => {
+    let counted = 0;
+    const api = await startApiRole({
+      config: stack.config,
+      databaseUrl: stack.databaseUrl,
+      logger: stack.logger,
+      port: 0,
+      metricsCacheMs: 0,
+      onQuery: (sql) => {
+        if (/GROUP BY status/i.test(sql)) counted++;
+      },
+    });
+    try {
+      const url = api.api.url.replace('/graphql', '/metrics');
+      await (await fetch(url)).text();
+      await (await fetch(url)).text();
+      expect(counted).toBe(2);
+    } finally {
+      await api.stop();
+    }
+  });
+
+  it('serves /metrics only on METRICS_PORT in production, and on the public port too outside it', async () => {
+    expect(loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET })).toMatchObject({ metricsPublic: false, metricsPort: 4300 });
+    expect(loadConfig({})).toMatchObject({ metricsPublic: true, metricsPort: null });
+    expect(() => loadConfig({ METRICS_PUBLIC: 'false' })).toThrow(/METRICS_PORT/);
+    expect(() => loadConfig({ METRICS_PORT: 'ninety' })).toThrow(/METRICS_PORT/);
+
+    const config = loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET, METRICS_PORT: '0' });
+    const api = await startApiRole({ config, databaseUrl: stack.databaseUrl, logger: stack.logger, port: 0 });
+    try {
+      const publicBase = api.api.url.replace('localhost', '127.0.0.1').replace(/\/graphql$/, '');
+      expect((await fetch(`${publicBase}/metrics`)).status).toBe(404);
+      expect((await fetch(`${publicBase}/readyz`)).status).toBe(200);
+      expect(api.opsUrl).not.toBeNull();
+      const ops = await fetch(`${api.opsUrl}/metrics`);
+      expect(ops.status).toBe(200);
+      expect(await ops.text()).toMatch(/^payments_by_status\{status="PENDING"\} \d+/m);
+      expect((await fetch(`${api.opsUrl}/readyz`)).status).toBe(200);
+      expect((await fetch(`${api.opsUrl}/healthz`)).status).toBe(200);
+    } finally {
+      await api.stop();
+    }
+    // Outside production the one port keeps serving it, as the contract says.
+    expect((await fetch(metricsUrl())).status).toBe(200);
+  });
+});

@@ -34,6 +34,8 @@ export interface ApiOptions {
   /** A token pre-filled in the IDE's headers (the all-in-one dev start only). */
   ideToken?: string;
   introspection: boolean;
+  /** Serve GET /metrics on this (public) port; otherwise only the ops port serves it. */
+  metricsPublic: boolean;
   /** Answers GET /readyz: true when this process can serve. */
   ready: () => Promise<boolean>;
 }
@@ -68,7 +70,7 @@ function accessLog(): ApolloServerPlugin<Context> {
   };
 }
 
-/** HTTP (GraphQL, IDE, health, metrics) and WebSocket on one port. */
+/** HTTP (GraphQL, IDE, health, metrics unless `metricsPublic` is false) and WebSocket on one port. */
 export async function startApi(options: ApiOptions): Promise<RunningApi> {
   const { services, tokens } = options;
   const { logger } = services;
@@ -95,9 +97,11 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
   });
   await apollo.start();
 
-  app.get('/metrics', async (_req, res) => {
-    res.type(services.metrics.registry.contentType).send(await services.metrics.registry.metrics());
-  });
+  if (options.metricsPublic) {
+    app.get('/metrics', async (_req, res) => {
+      res.type(services.metrics.registry.contentType).send(await services.metrics.registry.metrics());
+    });
+  }
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
   });
