@@ -1,11 +1,11 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { parse } from 'graphql';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.ts';
 import { COST_LIMITS, queryCost } from '../src/graphql/cost.ts';
 import { buildSchema } from '../src/graphql/server.ts';
-import { collect, PAYMENT_UPDATED, wsClient, type PaymentUpdate } from './ws-helpers.ts';
-import { gql, paymentInput, startStack, TEST_SECRET, type Stack, type TestCustomer } from './helpers.ts';
 import { startApiRole } from '../src/roles.ts';
+import { expectNoErrorLogs, gql, paymentInput, startStack, TEST_SECRET, type Stack, type TestCustomer } from './helpers.ts';
+import { collect, PAYMENT_UPDATED, wsClient, type PaymentUpdate } from './ws-helpers.ts';
 
 let stack: Stack;
 let alice: TestCustomer;
@@ -18,9 +18,9 @@ beforeAll(async () => {
 afterAll(async () => {
   await stack?.stop();
 });
-// Each test says which error lines it expects; none leak into the next.
-beforeEach(() => {
-  stack.errorLogs.length = 0;
+// A test that expects an error line takes it off the list; any other fails the test.
+afterEach(() => {
+  expectNoErrorLogs(stack);
 });
 
 const cursor = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
