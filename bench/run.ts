@@ -101,6 +101,8 @@ async function main(): Promise<void> {
       PORT: String(port),
       AUTH_JWT_SECRET: secret,
       SEND_PAYMENT_RATE_LIMIT_PER_MINUTE: '0',
+      // Production keeps /metrics off the public port and serves it on METRICS_PORT: any free one.
+      METRICS_PORT: '0',
       LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn',
       ...pick(process.env, ['DATABASE_POOL_SIZE']),
     };

@@ -8,13 +8,16 @@ export type Config = z.infer<typeof configSchema>;
 
 const DEV_JWT_SECRET = 'dev-only-secret-change-me-dev-only-secret';
 
-const intFromEnv = (fallback: number, min: number, max: number) =>
+const wholeNumber = (min: number, max: number) =>
   z
     .string()
     .trim()
     .regex(/^\d+$/, 'must be a whole number')
     .transform(Number)
-    .pipe(z.number().int().min(min).max(max))
+    .pipe(z.number().int().min(min).max(max));
+
+const intFromEnv = (fallback: number, min: number, max: number) =>
+  wholeNumber(min, max)
     .optional()
     .transform((v) => v ?? fallback);
 
@@ -59,6 +62,8 @@ const configSchema = z
     SEND_PAYMENT_RATE_LIMIT_PER_MINUTE: intFromEnv(600, 0, 1_000_000),
     WORKER_CONCURRENCY: intFromEnv(8, 1, 256),
     WORKER_PORT: intFromEnv(4200, 0, 65535),
+    METRICS_PORT: wholeNumber(0, 65535).optional(),
+    METRICS_PUBLIC: booleanFromEnv,
     PAYMENT_JOB_EXPIRE_SECONDS: intFromEnv(30, 1, 3600),
     QUEUE_SUPERVISE_SECONDS: intFromEnv(10, 1, 3600),
     EVENT_RETENTION_DAYS: intFromEnv(30, 1, 3650),
@@ -79,6 +84,9 @@ const configSchema = z
     }
     if (secret !== undefined && Buffer.byteLength(secret) < 32) {
       ctx.addIssue({ code: 'custom', path: ['AUTH_JWT_SECRET'], message: 'must be at least 32 bytes' });
+    }
+    if (env.METRICS_PUBLIC === false && env.METRICS_PORT === undefined && env.NODE_ENV !== 'production') {
+      ctx.addIssue({ code: 'custom', path: ['METRICS_PORT'], message: 'must be set when METRICS_PUBLIC is false, or metrics are served nowhere' });
     }
     if (env.PAYMENT_RETRY_DELAY_MAX_SECONDS < env.PAYMENT_RETRY_DELAY_SECONDS) {
       ctx.addIssue({
@@ -109,6 +117,11 @@ const configSchema = z
     sendPaymentRateLimitPerMinute: env.SEND_PAYMENT_RATE_LIMIT_PER_MINUTE,
     workerConcurrency: env.WORKER_CONCURRENCY,
     workerPort: env.WORKER_PORT,
+    // The API's /metrics, /healthz and /readyz on a port of their own (for the scraper, not the
+    // internet): 4300 by default in production, none otherwise.
+    metricsPort: env.METRICS_PORT ?? (env.NODE_ENV === 'production' ? 4300 : null),
+    // /metrics on the public port too: the contract's one-port layout, except in production.
+    metricsPublic: env.METRICS_PUBLIC ?? env.NODE_ENV !== 'production',
     queue: {
       // A job whose worker died is retried after it expires, found by a supervisor pass:
       // at most expire + supervise seconds, under the contract's minute with the defaults.

@@ -63,7 +63,7 @@ async function main() {
   const lines = [
     '',
     `  Payments API is running. Open the IDE: ${api.api.url}`,
-    `  Metrics: ${api.api.url.replace(/\/graphql$/, '/metrics')}   Provider emulator: ${providerUrl}`,
+    `  Metrics: ${config.metricsPublic ? api.api.url.replace(/\/graphql$/, '/metrics') : `${api.opsUrl ?? '(none)'}/metrics`}   Provider emulator: ${providerUrl}`,
     '',
     `  Operator token:\n    ${tokens.operator}`,
     ...tokens.customers.flatMap((c) => [

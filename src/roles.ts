@@ -11,7 +11,7 @@ import { createQueues, PRUNE_EVENTS_CRON, QUEUES } from './jobs/queues.ts';
 import { startWorkers } from './jobs/worker.ts';
 import type { Logger } from './logger.ts';
 import { startOpsServer } from './ops/http.ts';
-import { createMetrics, observeGauge, type Metrics } from './ops/metrics.ts';
+import { createMetrics, observeGauge, sharedRead, type Metrics } from './ops/metrics.ts';
 import { PAYMENT_STATUSES } from './payments/payment-status.ts';
 import { createPaymentService } from './payments/send-payment.ts';
 import { createSettlement } from './payments/settlement.ts';
@@ -51,8 +51,13 @@ export async function startBoss(options: {
   return boss;
 }
 
+/** How long a scrape's database counts are reused by the next scrapes. */
+export const METRICS_CACHE_MS = 15_000;
+
 export interface ApiRole extends Stoppable {
   api: RunningApi;
+  /** /healthz, /readyz and /metrics on the ops port (METRICS_PORT), when there is one. */
+  opsUrl: string | null;
   prisma: PrismaClient;
   events: EventFeed;
   budget: SubscriptionBudget;
@@ -66,14 +71,25 @@ export async function startApiRole(options: {
   /** Shared with a worker in the same process (`npm start`), so /metrics shows both. */
   metrics?: Metrics;
   port?: number;
+  /** The ops port; null for none. By default `config.metricsPort`. */
+  metricsPort?: number | null;
+  /** How long the database counts behind /metrics are reused (METRICS_CACHE_MS). */
+  metricsCacheMs?: number;
   ideToken?: string;
   /** Where the event feed connects, when not `databaseUrl` (tests route it through a proxy). */
   eventsDatabaseUrl?: string;
+  /** Sees every SQL statement of the API's Prisma client (tests count them). */
+  onQuery?: (sql: string) => void;
 }): Promise<ApiRole> {
   const { config, databaseUrl } = options;
   const logger = options.logger.child({ role: 'api' });
   const metrics = options.metrics ?? createMetrics();
-  const prisma = createPrisma({ databaseUrl, poolSize: config.databasePoolSize, applicationName: 'payments-api' });
+  const prisma = createPrisma({
+    databaseUrl,
+    poolSize: config.databasePoolSize,
+    applicationName: 'payments-api',
+    ...(options.onQuery ? { onQuery: options.onQuery } : {}),
+  });
   const boss = await startBoss({ databaseUrl, config, logger, listen: false });
   const events = await startEventFeed({
     databaseUrl: options.eventsDatabaseUrl ?? databaseUrl,
@@ -82,10 +98,17 @@ export async function startApiRole(options: {
     pollIntervalMs: config.events.pollIntervalMs,
     queryTimeoutMs: config.events.queryTimeoutMs,
   });
-  observeApiGauges(metrics, prisma, events);
+  observeApiGauges(metrics, prisma, events, options.metricsCacheMs ?? METRICS_CACHE_MS);
   const limit = config.sendPaymentRateLimitPerMinute;
   const budget = createSubscriptionBudget();
   let stopping = false;
+  // Ready: not shutting down, the database answers, the queue answers (through pg-boss's own
+  // pool: payments can be enqueued), and live updates can be delivered.
+  const ready = async () => {
+    if (stopping) return false;
+    await prisma.$queryRaw`SELECT 1`;
+    return (await queueAnswers(boss)) && events.isHealthy();
+  };
   const api = await startApi({
     services: {
       prisma,
@@ -101,23 +124,22 @@ export async function startApiRole(options: {
     port: options.port ?? config.port,
     ide: config.ide,
     introspection: config.introspection,
+    metricsPublic: config.metricsPublic,
     ...(options.ideToken ? { ideToken: options.ideToken } : {}),
-    // Ready: not shutting down, the database answers, the queue answers (through pg-boss's own
-    // pool: payments can be enqueued), and the event feed is following the stream.
-    ready: async () => {
-      if (stopping) return false;
-      await prisma.$queryRaw`SELECT 1`;
-      return (await queueAnswers(boss)) && events.isHealthy();
-    },
+    ready,
   });
+  const metricsPort = options.metricsPort === undefined ? config.metricsPort : options.metricsPort;
+  const ops = metricsPort === null ? null : await startOpsServer({ port: metricsPort, registry: metrics.registry, ready });
   return {
     api,
+    opsUrl: ops?.url ?? null,
     prisma,
     events,
     budget,
     metrics,
     async stop() {
       stopping = true;
+      await ops?.close();
       await api.close();
       await events.stop();
       await boss.stop({ graceful: true, close: true });
@@ -214,27 +236,28 @@ async function queueAnswers(boss: PgBoss): Promise<boolean> {
   return (await boss.getQueue(QUEUES.settle)) !== null;
 }
 
-/** Gauges read at scrape time from the database and the subscription hub. */
-function observeApiGauges(metrics: Metrics, prisma: PrismaClient, events: EventFeed): void {
+/**
+ * Gauges read at scrape time from the database and the subscription hub. The database counts are
+ * shared by concurrent scrapes and reused for `cacheMs`, so scrapes (or someone hammering /metrics)
+ * cost at most one count per window.
+ */
+function observeApiGauges(metrics: Metrics, prisma: PrismaClient, events: EventFeed, cacheMs: number): void {
   const { registry } = metrics;
+  const statusCounts = sharedRead(
+    () => prisma.$queryRaw<{ status: string; n: bigint }[]>`SELECT status::text AS status, count(*) AS n FROM payments GROUP BY status`,
+    cacheMs,
+  );
   observeGauge(registry, { name: 'payments_by_status', help: 'Payments in the database, by status', labelNames: ['status'] }, async () => {
-    const rows = await prisma.$queryRaw<{ status: string; n: bigint }[]>`SELECT status::text AS status, count(*) AS n FROM payments GROUP BY status`;
-    const counts = new Map(rows.map((r) => [r.status, Number(r.n)]));
+    const counts = new Map((await statusCounts()).map((r) => [r.status, Number(r.n)]));
     return PAYMENT_STATUSES.map((status) => ({ labels: { status }, value: counts.get(status) ?? 0 }));
   });
   // Depth and age come from one query; both gauges of a scrape share it.
-  let queueScan: { at: number; rows: Promise<{ name: string; depth: bigint; age: number }[]> } | null = null;
-  const queueRows = () => {
-    if (!queueScan || Date.now() - queueScan.at > 1_000) {
-      queueScan = {
-        at: Date.now(),
-        rows: prisma.$queryRaw<{ name: string; depth: bigint; age: number }[]>`
+  const queueRows = sharedRead(
+    () => prisma.$queryRaw<{ name: string; depth: bigint; age: number }[]>`
           SELECT name, count(*) AS depth, coalesce(extract(epoch FROM now() - min(created_on)), 0)::float8 AS age
           FROM pgboss.job WHERE state IN ('created', 'retry') GROUP BY name`,
-      };
-    }
-    return queueScan.rows;
-  };
+    1_000,
+  );
   observeGauge(registry, { name: 'payments_queue_depth', help: 'Jobs waiting (created or retry), by queue', labelNames: ['queue'] }, async () =>
     (await queueRows()).map((r) => ({ labels: { queue: r.name }, value: Number(r.depth) })),
   );

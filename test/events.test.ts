@@ -261,6 +261,8 @@ describe('authorisation and bad cursors', () => {
   it('lets an operator read any account and a customer read their own', async () => {
     const alice = await stack.newCustomer(10_000);
     await stack.send(alice.token, paymentInput(alice.accountId));
+    // Settled first, so both read the same two events.
+    await expect.poll(async () => (await allEvents(alice.token, alice.accountId)).length, { timeout: 20_000 }).toBe(2);
     const own = await gql<EventsPage>(stack.apiUrl, alice.token, PAYMENT_EVENTS, { id: alice.accountId });
     const operator = await gql<EventsPage>(stack.apiUrl, stack.operatorToken, PAYMENT_EVENTS, { id: alice.accountId });
     expect(own.data?.paymentEvents.edges.length).toBeGreaterThan(0);

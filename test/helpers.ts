@@ -187,6 +187,8 @@ export async function startStack(
     logLevel?: string;
     /** Routes the API's event feed through another address (a proxy that can stall). */
     eventsDatabaseUrl?: (databaseUrl: string) => string;
+    /** Sees every SQL statement the API sends. */
+    onApiQuery?: (sql: string) => void;
   } = {},
 ): Promise<Stack> {
   const database = await createTestDatabase();
@@ -199,6 +201,7 @@ export async function startStack(
     logger,
     port: 0,
     ...(options.eventsDatabaseUrl ? { eventsDatabaseUrl: options.eventsDatabaseUrl(database.url) } : {}),
+    ...(options.onApiQuery ? { onQuery: options.onApiQuery } : {}),
   });
   const db = createPrisma({ databaseUrl: database.url, poolSize: 4 });
   const operatorToken = await signToken({ role: 'operator' }, TEST_SECRET, 3600);

@@ -87,7 +87,7 @@ describe('production mode', () => {
   });
 
   it('turns off the IDE and introspection unless asked for', async () => {
-    const config = loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET, SEND_PAYMENT_RATE_LIMIT_PER_MINUTE: '0' });
+    const config = loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET, SEND_PAYMENT_RATE_LIMIT_PER_MINUTE: '0', METRICS_PORT: '0' });
     expect(config).toMatchObject({ ide: false, introspection: false });
     expect(loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET, GRAPHQL_IDE: 'true' })).toMatchObject({ ide: true, introspection: true });
 

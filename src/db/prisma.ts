@@ -28,8 +28,16 @@ function preparedStatementNames(): (query: { sql: string }) => string | undefine
   };
 }
 
-/** A Prisma client on a node-postgres pool of `poolSize` connections. */
-export function createPrisma(options: { databaseUrl: string; poolSize: number; applicationName?: string }): PrismaClient {
+/**
+ * A Prisma client on a node-postgres pool of `poolSize` connections. `onQuery` sees the text of every
+ * SQL statement it sends (tests count them to prove that nested reads are batched).
+ */
+export function createPrisma(options: {
+  databaseUrl: string;
+  poolSize: number;
+  applicationName?: string;
+  onQuery?: (sql: string) => void;
+}): PrismaClient {
   const adapter = new PrismaPg(
     {
       connectionString: options.databaseUrl,
@@ -38,5 +46,9 @@ export function createPrisma(options: { databaseUrl: string; poolSize: number; a
     },
     { statementNameGenerator: preparedStatementNames() as (query: { sql: string }) => string },
   );
-  return new PrismaClient({ adapter });
+  const { onQuery } = options;
+  if (!onQuery) return new PrismaClient({ adapter });
+  const client = new PrismaClient({ adapter, log: [{ emit: 'event', level: 'query' }] });
+  client.$on('query', (event) => onQuery(event.query));
+  return client;
 }

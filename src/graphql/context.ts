@@ -8,6 +8,7 @@ import type { PaymentService } from '../payments/send-payment.ts';
 import type { EventFeed } from '../events/feed.ts';
 import { forbidden, unauthenticated } from './errors.ts';
 import type { SubscriptionBudget } from './subscription-budget.ts';
+import type { Loaders } from './loaders.ts';
 
 /** Everything a resolver may use: built once per process, plus the caller of this request. */
 export interface Services {
@@ -27,6 +28,8 @@ export interface Services {
 
 export interface Context extends Services {
   viewer: Viewer | null;
+  /** Batched reads for nested fields, made for this operation only. */
+  loaders: Loaders;
 }
 
 export function requireViewer(ctx: Context): Viewer {

@@ -34,11 +34,16 @@ const CLIENT_CODES = new Set([
   'PERSISTED_QUERY_NOT_SUPPORTED',
 ]);
 
+/** "Did you mean ...?" hints of GraphQL's messages: a map of the schema when introspection is off. */
+const SUGGESTION = /\s*Did you mean [^?]*\?/g;
+
 /**
- * Apollo's formatError: known client errors pass through (without stack traces); anything else
- * is logged with its context and answered as a bare INTERNAL_SERVER_ERROR.
+ * Formats every error a client sees, over HTTP (Apollo's formatError) and WebSocket alike: known
+ * client errors pass through (without stack traces, and without "did you mean" hints when
+ * `hideSuggestions`); anything else is logged with its context and answered as a bare
+ * INTERNAL_SERVER_ERROR.
  */
-export function createFormatError(logger: Logger) {
+export function createFormatError(logger: Logger, options: { hideSuggestions: boolean }) {
   return (formatted: GraphQLFormattedError, error: unknown): GraphQLFormattedError => {
     const original = unwrapResolverError(error);
     if (original instanceof DomainError) {
@@ -47,8 +52,9 @@ export function createFormatError(logger: Logger) {
     }
     const code = formatted.extensions?.code;
     if (typeof code === 'string' && CLIENT_CODES.has(code)) {
-      const { stacktrace: _stacktrace, ...extensions } = formatted.extensions ?? {};
-      return { ...formatted, extensions };
+      const { stacktrace: _stacktrace, http: _http, ...extensions } = formatted.extensions ?? {};
+      const message = options.hideSuggestions ? formatted.message.replace(SUGGESTION, '') : formatted.message;
+      return { ...formatted, message, extensions };
     }
     logger.error({ err: original, path: formatted.path, code }, 'unexpected error in a GraphQL request');
     return {

@@ -1,10 +1,11 @@
 import { z } from 'zod';
 import { RateLimiterRes } from 'rate-limiter-flexible';
-import type { Account, Customer, LedgerEntry, Payment, PaymentAttempt } from '../db/prisma.ts';
+import type { Account, Customer, LedgerEntry, Payment } from '../db/prisma.ts';
 import { userError } from '../errors.ts';
 import type { PaymentStatus } from '../payments/payment-status.ts';
 import type { SendPaymentResult } from '../payments/send-payment.ts';
 import { ownedAccountWhere, requireCustomer, requireOperator, requireViewer, type Context } from './context.ts';
+import { connection, decodeCursor, ledgerCursorKey, pageSize, paymentCursorKey } from './pagination.ts';
 import { DateTimeScalar, MoneyScalar } from './scalars.ts';
 import { eventResolvers } from './events.ts';
 import { subscriptionResolvers } from './subscriptions.ts';
@@ -14,30 +15,6 @@ const isUuid = (id: string) => z.uuid().safeParse(id).success;
 interface PageArgs {
   first?: number | null;
   after?: string | null;
-}
-
-const MAX_PAGE = 100;
-
-function pageSize(first: number | null | undefined): number {
-  return Math.min(Math.max(first ?? 20, 1), MAX_PAGE);
-}
-
-// Cursors are opaque to clients: base64url of the sort key of the last row seen.
-const encodeCursor = (key: unknown[]) => Buffer.from(JSON.stringify(key)).toString('base64url');
-function decodeCursor(cursor: string | null | undefined): unknown[] | null {
-  if (!cursor) return null;
-  try {
-    const key: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
-    return Array.isArray(key) ? key : null;
-  } catch {
-    return null;
-  }
-}
-
-function connection<T>(rows: T[], limit: number, keyOf: (row: T) => unknown[]) {
-  const page = rows.slice(0, limit);
-  const edges = page.map((node) => ({ cursor: encodeCursor(keyOf(node)), node }));
-  return { edges, pageInfo: { hasNextPage: rows.length > limit, endCursor: edges.at(-1)?.cursor ?? null } };
 }
 
 async function visibleAccount(ctx: Context, id: string): Promise<Account | null> {
@@ -121,17 +98,16 @@ export const resolvers = {
   Account: {
     payments: async (account: Account, args: PageArgs & { status?: PaymentStatus | null }, ctx: Context) => {
       const limit = pageSize(args.first);
-      const after = decodeCursor(args.after);
-      const [createdAt, id] = after ?? [];
+      const after = decodeCursor(args.after, paymentCursorKey);
       const rows = await ctx.prisma.payment.findMany({
         where: {
           accountId: account.id,
           ...(args.status ? { status: args.status } : {}),
-          ...(typeof createdAt === 'string' && typeof id === 'string'
+          ...(after
             ? {
                 OR: [
-                  { createdAt: { lt: new Date(createdAt) } },
-                  { createdAt: new Date(createdAt), id: { lt: id } },
+                  { createdAt: { lt: new Date(after[0]) } },
+                  { createdAt: new Date(after[0]), id: { lt: after[1] } },
                 ],
               }
             : {}),
@@ -143,12 +119,9 @@ export const resolvers = {
     },
     ledger: async (account: Account, args: PageArgs, ctx: Context) => {
       const limit = pageSize(args.first);
-      const [afterId] = decodeCursor(args.after) ?? [];
+      const after = decodeCursor(args.after, ledgerCursorKey);
       const rows = await ctx.prisma.ledgerEntry.findMany({
-        where: {
-          accountId: account.id,
-          ...(typeof afterId === 'string' && /^\d+$/.test(afterId) ? { id: { lt: BigInt(afterId) } } : {}),
-        },
+        where: { accountId: account.id, ...(after ? { id: { lt: BigInt(after[0]) } } : {}) },
         orderBy: { id: 'desc' },
         take: limit + 1,
       });
@@ -157,18 +130,18 @@ export const resolvers = {
   },
 
   Payment: {
-    account: (payment: Payment, _: unknown, ctx: Context) =>
-      ctx.prisma.account.findUniqueOrThrow({ where: { id: payment.accountId } }),
+    account: async (payment: Payment, _: unknown, ctx: Context): Promise<Account> => {
+      const account = await ctx.loaders.account.load(payment.accountId);
+      if (!account) throw new Error(`account ${payment.accountId} of payment ${payment.id} not found`);
+      return account;
+    },
     recipient: (payment: Payment) => ({
       name: payment.recipientName,
       sortCode: payment.recipientSortCode,
       accountNumber: payment.recipientAccountNumber,
     }),
     attempts: async (payment: Payment, _: unknown, ctx: Context) => {
-      const rows: PaymentAttempt[] = await ctx.prisma.paymentAttempt.findMany({
-        where: { paymentId: payment.id },
-        orderBy: { id: 'asc' },
-      });
+      const rows = await ctx.loaders.attempts.load(payment.id);
       return rows.map((a, i) => ({ number: i + 1, at: a.at, outcome: a.outcome, detail: a.detail }));
     },
   },
@@ -176,6 +149,6 @@ export const resolvers = {
   LedgerEntry: {
     id: (entry: LedgerEntry) => entry.id.toString(),
     payment: (entry: LedgerEntry, _: unknown, ctx: Context) =>
-      entry.paymentId ? ctx.prisma.payment.findUnique({ where: { id: entry.paymentId } }) : null,
+      entry.paymentId ? ctx.loaders.payment.load(entry.paymentId) : null,
   },
 };

@@ -8,14 +8,13 @@ import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/dis
 import { expressMiddleware } from '@as-integrations/express5';
 import { makeExecutableSchema } from '@graphql-tools/schema';
 import express, { type ErrorRequestHandler } from 'express';
-import { GraphQLError, NoSchemaIntrospectionCustomRule, type GraphQLSchema } from 'graphql';
-import { CloseCode } from 'graphql-ws';
-import { useServer } from 'graphql-ws/use/ws';
-import { WebSocketServer } from 'ws';
-import { AuthError, type Session, type TokenVerifier } from '../auth.ts';
+import type { GraphQLSchema } from 'graphql';
+import { AuthError, type TokenVerifier } from '../auth.ts';
 import type { Context, Services } from './context.ts';
 import { createFormatError, unauthenticated } from './errors.ts';
-import { createArmor, parseAndValidate } from './limits.ts';
+import { costLimitPlugin, createArmor } from './limits.ts';
+import { createLoaders } from './loaders.ts';
+import { serveWebSocket } from './websocket.ts';
 import { readIdeAssets, renderIde } from './ide/page.ts';
 import { resolvers } from './resolvers.ts';
 
@@ -35,27 +34,13 @@ export interface ApiOptions {
   /** A token pre-filled in the IDE's headers (the all-in-one dev start only). */
   ideToken?: string;
   introspection: boolean;
+  /** Serve GET /metrics on this (public) port; otherwise only the ops port serves it. */
+  metricsPublic: boolean;
   /** Answers GET /readyz: true when this process can serve. */
   ready: () => Promise<boolean>;
 }
 
-/** Limits that keep one WebSocket client from holding unbounded server resources. */
-export const WS_LIMITS = {
-  /** Active subscriptions on one connection. */
-  subscriptionsPerConnection: 50,
-  /** Bytes queued for a client that is not reading; past this the connection is closed. */
-  maxBufferedBytes: 1_000_000,
-  /** Largest message a client may send. */
-  maxPayloadBytes: 64 * 1024,
-  /** Ping interval; a client that misses a pong is dropped. */
-  keepAliveMs: 12_000,
-} as const;
-
-/** Per-connection state graphql-ws keeps for us. */
-interface ConnectionExtra extends Record<PropertyKey, unknown> {
-  session: Session;
-  expiry: NodeJS.Timeout;
-}
+export { WS_LIMITS } from './websocket.ts';
 
 export interface RunningApi {
   url: string;
@@ -85,7 +70,7 @@ function accessLog(): ApolloServerPlugin<Context> {
   };
 }
 
-/** HTTP (GraphQL, IDE, health, metrics) and WebSocket on one port. */
+/** HTTP (GraphQL, IDE, health, metrics unless `metricsPublic` is false) and WebSocket on one port. */
 export async function startApi(options: ApiOptions): Promise<RunningApi> {
   const { services, tokens } = options;
   const { logger } = services;
@@ -94,7 +79,7 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
   app.disable('x-powered-by');
   const httpServer = createServer(app);
 
-  const armor = createArmor({ production: !options.introspection });
+  const armor = createArmor();
   // graphql-armor's types name Apollo's CommonJS typings; at run time it is the same plugin API.
   const armorPlugins = armor.plugins as unknown as ApolloServerPlugin<Context>[];
   const apollo = new ApolloServer<Context>({
@@ -104,17 +89,19 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
     // One operation per request: a batch would multiply every limit below by its length.
     allowBatchedHttpRequests: false,
     validationRules: armor.validationRules,
-    formatError: createFormatError(logger),
+    formatError: createFormatError(logger, { hideSuggestions: !options.introspection }),
     // Tokens travel in a header, never in cookies, so a request carrying Authorization cannot
     // be a cross-site forgery: such GETs are allowed without a preflight header.
     csrfPrevention: { requestHeaders: ['authorization', 'x-apollo-operation-name', 'apollo-require-preflight'] },
-    plugins: [...armorPlugins, accessLog(), ApolloServerPluginDrainHttpServer({ httpServer }), ApolloServerPluginLandingPageDisabled()],
+    plugins: [...armorPlugins, costLimitPlugin<Context>(), accessLog(), ApolloServerPluginDrainHttpServer({ httpServer }), ApolloServerPluginLandingPageDisabled()],
   });
   await apollo.start();
 
-  app.get('/metrics', async (_req, res) => {
-    res.type(services.metrics.registry.contentType).send(await services.metrics.registry.metrics());
-  });
+  if (options.metricsPublic) {
+    app.get('/metrics', async (_req, res) => {
+      res.type(services.metrics.registry.contentType).send(await services.metrics.registry.metrics());
+    });
+  }
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
   });
@@ -153,7 +140,8 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
       context: async ({ res, req }): Promise<Context> => {
         const log = logger.child({ requestId: String(res.locals.requestId) });
         try {
-          return { ...services, logger: log, viewer: (await tokens.fromHeader(req.headers.authorization))?.viewer ?? null };
+          const viewer = (await tokens.fromHeader(req.headers.authorization))?.viewer ?? null;
+          return { ...services, logger: log, viewer, loaders: createLoaders(services.prisma) };
         } catch (error) {
           if (error instanceof AuthError) throw unauthenticated(`Unauthenticated: ${error.message}`);
           throw error;
@@ -173,61 +161,16 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
   };
   app.use(errorHandler);
 
-  // Subscriptions: graphql-ws on the same port and path. The token arrives in connection_init.
-  const formatError = createFormatError(logger);
-  const wsServer = new WebSocketServer({ server: httpServer, path: '/graphql', maxPayload: WS_LIMITS.maxPayloadBytes });
-  const wsCleanup = useServer<Record<string, unknown>, ConnectionExtra>(
-    {
-      schema,
-      isProd: true,
-      onConnect: async (ctx) => {
-        const params = ctx.connectionParams ?? {};
-        const header = params.authorization ?? params.Authorization;
-        const session = await tokens.fromHeader(header).catch(() => null);
-        // false makes graphql-ws close the socket with 4403 Forbidden.
-        if (!session) return false;
-        ctx.extra.session = session;
-        const ms = Math.max(0, session.expiresAt.getTime() - Date.now());
-        ctx.extra.expiry = setTimeout(() => ctx.extra.socket.close(CloseCode.Forbidden, 'Token expired'), Math.min(ms, 2 ** 31 - 1));
-        ctx.extra.expiry.unref();
-        return true;
-      },
-      onSubscribe: (ctx, _id, payload) => {
-        // graphql-ws has already registered this subscription in ctx.subscriptions.
-        if (Object.keys(ctx.subscriptions).length > WS_LIMITS.subscriptionsPerConnection) {
-          return [new GraphQLError(`At most ${WS_LIMITS.subscriptionsPerConnection} subscriptions per connection`)];
-        }
-        const checked = parseAndValidate(schema, payload.query, [
-          ...armor.validationRules,
-          ...(options.introspection ? [] : [NoSchemaIntrospectionCustomRule]),
-        ]);
-        if ('errors' in checked) return checked.errors;
-        return {
-          schema,
-          document: checked.document,
-          variableValues: payload.variables,
-          operationName: payload.operationName,
-          contextValue: {
-            ...services,
-            logger: logger.child({ requestId: randomUUID(), subscription: payload.operationName ?? null }),
-            viewer: ctx.extra.session?.viewer ?? null,
-          } satisfies Context,
-        };
-      },
-      onNext: (ctx, _id, _payload, _args, result) => {
-        if (ctx.extra.socket.bufferedAmount > WS_LIMITS.maxBufferedBytes) {
-          ctx.extra.socket.close(1013, 'Client too slow');
-        }
-        if (!result.errors) return undefined;
-        return { ...result, errors: result.errors.map((e) => formatError(e.toJSON(), e)) };
-      },
-      onClose: (ctx) => {
-        if (ctx.extra.expiry) clearTimeout(ctx.extra.expiry);
-      },
-    },
-    wsServer,
-    WS_LIMITS.keepAliveMs,
-  );
+  // Subscriptions: graphql-ws on the same port and path.
+  const wsCleanup = serveWebSocket({
+    httpServer,
+    path: '/graphql',
+    schema,
+    services,
+    tokens,
+    validationRules: armor.validationRules,
+    introspection: options.introspection,
+  });
 
   await new Promise<void>((resolve, reject) => {
     httpServer.once('error', reject);

@@ -3,8 +3,9 @@ import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 
 /**
- * Liveness, readiness and metrics for a process that serves nothing else over HTTP (the worker).
- * The API serves the same three paths on its own port.
+ * Liveness, readiness and metrics on an ops port, for scrapers and orchestrators rather than the
+ * internet: the worker's (WORKER_PORT) and the API's (METRICS_PORT). The API also serves
+ * /healthz and /readyz, and outside production /metrics, on its public port.
  */
 export async function startOpsServer(options: {
   port: number;

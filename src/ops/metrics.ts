@@ -71,3 +71,24 @@ export function observeGauge(
     },
   });
 }
+
+/**
+ * `read`, shared: calls while one is running wait for it (single flight), and its result is reused
+ * for `maxAgeMs` after it arrives. A failure is not kept, so the next call tries again.
+ */
+export function sharedRead<T>(read: () => Promise<T>, maxAgeMs: number): () => Promise<T> {
+  let running: Promise<T> | null = null;
+  let last: { at: number; value: T } | null = null;
+  return () => {
+    if (last && Date.now() - last.at < maxAgeMs) return Promise.resolve(last.value);
+    running ??= read()
+      .then((value) => {
+        last = { at: Date.now(), value };
+        return value;
+      })
+      .finally(() => {
+        running = null;
+      });
+    return running;
+  };
+}

@@ -1,0 +1,68 @@
+import { GraphQLError, getNamedType, getNullableType, getVariableValues, isListType, type DocumentNode, type GraphQLSchema, type OperationDefinitionNode } from 'graphql';
+import { getComplexity, type ComplexityEstimator } from 'graphql-query-complexity';
+import type { ErrorCode } from '../errors.ts';
+import { pageSize } from './pagination.ts';
+
+/**
+ * What an operation may cost, computed where its variables are known (an Apollo plugin for HTTP,
+ * graphql-ws's onSubscribe for WebSocket), so `first: $n` and an omitted `first` count for the page
+ * they will really read. Roughly one point per row read or field resolved: a connection costs its
+ * page size (`first`, the schema's default when omitted, clamped to the server's maximum) times
+ * its selection, a list without `first` an estimate of its length times its selection.
+ */
+export const COST_LIMITS = {
+  maxCost: 10_000,
+  /** Items assumed in a list without `first`: a payment's attempts, a customer's accounts. */
+  listEstimate: 10,
+} as const;
+
+const estimator: ComplexityEstimator = ({ type, field, args, childComplexity }) => {
+  // Introspection (development only) is bounded by the schema, not by data.
+  if (type.name.startsWith('__') || getNamedType(field.type).name.startsWith('__')) return 1 + childComplexity;
+  if (field.args.some((a) => a.name === 'first')) {
+    const first: unknown = args.first;
+    return 1 + pageSize(typeof first === 'number' ? first : null) * childComplexity;
+  }
+  // A connection's edges are its page, already counted on the connection field.
+  if (isListType(getNullableType(field.type)) && !type.name.endsWith('Connection')) {
+    return 1 + COST_LIMITS.listEstimate * childComplexity;
+  }
+  return 1 + childComplexity;
+};
+
+/**
+ * The cost of running `document` with `variables`; null when the variables do not fit the
+ * operation (execution refuses those before reading anything, with its own BAD_USER_INPUT).
+ */
+export function queryCost(options: {
+  schema: GraphQLSchema;
+  document: DocumentNode;
+  operationName?: string | null | undefined;
+  variables?: Record<string, unknown> | null | undefined;
+}): number | null {
+  const { schema, document } = options;
+  const operationName = options.operationName ?? undefined;
+  const variables = options.variables ?? {};
+  const operation = document.definitions.find(
+    (d): d is OperationDefinitionNode => d.kind === 'OperationDefinition' && (operationName === undefined || d.name?.value === operationName),
+  );
+  if (operation && getVariableValues(schema, operation.variableDefinitions ?? [], variables).errors) return null;
+  try {
+    return getComplexity({ schema, query: document, variables, estimators: [estimator], ...(operationName ? { operationName } : {}) });
+  } catch (error) {
+    // The library's own node limit: an operation too large to even count is too costly.
+    if (error instanceof GraphQLError) return Number.POSITIVE_INFINITY;
+    throw error;
+  }
+}
+
+/** A refusal when the operation costs more than the limit, or null. */
+export function costError(options: Parameters<typeof queryCost>[0]): GraphQLError | null {
+  const cost = queryCost(options);
+  if (cost === null || cost <= COST_LIMITS.maxCost) return null;
+  const shown = Number.isFinite(cost) ? ` is ${cost}` : '';
+  return new GraphQLError(
+    `Query cost${shown}, over the limit of ${COST_LIMITS.maxCost}: each connection costs its page size (first, ${pageSize(null)} when omitted) times its selection; ask for smaller pages or fewer nested connections`,
+    { extensions: { code: 'GRAPHQL_VALIDATION_FAILED' satisfies ErrorCode, http: { status: 400 } } },
+  );
+}

@@ -1,0 +1,50 @@
+import { GraphQLError } from 'graphql';
+import { z } from 'zod';
+import type { ErrorCode } from '../errors.ts';
+
+/**
+ * Cursor pagination of connections. Cursors are opaque to clients: base64url of the JSON sort key
+ * of the last row seen. A cursor this server did not hand out is bad input, never a query.
+ */
+
+/** The largest page a connection serves; `first` above it is clamped. */
+export const MAX_PAGE = 100;
+/** The page size when `first` is omitted or null (the schema's default). */
+export const DEFAULT_PAGE = 20;
+
+export function pageSize(first: number | null | undefined): number {
+  return Math.min(Math.max(first ?? DEFAULT_PAGE, 1), MAX_PAGE);
+}
+
+/** Sort key of a payment: [createdAt as ISO-8601, id]. */
+export const paymentCursorKey = z.tuple([z.iso.datetime(), z.uuid()]);
+/** Sort key of a ledger entry: [id as a decimal string]. */
+export const ledgerCursorKey = z.tuple([z.string().refine((id) => /^\d{1,19}$/.test(id) && BigInt(id) < 2n ** 63n, 'a ledger entry id')]);
+
+export const encodeCursor = (key: readonly unknown[]) => Buffer.from(JSON.stringify(key)).toString('base64url');
+
+/** The key inside `after`, or null for the first page; BAD_USER_INPUT naming `after` when it is not a cursor of this connection. */
+export function decodeCursor<T>(after: string | null | undefined, key: z.ZodType<T>): T | null {
+  // An empty string has always meant "from the start", as null does.
+  if (!after) return null;
+  let json: unknown;
+  try {
+    json = JSON.parse(Buffer.from(after, 'base64url').toString('utf8'));
+  } catch {
+    throw badCursor();
+  }
+  const parsed = key.safeParse(json);
+  if (!parsed.success) throw badCursor();
+  return parsed.data;
+}
+
+const badCursor = () =>
+  new GraphQLError('after: not a cursor of this connection; pass an endCursor or edge cursor it returned', {
+    extensions: { code: 'BAD_USER_INPUT' satisfies ErrorCode, field: ['after'] },
+  });
+
+export function connection<T>(rows: T[], limit: number, keyOf: (row: T) => unknown[]) {
+  const page = rows.slice(0, limit);
+  const edges = page.map((node) => ({ cursor: encodeCursor(keyOf(node)), node }));
+  return { edges, pageInfo: { hasNextPage: rows.length > limit, endCursor: edges.at(-1)?.cursor ?? null } };
+}
