@@ -17,6 +17,7 @@ describe('the chaos run', () => {
       const result = await runChaos({ payments: 200, seed: 20261124, concurrency: 12 });
       console.info(`\n${result.table}\n`);
       expect(result.problems).toEqual([]);
+      expect(result.table).toMatch(/event streams followed .*\| 4 accounts, [1-9]\d* events \(\d+\): ok \|/);
       expect(result.ok).toBe(true);
     },
     180_000,

@@ -11,6 +11,7 @@ import { signToken } from '../auth.ts';
 import { ensureDatabase, freePort, startEmbeddedPostgres, type EmbeddedDatabase } from '../db/embedded.ts';
 import { createPrisma } from '../db/prisma.ts';
 import { migrate } from '../db/migrate.ts';
+import { accountEventIds, compareStreams, followAccountEvents, type EventFollower } from './event-follower.ts';
 import { startRole, type RoleProcess } from './processes.ts';
 
 /**
@@ -58,6 +59,8 @@ interface PlannedPayment {
 const API_KEY = 'chaos-provider-key';
 const ACCOUNTS = 24;
 const FUNDING = 5_000_000;
+/** Accounts whose event stream a WebSocket client follows through the whole run. */
+const FOLLOWED_ACCOUNTS = 4;
 
 /** The workload and the schedule, from the seed alone. */
 export function plan(seed: number, payments: number) {
@@ -213,6 +216,13 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       accounts.push({ accountId, token: await signToken({ role: 'customer', customerId }, secret, 3600) });
     }
 
+    // A few accounts' event streams followed throughout, as integrators would, across restarts.
+    const followed = accounts.slice(0, FOLLOWED_ACCOUNTS);
+    const followers: EventFollower[] = followed.map((a) =>
+      followAccountEvents({ urls: [apiUrl(0), apiUrl(1)], token: a.token, accountId: a.accountId }),
+    );
+    cleanups.push(() => Promise.all(followers.map((f) => f.stop())));
+
     // Balances sampled throughout, on a connection of the runner's own.
     const samples = { count: 0, negative: 0, min: Number.POSITIVE_INFINITY };
     let sampling = true;
@@ -364,6 +374,21 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     await sampler;
     if (samples.negative > 0) problems.push(`${samples.negative} negative balances sampled`);
 
+    // Every followed stream, exactly: each event once, in order, whatever restarted meanwhile.
+    const streamProblems: string[] = [];
+    let eventsFollowed = 0;
+    for (const [i, account] of followed.entries()) {
+      const truth = await accountEventIds(apiUrl(0), account.token, account.accountId);
+      const follower = followers[i];
+      if (!follower) continue;
+      const until = Date.now() + 30_000;
+      while (follower.seen.length < truth.length && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+      eventsFollowed += follower.seen.length;
+      streamProblems.push(...compareStreams(follower.seen, truth).map((p) => `account ${account.accountId} event stream: ${p}`));
+    }
+    await Promise.all(followers.map((f) => f.stop()));
+    problems.push(...streamProblems);
+
     const report = await audit({ prisma, provider: { url: providerUrl, apiKey: API_KEY } });
     const byStatus = await prisma.payment.groupBy({ by: ['status'], _count: true });
     const count = (s: string) => byStatus.find((r) => r.status === s)?._count ?? 0;
@@ -384,6 +409,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       ['client retries (same key)', counters.clientRetries],
       ['unexpected process exits', counters.unexpectedExits],
       ['balance samples (negative seen)', `${samples.count} (${samples.negative}), lowest ${samples.min}`],
+      [
+        'event streams followed over WebSocket (reconnects): exactly once, in order',
+        `${followed.length} accounts, ${eventsFollowed} events (${followers.reduce((n, f) => n + f.reconnects, 0)}): ${streamProblems.length === 0 ? 'ok' : 'VIOLATED'}`,
+      ],
       ['replays answered like their original', `${counters.replaysChecked - problems.filter((p) => p.startsWith('replay')).length}/${counters.replaysChecked}`],
       ...report.checks.map((c): [string, string] => [`invariant: ${c.name}`, c.violations.length === 0 ? `ok (${c.checked})` : `VIOLATED x${c.violations.length}`]),
       ['duration', `${Math.round((Date.now() - started) / 1000)} s`],
