@@ -70,6 +70,21 @@ query Payment {
     account { balance ledger(first: 5) { edges { node { kind amount balanceAfter createdAt } } } }
   }
 }
+
+# 6. The account's event stream: every status change of every payment, in commit order, kept for
+#    30 days. Page through it; each event's id is a cursor.
+query Events {
+  paymentEvents(accountId: "PASTE-ACCOUNT-ID", first: 10) {
+    edges { node { id paymentId previousStatus status amount occurredAt } }
+    pageInfo { hasNextPage endCursor }
+  }
+}
+
+# 7. Follow it live. Give the last id you saw as after (or leave it out for "from now"): you get
+#    every event since, exactly once and in order, then new ones as they happen, from any server.
+subscription FollowEvents {
+  accountEvents(accountId: "PASTE-ACCOUNT-ID", after: null) { id paymentId previousStatus status amount }
+}
 `;
 
 // The page's options are JSON; this marker is swapped for a reference to our fetcher function.
