@@ -6,6 +6,9 @@ import { z } from 'zod';
  */
 export type Config = z.infer<typeof configSchema>;
 
+// Known to everyone who reads this repository: only `npm start` (the local all-in-one demo, which
+// passes `allowDevSecret`) may sign with it, and never in production. Every other process that
+// signs or verifies tokens refuses to start without AUTH_JWT_SECRET (`requireJwtSecret`).
 const DEV_JWT_SECRET = 'dev-only-secret-change-me-dev-only-secret';
 
 const intFromEnv = (fallback: number, min: number, max: number) =>
@@ -47,6 +50,7 @@ const configSchema = z
     DATABASE_POOL_SIZE: intFromEnv(10, 1, 200),
     PORT: intFromEnv(4000, 0, 65535),
     AUTH_JWT_SECRET: z.string().optional(),
+    AUTH_MAX_TOKEN_HOURS: intFromEnv(24, 1, 24 * 365),
     PROVIDER_URL: z.url({ protocol: /^https?$/ }).optional(),
     PROVIDER_API_KEY: z.string().min(1).default('dev-provider-key'),
     PROVIDER_PORT: intFromEnv(4100, 0, 65535),
@@ -90,8 +94,10 @@ const configSchema = z
     databaseUrl: env.DATABASE_URL,
     databasePoolSize: env.DATABASE_POOL_SIZE,
     port: env.PORT,
-    jwtSecret: env.AUTH_JWT_SECRET ?? DEV_JWT_SECRET,
-    jwtSecretIsDevDefault: env.AUTH_JWT_SECRET === undefined,
+    /** Undefined unless AUTH_JWT_SECRET is set (or `allowDevSecret`): see `requireJwtSecret`. */
+    jwtSecret: env.AUTH_JWT_SECRET as string | undefined,
+    /** Tokens whose `exp` is further ahead than this are refused, whoever signed them. */
+    maxTokenSeconds: env.AUTH_MAX_TOKEN_HOURS * 3600,
     providerUrl: env.PROVIDER_URL?.replace(/\/+$/, ''),
     providerApiKey: env.PROVIDER_API_KEY,
     providerPort: env.PROVIDER_PORT,
@@ -124,8 +130,16 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
+export interface LoadConfigOptions {
+  /**
+   * Sign and verify with the repository's development secret when AUTH_JWT_SECRET is unset (never
+   * in production). Only the local all-in-one demo (`npm start`, src/main.ts) passes this.
+   */
+  allowDevSecret?: boolean;
+}
+
 /** Parses the environment (by default `process.env`) into a `Config`, or throws a `ConfigError`. */
-export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+export function loadConfig(env: Record<string, string | undefined> = process.env, options: LoadConfigOptions = {}): Config {
   // Empty strings mean "unset", as they do for most twelve-factor tools.
   const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
   const parsed = configSchema.safeParse(cleaned);
@@ -133,5 +147,18 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     const lines = parsed.error.issues.map((i) => `  ${i.path.join('.') || '(environment)'}: ${i.message}`);
     throw new ConfigError(`Invalid environment:\n${lines.join('\n')}`);
   }
-  return parsed.data;
+  const config = parsed.data;
+  // Production without a secret was refused above, so the fallback is for development only.
+  if (options.allowDevSecret && config.jwtSecret === undefined) return { ...config, jwtSecret: DEV_JWT_SECRET };
+  return config;
+}
+
+/** The JWT secret of a process that signs or verifies tokens; a `ConfigError` naming AUTH_JWT_SECRET without one. */
+export function requireJwtSecret(config: Pick<Config, 'jwtSecret'>): string {
+  if (config.jwtSecret === undefined) {
+    throw new ConfigError(
+      'Invalid environment:\n  AUTH_JWT_SECRET: is required (32+ random bytes); only `npm start`, the local demo, has a built-in one',
+    );
+  }
+  return config.jwtSecret;
 }

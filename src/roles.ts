@@ -2,7 +2,7 @@ import { PgBoss } from 'pg-boss';
 import { RateLimiterMemory } from 'rate-limiter-flexible';
 import { createAccountService } from './accounts/accounts.ts';
 import { createTokenVerifier } from './auth.ts';
-import type { Config } from './config.ts';
+import { requireJwtSecret, type Config } from './config.ts';
 import { createFailpoints } from './failpoints.ts';
 import { createPrisma, type PrismaClient } from './db/prisma.ts';
 import { startApi, type RunningApi } from './graphql/server.ts';
@@ -67,6 +67,8 @@ export async function startApiRole(options: {
   listenReconnectDelayMs?: number;
 }): Promise<ApiRole> {
   const { config, databaseUrl } = options;
+  // Before anything is started: an API without its own secret must not come up at all.
+  const tokens = createTokenVerifier(requireJwtSecret(config), { maxTokenSeconds: config.maxTokenSeconds });
   const logger = options.logger.child({ role: 'api' });
   const metrics = options.metrics ?? createMetrics();
   const prisma = createPrisma({ databaseUrl, poolSize: config.databasePoolSize, applicationName: 'payments-api' });
@@ -89,7 +91,7 @@ export async function startApiRole(options: {
       sendPaymentLimiter: limit > 0 ? new RateLimiterMemory({ points: limit, duration: 60 }) : null,
       events,
     },
-    tokens: createTokenVerifier(config.jwtSecret),
+    tokens,
     port: options.port ?? config.port,
     ide: config.ide,
     introspection: config.introspection,

@@ -89,7 +89,7 @@ describe('paymentUpdated over a real WebSocket', () => {
 
 describe('connection authentication', () => {
   it('closes with 4403 for a bad token', async () => {
-    const forged = await signToken({ role: 'operator' }, 'a-different-secret-of-32-bytes-or-more', 3600);
+    const forged = await signToken({ role: 'operator', operatorId: 'mallory' }, 'a-different-secret-of-32-bytes-or-more', 3600);
     expect((await connect(forged).closed).code).toBe(4403);
   });
 
