@@ -41,7 +41,7 @@ export async function seedDemo(prisma: PrismaClient, accounts: AccountService, s
       update: {},
       create: { id: c.account.id, customerId: c.id, name: c.account.name, sortCode, accountNumber: c.account.accountNumber },
     });
-    await accounts.depositFunds({ accountId: c.account.id, amount: c.account.funding, idempotencyKey: 'demo-initial-funding' });
+    await accounts.depositFunds({ accountId: c.account.id, amount: c.account.funding, idempotencyKey: 'demo-initial-funding' }, DEMO_OPERATOR);
   }
 }
 

@@ -31,8 +31,11 @@ export function requireViewer(ctx: Context): Viewer {
   return ctx.viewer;
 }
 
-export function requireOperator(ctx: Context): void {
-  if (requireViewer(ctx).role !== 'operator') throw forbidden();
+/** The operator's id (the token's `sub`), recorded on what they change; FORBIDDEN for anyone else. */
+export function requireOperator(ctx: Context): string {
+  const viewer = requireViewer(ctx);
+  if (viewer.role !== 'operator') throw forbidden();
+  return viewer.operatorId;
 }
 
 /** The customer id of the caller; operators may not act as customers. */

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { RateLimiterRes } from 'rate-limiter-flexible';
-import type { Account, Customer, LedgerEntry, Payment, PaymentAttempt } from '../db/prisma.ts';
+import type { Account, Customer, LedgerEntry, OperatorAction, Payment, PaymentAttempt } from '../db/prisma.ts';
 import { userError } from '../errors.ts';
 import type { PaymentStatus } from '../payments/payment-status.ts';
 import type { SendPaymentResult } from '../payments/send-payment.ts';
@@ -76,6 +76,17 @@ export const resolvers = {
     },
     account: (_: unknown, args: { id: string }, ctx: Context) => visibleAccount(ctx, args.id),
     payment: (_: unknown, args: { id: string }, ctx: Context) => visiblePayment(ctx, args.id),
+    operatorActions: async (_: unknown, args: PageArgs, ctx: Context) => {
+      requireOperator(ctx);
+      const limit = pageSize(args.first ?? 50);
+      const [afterId] = decodeCursor(args.after) ?? [];
+      const rows = await ctx.prisma.operatorAction.findMany({
+        where: typeof afterId === 'string' && /^\d+$/.test(afterId) ? { id: { lt: BigInt(afterId) } } : {},
+        orderBy: { id: 'desc' },
+        take: limit + 1,
+      });
+      return connection(rows, limit, (a) => [a.id.toString()]);
+    },
   },
 
   Mutation: {
@@ -91,18 +102,11 @@ export const resolvers = {
         end({ outcome });
       }
     },
-    createCustomer: (_: unknown, args: { input: unknown }, ctx: Context) => {
-      requireOperator(ctx);
-      return ctx.accounts.createCustomer(args.input);
-    },
-    openAccount: (_: unknown, args: { input: unknown }, ctx: Context) => {
-      requireOperator(ctx);
-      return ctx.accounts.openAccount(args.input);
-    },
-    depositFunds: (_: unknown, args: { input: unknown }, ctx: Context) => {
-      requireOperator(ctx);
-      return ctx.accounts.depositFunds(args.input);
-    },
+    createCustomer: (_: unknown, args: { input: unknown }, ctx: Context) =>
+      ctx.accounts.createCustomer(args.input, requireOperator(ctx)),
+    openAccount: (_: unknown, args: { input: unknown }, ctx: Context) => ctx.accounts.openAccount(args.input, requireOperator(ctx)),
+    depositFunds: (_: unknown, args: { input: unknown }, ctx: Context) =>
+      ctx.accounts.depositFunds(args.input, requireOperator(ctx)),
   },
 
   Subscription: subscriptionResolvers,
@@ -165,6 +169,10 @@ export const resolvers = {
       });
       return rows.map((a, i) => ({ number: i + 1, at: a.at, outcome: a.outcome, detail: a.detail }));
     },
+  },
+
+  OperatorAction: {
+    id: (action: OperatorAction) => action.id.toString(),
   },
 
   LedgerEntry: {
