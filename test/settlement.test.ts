@@ -51,7 +51,7 @@ async function waitForStatus(token: string, id: string, status: string) {
 
 async function providerRecord(paymentId: string) {
   const response = await fetch(`${stack.emulator.url}/admin/payments`, { headers: { 'x-api-key': stack.config.providerApiKey } });
-  const all = (await response.json()) as Array<{ idempotencyKey: string; createRequests: number; amount: number }>;
+  const all = (await response.json()) as Array<{ idempotencyKey: string; createRequests: number; amount: number; sender: { name: string } }>;
   return all.filter((p) => p.idempotencyKey === paymentId);
 }
 
@@ -74,6 +74,22 @@ describe('settling a payment with the provider', () => {
     expect(done.attempts.map((a) => a.outcome)).toEqual(['COMPLETED']);
     expect(await providerRecord(paymentId)).toMatchObject([{ amount: 2_500, createRequests: 1 }]);
     expectNoErrorLogs(stack);
+  });
+
+  it("sends the account holder's name as the payer, not the account's nickname", async () => {
+    const alice = await stack.newCustomer(10_000);
+    const [customer, account] = await Promise.all([
+      stack.db.customer.findUniqueOrThrow({ where: { id: alice.customerId } }),
+      stack.db.account.findUniqueOrThrow({ where: { id: alice.accountId } }),
+    ]);
+    expect(customer.name).not.toBe(account.name);
+    const sent = await stack.send(alice.token, paymentInput(alice.accountId));
+    await waitForStatus(alice.token, sent.payment?.id ?? '', 'COMPLETED');
+    expect((await providerRecord(sent.payment?.id ?? ''))[0]?.sender).toEqual({
+      name: customer.name,
+      sortCode: account.sortCode,
+      accountNumber: account.accountNumber,
+    });
   });
 
   it('completes without a second POST when the provider already accepted the payment before a crash', async () => {

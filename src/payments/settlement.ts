@@ -28,7 +28,9 @@ export interface SettlementDeps {
   failpoints?: Failpoints;
 }
 
-type PaymentWithSender = Payment & { account: { name: string; sortCode: string; accountNumber: string } };
+// The payer as Faster Payments needs it: the account holder's (customer's) name, never the
+// account's nickname ("Everyday"), with the account's sort code and number.
+type PaymentWithSender = Payment & { account: { sortCode: string; accountNumber: string; customer: { name: string } } };
 
 export function createSettlement(deps: SettlementDeps) {
   const { prisma, provider, logger, metrics } = deps;
@@ -37,7 +39,7 @@ export function createSettlement(deps: SettlementDeps) {
   async function load(paymentId: string): Promise<PaymentWithSender | null> {
     return prisma.payment.findUnique({
       where: { id: paymentId },
-      include: { account: { select: { name: true, sortCode: true, accountNumber: true } } },
+      include: { account: { select: { sortCode: true, accountNumber: true, customer: { select: { name: true } } } } },
     });
   }
 
@@ -70,7 +72,7 @@ export function createSettlement(deps: SettlementDeps) {
       idempotencyKey: payment.id,
       amount: Number(payment.amount),
       currency: payment.currency,
-      sender: { name: payment.account.name, sortCode: payment.account.sortCode, accountNumber: payment.account.accountNumber },
+      sender: { name: payment.account.customer.name, sortCode: payment.account.sortCode, accountNumber: payment.account.accountNumber },
       recipient: {
         name: payment.recipientName,
         sortCode: payment.recipientSortCode,
