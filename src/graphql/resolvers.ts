@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { RateLimiterRes } from 'rate-limiter-flexible';
 import type { Account, Customer, LedgerEntry, OperatorAction, Payment, PaymentAttempt } from '../db/prisma.ts';
 import { userError } from '../errors.ts';
+import { customerAttemptDetail, customerFailureReason } from '../payments/outcomes.ts';
 import type { PaymentStatus } from '../payments/payment-status.ts';
 import type { SendPaymentResult } from '../payments/send-payment.ts';
 import { ownedAccountWhere, requireCustomer, requireOperator, requireViewer, type Context } from './context.ts';
@@ -162,12 +163,22 @@ export const resolvers = {
       sortCode: payment.recipientSortCode,
       accountNumber: payment.recipientAccountNumber,
     }),
+    failureReason: (payment: Payment) => customerFailureReason(payment.status, payment.failureReason),
     attempts: async (payment: Payment, _: unknown, ctx: Context) => {
       const rows: PaymentAttempt[] = await ctx.prisma.paymentAttempt.findMany({
         where: { paymentId: payment.id },
         orderBy: { id: 'asc' },
       });
-      return rows.map((a, i) => ({ number: i + 1, at: a.at, outcome: a.outcome, detail: a.detail }));
+      // Customers get the fixed text of each outcome; the raw reason is for operators only (rows
+      // from before internal_detail existed kept it in detail).
+      const operator = ctx.viewer?.role === 'operator';
+      return rows.map((a, i) => ({
+        number: i + 1,
+        at: a.at,
+        outcome: a.outcome,
+        detail: customerAttemptDetail(a.outcome),
+        internalDetail: operator ? (a.internalDetail ?? a.detail) : null,
+      }));
     },
   },
 

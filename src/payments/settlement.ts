@@ -3,6 +3,7 @@ import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import { noFailpoints, type Failpoints } from '../failpoints.ts';
 import type { ProviderClient, ProviderPaymentRequest, ProviderResult } from '../provider/client.ts';
+import { FAILURE_REASONS, type FailureReason } from './outcomes.ts';
 import { completePayment, recordAttempt, refundPayment } from './repository.ts';
 
 /**
@@ -49,15 +50,16 @@ export function createSettlement(deps: SettlementDeps) {
     logger.info({ paymentId: payment.id, applied: done !== null }, 'payment completed');
   }
 
-  async function refund(payment: Payment, to: 'CANCELLED' | 'FAILED', reason: string): Promise<void> {
+  /** `reason` is the customer's code; `internal` says what happened, for operators and logs. */
+  async function refund(payment: Payment, to: 'CANCELLED' | 'FAILED', reason: FailureReason, internal: string): Promise<void> {
     const done = await prisma.$transaction(async (tx) => {
       const updated = await refundPayment(tx, payment.id, to, reason);
       failpoints.hit('settle.during-refund');
-      if (updated) await recordAttempt(tx, payment.id, to, reason);
+      if (updated) await recordAttempt(tx, payment.id, to, internal);
       return updated;
     });
     if (done) metrics.settled.inc({ status: to });
-    logger.info({ paymentId: payment.id, status: to, reason, applied: done !== null }, 'payment refunded');
+    logger.info({ paymentId: payment.id, status: to, reason, internal, applied: done !== null }, 'payment refunded');
   }
 
   async function retryLater(payment: Payment, what: string, result: ProviderResult): Promise<never> {
@@ -97,7 +99,7 @@ export function createSettlement(deps: SettlementDeps) {
       case 'accepted':
         return complete(payment, 'the provider already had the payment');
       case 'voided':
-        return refund(payment, 'FAILED', 'voided at the provider');
+        return refund(payment, 'FAILED', FAILURE_REASONS.NOT_SENT_VOIDED, 'voided at the provider');
       case 'absent':
         break;
       default:
@@ -110,9 +112,9 @@ export function createSettlement(deps: SettlementDeps) {
         failpoints.hit('settle.after-provider-accepted');
         return complete(payment, 'accepted by the provider');
       case 'rejected':
-        return refund(payment, 'CANCELLED', `rejected by the provider: ${created.message}`);
+        return refund(payment, 'CANCELLED', FAILURE_REASONS.RECIPIENT_REJECTED, `rejected by the provider: ${created.code}: ${created.message}`);
       case 'voided':
-        return refund(payment, 'FAILED', 'voided at the provider');
+        return refund(payment, 'FAILED', FAILURE_REASONS.NOT_SENT_VOIDED, 'voided at the provider');
       default:
         return retryLater(payment, 'sending to the provider', created);
     }
@@ -132,7 +134,7 @@ export function createSettlement(deps: SettlementDeps) {
       case 'accepted':
         return complete(payment, 'reconciled: the provider has the payment');
       case 'voided':
-        return refund(payment, 'FAILED', 'reconciled: voided at the provider');
+        return refund(payment, 'FAILED', FAILURE_REASONS.NOT_SENT_VOIDED, 'reconciled: voided at the provider');
       case 'absent':
         break;
       default:
@@ -142,7 +144,7 @@ export function createSettlement(deps: SettlementDeps) {
     const voided = await provider.voidPayment(payment.id);
     switch (voided.kind) {
       case 'voided':
-        return refund(payment, 'FAILED', 'retries exhausted; voided at the provider');
+        return refund(payment, 'FAILED', FAILURE_REASONS.NOT_SENT_PROVIDER_UNAVAILABLE, 'retries exhausted; voided at the provider');
       case 'accepted':
         return complete(payment, 'reconciled: the provider accepted the payment before the void');
       default:
