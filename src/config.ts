@@ -81,6 +81,15 @@ const configSchema = z
     if (secret !== undefined && Buffer.byteLength(secret) < 32) {
       ctx.addIssue({ code: 'custom', path: ['AUTH_JWT_SECRET'], message: 'must be at least 32 bytes' });
     }
+    // A job must outlive the provider call it makes, with room to record the answer: otherwise
+    // it expires mid-call and a second worker settles the same payment at the same time.
+    if (env.PAYMENT_JOB_EXPIRE_SECONDS * 1000 < 2 * env.PROVIDER_TIMEOUT_MS) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['PAYMENT_JOB_EXPIRE_SECONDS'],
+        message: `must be at least twice PROVIDER_TIMEOUT_MS (${env.PROVIDER_TIMEOUT_MS} ms), i.e. ${Math.ceil((2 * env.PROVIDER_TIMEOUT_MS) / 1000)} or more`,
+      });
+    }
     if (env.PAYMENT_RETRY_DELAY_MAX_SECONDS < env.PAYMENT_RETRY_DELAY_SECONDS) {
       ctx.addIssue({
         code: 'custom',

@@ -158,6 +158,8 @@ export async function startWorkerRole(options: {
   );
   await startWorkers({
     boss,
+    prisma,
+    queue: queuePolicy(config),
     logger,
     settlement: createSettlement({ prisma, provider, logger, metrics, failpoints: createFailpoints(config.failpoints) }),
     concurrency: config.workerConcurrency,

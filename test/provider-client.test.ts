@@ -33,7 +33,7 @@ describe('the provider client', () => {
     // While open, not even a slow provider is waited for: the answer is immediate.
     emulator.setFaults({ errorRate: 0, latencyMs: 800 });
     const started = performance.now();
-    expect(await client.getPayment('p')).toEqual({ kind: 'transient', detail: 'circuit open: provider failing' });
+    expect(await client.getPayment('p')).toEqual({ kind: 'unavailable', detail: 'circuit open: provider failing', resumeInSeconds: 1 });
     expect(performance.now() - started).toBeLessThan(100);
 
     emulator.setFaults({ latencyMs: 0 });
@@ -47,7 +47,7 @@ describe('the provider client', () => {
     emulator.setFaults({ rateLimitRate: 1 });
     expect(await client.getPayment('p')).toEqual({ kind: 'transient', detail: 'HTTP 429', retryAfterSeconds: 1 });
     emulator.setFaults({ rateLimitRate: 0 });
-    expect(await client.getPayment('p')).toMatchObject({ kind: 'transient', detail: expect.stringMatching(/Retry-After/) });
+    expect(await client.getPayment('p')).toMatchObject({ kind: 'unavailable', detail: expect.stringMatching(/Retry-After/), resumeInSeconds: 1 });
     await vi.waitFor(async () => expect(await client.getPayment('p')).toEqual({ kind: 'absent' }), { timeout: 3_000, interval: 100 });
   });
 

@@ -16,7 +16,15 @@ export const QUEUES = {
   reconcile: 'payment.reconcile',
 } as const;
 
-export const settlePaymentJob = z.object({ paymentId: z.uuid() });
+export const settlePaymentJob = z.object({
+  paymentId: z.uuid(),
+  /**
+   * Set on a job that replaced a deferred one (the provider was not called: circuit open or
+   * Retry-After): the retries its predecessors spent, and how many times it was put off in a row.
+   */
+  retriesSpent: z.number().int().min(0).optional(),
+  deferrals: z.number().int().min(0).optional(),
+});
 export type SettlePaymentJob = z.infer<typeof settlePaymentJob>;
 
 export interface RetryPolicy {
@@ -43,6 +51,14 @@ export function settleJobOptions({ retry, jobExpireSeconds }: QueuePolicy): Send
     expireInSeconds: jobExpireSeconds,
     deadLetter: QUEUES.reconcile,
   };
+}
+
+/**
+ * When to try a deferred settlement again: when the provider lets us call again, but no sooner
+ * than the retry backoff for this many deferrals in a row, so a long outage is not polled hot.
+ */
+export function deferralDelaySeconds(retry: RetryPolicy, resumeInSeconds: number, deferrals: number): number {
+  return Math.max(resumeInSeconds, Math.min(retry.delayMaxSeconds, retry.delaySeconds * 2 ** Math.min(deferrals, 16)), 1);
 }
 
 /** Creates the queues if they are missing. Safe to call from every process at start-up. */

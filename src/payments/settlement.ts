@@ -21,6 +21,19 @@ export class RetryLater extends Error {
   override name = 'RetryLater';
 }
 
+/**
+ * Thrown when the provider was not called at all (its circuit is open, or its Retry-After has not
+ * passed): nothing was tried, so the job is put off by `resumeInSeconds` without spending a retry.
+ */
+export class Deferred extends Error {
+  override name = 'Deferred';
+  readonly resumeInSeconds: number;
+  constructor(detail: string, resumeInSeconds: number) {
+    super(detail);
+    this.resumeInSeconds = resumeInSeconds;
+  }
+}
+
 export interface SettlementDeps {
   prisma: PrismaClient;
   provider: ProviderClient;
@@ -63,7 +76,7 @@ export function createSettlement(deps: SettlementDeps) {
   }
 
   async function retryLater(payment: Payment, what: string, result: ProviderResult): Promise<never> {
-    const detail = result.kind === 'transient' || result.kind === 'conflict' ? result.detail : result.kind;
+    const detail = result.kind === 'transient' || result.kind === 'conflict' || result.kind === 'unavailable' ? result.detail : result.kind;
     await recordAttempt(prisma, payment.id, 'RETRY', `${what}: ${detail}`);
     metrics.settlementRetries.inc({ step: what });
     throw new RetryLater(`${what}: ${detail}`);
@@ -102,12 +115,16 @@ export function createSettlement(deps: SettlementDeps) {
         return refund(payment, 'FAILED', FAILURE_REASONS.NOT_SENT_VOIDED, 'voided at the provider');
       case 'absent':
         break;
+      case 'unavailable':
+        throw new Deferred(`checking the provider: ${known.detail}`, known.resumeInSeconds);
       default:
         return retryLater(payment, 'checking the provider', known);
     }
 
     const created = await provider.createPayment(toProviderRequest(payment));
     switch (created.kind) {
+      case 'unavailable':
+        throw new Deferred(`sending to the provider: ${created.detail}`, created.resumeInSeconds);
       case 'accepted':
         failpoints.hit('settle.after-provider-accepted');
         return complete(payment, 'accepted by the provider');

@@ -40,6 +40,11 @@ export type ProviderResult =
   | { kind: 'rejected'; code: string; message: string }
   /** An answer that retrying will not change, and that should not happen (422). */
   | { kind: 'conflict'; detail: string }
+  /**
+   * Not called at all: the circuit is open or the provider's Retry-After has not passed. Nothing
+   * was sent, so this spends no retry; try again in `resumeInSeconds`.
+   */
+  | { kind: 'unavailable'; detail: string; resumeInSeconds: number }
   /** Worth retrying later: 429, 5xx, a timeout, a network error, the circuit is open, or an answer that is not the provider's. */
   | { kind: 'transient'; detail: string; retryAfterSeconds?: number };
 
@@ -67,8 +72,9 @@ export interface ProviderClientOptions {
 }
 
 export function createProviderClient(options: ProviderClientOptions) {
+  const halfOpenAfterMs = options.breakerHalfOpenAfterMs ?? 5_000;
   const breaker: CircuitBreakerPolicy = circuitBreaker(handleType(TransientFailure), {
-    halfOpenAfter: options.breakerHalfOpenAfterMs ?? 5_000,
+    halfOpenAfter: halfOpenAfterMs,
     breaker: new ConsecutiveBreaker(options.breakerThreshold ?? 5),
   });
 
@@ -114,7 +120,8 @@ export function createProviderClient(options: ProviderClientOptions) {
   ): Promise<ProviderResult> {
     const wait = pausedUntil - Date.now();
     if (wait > 0) {
-      return { kind: 'transient', detail: `provider asked us to wait (Retry-After), ${Math.ceil(wait / 1000)} s left`, retryAfterSeconds: Math.ceil(wait / 1000) };
+      const seconds = Math.ceil(wait / 1000);
+      return { kind: 'unavailable', detail: `provider asked us to wait (Retry-After), ${seconds} s left`, resumeInSeconds: seconds };
     }
     try {
       return await breaker.execute(async () => {
@@ -145,7 +152,9 @@ export function createProviderClient(options: ProviderClientOptions) {
       });
     } catch (error) {
       if (error instanceof TransientFailure) return error.result;
-      if (error instanceof BrokenCircuitError) return { kind: 'transient', detail: 'circuit open: provider failing' };
+      if (error instanceof BrokenCircuitError) {
+        return { kind: 'unavailable', detail: 'circuit open: provider failing', resumeInSeconds: Math.ceil(halfOpenAfterMs / 1000) };
+      }
       throw error;
     }
   }
