@@ -65,6 +65,7 @@ const configSchema = z
     WORKER_PORT: intFromEnv(4200, 0, 65535),
     PAYMENT_JOB_EXPIRE_SECONDS: intFromEnv(30, 1, 3600),
     QUEUE_SUPERVISE_SECONDS: intFromEnv(10, 1, 3600),
+    PAYMENT_SWEEP_MIN_AGE_SECONDS: intFromEnv(300, 0, 30 * 86_400),
     FAILPOINTS: z.string().optional(),
     GRAPHQL_IDE: booleanFromEnv,
     GRAPHQL_INTROSPECTION: booleanFromEnv,
@@ -126,6 +127,8 @@ const configSchema = z
       // at most expire + supervise seconds, under the contract's minute with the defaults.
       jobExpireSeconds: env.PAYMENT_JOB_EXPIRE_SECONDS,
       superviseSeconds: env.QUEUE_SUPERVISE_SECONDS,
+      // The sweeper re-enqueues a PENDING payment with no live job once it is this old.
+      sweepMinAgeSeconds: env.PAYMENT_SWEEP_MIN_AGE_SECONDS,
     },
     // Crash injection for the crash-safety tests and the chaos run; never honoured in production.
     failpoints: env.NODE_ENV === 'production' ? [] : (env.FAILPOINTS ?? '').split(',').map((f) => f.trim()).filter(Boolean),

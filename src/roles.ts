@@ -164,6 +164,7 @@ export async function startWorkerRole(options: {
     settlement: createSettlement({ prisma, provider, logger, metrics, failpoints: createFailpoints(config.failpoints) }),
     concurrency: config.workerConcurrency,
     pollingIntervalSeconds: options.pollingIntervalSeconds ?? 2,
+    sweepMinAgeSeconds: config.queue.sweepMinAgeSeconds,
   });
   let stopping = false;
   const ops =

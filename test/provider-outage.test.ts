@@ -34,6 +34,7 @@ async function startWorker(client: Partial<ProviderClientOptions>) {
     logger: stack.logger,
     concurrency: 2,
     pollingIntervalSeconds: 0.5,
+    sweepMinAgeSeconds: 300,
   });
 }
 

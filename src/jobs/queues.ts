@@ -10,11 +10,17 @@ import { z } from 'zod';
  * - `payment.reconcile`: the dead-letter queue of `payment.settle`. When the retries run out, it
  *   resolves the payment for good: completed if the provider has it, otherwise voided there
  *   and refunded. It keeps retrying while the provider is unreachable.
+ * - `payment.sweep`: every minute (pg-boss schedule), re-enqueues PENDING payments that have no
+ *   live job (src/jobs/sweeper.ts).
  */
 export const QUEUES = {
   settle: 'payment.settle',
   reconcile: 'payment.reconcile',
+  sweep: 'payment.sweep',
 } as const;
+
+/** Jobs waiting (created or retry) are kept this long; pg-boss's default (14 days) would drop a payment's only job. */
+const WAITING_JOB_RETENTION_SECONDS = 365 * 24 * 3600;
 
 export const settlePaymentJob = z.object({
   paymentId: z.uuid(),
@@ -49,6 +55,7 @@ export function settleJobOptions({ retry, jobExpireSeconds }: QueuePolicy): Send
     retryBackoff: true,
     retryDelayMax: retry.delayMaxSeconds,
     expireInSeconds: jobExpireSeconds,
+    retentionSeconds: WAITING_JOB_RETENTION_SECONDS,
     deadLetter: QUEUES.reconcile,
   };
 }
@@ -72,8 +79,12 @@ export async function createQueues(boss: PgBoss, policy: QueuePolicy): Promise<v
     retryDelay: Math.min(retry.delayMaxSeconds, 60),
     retryBackoff: false,
     expireInSeconds: policy.jobExpireSeconds,
-    retentionSeconds: 365 * 24 * 3600,
+    retentionSeconds: WAITING_JOB_RETENTION_SECONDS,
   });
   // notify: a worker is woken by the commit of the payment's transaction, not by its next poll.
   await boss.createQueue(QUEUES.settle, { ...settleJobOptions(policy), notify: true });
+  // Queues created before the retention was set keep their default for jobs sent without one.
+  await boss.updateQueue(QUEUES.settle, { retentionSeconds: WAITING_JOB_RETENTION_SECONDS });
+  // A sweep that fails is simply run again by the next minute's schedule.
+  await boss.createQueue(QUEUES.sweep, { retryLimit: 0, expireInSeconds: 120, deleteAfterSeconds: 3600 });
 }

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { PrismaClient } from '../db/prisma.ts';
 import type { Logger } from '../logger.ts';
 import { Deferred, RetryLater, type Settlement } from '../payments/settlement.ts';
+import { sweepOrphanedPayments } from './sweeper.ts';
 import { deferralDelaySeconds, QUEUES, settleJobOptions, settlePaymentJob, type QueuePolicy, type SettlePaymentJob } from './queues.ts';
 
 /** Jobs fetched at once by one fetch loop. */
@@ -23,6 +24,8 @@ export async function startWorkers(deps: {
   concurrency: number;
   /** How often idle workers look for due retries (new jobs wake them at once). */
   pollingIntervalSeconds: number;
+  /** The sweeper re-enqueues PENDING payments without a live job once they are this old. */
+  sweepMinAgeSeconds: number;
 }): Promise<void> {
   const { boss, settlement, logger } = deps;
   const reschedule = createRescheduler(deps);
@@ -62,6 +65,13 @@ export async function startWorkers(deps: {
   } as const;
   await boss.work(QUEUES.settle, options, handle(QUEUES.settle, settlement.settle));
   await boss.work(QUEUES.reconcile, { ...options, localConcurrency: 1 }, handle(QUEUES.reconcile, settlement.reconcile));
+
+  // Every minute, one sweep (pg-boss sends one job per tick whoever schedules it; the sweep itself
+  // holds an advisory lock) finds PENDING payments that lost their job.
+  await boss.schedule(QUEUES.sweep, '* * * * *');
+  await boss.work(QUEUES.sweep, { pollingIntervalSeconds: 30 }, async () => {
+    await sweepOrphanedPayments({ prisma: deps.prisma, boss, queue: deps.queue, minAgeSeconds: deps.sweepMinAgeSeconds, logger });
+  });
 }
 
 const commandResponse = z.object({ affected: z.number() });
