@@ -1,5 +1,6 @@
 import { PgBoss } from 'pg-boss';
-import { RateLimiterMemory } from 'rate-limiter-flexible';
+import pg from 'pg';
+import { RateLimiterPostgres } from 'rate-limiter-flexible';
 import { createAccountService } from './accounts/accounts.ts';
 import { createTokenVerifier } from './auth.ts';
 import { requireJwtSecret, type Config } from './config.ts';
@@ -80,6 +81,11 @@ export async function startApiRole(options: {
   });
   observeApiGauges(metrics, prisma, events);
   const limit = config.sendPaymentRateLimitPerMinute;
+  // The limiter's counters live in PostgreSQL (table rate_limits, created by our migration), so
+  // the limit holds across every API process, not per process. A small pool of its own: a
+  // limiter query never waits behind the money path's connections.
+  const limiterPool = limit > 0 ? new pg.Pool({ connectionString: databaseUrl, max: 2, application_name: 'payments-ratelimit' }) : null;
+  limiterPool?.on('error', (error) => logger.error({ err: error }, 'rate limiter pool error'));
   let stopping = false;
   const api = await startApi({
     services: {
@@ -88,7 +94,17 @@ export async function startApiRole(options: {
       metrics,
       payments: createPaymentService({ prisma, boss, queue: queuePolicy(config), logger, metrics }),
       accounts: createAccountService({ prisma, logger }),
-      sendPaymentLimiter: limit > 0 ? new RateLimiterMemory({ points: limit, duration: 60 }) : null,
+      sendPaymentLimiter: limiterPool
+        ? new RateLimiterPostgres({
+            storeClient: limiterPool,
+            storeType: 'pool',
+            tableName: 'rate_limits',
+            tableCreated: true,
+            keyPrefix: 'send-payment',
+            points: limit,
+            duration: 60,
+          })
+        : null,
       events,
     },
     tokens,
@@ -114,6 +130,7 @@ export async function startApiRole(options: {
       await api.close();
       await events.stop();
       await boss.stop({ graceful: true, close: true });
+      await limiterPool?.end();
       await prisma.$disconnect();
     },
   };

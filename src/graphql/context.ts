@@ -1,4 +1,4 @@
-import type { RateLimiterMemory } from 'rate-limiter-flexible';
+import type { RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { AccountService } from '../accounts/accounts.ts';
 import type { Viewer } from '../auth.ts';
 import type { PrismaClient } from '../db/prisma.ts';
@@ -13,8 +13,8 @@ export interface Services {
   prisma: PrismaClient;
   payments: PaymentService;
   accounts: AccountService;
-  /** Per-customer limit on sendPayment; null when SEND_PAYMENT_RATE_LIMIT_PER_MINUTE is 0. */
-  sendPaymentLimiter: RateLimiterMemory | null;
+  /** Per-customer limit on sendPayment, shared by every API process; null when SEND_PAYMENT_RATE_LIMIT_PER_MINUTE is 0. */
+  sendPaymentLimiter: RateLimiterAbstract | null;
   /** Payment events from every process, for subscriptions. */
   events: PaymentEventHub;
   metrics: Metrics;
