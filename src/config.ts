@@ -105,7 +105,7 @@ const configSchema = z
     databasePoolSize: env.DATABASE_POOL_SIZE,
     port: env.PORT,
     /** Undefined unless AUTH_JWT_SECRET is set (or `allowDevSecret`): see `requireJwtSecret`. */
-    jwtSecret: env.AUTH_JWT_SECRET as string | undefined,
+    jwtSecret: env.AUTH_JWT_SECRET,
     /** Tokens whose `exp` is further ahead than this are refused, whoever signed them. */
     maxTokenSeconds: env.AUTH_MAX_TOKEN_HOURS * 3600,
     providerUrl: env.PROVIDER_URL?.replace(/\/+$/, ''),
