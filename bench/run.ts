@@ -50,7 +50,7 @@ const SETTLEMENT = [
 
 const log = (line: string) => process.stderr.write(`[bench] ${line}\n`);
 
-/** The notifications the payment transaction sent before ADR 0004, put back for comparison. */
+/** The notifications the payment transaction sent before ADR 0006, put back for comparison. */
 const WITH_NOTIFY_SQL = `
   CREATE OR REPLACE FUNCTION bench_notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
   BEGIN
@@ -166,7 +166,7 @@ async function main(): Promise<void> {
         txP99Ms: tx?.p99Ms ?? null,
         baselineTxP99Ms: pgbTx?.p99Ms ?? null,
         ...(!baselines
-          ? { notes: 'NOTIFY in the payment transaction, as before ADR 0004; baselinePerSec = the same point without it, in this run' }
+          ? { notes: 'NOTIFY in the payment transaction, as before ADR 0006; baselinePerSec = the same point without it, in this run' }
           : pgb
             ? {}
             : { notes: 'pgbench not installed: baseline is the Node pg client' }),

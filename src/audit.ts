@@ -21,9 +21,14 @@ const MAX_LISTED = 20;
 
 const providerPayments = z.array(z.object({ idempotencyKey: z.string(), amount: z.number(), status: z.string() }));
 
+/** A payment PENDING for longer than this is flagged: settlement (with its retries) takes minutes, not hours. */
+export const DEFAULT_PENDING_MAX_AGE_SECONDS = 3600;
+
 export async function audit(options: {
   prisma: PrismaClient;
   provider?: { url: string; apiKey: string };
+  /** Flag payments PENDING for longer than this (default one hour). */
+  pendingMaxAgeSeconds?: number;
 }): Promise<AuditReport> {
   const { prisma } = options;
   const checks: AuditCheck[] = [];
@@ -100,6 +105,17 @@ export async function audit(options: {
       OR bool_or(e.n > 1 AND e.previous_status IS DISTINCT FROM e.prior)
       OR bool_or(e.back = 1 AND e.status <> p.status)`;
   check('each payment has events that retrace its status history', payments, history.map((r) => `payment ${r.id}: ${r.problem}`));
+
+  const pendingMaxAge = options.pendingMaxAgeSeconds ?? DEFAULT_PENDING_MAX_AGE_SECONDS;
+  const stale = await prisma.$queryRaw<{ id: string; created_at: Date; minutes: number }[]>`
+    SELECT id, created_at, floor(extract(epoch FROM now() - created_at) / 60)::int AS minutes FROM payments
+    WHERE status = 'PENDING' AND created_at <= now() - make_interval(secs => ${pendingMaxAge})
+    ORDER BY created_at`;
+  check(
+    'no payment stays PENDING for long',
+    payments,
+    stale.map((r) => `payment ${r.id} PENDING since ${r.created_at.toISOString()} (${r.minutes} min)`),
+  );
 
   if (options.provider) {
     const response = await fetch(`${options.provider.url}/admin/payments`, { headers: { 'x-api-key': options.provider.apiKey } });

@@ -2,15 +2,22 @@ import { errors as joseErrors, jwtVerify, SignJWT } from 'jose';
 import { z } from 'zod';
 
 /**
- * Bearer tokens: HS256 JWTs signed with AUTH_JWT_SECRET. `role` says who is calling;
- * customers carry their customer id in `sub`. `exp` is required and `alg` is pinned.
+ * Bearer tokens: HS256 JWTs signed with AUTH_JWT_SECRET. `role` says who is calling; `sub` says
+ * which customer (their customer id) or which operator (a person's id, e.g. `alice@bank`, recorded
+ * on everything they change). `exp` is required, at most `maxTokenSeconds` ahead, and `alg` is pinned.
  */
-export type Viewer = { role: 'customer'; customerId: string } | { role: 'operator' };
+export type Viewer = { role: 'customer'; customerId: string } | { role: 'operator'; operatorId: string };
+
+/** An operator's id: printable, no spaces, short enough to read in an audit trail. */
+export const operatorId = z.string().regex(/^[A-Za-z0-9._:@+-]{1,100}$/, 'must be 1-100 characters of [A-Za-z0-9._:@+-]');
 
 const claims = z.discriminatedUnion('role', [
   z.object({ role: z.literal('customer'), sub: z.uuid() }),
-  z.object({ role: z.literal('operator') }),
+  z.object({ role: z.literal('operator'), sub: operatorId }),
 ]);
+
+/** How long a token may live, at most, from now: a leaked long-lived token is refused. */
+export const DEFAULT_MAX_TOKEN_SECONDS = 24 * 3600;
 
 /** A verified token: who is calling, and until when. */
 export interface Session {
@@ -28,15 +35,20 @@ export interface TokenVerifier {
   fromHeader(header: unknown): Promise<Session | null>;
 }
 
-export function createTokenVerifier(secret: string): TokenVerifier {
+export function createTokenVerifier(secret: string, options: { maxTokenSeconds?: number } = {}): TokenVerifier {
   const key = new TextEncoder().encode(secret);
+  const maxTokenSeconds = options.maxTokenSeconds ?? DEFAULT_MAX_TOKEN_SECONDS;
   async function verify(token: string): Promise<Session> {
     try {
       const { payload } = await jwtVerify(token, key, { algorithms: ['HS256'], requiredClaims: ['exp'] });
       const parsed = claims.safeParse(payload);
       if (!parsed.success || typeof payload.exp !== 'number') throw new AuthError('token claims are invalid');
+      // A minute of slack for clocks that disagree a little.
+      if (payload.exp > Date.now() / 1000 + maxTokenSeconds + 60) throw new AuthError('token lifetime exceeds the maximum');
       const viewer: Viewer =
-        parsed.data.role === 'customer' ? { role: 'customer', customerId: parsed.data.sub } : { role: 'operator' };
+        parsed.data.role === 'customer'
+          ? { role: 'customer', customerId: parsed.data.sub }
+          : { role: 'operator', operatorId: parsed.data.sub };
       return { viewer, expiresAt: new Date(payload.exp * 1000) };
     } catch (error) {
       if (error instanceof AuthError) throw error;
@@ -62,6 +74,6 @@ export async function signToken(viewer: Viewer, secret: string, ttlSeconds: numb
     .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
     .setIssuedAt()
     .setExpirationTime(Math.floor(Date.now() / 1000) + ttlSeconds);
-  if (viewer.role === 'customer') jwt.setSubject(viewer.customerId);
+  jwt.setSubject(viewer.role === 'customer' ? viewer.customerId : viewer.operatorId);
   return jwt.sign(new TextEncoder().encode(secret));
 }

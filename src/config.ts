@@ -6,6 +6,9 @@ import { z } from 'zod';
  */
 export type Config = z.infer<typeof configSchema>;
 
+// Known to everyone who reads this repository: only `npm start` (the local all-in-one demo, which
+// passes `allowDevSecret`) may sign with it, and never in production. Every other process that
+// signs or verifies tokens refuses to start without AUTH_JWT_SECRET (`requireJwtSecret`).
 const DEV_JWT_SECRET = 'dev-only-secret-change-me-dev-only-secret';
 
 const wholeNumber = (min: number, max: number) =>
@@ -50,6 +53,7 @@ const configSchema = z
     DATABASE_POOL_SIZE: intFromEnv(10, 1, 200),
     PORT: intFromEnv(4000, 0, 65535),
     AUTH_JWT_SECRET: z.string().optional(),
+    AUTH_MAX_TOKEN_HOURS: intFromEnv(24, 1, 24 * 365),
     PROVIDER_URL: z.url({ protocol: /^https?$/ }).optional(),
     PROVIDER_API_KEY: z.string().min(1).default('dev-provider-key'),
     PROVIDER_PORT: intFromEnv(4100, 0, 65535),
@@ -69,6 +73,7 @@ const configSchema = z
     EVENT_RETENTION_DAYS: intFromEnv(30, 1, 3650),
     EVENT_POLL_INTERVAL_MS: intFromEnv(100, 10, 60_000),
     EVENT_QUERY_TIMEOUT_MS: intFromEnv(5000, 100, 120_000),
+    PAYMENT_SWEEP_MIN_AGE_SECONDS: intFromEnv(300, 0, 30 * 86_400),
     FAILPOINTS: z.string().optional(),
     GRAPHQL_IDE: booleanFromEnv,
     GRAPHQL_INTROSPECTION: booleanFromEnv,
@@ -88,6 +93,15 @@ const configSchema = z
     if (env.METRICS_PUBLIC === false && env.METRICS_PORT === undefined && env.NODE_ENV !== 'production') {
       ctx.addIssue({ code: 'custom', path: ['METRICS_PORT'], message: 'must be set when METRICS_PUBLIC is false, or metrics are served nowhere' });
     }
+    // A job must outlive the provider call it makes, with room to record the answer: otherwise
+    // it expires mid-call and a second worker settles the same payment at the same time.
+    if (env.PAYMENT_JOB_EXPIRE_SECONDS * 1000 < 2 * env.PROVIDER_TIMEOUT_MS) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['PAYMENT_JOB_EXPIRE_SECONDS'],
+        message: `must be at least twice PROVIDER_TIMEOUT_MS (${env.PROVIDER_TIMEOUT_MS} ms), i.e. ${Math.ceil((2 * env.PROVIDER_TIMEOUT_MS) / 1000)} or more`,
+      });
+    }
     if (env.PAYMENT_RETRY_DELAY_MAX_SECONDS < env.PAYMENT_RETRY_DELAY_SECONDS) {
       ctx.addIssue({
         code: 'custom',
@@ -101,8 +115,10 @@ const configSchema = z
     databaseUrl: env.DATABASE_URL,
     databasePoolSize: env.DATABASE_POOL_SIZE,
     port: env.PORT,
-    jwtSecret: env.AUTH_JWT_SECRET ?? DEV_JWT_SECRET,
-    jwtSecretIsDevDefault: env.AUTH_JWT_SECRET === undefined,
+    /** Undefined unless AUTH_JWT_SECRET is set (or `allowDevSecret`): see `requireJwtSecret`. */
+    jwtSecret: env.AUTH_JWT_SECRET,
+    /** Tokens whose `exp` is further ahead than this are refused, whoever signed them. */
+    maxTokenSeconds: env.AUTH_MAX_TOKEN_HOURS * 3600,
     providerUrl: env.PROVIDER_URL?.replace(/\/+$/, ''),
     providerApiKey: env.PROVIDER_API_KEY,
     providerPort: env.PROVIDER_PORT,
@@ -127,6 +143,8 @@ const configSchema = z
       // at most expire + supervise seconds, under the contract's minute with the defaults.
       jobExpireSeconds: env.PAYMENT_JOB_EXPIRE_SECONDS,
       superviseSeconds: env.QUEUE_SUPERVISE_SECONDS,
+      // The sweeper re-enqueues a PENDING payment with no live job once it is this old.
+      sweepMinAgeSeconds: env.PAYMENT_SWEEP_MIN_AGE_SECONDS,
     },
     events: {
       retentionDays: env.EVENT_RETENTION_DAYS,
@@ -147,8 +165,16 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
+export interface LoadConfigOptions {
+  /**
+   * Sign and verify with the repository's development secret when AUTH_JWT_SECRET is unset (never
+   * in production). Only the local all-in-one demo (`npm start`, src/main.ts) passes this.
+   */
+  allowDevSecret?: boolean;
+}
+
 /** Parses the environment (by default `process.env`) into a `Config`, or throws a `ConfigError`. */
-export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+export function loadConfig(env: Record<string, string | undefined> = process.env, options: LoadConfigOptions = {}): Config {
   // Empty strings mean "unset", as they do for most twelve-factor tools.
   const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
   const parsed = configSchema.safeParse(cleaned);
@@ -156,5 +182,18 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     const lines = parsed.error.issues.map((i) => `  ${i.path.join('.') || '(environment)'}: ${i.message}`);
     throw new ConfigError(`Invalid environment:\n${lines.join('\n')}`);
   }
-  return parsed.data;
+  const config = parsed.data;
+  // Production without a secret was refused above, so the fallback is for development only.
+  if (options.allowDevSecret && config.jwtSecret === undefined) return { ...config, jwtSecret: DEV_JWT_SECRET };
+  return config;
+}
+
+/** The JWT secret of a process that signs or verifies tokens; a `ConfigError` naming AUTH_JWT_SECRET without one. */
+export function requireJwtSecret(config: Pick<Config, 'jwtSecret'>): string {
+  if (config.jwtSecret === undefined) {
+    throw new ConfigError(
+      'Invalid environment:\n  AUTH_JWT_SECRET: is required (32+ random bytes); only `npm start`, the local demo, has a built-in one',
+    );
+  }
+  return config.jwtSecret;
 }

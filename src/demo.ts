@@ -1,5 +1,6 @@
 import type { AccountService } from './accounts/accounts.ts';
 import { signToken, type Viewer } from './auth.ts';
+import type { Config } from './config.ts';
 import type { PrismaClient } from './db/prisma.ts';
 
 /**
@@ -21,6 +22,17 @@ export const DEMO = {
   ],
 } as const;
 
+/** The operator named in the demo's operator token; recorded on what it changes. */
+export const DEMO_OPERATOR = 'operator:demo';
+
+/**
+ * Demo money and tokens are for a developer's machine: never seeded into, or printed for, a
+ * production environment (where they would be real money and a real operator token).
+ */
+export function demoAllowed(config: Pick<Config, 'nodeEnv'>): boolean {
+  return config.nodeEnv !== 'production';
+}
+
 export async function seedDemo(prisma: PrismaClient, accounts: AccountService, sortCode: string): Promise<void> {
   for (const c of DEMO.customers) {
     await prisma.customer.upsert({ where: { id: c.id }, update: {}, create: { id: c.id, name: c.name } });
@@ -29,14 +41,14 @@ export async function seedDemo(prisma: PrismaClient, accounts: AccountService, s
       update: {},
       create: { id: c.account.id, customerId: c.id, name: c.account.name, sortCode, accountNumber: c.account.accountNumber },
     });
-    await accounts.depositFunds({ accountId: c.account.id, amount: c.account.funding, idempotencyKey: 'demo-initial-funding' });
+    await accounts.depositFunds({ accountId: c.account.id, amount: c.account.funding, idempotencyKey: 'demo-initial-funding' }, DEMO_OPERATOR);
   }
 }
 
 export async function demoTokens(secret: string, ttlSeconds = 24 * 3600) {
   const sign = (v: Viewer) => signToken(v, secret, ttlSeconds);
   return {
-    operator: await sign({ role: 'operator' }),
+    operator: await sign({ role: 'operator', operatorId: DEMO_OPERATOR }),
     customers: await Promise.all(
       DEMO.customers.map(async (c) => ({ ...c, token: await sign({ role: 'customer', customerId: c.id }) })),
     ),

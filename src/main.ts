@@ -1,8 +1,8 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BANK_SORT_CODE, createAccountService } from './accounts/accounts.ts';
-import { loadConfig } from './config.ts';
-import { demoTokens, seedDemo } from './demo.ts';
+import { loadConfig, requireJwtSecret } from './config.ts';
+import { demoAllowed, demoTokens, seedDemo } from './demo.ts';
 import { ensureDatabase, startEmbeddedPostgres } from './db/embedded.ts';
 import { migrate } from './db/migrate.ts';
 import { startEmulator } from './emulator/server.ts';
@@ -21,7 +21,8 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const EMBEDDED_PORT = 54329;
 
 async function main() {
-  const config = loadConfig();
+  // The one entry point allowed the repository's development secret: a local demo.
+  const config = loadConfig(process.env, { allowDevSecret: true });
   const logger = createLogger({ level: config.logLevel, name: 'payments' });
   const stops: Array<() => Promise<void>> = [];
 
@@ -49,8 +50,11 @@ async function main() {
     providerUrl = emulator.url;
   }
 
-  const tokens = await demoTokens(config.jwtSecret);
-  const alice = tokens.customers[0];
+  // In production: no demo money and no printed operator token, whatever else this process runs.
+  const demo = demoAllowed(config);
+  if (!demo) logger.warn('NODE_ENV is production: no demo data is seeded and no tokens are printed');
+  const tokens = demo ? await demoTokens(requireJwtSecret(config)) : null;
+  const alice = tokens?.customers[0];
   // One metrics registry for both roles, so the API's /metrics shows the worker's too.
   const metrics = createMetrics();
   const worker = await startWorkerRole({ config, databaseUrl, providerUrl, logger, metrics });
@@ -58,20 +62,24 @@ async function main() {
   const api = await startApiRole({ config, databaseUrl, logger, metrics, ...(alice ? { ideToken: alice.token } : {}) });
   stops.unshift(() => api.stop());
 
-  await seedDemo(api.prisma, createAccountService({ prisma: api.prisma, logger }), BANK_SORT_CODE);
+  if (tokens) await seedDemo(api.prisma, createAccountService({ prisma: api.prisma, logger }), BANK_SORT_CODE);
 
   const lines = [
     '',
     `  Payments API is running. Open the IDE: ${api.api.url}`,
     `  Metrics: ${config.metricsPublic ? api.api.url.replace(/\/graphql$/, '/metrics') : `${api.opsUrl ?? '(none)'}/metrics`}   Provider emulator: ${providerUrl}`,
     '',
-    `  Operator token:\n    ${tokens.operator}`,
-    ...tokens.customers.flatMap((c) => [
-      `  ${c.name} (customer ${c.id}, account ${c.account.id}, £${(c.account.funding / 100).toFixed(2)} at first start):`,
-      `    ${c.token}`,
-    ]),
-    '',
-    '  The IDE opens with Alice\'s token in its Headers tab. Ctrl-C stops everything.',
+    ...(tokens
+      ? [
+          `  Operator token:\n    ${tokens.operator}`,
+          ...tokens.customers.flatMap((c) => [
+            `  ${c.name} (customer ${c.id}, account ${c.account.id}, £${(c.account.funding / 100).toFixed(2)} at first start):`,
+            `    ${c.token}`,
+          ]),
+          '',
+          '  The IDE opens with Alice\'s token in its Headers tab. Ctrl-C stops everything.',
+        ]
+      : ['  Production mode: no demo data, no tokens. Ctrl-C stops everything.']),
     '',
   ];
   process.stdout.write(`${lines.join('\n')}\n`);

@@ -1,8 +1,9 @@
 import { PgBoss } from 'pg-boss';
-import { RateLimiterMemory } from 'rate-limiter-flexible';
+import pg from 'pg';
+import { RateLimiterPostgres } from 'rate-limiter-flexible';
 import { createAccountService } from './accounts/accounts.ts';
 import { createTokenVerifier } from './auth.ts';
-import type { Config } from './config.ts';
+import { requireJwtSecret, type Config } from './config.ts';
 import { createFailpoints } from './failpoints.ts';
 import { createPrisma, type PrismaClient } from './db/prisma.ts';
 import { startApi, type RunningApi } from './graphql/server.ts';
@@ -82,6 +83,8 @@ export async function startApiRole(options: {
   onQuery?: (sql: string) => void;
 }): Promise<ApiRole> {
   const { config, databaseUrl } = options;
+  // Before anything is started: an API without its own secret must not come up at all.
+  const tokens = createTokenVerifier(requireJwtSecret(config), { maxTokenSeconds: config.maxTokenSeconds });
   const logger = options.logger.child({ role: 'api' });
   const metrics = options.metrics ?? createMetrics();
   const prisma = createPrisma({
@@ -101,6 +104,11 @@ export async function startApiRole(options: {
   observeApiGauges(metrics, prisma, events, options.metricsCacheMs ?? METRICS_CACHE_MS);
   const limit = config.sendPaymentRateLimitPerMinute;
   const budget = createSubscriptionBudget();
+  // The limiter's counters live in PostgreSQL (table rate_limits, created by our migration), so
+  // the limit holds across every API process, not per process. A small pool of its own: a
+  // limiter query never waits behind the money path's connections.
+  const limiterPool = limit > 0 ? new pg.Pool({ connectionString: databaseUrl, max: 2, application_name: 'payments-ratelimit' }) : null;
+  limiterPool?.on('error', (error) => logger.error({ err: error }, 'rate limiter pool error'));
   let stopping = false;
   // Ready: not shutting down, the database answers, the queue answers (through pg-boss's own
   // pool: payments can be enqueued), and live updates can be delivered.
@@ -116,11 +124,21 @@ export async function startApiRole(options: {
       metrics,
       payments: createPaymentService({ prisma, boss, queue: queuePolicy(config), logger, metrics }),
       accounts: createAccountService({ prisma, logger }),
-      sendPaymentLimiter: limit > 0 ? new RateLimiterMemory({ points: limit, duration: 60 }) : null,
+      sendPaymentLimiter: limiterPool
+        ? new RateLimiterPostgres({
+            storeClient: limiterPool,
+            storeType: 'pool',
+            tableName: 'rate_limits',
+            tableCreated: true,
+            keyPrefix: 'send-payment',
+            points: limit,
+            duration: 60,
+          })
+        : null,
       events,
       subscriptionBudget: budget,
     },
-    tokens: createTokenVerifier(config.jwtSecret),
+    tokens,
     port: options.port ?? config.port,
     ide: config.ide,
     introspection: config.introspection,
@@ -143,6 +161,7 @@ export async function startApiRole(options: {
       await api.close();
       await events.stop();
       await boss.stop({ graceful: true, close: true });
+      await limiterPool?.end();
       await prisma.$disconnect();
     },
   };
@@ -187,10 +206,13 @@ export async function startWorkerRole(options: {
   );
   await startWorkers({
     boss,
+    prisma,
+    queue: queuePolicy(config),
     logger,
     settlement: createSettlement({ prisma, provider, logger, metrics, failpoints: createFailpoints(config.failpoints) }),
     concurrency: config.workerConcurrency,
     pollingIntervalSeconds: options.pollingIntervalSeconds ?? 0.5,
+    sweepMinAgeSeconds: config.queue.sweepMinAgeSeconds,
   });
   await schedulePruning(boss, prisma, config, logger);
   let stopping = false;

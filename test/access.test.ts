@@ -82,7 +82,7 @@ describe('authentication', () => {
           .setExpirationTime(Math.floor(Date.now() / 1000) - 60)
           .sign(new TextEncoder().encode(TEST_SECRET)),
     ],
-    ['a token signed with another secret', () => signToken({ role: 'operator' }, 'another-secret-that-is-also-32-bytes-long', 3600)],
+    ['a token signed with another secret', () => signToken({ role: 'operator', operatorId: 'mallory' }, 'another-secret-that-is-also-32-bytes-long', 3600)],
     ['a token without an expiry', () => new SignJWT({ role: 'operator' }).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(TEST_SECRET))],
     [
       'an unsigned token (alg none)',
@@ -93,6 +93,18 @@ describe('authentication', () => {
       },
     ],
     ['a customer token whose subject is not an id', () => signToken({ role: 'customer', customerId: 'root' }, TEST_SECRET, 3600)],
+    [
+      'an operator token without a subject',
+      () =>
+        new SignJWT({ role: 'operator' })
+          .setProtectedHeader({ alg: 'HS256' })
+          .setExpirationTime(Math.floor(Date.now() / 1000) + 600)
+          .sign(new TextEncoder().encode(TEST_SECRET)),
+    ],
+    [
+      'a token that lives longer than AUTH_MAX_TOKEN_HOURS',
+      () => signToken({ role: 'operator', operatorId: 'mallory' }, TEST_SECRET, 30 * 24 * 3600),
+    ],
   ];
 
   const matrix = badTokens.flatMap(([tokenName, token]) => operations.map(([op, query, vars]) => [op, tokenName, token, query, vars] as const));

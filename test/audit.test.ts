@@ -84,4 +84,22 @@ describe('the audit', () => {
     expect(result.stdout).toContain(`payment ${cancelled.id} CANCELLED (refunded) but held by the provider`);
     expect(result.stdout).toContain('INVARIANTS VIOLATED');
   });
+
+  it('flags a payment that has been PENDING for longer than an hour, or the threshold given', async () => {
+    const alice = await stack.newCustomer(10_000);
+    stack.emulator.setFaults({ errorRate: 1 });
+    try {
+      const sent = await stack.send(alice.token, paymentInput(alice.accountId));
+      const id = sent.payment?.id ?? '';
+      expect(failing(await audit({ prisma: stack.db }))).toEqual([]);
+      expect(failing(await audit({ prisma: stack.db, pendingMaxAgeSeconds: 0 }))).toEqual(['no payment stays PENDING for long']);
+      await stack.db.$executeRaw`UPDATE payments SET created_at = now() - interval '2 hours' WHERE id = ${id}::uuid`;
+      const report = await audit({ prisma: stack.db });
+      expect(report.checks.find((c) => c.name === 'no payment stays PENDING for long')?.violations).toEqual([
+        expect.stringMatching(new RegExp(`^payment ${id} PENDING since .* \\(12\\d\\d? min\\)$`)),
+      ]);
+    } finally {
+      stack.emulator.setFaults({ errorRate: 0 });
+    }
+  });
 });

@@ -11,7 +11,7 @@ import { startRole } from '../src/chaos/processes.ts';
  */
 let stack: Stack;
 beforeAll(async () => {
-  stack = await startStack({ worker: false, env: { PAYMENT_JOB_EXPIRE_SECONDS: '2' } });
+  stack = await startStack({ worker: false, env: { PAYMENT_JOB_EXPIRE_SECONDS: '2', PROVIDER_TIMEOUT_MS: '1000' } });
 });
 afterAll(async () => {
   await stack?.stop();

@@ -10,6 +10,8 @@ import { startApiRole, startWorkerRole, type ApiRole, type WorkerRole } from '..
 import { withDatabase } from './global-setup.ts';
 
 export const TEST_SECRET = 'test-secret-that-is-at-least-32-bytes-long!!';
+/** The operator id in the tests' operator tokens. */
+export const TEST_OPERATOR = 'test-operator@bank';
 
 /** A fresh database cloned from the migrated template; dropped by `drop()`. */
 export async function createTestDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
@@ -204,7 +206,7 @@ export async function startStack(
     ...(options.onApiQuery ? { onQuery: options.onApiQuery } : {}),
   });
   const db = createPrisma({ databaseUrl: database.url, poolSize: 4 });
-  const operatorToken = await signToken({ role: 'operator' }, TEST_SECRET, 3600);
+  const operatorToken = await signToken({ role: 'operator', operatorId: TEST_OPERATOR }, TEST_SECRET, 3600);
 
   const stack: Stack = {
     config,

@@ -50,8 +50,10 @@ describe('the migration runner', () => {
       'accounts',
       'customers',
       'ledger_entries',
+      'operator_actions',
       'payment_attempts',
       'payments',
+      'rate_limits',
     ]);
   });
 

@@ -181,7 +181,7 @@ describe('tokens', () => {
       .toString()
       .trim();
     expect(await gql(stack.apiUrl, token, '{ me { id } }')).toEqual({ data: { me: { id: alice.customerId } } });
-    const operator = await signToken({ role: 'operator' }, TEST_SECRET, 60);
+    const operator = await signToken({ role: 'operator', operatorId: 'ops@bank' }, TEST_SECRET, 60);
     expect((await gql(stack.apiUrl, operator, '{ me { id } }')).data).toEqual({ me: null });
   });
 });

@@ -43,7 +43,7 @@ beforeAll(async () => {
   ]);
   apis = started.slice(0, 2);
   workers = started.slice(2);
-  operatorToken = await signToken({ role: 'operator' }, TEST_SECRET, 600);
+  operatorToken = await signToken({ role: 'operator', operatorId: 'ops@bank' }, TEST_SECRET, 600);
 });
 
 afterAll(async () => {

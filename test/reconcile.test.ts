@@ -33,7 +33,8 @@ describe('when the retries run out', () => {
     const payment = await settled(sent.payment?.id ?? '');
 
     expect(payment.status).toBe('FAILED');
-    expect(payment.failureReason).toBe('retries exhausted; voided at the provider');
+    expect(payment.failureReason).toBe('NOT_SENT_PROVIDER_UNAVAILABLE');
+    expect(payment.attempts.at(-1)?.internalDetail).toBe('retries exhausted; voided at the provider');
     expect(payment.account.balance).toBe(10_000n);
     expect(payment.ledgerEntries.map((e) => [e.kind, e.amount])).toEqual([
       ['PAYMENT_DEBIT', -2_000n],
@@ -56,7 +57,7 @@ describe('when the retries run out', () => {
       const payment = await settled(sent.payment?.id ?? '');
       expect(payment.status).toBe('COMPLETED');
       expect(payment.attempts.map((a) => a.outcome)).toEqual(['RETRY', 'COMPLETED']);
-      expect(payment.attempts[1]?.detail).toMatch(/reconciled/);
+      expect(payment.attempts[1]?.internalDetail).toMatch(/reconciled/);
       expect(payment.account.balance).toBe(8_000n);
     } finally {
       stack.emulator.setFaults({ acceptThenFailRate: 0 });
@@ -74,7 +75,7 @@ describe('when the retries run out', () => {
       await vi.waitFor(
         async () => {
           const attempts = await stack.db.paymentAttempt.findMany({ where: { paymentId }, orderBy: { id: 'asc' } });
-          expect(attempts.map((a) => a.detail)).toEqual(
+          expect(attempts.map((a) => a.internalDetail)).toEqual(
             expect.arrayContaining([expect.stringMatching(/^checking the provider/), expect.stringMatching(/^reconciling/)]),
           );
         },

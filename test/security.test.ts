@@ -79,6 +79,26 @@ describe('rate limits', () => {
       await own.stop();
     }
   });
+
+  it('holds the limit across API processes that share the database', async () => {
+    const own = await startStack({ worker: false, env: { SEND_PAYMENT_RATE_LIMIT_PER_MINUTE: '3' } });
+    const second = await startApiRole({ config: own.config, databaseUrl: own.databaseUrl, logger: own.logger, port: 0 });
+    try {
+      const secondUrl = second.api.url.replace('localhost', '127.0.0.1');
+      const bob = await own.newCustomer(10_000);
+      const viaSecond = async () =>
+        (await gql<SendPaymentData>(secondUrl, bob.token, SEND_PAYMENT, { input: paymentInput(bob.accountId, { amount: 1 }) })).data?.sendPayment;
+      expect((await own.send(bob.token, paymentInput(bob.accountId, { amount: 1 }))).errors).toEqual([]);
+      expect((await viaSecond())?.errors).toEqual([]);
+      expect((await own.send(bob.token, paymentInput(bob.accountId, { amount: 1 }))).errors).toEqual([]);
+      expect((await viaSecond())?.errors.map((e) => e.code)).toEqual(['RATE_LIMITED']);
+      expect((await own.send(bob.token, paymentInput(bob.accountId, { amount: 1 }))).errors.map((e) => e.code)).toEqual(['RATE_LIMITED']);
+      expect(await own.db.payment.count({ where: { accountId: bob.accountId } })).toBe(3);
+    } finally {
+      await second.stop();
+      await own.stop();
+    }
+  });
 });
 
 describe('production mode', () => {

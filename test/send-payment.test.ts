@@ -152,4 +152,14 @@ describe('the database itself', () => {
       /append-only/,
     );
   });
+
+  it('refuses to truncate the ledger or the operator actions, and keeps every row', async () => {
+    await stack.newCustomer(100);
+    const entries = await stack.db.ledgerEntry.count();
+    const actions = await stack.db.operatorAction.count();
+    await expect(stack.db.$executeRawUnsafe('TRUNCATE ledger_entries CASCADE')).rejects.toThrow(/append-only \(TRUNCATE refused\)/);
+    await expect(stack.db.$executeRawUnsafe('TRUNCATE operator_actions')).rejects.toThrow(/append-only \(TRUNCATE refused\)/);
+    expect(await stack.db.ledgerEntry.count()).toBe(entries);
+    expect(await stack.db.operatorAction.count()).toBe(actions);
+  });
 });

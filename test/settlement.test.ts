@@ -2,6 +2,8 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createMetrics } from '../src/ops/metrics.ts';
 import { createSettlement } from '../src/payments/settlement.ts';
 import { createProviderClient } from '../src/provider/client.ts';
+import { startWorkerRole } from '../src/roles.ts';
+import { freePort } from '../src/db/embedded.ts';
 import { expectNoErrorLogs, gql, paymentInput, startStack, type Stack } from './helpers.ts';
 
 const PAYMENT_QUERY = /* GraphQL */ `
@@ -49,9 +51,15 @@ async function waitForStatus(token: string, id: string, status: string) {
   );
 }
 
+/** What operators see of each attempt, oldest first. */
+async function internalDetails(paymentId: string) {
+  const rows = await stack.db.paymentAttempt.findMany({ where: { paymentId }, orderBy: { id: 'asc' } });
+  return rows.map((a) => a.internalDetail);
+}
+
 async function providerRecord(paymentId: string) {
   const response = await fetch(`${stack.emulator.url}/admin/payments`, { headers: { 'x-api-key': stack.config.providerApiKey } });
-  const all = (await response.json()) as Array<{ idempotencyKey: string; createRequests: number; amount: number }>;
+  const all = (await response.json()) as Array<{ idempotencyKey: string; createRequests: number; amount: number; sender: { name: string } }>;
   return all.filter((p) => p.idempotencyKey === paymentId);
 }
 
@@ -76,6 +84,22 @@ describe('settling a payment with the provider', () => {
     expectNoErrorLogs(stack);
   });
 
+  it("sends the account holder's name as the payer, not the account's nickname", async () => {
+    const alice = await stack.newCustomer(10_000);
+    const [customer, account] = await Promise.all([
+      stack.db.customer.findUniqueOrThrow({ where: { id: alice.customerId } }),
+      stack.db.account.findUniqueOrThrow({ where: { id: alice.accountId } }),
+    ]);
+    expect(customer.name).not.toBe(account.name);
+    const sent = await stack.send(alice.token, paymentInput(alice.accountId));
+    await waitForStatus(alice.token, sent.payment?.id ?? '', 'COMPLETED');
+    expect((await providerRecord(sent.payment?.id ?? ''))[0]?.sender).toEqual({
+      name: customer.name,
+      sortCode: account.sortCode,
+      accountNumber: account.accountNumber,
+    });
+  });
+
   it('completes without a second POST when the provider already accepted the payment before a crash', async () => {
     const alice = await stack.newCustomer(10_000);
     // The provider records the payment, then fails to answer: what the worker sees when it
@@ -85,7 +109,7 @@ describe('settling a payment with the provider', () => {
       const sent = await stack.send(alice.token, paymentInput(alice.accountId));
       const done = await waitForStatus(alice.token, sent.payment?.id ?? '', 'COMPLETED');
       expect(done.attempts.map((a) => a.outcome)).toEqual(['RETRY', 'COMPLETED']);
-      expect(done.attempts[1]?.detail).toBe('the provider already had the payment');
+      expect((await internalDetails(sent.payment?.id ?? ''))[1]).toBe('the provider already had the payment');
       expect(await providerRecord(sent.payment?.id ?? '')).toMatchObject([{ createRequests: 1 }]);
       expect(done.account.balance).toBe(9_000);
     } finally {
@@ -100,7 +124,7 @@ describe('settling a payment with the provider', () => {
       paymentInput(alice.accountId, { amount: 4_000, recipient: { name: 'Nobody', sortCode: '00-00-00', accountNumber: '12345678' } }),
     );
     const done = await waitForStatus(alice.token, sent.payment?.id ?? '', 'CANCELLED');
-    expect(done.failureReason).toMatch(/rejected by the provider/);
+    expect(done.failureReason).toBe('RECIPIENT_REJECTED');
     expect(done.account.balance).toBe(10_000);
     expect(done.account.ledger.edges.map((e) => [e.node.kind, e.node.amount, e.node.balanceAfter])).toEqual([
       ['PAYMENT_REFUND', 4_000, 10_000],
@@ -117,7 +141,7 @@ describe('settling a payment with the provider', () => {
     const sent = await stack.send(alice.token, paymentInput(alice.accountId, { amount: 1_234 }));
     const done = await waitForStatus(alice.token, sent.payment?.id ?? '', 'COMPLETED');
     expect(done.attempts.map((a) => a.outcome)).toEqual(['RETRY', 'COMPLETED']);
-    expect(done.attempts[0]?.detail).toMatch(/HTTP 500/);
+    expect((await internalDetails(sent.payment?.id ?? ''))[0]).toMatch(/HTTP 500/);
     expect(done.account.balance).toBe(10_000 - 1_234);
     expect(done.account.ledger.edges.filter((e) => e.node.kind === 'PAYMENT_DEBIT')).toHaveLength(1);
     expect(await providerRecord(sent.payment?.id ?? '')).toMatchObject([{ createRequests: 1 }]);
@@ -175,5 +199,60 @@ describe('a settlement job that runs twice', () => {
     } finally {
       await settleStack.stop();
     }
+  });
+});
+
+describe('what customers are told about their payment', () => {
+  const ATTEMPTS = 'query($id: ID!) { payment(id: $id) { status failureReason attempts { outcome detail internalDetail } } }';
+  type Attempts = { payment: { status: string; failureReason: string | null; attempts: Array<{ outcome: string; detail: string | null; internalDetail: string | null }> } | null };
+
+  it("never shows a customer a network error's internal address, and shows it to an operator", async () => {
+    const own = await startStack({ worker: false, env: { PAYMENT_RETRY_LIMIT: '0' } });
+    // A provider address where nothing listens: every call is a network error naming it.
+    const unreachable = `http://127.0.0.1:${await freePort()}`;
+    const worker = await startWorkerRole({ config: own.config, databaseUrl: own.databaseUrl, providerUrl: unreachable, logger: own.logger, pollingIntervalSeconds: 0.5 });
+    try {
+      const dora = await own.newCustomer(10_000);
+      const sent = await own.send(dora.token, paymentInput(dora.accountId));
+      const id = sent.payment?.id ?? '';
+      const seen = await vi.waitFor(
+        async () => {
+          const response = await gql<Attempts>(own.apiUrl, own.operatorToken, ATTEMPTS, { id });
+          expect(response.data?.payment?.attempts.length).toBeGreaterThanOrEqual(2);
+          return response.data?.payment;
+        },
+        { timeout: 30_000, interval: 100 },
+      );
+      expect(seen?.attempts[0]?.internalDetail).toContain(unreachable.replace('http://', ''));
+
+      const customerView = await gql<Attempts>(own.apiUrl, dora.token, ATTEMPTS, { id });
+      const text = JSON.stringify(customerView);
+      expect(text).not.toContain('127.0.0.1');
+      expect(text).not.toMatch(/ECONNREFUSED|network error|http:/i);
+      for (const attempt of customerView.data?.payment?.attempts ?? []) {
+        expect(attempt).toEqual({ outcome: 'RETRY', detail: 'The payment provider could not be reached; the payment will be tried again.', internalDetail: null });
+      }
+    } finally {
+      await worker.stop();
+      await own.stop();
+    }
+  });
+
+  it('gives a rejected payment a fixed failure reason and fixed attempt texts, the provider message only to operators', async () => {
+    const alice = await stack.newCustomer(10_000);
+    const sent = await stack.send(
+      alice.token,
+      paymentInput(alice.accountId, { recipient: { name: 'Nobody', sortCode: '00-00-00', accountNumber: '12345678' } }),
+    );
+    const id = sent.payment?.id ?? '';
+    await waitForStatus(alice.token, id, 'CANCELLED');
+    const customerView = await gql<Attempts>(stack.apiUrl, alice.token, ATTEMPTS, { id });
+    expect(customerView.data?.payment).toEqual({
+      status: 'CANCELLED',
+      failureReason: 'RECIPIENT_REJECTED',
+      attempts: [{ outcome: 'CANCELLED', detail: "The recipient's bank rejected the payment; the money is back in the account.", internalDetail: null }],
+    });
+    const operatorView = await gql<Attempts>(stack.apiUrl, stack.operatorToken, ATTEMPTS, { id });
+    expect(operatorView.data?.payment?.attempts[0]?.internalDetail).toMatch(/RECIPIENT_REJECTED: the recipient bank rejected the payment/);
   });
 });

@@ -58,7 +58,7 @@ describe('paymentUpdated over a real WebSocket', () => {
     await ensureWorker();
     await sub.done;
     expect(statuses(sub.values).at(-1)).toBe('CANCELLED');
-    expect(sub.values.at(-1)?.paymentUpdated).toMatchObject({ failureReason: expect.stringMatching(/rejected/), account: { balance: 10_000 } });
+    expect(sub.values.at(-1)?.paymentUpdated).toMatchObject({ failureReason: 'RECIPIENT_REJECTED', account: { balance: 10_000 } });
   });
 
   it('gives a late subscriber the outcome and completes', async () => {
@@ -90,7 +90,7 @@ describe('paymentUpdated over a real WebSocket', () => {
 
 describe('connection authentication', () => {
   it('closes with 4403 for a bad token', async () => {
-    const forged = await signToken({ role: 'operator' }, 'a-different-secret-of-32-bytes-or-more', 3600);
+    const forged = await signToken({ role: 'operator', operatorId: 'mallory' }, 'a-different-secret-of-32-bytes-or-more', 3600);
     expect((await connect(forged).closed).code).toBe(4403);
   });
 

@@ -1,5 +1,5 @@
 import { randomInt } from 'node:crypto';
-import type { Account, Customer, PrismaClient } from '../db/prisma.ts';
+import type { Account, Customer, PrismaClient, Tx } from '../db/prisma.ts';
 import { DomainError, userError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import {
@@ -15,8 +15,16 @@ import {
  *
  * Glossary: an *account* holds a GBP balance in pence and is identified outside the bank by
  * sort code + account number; a *ledger entry* is one append-only movement of that balance.
- * The balance always equals the sum of the account's ledger entries.
+ * The balance always equals the sum of the account's ledger entries. An *operator action* records
+ * which operator (the token's `sub`) made each change, in the same transaction as the change.
  */
+
+/** The operator making a change: their id from the token's `sub`. */
+export type Operator = string;
+
+function recordAction(tx: Tx, operator: Operator, action: string, targetId: string, detail: string | null) {
+  return tx.operatorAction.create({ data: { operator, action, targetId, detail } });
+}
 
 /** This bank's sort code; the bank allocates account numbers under it. */
 export const BANK_SORT_CODE = '608371';
@@ -29,25 +37,33 @@ export function createAccountService(deps: { prisma: PrismaClient; logger: Logge
     return parsed.value;
   }
 
-  async function createCustomer(input: unknown): Promise<Customer> {
+  async function createCustomer(input: unknown, operator: Operator): Promise<Customer> {
     const { name } = unwrap(parseInput(createCustomerInput, input));
-    return prisma.customer.create({ data: { name } });
+    return prisma.$transaction(async (tx) => {
+      const customer = await tx.customer.create({ data: { name } });
+      await recordAction(tx, operator, 'createCustomer', customer.id, null);
+      return customer;
+    });
   }
 
-  async function openAccount(input: unknown): Promise<Account> {
+  async function openAccount(input: unknown, operator: Operator): Promise<Account> {
     const { customerId, name } = unwrap(parseInput(openAccountInput, input));
     const customer = await prisma.customer.findUnique({ where: { id: customerId }, select: { id: true } });
     if (!customer) throw new DomainError(userError('INVALID_INPUT', 'customerId does not exist', ['customerId']));
     // Random numbers rather than a sequence, so account numbers do not reveal how many we hold.
     for (let attempt = 0; ; attempt++) {
       const accountNumber = String(randomInt(10_000_000, 100_000_000));
-      const created = await prisma.account.createManyAndReturn({
-        data: [{ customerId, name, sortCode: BANK_SORT_CODE, accountNumber }],
-        skipDuplicates: true,
+      const account = await prisma.$transaction(async (tx) => {
+        const [created] = await tx.account.createManyAndReturn({
+          data: [{ customerId, name, sortCode: BANK_SORT_CODE, accountNumber }],
+          skipDuplicates: true,
+        });
+        if (created) await recordAction(tx, operator, 'openAccount', created.id, `for customer ${customerId}`);
+        return created;
       });
-      if (created[0]) {
-        logger.info({ accountId: created[0].id, customerId }, 'account opened');
-        return created[0];
+      if (account) {
+        logger.info({ accountId: account.id, customerId, operator }, 'account opened');
+        return account;
       }
       if (attempt >= 10) throw new Error('could not allocate a free account number');
     }
@@ -57,22 +73,29 @@ export function createAccountService(deps: { prisma: PrismaClient; logger: Logge
    * Credits an account once per (accountId, idempotencyKey). A replay with the same amount
    * returns the account unchanged; a replay with another amount is refused.
    */
-  async function depositFunds(input: unknown): Promise<Account> {
+  async function depositFunds(input: unknown, operator: Operator): Promise<Account> {
     const cmd = unwrap(parseInput(depositFundsInput, input));
     const amount = BigInt(cmd.amount);
+    // One statement: the credit, its ledger entry and the operator's action, or none of them (a
+    // replay credits nothing, so it records nothing either).
     const credited = await prisma.$queryRawUnsafe<{ id: string }[]>(
       `WITH existing AS (
          SELECT 1 FROM ledger_entries WHERE account_id = $1::uuid AND idempotency_key = $3
        ), credit AS (
          UPDATE accounts SET balance = balance + $2, updated_at = now()
          WHERE id = $1::uuid AND NOT EXISTS (SELECT 1 FROM existing)
-         RETURNING id, balance)
+         RETURNING id, balance),
+       action AS (
+         INSERT INTO operator_actions (operator, action, target_id, detail)
+         SELECT $4, 'depositFunds', id, $5 FROM credit)
        INSERT INTO ledger_entries (account_id, kind, amount, balance_after, idempotency_key)
        SELECT id, 'DEPOSIT', $2, balance, $3 FROM credit
        RETURNING account_id AS id`,
       cmd.accountId,
       amount,
       cmd.idempotencyKey,
+      operator,
+      `${cmd.amount} pence, idempotency key ${cmd.idempotencyKey}`,
     ).catch((error: unknown) => {
       // Two concurrent deposits with one key: the loser's ledger insert hits the unique index.
       if (isUniqueViolation(error)) return [];
@@ -91,7 +114,7 @@ export function createAccountService(deps: { prisma: PrismaClient; logger: Logge
         );
       }
     } else {
-      logger.info({ accountId: cmd.accountId, amount: cmd.amount }, 'funds deposited');
+      logger.info({ accountId: cmd.accountId, amount: cmd.amount, operator }, 'funds deposited');
     }
     return prisma.account.findUniqueOrThrow({ where: { id: cmd.accountId } });
   }

@@ -196,7 +196,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     };
 
     // Accounts: via the API as an operator would, so the seed path is the real one.
-    const operator = await signToken({ role: 'operator' }, secret, 3600);
+    const operator = await signToken({ role: 'operator', operatorId: 'operator:chaos' }, secret, 3600);
     const graphql = async (url: string, token: string, query: string, variables: Record<string, unknown>) => {
       const response = await fetch(url, {
         method: 'POST',

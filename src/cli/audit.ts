@@ -1,20 +1,23 @@
 import { parseArgs } from 'node:util';
-import { audit, formatAudit } from '../audit.ts';
+import { audit, DEFAULT_PENDING_MAX_AGE_SECONDS, formatAudit } from '../audit.ts';
 import { loadConfig } from '../config.ts';
 import { createPrisma } from '../db/prisma.ts';
 import { requireSetting, runMain } from '../run-main.ts';
 
 /**
  * Checks the bank's invariants in DATABASE_URL (and at the provider with --provider URL or
- * PROVIDER_URL). Prints a report; exits 1 on any violation.
+ * PROVIDER_URL). Prints a report; exits 1 on any violation. `--pending-max-age MINUTES` (default
+ * 60): a payment PENDING for longer is a violation.
  */
 runMain(async () => {
-  const { values } = parseArgs({ options: { provider: { type: 'string' } } });
+  const { values } = parseArgs({ options: { provider: { type: 'string' }, 'pending-max-age': { type: 'string', default: String(DEFAULT_PENDING_MAX_AGE_SECONDS / 60) } } });
+  const pendingMinutes = Number(values['pending-max-age']);
+  if (!Number.isInteger(pendingMinutes) || pendingMinutes < 0) throw new Error('--pending-max-age must be a whole number of minutes');
   const config = loadConfig();
   const prisma = createPrisma({ databaseUrl: requireSetting(config.databaseUrl, 'DATABASE_URL'), poolSize: 2 });
   try {
     const providerUrl = values.provider ?? config.providerUrl;
-    const report = await audit({ prisma, ...(providerUrl ? { provider: { url: providerUrl, apiKey: config.providerApiKey } } : {}) });
+    const report = await audit({ prisma, pendingMaxAgeSeconds: pendingMinutes * 60, ...(providerUrl ? { provider: { url: providerUrl, apiKey: config.providerApiKey } } : {}) });
     process.stdout.write(`${formatAudit(report)}\n`);
     process.exitCode = report.ok ? 0 : 1;
   } finally {

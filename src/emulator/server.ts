@@ -22,6 +22,8 @@ export const faultsSchema = z
     timeoutRate: z.number().min(0).max(1).default(0),
     acceptThenFailRate: z.number().min(0).max(1).default(0),
     latencyMs: z.number().int().min(0).max(60_000).default(0),
+    /** Extension: the Retry-After (seconds) sent with an injected 429. */
+    retryAfterSeconds: z.number().int().min(0).max(3600).default(1),
     /** Extension: the next N `POST /v1/payments` answer 500 before recording anything. */
     failNextCreates: z.number().int().min(0).default(0),
   })
@@ -103,7 +105,7 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
       return true;
     }
     if (random() < faults.rateLimitRate) {
-      send(res, 429, { error: { code: 'RATE_LIMITED', message: 'slow down' } }, { 'retry-after': '1' });
+      send(res, 429, { error: { code: 'RATE_LIMITED', message: 'slow down' } }, { 'retry-after': String(faults.retryAfterSeconds) });
       return true;
     }
     if (random() < faults.errorRate) {

@@ -4,7 +4,7 @@
  * A position is (xid, seq): the id of the transaction that wrote the event, then the event's
  * sequence number. Readers only ever read below the visibility horizon (the oldest transaction
  * still running), so positions come out in an order no later commit can slip in front of
- * (docs/decisions/0004-durable-events-by-transaction-id.md).
+ * (docs/decisions/0006-durable-events-by-transaction-id.md).
  *
  * A cursor is the position as 32 hex digits (16 for each part): fixed width, so cursors sort as
  * strings in the same order as positions.

@@ -5,7 +5,7 @@ import { encodeCursor, type EventPosition } from './cursor.ts';
  * The SQL of the payment event stream. Every read is cut at the visibility horizon,
  * `pg_snapshot_xmin(pg_current_snapshot())`: every transaction below it has finished, so no
  * event can still appear below it. Reading "after my position, below the horizon, in (xid, seq)
- * order" therefore never skips an event that commits later (ADR 0004).
+ * order" therefore never skips an event that commits later (ADR 0006).
  *
  * The functions take a `Sql` runner so the same statements serve a Prisma client (queries) and
  * the event feed's own dedicated connection.

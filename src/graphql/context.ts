@@ -1,4 +1,4 @@
-import type { RateLimiterMemory } from 'rate-limiter-flexible';
+import type { RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { AccountService } from '../accounts/accounts.ts';
 import type { Viewer } from '../auth.ts';
 import type { PrismaClient } from '../db/prisma.ts';
@@ -15,8 +15,8 @@ export interface Services {
   prisma: PrismaClient;
   payments: PaymentService;
   accounts: AccountService;
-  /** Per-customer limit on sendPayment; null when SEND_PAYMENT_RATE_LIMIT_PER_MINUTE is 0. */
-  sendPaymentLimiter: RateLimiterMemory | null;
+  /** Per-customer limit on sendPayment, shared by every API process; null when SEND_PAYMENT_RATE_LIMIT_PER_MINUTE is 0. */
+  sendPaymentLimiter: RateLimiterAbstract | null;
   /** The durable payment event stream, followed live by this process, for subscriptions. */
   events: EventFeed;
   /** Live subscriptions each caller may hold on this process. */
@@ -37,8 +37,11 @@ export function requireViewer(ctx: Context): Viewer {
   return ctx.viewer;
 }
 
-export function requireOperator(ctx: Context): void {
-  if (requireViewer(ctx).role !== 'operator') throw forbidden();
+/** The operator's id (the token's `sub`), recorded on what they change; FORBIDDEN for anyone else. */
+export function requireOperator(ctx: Context): string {
+  const viewer = requireViewer(ctx);
+  if (viewer.role !== 'operator') throw forbidden();
+  return viewer.operatorId;
 }
 
 /** The customer id of the caller; operators may not act as customers. */

@@ -18,8 +18,8 @@ export function pageSize(first: number | null | undefined): number {
 
 /** Sort key of a payment: [createdAt as ISO-8601, id]. */
 export const paymentCursorKey = z.tuple([z.iso.datetime(), z.uuid()]);
-/** Sort key of a ledger entry: [id as a decimal string]. */
-export const ledgerCursorKey = z.tuple([z.string().refine((id) => /^\d{1,19}$/.test(id) && BigInt(id) < 2n ** 63n, 'a ledger entry id')]);
+/** Sort key of a row with a bigserial id (ledger entries, operator actions): [id as a decimal string]. */
+export const serialCursorKey = z.tuple([z.string().refine((id) => /^\d{1,19}$/.test(id) && BigInt(id) < 2n ** 63n, 'a row id')]);
 
 export const encodeCursor = (key: readonly unknown[]) => Buffer.from(JSON.stringify(key)).toString('base64url');
 

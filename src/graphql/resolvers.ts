@@ -1,11 +1,12 @@
 import { z } from 'zod';
 import { RateLimiterRes } from 'rate-limiter-flexible';
-import type { Account, Customer, LedgerEntry, Payment } from '../db/prisma.ts';
+import type { Account, Customer, LedgerEntry, OperatorAction, Payment } from '../db/prisma.ts';
 import { userError } from '../errors.ts';
+import { customerAttemptDetail, customerFailureReason } from '../payments/outcomes.ts';
 import type { PaymentStatus } from '../payments/payment-status.ts';
 import type { SendPaymentResult } from '../payments/send-payment.ts';
 import { ownedAccountWhere, requireCustomer, requireOperator, requireViewer, type Context } from './context.ts';
-import { connection, decodeCursor, ledgerCursorKey, pageSize, paymentCursorKey } from './pagination.ts';
+import { connection, decodeCursor, serialCursorKey, pageSize, paymentCursorKey } from './pagination.ts';
 import { DateTimeScalar, MoneyScalar } from './scalars.ts';
 import { eventResolvers } from './events.ts';
 import { subscriptionResolvers } from './subscriptions.ts';
@@ -55,6 +56,17 @@ export const resolvers = {
     account: (_: unknown, args: { id: string }, ctx: Context) => visibleAccount(ctx, args.id),
     payment: (_: unknown, args: { id: string }, ctx: Context) => visiblePayment(ctx, args.id),
     ...eventResolvers.Query,
+    operatorActions: async (_: unknown, args: PageArgs, ctx: Context) => {
+      requireOperator(ctx);
+      const limit = pageSize(args.first ?? 50);
+      const after = decodeCursor(args.after, serialCursorKey);
+      const rows = await ctx.prisma.operatorAction.findMany({
+        where: after ? { id: { lt: BigInt(after[0]) } } : {},
+        orderBy: { id: 'desc' },
+        take: limit + 1,
+      });
+      return connection(rows, limit, (a) => [a.id.toString()]);
+    },
   },
 
   Mutation: {
@@ -72,18 +84,11 @@ export const resolvers = {
         end({ outcome });
       }
     },
-    createCustomer: (_: unknown, args: { input: unknown }, ctx: Context) => {
-      requireOperator(ctx);
-      return ctx.accounts.createCustomer(args.input);
-    },
-    openAccount: (_: unknown, args: { input: unknown }, ctx: Context) => {
-      requireOperator(ctx);
-      return ctx.accounts.openAccount(args.input);
-    },
-    depositFunds: (_: unknown, args: { input: unknown }, ctx: Context) => {
-      requireOperator(ctx);
-      return ctx.accounts.depositFunds(args.input);
-    },
+    createCustomer: (_: unknown, args: { input: unknown }, ctx: Context) =>
+      ctx.accounts.createCustomer(args.input, requireOperator(ctx)),
+    openAccount: (_: unknown, args: { input: unknown }, ctx: Context) => ctx.accounts.openAccount(args.input, requireOperator(ctx)),
+    depositFunds: (_: unknown, args: { input: unknown }, ctx: Context) =>
+      ctx.accounts.depositFunds(args.input, requireOperator(ctx)),
   },
 
   Subscription: { ...subscriptionResolvers, ...eventResolvers.Subscription },
@@ -119,7 +124,7 @@ export const resolvers = {
     },
     ledger: async (account: Account, args: PageArgs, ctx: Context) => {
       const limit = pageSize(args.first);
-      const after = decodeCursor(args.after, ledgerCursorKey);
+      const after = decodeCursor(args.after, serialCursorKey);
       const rows = await ctx.prisma.ledgerEntry.findMany({
         where: { accountId: account.id, ...(after ? { id: { lt: BigInt(after[0]) } } : {}) },
         orderBy: { id: 'desc' },
@@ -140,10 +145,24 @@ export const resolvers = {
       sortCode: payment.recipientSortCode,
       accountNumber: payment.recipientAccountNumber,
     }),
+    failureReason: (payment: Payment) => customerFailureReason(payment.status, payment.failureReason),
     attempts: async (payment: Payment, _: unknown, ctx: Context) => {
       const rows = await ctx.loaders.attempts.load(payment.id);
-      return rows.map((a, i) => ({ number: i + 1, at: a.at, outcome: a.outcome, detail: a.detail }));
+      // Customers get the fixed text of each outcome; the raw reason is for operators only (rows
+      // from before internal_detail existed kept it in detail).
+      const operator = ctx.viewer?.role === 'operator';
+      return rows.map((a, i) => ({
+        number: i + 1,
+        at: a.at,
+        outcome: a.outcome,
+        detail: customerAttemptDetail(a.outcome),
+        internalDetail: operator ? (a.internalDetail ?? a.detail) : null,
+      }));
     },
+  },
+
+  OperatorAction: {
+    id: (action: OperatorAction) => action.id.toString(),
   },
 
   LedgerEntry: {

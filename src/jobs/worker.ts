@@ -1,7 +1,10 @@
-import type { Job, JobResult, PgBoss } from 'pg-boss';
+import { fromPrisma, type Job, type JobResult, type PgBoss } from 'pg-boss';
+import { z } from 'zod';
+import type { PrismaClient } from '../db/prisma.ts';
 import type { Logger } from '../logger.ts';
-import { RetryLater, type Settlement } from '../payments/settlement.ts';
-import { QUEUES, settlePaymentJob } from './queues.ts';
+import { Deferred, RetryLater, type Settlement } from '../payments/settlement.ts';
+import { sweepOrphanedPayments } from './sweeper.ts';
+import { deferralDelaySeconds, QUEUES, settleJobOptions, settlePaymentJob, type QueuePolicy, type SettlePaymentJob } from './queues.ts';
 
 /** Jobs fetched at once by one fetch loop. */
 const BATCH_SIZE = 4;
@@ -14,13 +17,18 @@ const BATCH_SIZE = 4;
  */
 export async function startWorkers(deps: {
   boss: PgBoss;
+  prisma: PrismaClient;
+  queue: QueuePolicy;
   settlement: Settlement;
   logger: Logger;
   concurrency: number;
   /** How often idle workers look for due retries (new jobs wake them at once). */
   pollingIntervalSeconds: number;
+  /** The sweeper re-enqueues PENDING payments without a live job once they are this old. */
+  sweepMinAgeSeconds: number;
 }): Promise<void> {
   const { boss, settlement, logger } = deps;
+  const reschedule = createRescheduler(deps);
 
   const runOne = async (queue: string, run: (paymentId: string) => Promise<void>, job: Job<unknown>): Promise<JobResult> => {
     const data = settlePaymentJob.safeParse(job.data);
@@ -34,6 +42,11 @@ export async function startWorkers(deps: {
       await run(data.data.paymentId);
       return { id: job.id, status: 'completed' };
     } catch (error) {
+      if (error instanceof Deferred && queue === QUEUES.settle) {
+        await reschedule(job, data.data, error, log);
+        // Already completed (or, had its claim lapsed, left alone) by the rescheduling transaction.
+        return { id: job.id, status: 'completed' };
+      }
       if (error instanceof RetryLater) log.warn({ reason: error.message }, 'provider unavailable; will retry');
       else log.error({ err: error }, 'settlement attempt failed; will retry');
       return { id: job.id, status: 'failed', output: { error: error instanceof Error ? error.message : String(error) } };
@@ -52,4 +65,43 @@ export async function startWorkers(deps: {
   } as const;
   await boss.work(QUEUES.settle, options, handle(QUEUES.settle, settlement.settle));
   await boss.work(QUEUES.reconcile, { ...options, localConcurrency: 1 }, handle(QUEUES.reconcile, settlement.reconcile));
+
+  // Every minute, one sweep (pg-boss sends one job per tick whoever schedules it; the sweep itself
+  // holds an advisory lock) finds PENDING payments that lost their job.
+  await boss.schedule(QUEUES.sweep, '* * * * *');
+  await boss.work(QUEUES.sweep, { pollingIntervalSeconds: 30 }, async () => {
+    await sweepOrphanedPayments({ prisma: deps.prisma, boss, queue: deps.queue, minAgeSeconds: deps.sweepMinAgeSeconds, logger });
+  });
+}
+
+const commandResponse = z.object({ affected: z.number() });
+
+/**
+ * Puts off a settlement whose provider could not be called, without spending a retry: in one
+ * transaction, completes this job (fenced to this attempt) and enqueues its successor for when the
+ * provider can be called again, carrying the retries spent so far (pg-boss would otherwise count a
+ * failed attempt against the retry limit). Only one job per payment is live at any time: the
+ * successor is sent only if this attempt still held the job.
+ */
+function createRescheduler(deps: { boss: PgBoss; prisma: PrismaClient; queue: QueuePolicy }) {
+  const { boss, prisma, queue } = deps;
+  return async (job: Job<unknown>, data: SettlePaymentJob, deferred: Deferred, log: Logger): Promise<void> => {
+    const retriesSpent = (data.retriesSpent ?? 0) + job.retryCount;
+    const deferrals = (data.deferrals ?? 0) + 1;
+    const delay = deferralDelaySeconds(queue.retry, deferred.resumeInSeconds, deferrals - 1);
+    const next: SettlePaymentJob = { paymentId: data.paymentId, retriesSpent, deferrals };
+    const sent = await prisma.$transaction(async (tx) => {
+      const db = fromPrisma(tx);
+      const done = commandResponse.parse(await boss.complete(QUEUES.settle, { id: job.id, retryCount: job.retryCount }, { deferred: deferred.message }, { db }));
+      if (done.affected !== 1) return false;
+      await boss.send(QUEUES.settle, next, {
+        ...settleJobOptions(queue),
+        retryLimit: Math.max(0, queue.retry.limit - retriesSpent),
+        startAfter: new Date(Date.now() + delay * 1000),
+        db,
+      });
+      return true;
+    });
+    log.warn({ reason: deferred.message, delaySeconds: delay, retriesSpent, deferrals, rescheduled: sent }, 'provider not callable; settlement put off without spending a retry');
+  };
 }

@@ -1,5 +1,6 @@
 import type { Payment, PrismaClient, Tx } from '../db/prisma.ts';
 import type { SendPaymentCommand } from '../validation.ts';
+import { CUSTOMER_ATTEMPT_DETAIL, type AttemptOutcome, type FailureReason } from './outcomes.ts';
 import type { PaymentStatus } from './payment-status.ts';
 
 /**
@@ -68,18 +69,20 @@ export function findPaymentByKey(db: Db, customerId: string, accountId: string, 
 /**
  * PENDING -> COMPLETED, with the attempt that says why, in one statement (atomic on its own, one
  * round trip). Null when the payment was not PENDING (already settled by someone else).
+ * `internalDetail` is for operators; the customer's text is fixed per outcome.
  */
-export async function completePayment(db: Db, paymentId: string, detail: string): Promise<Payment | null> {
+export async function completePayment(db: Db, paymentId: string, internalDetail: string): Promise<Payment | null> {
   const rows = await db.$queryRawUnsafe<Payment[]>(
     `WITH done AS (
        UPDATE payments SET status = 'COMPLETED', updated_at = now()
        WHERE id = $1::uuid AND status = 'PENDING'
        RETURNING *),
      attempt AS (
-       INSERT INTO payment_attempts (payment_id, outcome, detail) SELECT id, 'COMPLETED', $2 FROM done)
+       INSERT INTO payment_attempts (payment_id, outcome, detail, internal_detail) SELECT id, 'COMPLETED', $2, $3 FROM done)
      SELECT ${PAYMENT_COLUMNS} FROM done`,
     paymentId,
-    detail,
+    CUSTOMER_ATTEMPT_DETAIL.COMPLETED,
+    internalDetail,
   );
   return rows[0] ?? null;
 }
@@ -93,7 +96,7 @@ export async function refundPayment(
   tx: Tx,
   paymentId: string,
   to: Extract<PaymentStatus, 'CANCELLED' | 'FAILED'>,
-  reason: string,
+  reason: FailureReason,
 ): Promise<Payment | null> {
   const rows = await tx.$queryRawUnsafe<Payment[]>(
     `WITH settled AS (
@@ -115,7 +118,10 @@ export async function refundPayment(
   return rows[0] ?? null;
 }
 
-/** Appends what the worker did or learned about a payment; the attempt number follows from order. */
-export async function recordAttempt(db: Db, paymentId: string, outcome: string, detail?: string): Promise<void> {
-  await db.paymentAttempt.create({ data: { paymentId, outcome, detail: detail ?? null } });
+/**
+ * Appends what the worker did or learned about a payment; the attempt number follows from order.
+ * The customer's `detail` is the fixed text of the outcome; `internalDetail` is for operators.
+ */
+export async function recordAttempt(db: Db, paymentId: string, outcome: AttemptOutcome, internalDetail: string): Promise<void> {
+  await db.paymentAttempt.create({ data: { paymentId, outcome, detail: CUSTOMER_ATTEMPT_DETAIL[outcome], internalDetail } });
 }

@@ -3,6 +3,7 @@ import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import { noFailpoints, type Failpoints } from '../failpoints.ts';
 import type { ProviderClient, ProviderPaymentRequest, ProviderResult } from '../provider/client.ts';
+import { FAILURE_REASONS, type FailureReason } from './outcomes.ts';
 import { completePayment, recordAttempt, refundPayment } from './repository.ts';
 
 /**
@@ -20,6 +21,19 @@ export class RetryLater extends Error {
   override name = 'RetryLater';
 }
 
+/**
+ * Thrown when the provider was not called at all (its circuit is open, or its Retry-After has not
+ * passed): nothing was tried, so the job is put off by `resumeInSeconds` without spending a retry.
+ */
+export class Deferred extends Error {
+  override name = 'Deferred';
+  readonly resumeInSeconds: number;
+  constructor(detail: string, resumeInSeconds: number) {
+    super(detail);
+    this.resumeInSeconds = resumeInSeconds;
+  }
+}
+
 export interface SettlementDeps {
   prisma: PrismaClient;
   provider: ProviderClient;
@@ -28,7 +42,9 @@ export interface SettlementDeps {
   failpoints?: Failpoints;
 }
 
-type PaymentWithSender = Payment & { account: { name: string; sortCode: string; accountNumber: string } };
+// The payer as Faster Payments needs it: the account holder's (customer's) name, never the
+// account's nickname ("Everyday"), with the account's sort code and number.
+type PaymentWithSender = Payment & { account: { sortCode: string; accountNumber: string; customer: { name: string } } };
 
 export function createSettlement(deps: SettlementDeps) {
   const { prisma, provider, logger, metrics } = deps;
@@ -37,7 +53,7 @@ export function createSettlement(deps: SettlementDeps) {
   async function load(paymentId: string): Promise<PaymentWithSender | null> {
     return prisma.payment.findUnique({
       where: { id: paymentId },
-      include: { account: { select: { name: true, sortCode: true, accountNumber: true } } },
+      include: { account: { select: { sortCode: true, accountNumber: true, customer: { select: { name: true } } } } },
     });
   }
 
@@ -47,19 +63,20 @@ export function createSettlement(deps: SettlementDeps) {
     logger.info({ paymentId: payment.id, applied: done !== null }, 'payment completed');
   }
 
-  async function refund(payment: Payment, to: 'CANCELLED' | 'FAILED', reason: string): Promise<void> {
+  /** `reason` is the customer's code; `internal` says what happened, for operators and logs. */
+  async function refund(payment: Payment, to: 'CANCELLED' | 'FAILED', reason: FailureReason, internal: string): Promise<void> {
     const done = await prisma.$transaction(async (tx) => {
       const updated = await refundPayment(tx, payment.id, to, reason);
       failpoints.hit('settle.during-refund');
-      if (updated) await recordAttempt(tx, payment.id, to, reason);
+      if (updated) await recordAttempt(tx, payment.id, to, internal);
       return updated;
     });
     if (done) metrics.settled.inc({ status: to });
-    logger.info({ paymentId: payment.id, status: to, reason, applied: done !== null }, 'payment refunded');
+    logger.info({ paymentId: payment.id, status: to, reason, internal, applied: done !== null }, 'payment refunded');
   }
 
   async function retryLater(payment: Payment, what: string, result: ProviderResult): Promise<never> {
-    const detail = result.kind === 'transient' || result.kind === 'conflict' ? result.detail : result.kind;
+    const detail = result.kind === 'transient' || result.kind === 'conflict' || result.kind === 'unavailable' ? result.detail : result.kind;
     await recordAttempt(prisma, payment.id, 'RETRY', `${what}: ${detail}`);
     metrics.settlementRetries.inc({ step: what });
     throw new RetryLater(`${what}: ${detail}`);
@@ -70,7 +87,7 @@ export function createSettlement(deps: SettlementDeps) {
       idempotencyKey: payment.id,
       amount: Number(payment.amount),
       currency: payment.currency,
-      sender: { name: payment.account.name, sortCode: payment.account.sortCode, accountNumber: payment.account.accountNumber },
+      sender: { name: payment.account.customer.name, sortCode: payment.account.sortCode, accountNumber: payment.account.accountNumber },
       recipient: {
         name: payment.recipientName,
         sortCode: payment.recipientSortCode,
@@ -95,22 +112,26 @@ export function createSettlement(deps: SettlementDeps) {
       case 'accepted':
         return complete(payment, 'the provider already had the payment');
       case 'voided':
-        return refund(payment, 'FAILED', 'voided at the provider');
+        return refund(payment, 'FAILED', FAILURE_REASONS.NOT_SENT_VOIDED, 'voided at the provider');
       case 'absent':
         break;
+      case 'unavailable':
+        throw new Deferred(`checking the provider: ${known.detail}`, known.resumeInSeconds);
       default:
         return retryLater(payment, 'checking the provider', known);
     }
 
     const created = await provider.createPayment(toProviderRequest(payment));
     switch (created.kind) {
+      case 'unavailable':
+        throw new Deferred(`sending to the provider: ${created.detail}`, created.resumeInSeconds);
       case 'accepted':
         failpoints.hit('settle.after-provider-accepted');
         return complete(payment, 'accepted by the provider');
       case 'rejected':
-        return refund(payment, 'CANCELLED', `rejected by the provider: ${created.message}`);
+        return refund(payment, 'CANCELLED', FAILURE_REASONS.RECIPIENT_REJECTED, `rejected by the provider: ${created.code}: ${created.message}`);
       case 'voided':
-        return refund(payment, 'FAILED', 'voided at the provider');
+        return refund(payment, 'FAILED', FAILURE_REASONS.NOT_SENT_VOIDED, 'voided at the provider');
       default:
         return retryLater(payment, 'sending to the provider', created);
     }
@@ -130,7 +151,7 @@ export function createSettlement(deps: SettlementDeps) {
       case 'accepted':
         return complete(payment, 'reconciled: the provider has the payment');
       case 'voided':
-        return refund(payment, 'FAILED', 'reconciled: voided at the provider');
+        return refund(payment, 'FAILED', FAILURE_REASONS.NOT_SENT_VOIDED, 'reconciled: voided at the provider');
       case 'absent':
         break;
       default:
@@ -140,7 +161,7 @@ export function createSettlement(deps: SettlementDeps) {
     const voided = await provider.voidPayment(payment.id);
     switch (voided.kind) {
       case 'voided':
-        return refund(payment, 'FAILED', 'retries exhausted; voided at the provider');
+        return refund(payment, 'FAILED', FAILURE_REASONS.NOT_SENT_PROVIDER_UNAVAILABLE, 'retries exhausted; voided at the provider');
       case 'accepted':
         return complete(payment, 'reconciled: the provider accepted the payment before the void');
       default:

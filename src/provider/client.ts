@@ -36,15 +36,21 @@ export type ProviderResult =
   | { kind: 'absent' }
   /** The payment was voided at the provider: it can never be executed. */
   | { kind: 'voided' }
-  /** The provider refused the payment for good (HTTP 400). */
+  /** The provider refused the payment for good (HTTP 400 with the provider's error body). */
   | { kind: 'rejected'; code: string; message: string }
-  /** An answer that retrying will not change, and that should not happen (422, 409, unknown). */
+  /** An answer that retrying will not change, and that should not happen (422). */
   | { kind: 'conflict'; detail: string }
-  /** Worth retrying later: 429, 5xx, a timeout, a network error, or the circuit is open. */
+  /**
+   * Not called at all: the circuit is open or the provider's Retry-After has not passed. Nothing
+   * was sent, so this spends no retry; try again in `resumeInSeconds`.
+   */
+  | { kind: 'unavailable'; detail: string; resumeInSeconds: number }
+  /** Worth retrying later: 429, 5xx, a timeout, a network error, the circuit is open, or an answer that is not the provider's. */
   | { kind: 'transient'; detail: string; retryAfterSeconds?: number };
 
 const recordSchema = z.object({ id: z.string(), idempotencyKey: z.string(), status: z.string() });
 const errorSchema = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
+const voidedSchema = z.object({ status: z.literal('voided') });
 
 class TransientFailure extends Error {
   readonly result: Extract<ProviderResult, { kind: 'transient' }>;
@@ -66,8 +72,9 @@ export interface ProviderClientOptions {
 }
 
 export function createProviderClient(options: ProviderClientOptions) {
+  const halfOpenAfterMs = options.breakerHalfOpenAfterMs ?? 5_000;
   const breaker: CircuitBreakerPolicy = circuitBreaker(handleType(TransientFailure), {
-    halfOpenAfter: options.breakerHalfOpenAfterMs ?? 5_000,
+    halfOpenAfter: halfOpenAfterMs,
     breaker: new ConsecutiveBreaker(options.breakerThreshold ?? 5),
   });
 
@@ -113,7 +120,8 @@ export function createProviderClient(options: ProviderClientOptions) {
   ): Promise<ProviderResult> {
     const wait = pausedUntil - Date.now();
     if (wait > 0) {
-      return { kind: 'transient', detail: `provider asked us to wait (Retry-After), ${Math.ceil(wait / 1000)} s left`, retryAfterSeconds: Math.ceil(wait / 1000) };
+      const seconds = Math.ceil(wait / 1000);
+      return { kind: 'unavailable', detail: `provider asked us to wait (Retry-After), ${seconds} s left`, resumeInSeconds: seconds };
     }
     try {
       return await breaker.execute(async () => {
@@ -138,20 +146,29 @@ export function createProviderClient(options: ProviderClientOptions) {
             ...(Number.isFinite(retryAfter) && retryAfter > 0 ? { retryAfterSeconds: retryAfter } : {}),
           });
         }
-        return { kind: 'conflict', detail: `unexpected HTTP ${answer.status} from ${method} ${path}` };
+        // Not the provider's answer (a proxy's page, a record in an unknown state): nothing was
+        // decided, so it is transient, and it counts against the circuit like any other failure.
+        throw new TransientFailure({ kind: 'transient', detail: `unexpected answer: HTTP ${answer.status} from ${method} ${path}` });
       });
     } catch (error) {
       if (error instanceof TransientFailure) return error.result;
-      if (error instanceof BrokenCircuitError) return { kind: 'transient', detail: 'circuit open: provider failing' };
+      if (error instanceof BrokenCircuitError) {
+        return { kind: 'unavailable', detail: 'circuit open: provider failing', resumeInSeconds: Math.ceil(halfOpenAfterMs / 1000) };
+      }
       throw error;
     }
   }
 
-  const accepted = (json: unknown): ProviderResult => {
+  // An answer counts only when it has the provider's own shape: a proxy's error page or a record in
+  // a state we do not know is not a decision, so it is left undefined (unknown: retried, and the
+  // payment is refunded only after a void). `undefined` from a classifier means exactly that.
+  const accepted = (json: unknown): ProviderResult | undefined => {
     const record = recordSchema.safeParse(json);
-    return record.success
-      ? { kind: 'accepted', providerId: record.data.id }
-      : { kind: 'transient', detail: 'malformed provider record' };
+    return record.success && record.data.status === 'accepted' ? { kind: 'accepted', providerId: record.data.id } : undefined;
+  };
+  const providerError = (json: unknown) => {
+    const body = errorSchema.safeParse(json);
+    return body.success ? body.data.error : undefined;
   };
 
   return {
@@ -159,8 +176,8 @@ export function createProviderClient(options: ProviderClientOptions) {
     getPayment(idempotencyKey: string): Promise<ProviderResult> {
       return guarded('get', 'GET', `/v1/payments/${encodeURIComponent(idempotencyKey)}`, undefined, (status, json) => {
         if (status === 200) return accepted(json);
-        if (status === 404) return { kind: 'absent' };
-        if (status === 410) return { kind: 'voided' };
+        if (status === 404 && providerError(json)) return { kind: 'absent' };
+        if (status === 410 && providerError(json)) return { kind: 'voided' };
         return undefined;
       });
     },
@@ -169,12 +186,9 @@ export function createProviderClient(options: ProviderClientOptions) {
     createPayment(request: ProviderPaymentRequest): Promise<ProviderResult> {
       return guarded('create', 'POST', '/v1/payments', request, (status, json) => {
         if (status === 200 || status === 201) return accepted(json);
-        if (status === 400) {
-          const body = errorSchema.safeParse(json);
-          return body.success
-            ? { kind: 'rejected', code: body.data.error.code, message: body.data.error.message }
-            : { kind: 'rejected', code: 'INVALID_PAYMENT', message: 'rejected by the provider' };
-        }
+        const error = providerError(json);
+        if (!error) return undefined;
+        if (status === 400) return { kind: 'rejected', code: error.code, message: error.message };
         if (status === 410) return { kind: 'voided' };
         if (status === 422) return { kind: 'conflict', detail: 'the provider holds a different payment under this key' };
         return undefined;
@@ -184,8 +198,8 @@ export function createProviderClient(options: ProviderClientOptions) {
     /** Makes sure the provider can never execute the payment; `accepted` if it already did. */
     voidPayment(idempotencyKey: string): Promise<ProviderResult> {
       return guarded('void', 'POST', `/v1/payments/${encodeURIComponent(idempotencyKey)}/void`, {}, (status, json) => {
-        if (status === 200) return { kind: 'voided' };
-        if (status === 409) return { kind: 'accepted', providerId: recordSchema.safeParse(json).data?.id ?? idempotencyKey };
+        if (status === 200 && voidedSchema.safeParse(json).success) return { kind: 'voided' };
+        if (status === 409) return accepted(json);
         return undefined;
       });
     },

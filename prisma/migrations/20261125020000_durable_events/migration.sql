@@ -1,4 +1,4 @@
--- Durable payment events (docs/decisions/0004-durable-events-by-transaction-id.md).
+-- Durable payment events (docs/decisions/0006-durable-events-by-transaction-id.md).
 --
 -- Every status change of a payment, its creation included, appends one row here from a trigger,
 -- in the transaction that makes the change: the event exists if and only if the change committed,

@@ -1,0 +1,47 @@
+import { fromPrisma, type PgBoss } from 'pg-boss';
+import type { PrismaClient } from '../db/prisma.ts';
+import type { Logger } from '../logger.ts';
+import { QUEUES, settleJobOptions, type QueuePolicy, type SettlePaymentJob } from './queues.ts';
+
+/**
+ * The sweeper: a PENDING payment must always have a live job (created, retry or active) in the
+ * settlement or reconciliation queue. One that has none (its job was deleted by pg-boss's retention,
+ * or by hand) would wait forever; the sweeper, run every minute, gives it a fresh settlement job.
+ */
+
+// One sweep at a time across every worker process: the second waits for nothing and finds nothing.
+const SWEEP_LOCK = "hashtext('payments.sweep')";
+
+/** Enqueues a settlement job for each PENDING payment older than `minAgeSeconds` that has no live job. Returns their ids. */
+export async function sweepOrphanedPayments(deps: {
+  prisma: PrismaClient;
+  boss: PgBoss;
+  queue: QueuePolicy;
+  minAgeSeconds: number;
+  logger: Logger;
+  limit?: number;
+}): Promise<string[]> {
+  const { prisma, boss } = deps;
+  const ids = await prisma.$transaction(async (tx) => {
+    const [lock] = await tx.$queryRawUnsafe<{ locked: boolean }[]>(`SELECT pg_try_advisory_xact_lock(${SWEEP_LOCK}) AS locked`);
+    if (!lock?.locked) return [];
+    const orphans = await tx.$queryRaw<{ id: string }[]>`
+      SELECT p.id::text AS id FROM payments p
+      WHERE p.status = 'PENDING' AND p.created_at < now() - make_interval(secs => ${deps.minAgeSeconds})
+        AND NOT EXISTS (
+          SELECT 1 FROM pgboss.job j
+          WHERE j.name IN (${QUEUES.settle}, ${QUEUES.reconcile})
+            AND j.state IN ('created', 'retry', 'active')
+            AND j.data->>'paymentId' = p.id::text)
+      ORDER BY p.created_at
+      LIMIT ${deps.limit ?? 500}`;
+    const db = fromPrisma(tx);
+    for (const { id } of orphans) {
+      const job: SettlePaymentJob = { paymentId: id };
+      await boss.send(QUEUES.settle, job, { ...settleJobOptions(deps.queue), db });
+    }
+    return orphans.map((o) => o.id);
+  });
+  if (ids.length > 0) deps.logger.warn({ paymentIds: ids }, 'PENDING payments without a settlement job were enqueued again');
+  return ids;
+}
