@@ -52,6 +52,8 @@ describe('the migration runner', () => {
       'ledger_entries',
       'operator_actions',
       'payment_attempts',
+      'payment_event_retention',
+      'payment_events',
       'payments',
       'rate_limits',
     ]);
