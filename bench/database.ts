@@ -83,7 +83,6 @@ export async function prepareDatabase(url: string, config: Config): Promise<void
     databaseUrl: url,
     config,
     logger: createLogger({ level: 'silent', name: 'bench' }),
-    listen: false,
   });
   await boss.stop({ graceful: false, close: true });
 

@@ -82,7 +82,7 @@ async function main(): Promise<void> {
     await prepareDatabase(db.url, config);
     log(`seeded ${ACCOUNTS} accounts`);
 
-    const boss = await startBoss({ databaseUrl: db.url, config, logger: createLogger({ level: 'silent', name: 'bench' }), listen: false });
+    const boss = await startBoss({ databaseUrl: db.url, config, logger: createLogger({ level: 'silent', name: 'bench' }) });
     const sql = await captureTransactionSql(boss, config, customerIdOf(1), accountIdOf(1));
     await boss.stop({ graceful: false, close: true });
 

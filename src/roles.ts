@@ -36,13 +36,13 @@ export async function startBoss(options: {
   databaseUrl: string;
   config: Config;
   logger: Logger;
-  listen: boolean;
 }): Promise<PgBoss> {
   const boss = new PgBoss({
     connectionString: options.databaseUrl,
     application_name: 'payments-queue',
     max: 4,
-    useListenNotify: options.listen,
+    // No LISTEN: no queue notifies (that NOTIFY would run inside the payment's transaction, ADR 0006).
+    useListenNotify: false,
     superviseIntervalSeconds: options.config.queue.superviseSeconds,
     monitorIntervalSeconds: options.config.queue.superviseSeconds,
   });
@@ -93,7 +93,7 @@ export async function startApiRole(options: {
     applicationName: 'payments-api',
     ...(options.onQuery ? { onQuery: options.onQuery } : {}),
   });
-  const boss = await startBoss({ databaseUrl, config, logger, listen: false });
+  const boss = await startBoss({ databaseUrl, config, logger });
   const events = await startEventFeed({
     databaseUrl: options.eventsDatabaseUrl ?? databaseUrl,
     prisma,
@@ -192,7 +192,7 @@ export async function startWorkerRole(options: {
     poolSize: Math.min(config.databasePoolSize, config.workerConcurrency + 2),
     applicationName: 'payments-worker',
   });
-  const boss = await startBoss({ databaseUrl, config, logger, listen: true });
+  const boss = await startBoss({ databaseUrl, config, logger });
   const provider = createProviderClient({
     baseUrl: options.providerUrl,
     apiKey: config.providerApiKey,

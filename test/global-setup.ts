@@ -53,7 +53,6 @@ export default async function setup(project: TestProject) {
     databaseUrl: templateUrl,
     config: loadConfig({}),
     logger: createLogger({ level: 'silent', name: 'test-setup' }),
-    listen: false,
   });
   await boss.stop({ graceful: false, close: true });
 

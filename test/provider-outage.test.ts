@@ -25,7 +25,7 @@ afterEach(async () => {
 /** A worker on this stack's queue whose provider client has the given breaker settings. */
 async function startWorker(client: Partial<ProviderClientOptions>) {
   const provider = createProviderClient({ baseUrl: stack.emulator.url, apiKey: stack.config.providerApiKey, timeoutMs: 1_000, ...client });
-  boss = await startBoss({ databaseUrl: stack.databaseUrl, config: stack.config, logger: stack.logger, listen: true });
+  boss = await startBoss({ databaseUrl: stack.databaseUrl, config: stack.config, logger: stack.logger });
   await startWorkers({
     boss,
     prisma: stack.db,

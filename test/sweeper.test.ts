@@ -8,7 +8,7 @@ let stack: Stack;
 let boss: PgBoss;
 beforeAll(async () => {
   stack = await startStack({ worker: false });
-  boss = await startBoss({ databaseUrl: stack.databaseUrl, config: stack.config, logger: stack.logger, listen: false });
+  boss = await startBoss({ databaseUrl: stack.databaseUrl, config: stack.config, logger: stack.logger });
 });
 afterAll(async () => {
   await boss?.stop({ graceful: false, close: true });
