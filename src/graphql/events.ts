@@ -6,6 +6,7 @@ import { withPayments } from '../events/feed.ts';
 import { prismaSql, prunedThrough, readEvents } from '../events/store.ts';
 import { accountEventStream } from '../events/stream.ts';
 import { ownedAccountWhere, requireViewer, type Context } from './context.ts';
+import { edgesPage } from './pagination.ts';
 import { budgeted } from './subscription-budget.ts';
 
 /**
@@ -59,8 +60,7 @@ async function paymentEvents(
   const after = (await resumePosition(ctx, args.after)) ?? START;
   const rows = await readEvents(prismaSql(ctx.prisma), { after, limit: first + 1, accountId: args.accountId });
   const page = withPayments(ctx.prisma, rows.slice(0, first));
-  const edges = page.map((node) => ({ cursor: node.id, node }));
-  return { edges, pageInfo: { hasNextPage: rows.length > first, endCursor: edges.at(-1)?.cursor ?? null } };
+  return edgesPage(page.map((node) => ({ cursor: node.id, node })), rows.length > first, args.after);
 }
 
 async function accountEvents(_: unknown, args: { accountId: string; after?: string | null }, ctx: Context): Promise<AsyncIterable<FeedEvent>> {

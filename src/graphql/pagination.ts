@@ -43,8 +43,15 @@ const badCursor = () =>
     extensions: { code: 'BAD_USER_INPUT' satisfies ErrorCode, field: ['after'] },
   });
 
-export function connection<T>(rows: T[], limit: number, keyOf: (row: T) => unknown[]) {
-  const page = rows.slice(0, limit);
-  const edges = page.map((node) => ({ cursor: encodeCursor(keyOf(node)), node }));
-  return { edges, pageInfo: { hasNextPage: rows.length > limit, endCursor: edges.at(-1)?.cursor ?? null } };
+/** A page of a forward connection from `limit + 1` rows read after `after`. */
+export function connection<T>(rows: T[], limit: number, keyOf: (row: T) => unknown[], after?: string | null) {
+  return edgesPage(rows.slice(0, limit).map((node) => ({ cursor: encodeCursor(keyOf(node)), node })), rows.length > limit, after);
+}
+
+/** Edges and their PageInfo; `hasPreviousPage` is true when the page was read after a cursor. */
+export function edgesPage<E extends { cursor: string }>(edges: E[], hasNextPage: boolean, after?: string | null) {
+  return {
+    edges,
+    pageInfo: { hasNextPage, endCursor: edges.at(-1)?.cursor ?? null, hasPreviousPage: Boolean(after), startCursor: edges[0]?.cursor ?? null },
+  };
 }

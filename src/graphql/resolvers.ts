@@ -65,7 +65,7 @@ export const resolvers = {
         orderBy: { id: 'desc' },
         take: limit + 1,
       });
-      return connection(rows, limit, (a) => [a.id.toString()]);
+      return connection(rows, limit, (a) => [a.id.toString()], args.after);
     },
   },
 
@@ -78,7 +78,7 @@ export const resolvers = {
         const result = await sendPaymentLimited(ctx, customerId, args.input);
         outcome = result.errors[0]?.code ?? 'ok';
         // A payment was created here: this process's subscribers hear of it without waiting a poll.
-        if (result.payment) ctx.events.wake();
+        if (result.payment && !result.replayed) ctx.events.wake();
         return result;
       } finally {
         end({ outcome });
@@ -94,6 +94,10 @@ export const resolvers = {
   Subscription: { ...subscriptionResolvers, ...eventResolvers.Subscription },
 
   PaymentEvent: eventResolvers.PaymentEvent,
+
+  SendPaymentPayload: {
+    replayed: (result: SendPaymentResult) => result.payment !== null && result.replayed,
+  },
 
   Customer: {
     accounts: (customer: Customer, _: unknown, ctx: Context) =>
@@ -120,7 +124,7 @@ export const resolvers = {
         orderBy: [{ createdAt: 'desc' }, { id: 'desc' }],
         take: limit + 1,
       });
-      return connection(rows, limit, (p) => [p.createdAt.toISOString(), p.id]);
+      return connection(rows, limit, (p) => [p.createdAt.toISOString(), p.id], args.after);
     },
     ledger: async (account: Account, args: PageArgs, ctx: Context) => {
       const limit = pageSize(args.first);
@@ -130,7 +134,7 @@ export const resolvers = {
         orderBy: { id: 'desc' },
         take: limit + 1,
       });
-      return connection(rows, limit, (e) => [e.id.toString()]);
+      return connection(rows, limit, (e) => [e.id.toString()], args.after);
     },
   },
 

@@ -4,7 +4,11 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { ApolloServer, type ApolloServerPlugin } from '@apollo/server';
 import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
-import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
+import {
+  ApolloServerPluginLandingPageDisabled,
+  ApolloServerPluginSchemaReportingDisabled,
+  ApolloServerPluginUsageReportingDisabled,
+} from '@apollo/server/plugin/disabled';
 import { expressMiddleware } from '@as-integrations/express5';
 import { makeExecutableSchema } from '@graphql-tools/schema';
 import express, { type ErrorRequestHandler } from 'express';
@@ -12,7 +16,7 @@ import type { GraphQLSchema } from 'graphql';
 import { AuthError, type TokenVerifier } from '../auth.ts';
 import type { Context, Services } from './context.ts';
 import { createFormatError, unauthenticated } from './errors.ts';
-import { costLimitPlugin, createArmor } from './limits.ts';
+import { costLimitPlugin, createArmor, graphqlOverHttpStatus, QUERY_LIMITS } from './limits.ts';
 import { createLoaders } from './loaders.ts';
 import { serveWebSocket } from './websocket.ts';
 import { readIdeAssets, renderIde } from './ide/page.ts';
@@ -88,12 +92,23 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
     includeStacktraceInErrorResponses: false,
     // One operation per request: a batch would multiply every limit below by its length.
     allowBatchedHttpRequests: false,
+    parseOptions: { maxTokens: QUERY_LIMITS.maxTokens },
     validationRules: armor.validationRules,
     formatError: createFormatError(logger, { hideSuggestions: !options.introspection }),
     // Tokens travel in a header, never in cookies, so a request carrying Authorization cannot
     // be a cross-site forgery: such GETs are allowed without a preflight header.
     csrfPrevention: { requestHeaders: ['authorization', 'x-apollo-operation-name', 'apollo-require-preflight'] },
-    plugins: [...armorPlugins, costLimitPlugin<Context>(), accessLog(), ApolloServerPluginDrainHttpServer({ httpServer }), ApolloServerPluginLandingPageDisabled()],
+    plugins: [
+      ...armorPlugins,
+      costLimitPlugin<Context>(),
+      graphqlOverHttpStatus<Context>(),
+      accessLog(),
+      ApolloServerPluginDrainHttpServer({ httpServer }),
+      ApolloServerPluginLandingPageDisabled(),
+      // Nothing about this API's schema or traffic is sent to Apollo's cloud.
+      ApolloServerPluginUsageReportingDisabled(),
+      ApolloServerPluginSchemaReportingDisabled(),
+    ],
   });
   await apollo.start();
 
