@@ -3,7 +3,9 @@ FROM node:24-bookworm-slim
 WORKDIR /app
 COPY package.json package-lock.json prisma.config.ts tsconfig.json schema.graphql ./
 COPY prisma ./prisma
-# postinstall generates the Prisma client (no engine download: see docs/decisions/0001).
+# postinstall generates the Prisma client (no engine download: see docs/decisions/0001). The prune
+# then drops every development dependency: the pinned Node (the image's is the one), embedded
+# PostgreSQL's binaries, the test and bench tools.
 RUN npm ci --no-fund --no-audit && npm prune --omit=dev --no-fund --no-audit
 COPY src ./src
 ENV NODE_ENV=production

@@ -3,7 +3,6 @@ import { fileURLToPath } from 'node:url';
 import { BANK_SORT_CODE, createAccountService } from './accounts/accounts.ts';
 import { loadConfig, requireJwtSecret } from './config.ts';
 import { demoAllowed, demoTokens, seedDemo } from './demo.ts';
-import { ensureDatabase, startEmbeddedPostgres } from './db/embedded.ts';
 import { migrate } from './db/migrate.ts';
 import { startEmulator } from './emulator/server.ts';
 import { createLogger } from './logger.ts';
@@ -30,6 +29,8 @@ async function main() {
   if (!databaseUrl) {
     const dataDir = path.join(ROOT, '.data', 'postgres');
     logger.info({ dataDir, port: EMBEDDED_PORT }, 'DATABASE_URL is unset: starting embedded PostgreSQL');
+    // Loaded only here: embedded PostgreSQL is a development dependency, absent from production installs.
+    const { ensureDatabase, startEmbeddedPostgres } = await import('./db/embedded.ts');
     const pg = await startEmbeddedPostgres({ dataDir, port: EMBEDDED_PORT, onLog: (line) => logger.debug({ postgres: line.trim() }) });
     stops.push(() => pg.stop());
     await ensureDatabase(pg.adminUrl, 'payments');
