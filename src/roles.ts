@@ -6,6 +6,7 @@ import { createTokenVerifier } from './auth.ts';
 import { requireJwtSecret, type Config } from './config.ts';
 import { createFailpoints } from './failpoints.ts';
 import { createPrisma, type PrismaClient } from './db/prisma.ts';
+import type { IdeDemo } from './graphql/ide/page.ts';
 import { startApi, type RunningApi } from './graphql/server.ts';
 import { createSubscriptionBudget, type SubscriptionBudget } from './graphql/subscription-budget.ts';
 import { createQueues, PRUNE_EVENTS_CRON, QUEUES } from './jobs/queues.ts';
@@ -76,7 +77,8 @@ export async function startApiRole(options: {
   metricsPort?: number | null;
   /** How long the database counts behind /metrics are reused (METRICS_CACHE_MS). */
   metricsCacheMs?: number;
-  ideToken?: string;
+  /** The demo token and account the IDE opens with (the all-in-one dev start only). */
+  ideDemo?: IdeDemo;
   /** Where the event feed connects, when not `databaseUrl` (tests route it through a proxy). */
   eventsDatabaseUrl?: string;
   /** Sees every SQL statement of the API's Prisma client (tests count them). */
@@ -143,7 +145,7 @@ export async function startApiRole(options: {
     ide: config.ide,
     introspection: config.introspection,
     metricsPublic: config.metricsPublic,
-    ...(options.ideToken ? { ideToken: options.ideToken } : {}),
+    ...(options.ideDemo ? { ideDemo: options.ideDemo } : {}),
     ready,
   });
   const metricsPort = options.metricsPort === undefined ? config.metricsPort : options.metricsPort;

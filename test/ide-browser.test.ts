@@ -3,7 +3,8 @@ import { mkdir } from 'node:fs/promises';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startApiRole, type ApiRole } from '../src/roles.ts';
-import { paymentInput, startStack, type Stack, type TestCustomer } from './helpers.ts';
+import { renderIde } from '../src/graphql/ide/page.ts';
+import { gql, paymentInput, startStack, type Stack, type TestCustomer } from './helpers.ts';
 
 /**
  * The IDE in a real browser (Debian's chromium, driven by playwright-core) with every request
@@ -29,7 +30,7 @@ beforeAll(async () => {
   stack = await startStack();
   alice = await stack.newCustomer(50_000);
   // A second API process on the same database whose IDE opens with Alice's token, as `npm start` does.
-  ide = await startApiRole({ config: stack.config, databaseUrl: stack.databaseUrl, logger: stack.logger, port: 0, ideToken: alice.token });
+  ide = await startApiRole({ config: stack.config, databaseUrl: stack.databaseUrl, logger: stack.logger, port: 0, ideDemo: { token: alice.token, accountId: alice.accountId } });
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
@@ -88,5 +89,29 @@ describe('the IDE in a browser', () => {
     if (blocked.length) console.info(`IDE test: blocked ${blocked.length} non-local request(s): ${blocked.join(', ')}`);
     expect(pageErrors).toEqual([]);
     await context.close();
+  });
+});
+
+describe('the IDE page', () => {
+  it("opens the walk-through on the demo customer's account, and without a token sends no Authorization header", () => {
+    // Booleans, not toContain: a failure would print the whole page.
+    const demo = renderIde({ token: 'demo-token', accountId: '00000000-0000-4000-8000-0000000acc01' });
+    expect(demo.includes('00000000-0000-4000-8000-0000000acc01')).toBe(true);
+    expect(demo.includes('PASTE-ACCOUNT-ID')).toBe(false);
+    expect(demo.includes(String.raw`"headers":"{\n  \"Authorization\": \"Bearer demo-token\"\n}"`)).toBe(true);
+    const anonymous = renderIde();
+    expect(anonymous.includes('PASTE-ACCOUNT-ID')).toBe(true);
+    expect(anonymous.includes('"headers":"{}"')).toBe(true);
+  });
+
+  it('answers the Docs panel’s introspection without a token in development', async () => {
+    const own = await startStack({ worker: false });
+    try {
+      const response = await gql<{ __schema: { queryType: { name: string } } }>(own.apiUrl, null, '{ __schema { queryType { name } types { name } } }');
+      expect(response.errors).toBeUndefined();
+      expect(response.data?.__schema.queryType.name).toBe('Query');
+    } finally {
+      await own.stop();
+    }
   });
 });

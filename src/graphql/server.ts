@@ -19,7 +19,7 @@ import { createFormatError, unauthenticated } from './errors.ts';
 import { costLimitPlugin, createArmor, graphqlOverHttpStatus, QUERY_LIMITS } from './limits.ts';
 import { createLoaders } from './loaders.ts';
 import { serveWebSocket } from './websocket.ts';
-import { readIdeAssets, renderIde } from './ide/page.ts';
+import { readIdeAssets, renderIde, type IdeDemo } from './ide/page.ts';
 import { resolvers } from './resolvers.ts';
 
 export const SCHEMA_FILE = new URL('../../schema.graphql', import.meta.url);
@@ -36,7 +36,7 @@ export interface ApiOptions {
   /** Serve the IDE on GET /graphql for browsers. */
   ide: boolean;
   /** A token pre-filled in the IDE's headers (the all-in-one dev start only). */
-  ideToken?: string;
+  ideDemo?: IdeDemo;
   introspection: boolean;
   /** Serve GET /metrics on this (public) port; otherwise only the ops port serves it. */
   metricsPublic: boolean;
@@ -126,7 +126,7 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
   });
 
   if (options.ide) {
-    const html = renderIde(options.ideToken ? { defaultToken: options.ideToken } : {});
+    const html = renderIde(options.ideDemo);
     app.get('/graphql', (req, res, next) => {
       const wantsHtml = req.accepts(['application/json', 'application/graphql-response+json', 'text/html']) === 'text/html';
       if (!wantsHtml) return next();

@@ -34,7 +34,8 @@ query Me {
   }
 }
 
-# 2. Send money. Copy an account id from step 1 into fromAccountId.
+# 2. Send money from an account of yours (npm start fills in the demo customer's; otherwise copy an
+#    id from step 1 over PASTE-ACCOUNT-ID wherever it appears).
 #    Re-running with the same idempotencyKey returns the same payment, never a second debit.
 #    A recipient sort code of 000000 is rejected by the provider: the payment ends CANCELLED
 #    and the money comes back.
@@ -90,13 +91,21 @@ subscription FollowEvents {
 // The page's options are JSON; this marker is swapped for a reference to our fetcher function.
 const FETCHER_MARKER = '__payments_fetcher__';
 
-export function renderIde(options: { defaultToken?: string } = {}): string {
+/** What the IDE is opened with: a token for its Headers tab and the account the walk-through uses. */
+export interface IdeDemo {
+  token: string;
+  accountId: string;
+}
+
+export function renderIde(demo?: IdeDemo): string {
   const html = renderGraphiQL({
     title: 'Payments API',
     endpoint: '/graphql',
     subscriptionsProtocol: 'WS',
-    defaultQuery: WALKTHROUGH,
-    headers: JSON.stringify({ Authorization: `Bearer ${options.defaultToken ?? ''}` }, null, 2),
+    defaultQuery: demo ? WALKTHROUGH.replaceAll('PASTE-ACCOUNT-ID', demo.accountId) : WALKTHROUGH,
+    // No token: no Authorization header at all, so introspection (the Docs panel) works until one
+    // is pasted; an empty "Bearer " would be refused as a malformed token.
+    headers: JSON.stringify(demo ? { Authorization: `Bearer ${demo.token}` } : {}, null, 2),
     shouldPersistHeaders: true,
     // Not a GraphiQLOptions field in the types, but the page hands it to GraphiQL as its fetcher.
     ...({ fetcher: FETCHER_MARKER } as object),
