@@ -74,6 +74,7 @@ const configSchema = z
     EVENT_POLL_INTERVAL_MS: intFromEnv(100, 10, 60_000),
     EVENT_QUERY_TIMEOUT_MS: intFromEnv(5000, 100, 120_000),
     PAYMENT_SWEEP_MIN_AGE_SECONDS: intFromEnv(300, 0, 30 * 86_400),
+    OTEL_EXPORTER_OTLP_ENDPOINT: z.url({ protocol: /^https?$/ }).optional(),
     FAILPOINTS: z.string().optional(),
     GRAPHQL_IDE: booleanFromEnv,
     GRAPHQL_INTROSPECTION: booleanFromEnv,
@@ -153,6 +154,8 @@ const configSchema = z
       // A poll that hangs this long means a dead connection: it is replaced and /readyz says so.
       queryTimeoutMs: env.EVENT_QUERY_TIMEOUT_MS,
     },
+    // Traces over OTLP/HTTP to this collector (its base URL; /v1/traces is added); off when unset.
+    telemetry: { endpoint: env.OTEL_EXPORTER_OTLP_ENDPOINT },
     // Crash injection for the crash-safety tests and the chaos run; never honoured in production.
     failpoints: env.NODE_ENV === 'production' ? [] : (env.FAILPOINTS ?? '').split(',').map((f) => f.trim()).filter(Boolean),
     // Off in production unless asked for: the schema and a console are a map for attackers.

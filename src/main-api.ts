@@ -2,12 +2,18 @@ import { loadConfig } from './config.ts';
 import { createLogger } from './logger.ts';
 import { requireSetting, runMain } from './run-main.ts';
 import { onShutdown } from './shutdown.ts';
-import { startApiRole } from './roles.ts';
+import { startTracing } from './telemetry/tracing.ts';
 
 /** One API process (GraphQL over HTTP and WebSocket). Run as many as you like. */
 runMain(async () => {
   const config = loadConfig();
   const logger = createLogger({ level: config.logLevel, name: 'payments' });
+  const tracing = await startTracing({ serviceName: 'payments-api', endpoint: config.telemetry.endpoint });
+  // Imported once tracing has started, so what it instruments (http, pg, graphql) is patched as it loads.
+  const { startApiRole } = await import('./roles.ts');
   const api = await startApiRole({ config, databaseUrl: requireSetting(config.databaseUrl, 'DATABASE_URL'), logger });
-  onShutdown(logger, () => api.stop());
+  onShutdown(logger, async () => {
+    await api.stop();
+    await tracing?.shutdown();
+  });
 });

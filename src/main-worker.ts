@@ -2,12 +2,15 @@ import { loadConfig } from './config.ts';
 import { createLogger } from './logger.ts';
 import { requireSetting, runMain } from './run-main.ts';
 import { onShutdown } from './shutdown.ts';
-import { startWorkerRole } from './roles.ts';
+import { startTracing } from './telemetry/tracing.ts';
 
 /** One settlement worker process, with /healthz, /readyz and /metrics on WORKER_PORT. Run as many as you like. */
 runMain(async () => {
   const config = loadConfig();
   const logger = createLogger({ level: config.logLevel, name: 'payments' });
+  const tracing = await startTracing({ serviceName: 'payments-worker', endpoint: config.telemetry.endpoint });
+  // Imported once tracing has started, so what it instruments (pg, fetch) is patched as it loads.
+  const { startWorkerRole } = await import('./roles.ts');
   const worker = await startWorkerRole({
     config,
     databaseUrl: requireSetting(config.databaseUrl, 'DATABASE_URL'),
@@ -15,5 +18,8 @@ runMain(async () => {
     logger,
     opsPort: config.workerPort,
   });
-  onShutdown(logger, () => worker.stop());
+  onShutdown(logger, async () => {
+    await worker.stop();
+    await tracing?.shutdown();
+  });
 });

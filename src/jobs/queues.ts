@@ -35,6 +35,8 @@ export const settlePaymentJob = z.object({
    */
   retriesSpent: z.number().int().min(0).optional(),
   deferrals: z.number().int().min(0).optional(),
+  /** The trace of the request that made the payment (W3C trace context), continued by the worker. */
+  trace: z.record(z.string(), z.string()).optional(),
 });
 export type SettlePaymentJob = z.infer<typeof settlePaymentJob>;
 

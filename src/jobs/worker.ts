@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { PrismaClient } from '../db/prisma.ts';
 import type { Logger } from '../logger.ts';
 import { Deferred, RetryLater, type Settlement } from '../payments/settlement.ts';
+import { withTraceFrom } from '../telemetry/propagation.ts';
 import { sweepOrphanedPayments } from './sweeper.ts';
 import { deferralDelaySeconds, QUEUES, settleJobOptions, settlePaymentJob, type QueuePolicy, type SettlePaymentJob } from './queues.ts';
 
@@ -39,7 +40,7 @@ export async function startWorkers(deps: {
     }
     const log = logger.child({ jobId: job.id, paymentId: data.data.paymentId, queue, retryCount: job.retryCount });
     try {
-      await run(data.data.paymentId);
+      await withTraceFrom(data.data.trace, queue, { 'payment.id': data.data.paymentId, 'job.id': job.id }, () => run(data.data.paymentId));
       return { id: job.id, status: 'completed' };
     } catch (error) {
       if (error instanceof Deferred && queue === QUEUES.settle) {
@@ -89,7 +90,7 @@ function createRescheduler(deps: { boss: PgBoss; prisma: PrismaClient; queue: Qu
     const retriesSpent = (data.retriesSpent ?? 0) + job.retryCount;
     const deferrals = (data.deferrals ?? 0) + 1;
     const delay = deferralDelaySeconds(queue.retry, deferred.resumeInSeconds, deferrals - 1);
-    const next: SettlePaymentJob = { paymentId: data.paymentId, retriesSpent, deferrals };
+    const next: SettlePaymentJob = { paymentId: data.paymentId, retriesSpent, deferrals, ...(data.trace ? { trace: data.trace } : {}) };
     const sent = await prisma.$transaction(async (tx) => {
       const db = fromPrisma(tx);
       const done = commandResponse.parse(await boss.complete(QUEUES.settle, { id: job.id, retryCount: job.retryCount }, { deferred: deferred.message }, { db }));

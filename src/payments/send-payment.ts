@@ -5,6 +5,7 @@ import { DomainError, userError, type UserError } from '../errors.ts';
 import { settleJobOptions, QUEUES, type QueuePolicy, type SettlePaymentJob } from '../jobs/queues.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
+import { currentTraceCarrier } from '../telemetry/propagation.ts';
 import { parseInput, sendPaymentInput, type SendPaymentCommand } from '../validation.ts';
 import { findPaymentByKey, insertPaymentAndDebit } from './repository.ts';
 
@@ -60,7 +61,8 @@ export function createPaymentService(deps: PaymentServiceDeps) {
             userError('INSUFFICIENT_FUNDS', 'The account balance is lower than the amount', ['amount']),
           );
         }
-        const job: SettlePaymentJob = { paymentId: created.id };
+        const trace = currentTraceCarrier();
+        const job: SettlePaymentJob = { paymentId: created.id, ...(trace ? { trace } : {}) };
         await boss.send(QUEUES.settle, job, { ...jobOptions, id: created.id, db: fromPrisma(tx) });
         return created;
       }, TX_OPTIONS).finally(() => endTransaction());
