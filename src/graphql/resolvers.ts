@@ -1,9 +1,9 @@
+import type { Resolvers } from './generated/types.ts';
 import { z } from 'zod';
 import { RateLimiterRes } from 'rate-limiter-flexible';
 import type { Account, Customer, LedgerEntry, OperatorAction, Payment } from '../db/prisma.ts';
 import { userError } from '../errors.ts';
 import { customerAttemptDetail, customerFailureReason } from '../payments/outcomes.ts';
-import type { PaymentStatus } from '../payments/payment-status.ts';
 import type { SendPaymentResult } from '../payments/send-payment.ts';
 import { ownedAccountWhere, requireCustomer, requireOperator, requireViewer, type Context } from './context.ts';
 import { connection, decodeCursor, serialCursorKey, pageSize, paymentCursorKey } from './pagination.ts';
@@ -12,11 +12,6 @@ import { eventResolvers } from './events.ts';
 import { subscriptionResolvers } from './subscriptions.ts';
 
 const isUuid = (id: string) => z.uuid().safeParse(id).success;
-
-interface PageArgs {
-  first?: number | null;
-  after?: string | null;
-}
 
 async function visibleAccount(ctx: Context, id: string): Promise<Account | null> {
   const viewer = requireViewer(ctx);
@@ -43,20 +38,20 @@ async function sendPaymentLimited(ctx: Context, customerId: string, input: unkno
   return ctx.payments.sendPayment(customerId, input, ctx.logger);
 }
 
-export const resolvers = {
+export const resolvers: Resolvers = {
   Money: MoneyScalar,
   DateTime: DateTimeScalar,
 
   Query: {
-    me: async (_: unknown, __: unknown, ctx: Context): Promise<Customer | null> => {
+    me: async (_, __, ctx): Promise<Customer | null> => {
       const viewer = requireViewer(ctx);
       if (viewer.role !== 'customer') return null;
       return ctx.prisma.customer.findUnique({ where: { id: viewer.customerId } });
     },
-    account: (_: unknown, args: { id: string }, ctx: Context) => visibleAccount(ctx, args.id),
-    payment: (_: unknown, args: { id: string }, ctx: Context) => visiblePayment(ctx, args.id),
+    account: (_, args, ctx) => visibleAccount(ctx, args.id),
+    payment: (_, args, ctx) => visiblePayment(ctx, args.id),
     ...eventResolvers.Query,
-    operatorActions: async (_: unknown, args: PageArgs, ctx: Context) => {
+    operatorActions: async (_, args, ctx) => {
       requireOperator(ctx);
       const limit = pageSize(args.first ?? 50);
       const after = decodeCursor(args.after, serialCursorKey);
@@ -70,7 +65,7 @@ export const resolvers = {
   },
 
   Mutation: {
-    sendPayment: async (_: unknown, args: { input: unknown }, ctx: Context) => {
+    sendPayment: async (_, args, ctx) => {
       const customerId = requireCustomer(ctx);
       const end = ctx.metrics.sendPaymentSeconds.startTimer();
       let outcome = 'error';
@@ -84,10 +79,10 @@ export const resolvers = {
         end({ outcome });
       }
     },
-    createCustomer: (_: unknown, args: { input: unknown }, ctx: Context) =>
+    createCustomer: (_, args, ctx) =>
       ctx.accounts.createCustomer(args.input, requireOperator(ctx)),
-    openAccount: (_: unknown, args: { input: unknown }, ctx: Context) => ctx.accounts.openAccount(args.input, requireOperator(ctx)),
-    depositFunds: (_: unknown, args: { input: unknown }, ctx: Context) =>
+    openAccount: (_, args, ctx) => ctx.accounts.openAccount(args.input, requireOperator(ctx)),
+    depositFunds: (_, args, ctx) =>
       ctx.accounts.depositFunds(args.input, requireOperator(ctx)),
   },
 
@@ -105,7 +100,7 @@ export const resolvers = {
   },
 
   Account: {
-    payments: async (account: Account, args: PageArgs & { status?: PaymentStatus | null }, ctx: Context) => {
+    payments: async (account, args, ctx) => {
       const limit = pageSize(args.first);
       const after = decodeCursor(args.after, paymentCursorKey);
       const rows = await ctx.prisma.payment.findMany({
@@ -126,7 +121,7 @@ export const resolvers = {
       });
       return connection(rows, limit, (p) => [p.createdAt.toISOString(), p.id], args.after);
     },
-    ledger: async (account: Account, args: PageArgs, ctx: Context) => {
+    ledger: async (account, args, ctx) => {
       const limit = pageSize(args.first);
       const after = decodeCursor(args.after, serialCursorKey);
       const rows = await ctx.prisma.ledgerEntry.findMany({
