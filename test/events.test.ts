@@ -90,6 +90,16 @@ describe('cursors', () => {
 
 describe('commit order', () => {
   it('never skips an event whose transaction commits after a later-numbered one', async () => {
+    // No worker here: the test alone moves these payments, in the order it chooses.
+    const quiet = await startStack({ worker: false });
+    try {
+      await commitsOutOfOrder(quiet);
+    } finally {
+      await quiet.stop();
+    }
+  });
+
+  async function commitsOutOfOrder(stack: Stack) {
     const alice = await stack.newCustomer(10_000);
     const first = await stack.send(alice.token, paymentInput(alice.accountId, { amount: 100 }));
     const later = await stack.send(alice.token, paymentInput(alice.accountId, { amount: 200 }));
@@ -126,7 +136,7 @@ describe('commit order', () => {
     } finally {
       await Promise.all([t1.end(), t2.end()]);
     }
-  });
+  }
 
   it('records the creation and every status change of a payment, and the cursors sort as strings', async () => {
     const alice = await stack.newCustomer(10_000);
