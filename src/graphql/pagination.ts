@@ -18,6 +18,16 @@ export function pageSize(first: number | null | undefined): number {
 
 /** Sort key of a payment: [createdAt as ISO-8601, id]. */
 export const paymentCursorKey = z.tuple([z.iso.datetime(), z.uuid()]);
+/** Sort key of a webhook delivery: [createdAt as ISO-8601, id], like a payment's. */
+export const deliveryCursorKey = paymentCursorKey;
+
+/** The Prisma `where` for rows after `after` in (createdAt desc, id desc) order; empty for the first page. */
+export function afterCreatedAtId(after: [string, string] | null) {
+  if (!after) return {};
+  const createdAt = new Date(after[0]);
+  return { OR: [{ createdAt: { lt: createdAt } }, { createdAt, id: { lt: after[1] } }] };
+}
+
 /** Sort key of a ledger entry: [id as a decimal string]. */
 export const ledgerCursorKey = z.tuple([z.string().refine((id) => /^\d{1,19}$/.test(id) && BigInt(id) < 2n ** 63n, 'a ledger entry id')]);
 

@@ -5,10 +5,11 @@ import { userError } from '../errors.ts';
 import type { PaymentStatus } from '../payments/payment-status.ts';
 import type { SendPaymentResult } from '../payments/send-payment.ts';
 import { ownedAccountWhere, requireCustomer, requireOperator, requireViewer, type Context } from './context.ts';
-import { connection, decodeCursor, ledgerCursorKey, pageSize, paymentCursorKey } from './pagination.ts';
+import { afterCreatedAtId, connection, decodeCursor, ledgerCursorKey, pageSize, paymentCursorKey } from './pagination.ts';
 import { DateTimeScalar, MoneyScalar } from './scalars.ts';
 import { eventResolvers } from './events.ts';
 import { subscriptionResolvers } from './subscriptions.ts';
+import { webhookResolvers } from './webhooks.ts';
 
 const isUuid = (id: string) => z.uuid().safeParse(id).success;
 
@@ -84,6 +85,7 @@ export const resolvers = {
       requireOperator(ctx);
       return ctx.accounts.depositFunds(args.input);
     },
+    ...webhookResolvers.Mutation,
   },
 
   Subscription: { ...subscriptionResolvers, ...eventResolvers.Subscription },
@@ -103,14 +105,7 @@ export const resolvers = {
         where: {
           accountId: account.id,
           ...(args.status ? { status: args.status } : {}),
-          ...(after
-            ? {
-                OR: [
-                  { createdAt: { lt: new Date(after[0]) } },
-                  { createdAt: new Date(after[0]), id: { lt: after[1] } },
-                ],
-              }
-            : {}),
+          ...afterCreatedAtId(after),
         },
         orderBy: [{ createdAt: 'desc' }, { id: 'desc' }],
         take: limit + 1,
@@ -127,7 +122,10 @@ export const resolvers = {
       });
       return connection(rows, limit, (e) => [e.id.toString()]);
     },
+    ...webhookResolvers.Account,
   },
+
+  WebhookEndpoint: webhookResolvers.WebhookEndpoint,
 
   Payment: {
     account: async (payment: Payment, _: unknown, ctx: Context): Promise<Account> => {
