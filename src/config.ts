@@ -115,6 +115,9 @@ const configSchema = z
     if (env.NODE_ENV === 'production' && env.WEBHOOK_SECRET_KEY === undefined) {
       ctx.addIssue({ code: 'custom', path: ['WEBHOOK_SECRET_KEY'], message: 'must be set in production (openssl rand -hex 32)' });
     }
+    if (env.WEBHOOK_ENDPOINT_CONCURRENCY >= env.WEBHOOK_CONCURRENCY) {
+      ctx.addIssue({ code: 'custom', path: ['WEBHOOK_ENDPOINT_CONCURRENCY'], message: 'must be less than WEBHOOK_CONCURRENCY, so one endpoint never takes every slot' });
+    }
     if (env.WEBHOOK_RETRY_DELAY_MAX_MS < env.WEBHOOK_RETRY_DELAY_MS) {
       ctx.addIssue({ code: 'custom', path: ['WEBHOOK_RETRY_DELAY_MAX_MS'], message: 'must not be less than WEBHOOK_RETRY_DELAY_MS' });
     }
@@ -173,7 +176,7 @@ const configSchema = z
       retryHours: env.WEBHOOK_RETRY_HOURS,
       retryDelayMs: env.WEBHOOK_RETRY_DELAY_MS,
       retryDelayMaxMs: env.WEBHOOK_RETRY_DELAY_MAX_MS,
-      // Deliveries one worker process makes at once, and at most this many to one endpoint across all workers.
+      // Deliveries one worker process makes at once, and at most this many of them to one endpoint.
       concurrency: env.WEBHOOK_CONCURRENCY,
       endpointConcurrency: env.WEBHOOK_ENDPOINT_CONCURRENCY,
       dispatchIntervalMs: env.WEBHOOK_DISPATCH_INTERVAL_MS,

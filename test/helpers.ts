@@ -10,6 +10,8 @@ import { startApiRole, startWorkerRole, type ApiRole, type WorkerRole } from '..
 import { withDatabase } from './global-setup.ts';
 
 export const TEST_SECRET = 'test-secret-that-is-at-least-32-bytes-long!!';
+/** The webhook secrets' encryption key that production requires (32 bytes, hex). */
+export const TEST_WEBHOOK_KEY = '7e'.repeat(32);
 
 /** A fresh database cloned from the migrated template; dropped by `drop()`. */
 export async function createTestDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
@@ -189,6 +191,8 @@ export async function startStack(
     eventsDatabaseUrl?: (databaseUrl: string) => string;
     /** Sees every SQL statement the API sends. */
     onApiQuery?: (sql: string) => void;
+    /** The worker's clock for webhook signatures and retry windows. */
+    workerNow?: () => Date;
   } = {},
 ): Promise<Stack> {
   const database = await createTestDatabase();
@@ -225,6 +229,7 @@ export async function startStack(
         providerUrl: emulator.url,
         logger,
         pollingIntervalSeconds: 0.5,
+        ...(options.workerNow ? { now: options.workerNow } : {}),
       });
       return stack.worker;
     },

@@ -11,8 +11,9 @@ import { startDispatcher } from './dispatcher.ts';
 /**
  * The worker's half of webhooks: the dispatcher (event stream -> deliveries) and the
  * `webhook.deliver` handlers. Deliveries run on their own queue and fetch loops, so they never
- * take a settlement slot; at most `endpointConcurrency` run for one endpoint across all workers
- * (pg-boss group concurrency, keyed by endpoint), so a hanging endpoint holds only its own slots.
+ * take a settlement slot; at most `endpointConcurrency` run for one endpoint in each worker process
+ * (pg-boss local group concurrency, keyed by endpoint), so a hanging endpoint holds only its own
+ * slots and every other endpoint keeps `concurrency - endpointConcurrency` or more.
  */
 export async function startWebhookWorker(deps: {
   config: Config;
@@ -44,7 +45,10 @@ export async function startWebhookWorker(deps: {
     {
       batchSize: 1,
       localConcurrency: settings.concurrency,
-      groupConcurrency: settings.endpointConcurrency,
+      // Exact within this process (pg-boss tracks it in memory and skips full groups when fetching).
+      // The database-tracked groupConcurrency was measured letting a third job through under
+      // concurrent fetches, and pg-boss allows only one of the two.
+      localGroupConcurrency: settings.endpointConcurrency,
       pollingIntervalSeconds: deps.pollingIntervalSeconds,
       notifyPollingIntervalSeconds: deps.pollingIntervalSeconds,
     },
