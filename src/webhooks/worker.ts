@@ -59,7 +59,13 @@ export async function startWebhookWorker(deps: {
         logger.error({ jobId: job.id, issues: data.error.issues }, 'malformed webhook job payload');
         return;
       }
-      await delivery.attempt(job.id, data.data);
+      try {
+        await delivery.attempt(job.id, data.data);
+      } catch (error) {
+        // Ours, not the endpoint's (the database, a secret that does not decrypt): pg-boss tries the job again.
+        logger.error({ err: error, jobId: job.id, deliveryId: data.data.deliveryId }, 'webhook attempt failed on our side; will retry');
+        throw error;
+      }
     },
   );
   const dispatcher = startDispatcher({ prisma, boss, logger, jobOptions, intervalMs: settings.dispatchIntervalMs });
