@@ -251,6 +251,19 @@ export async function startStack(
   return stack;
 }
 
+/** The environment of a worker process (`startRole('main-worker.ts', ...)`) on the stack's database and emulator. */
+export function workerProcessEnv(stack: Stack, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    DATABASE_URL: stack.databaseUrl,
+    AUTH_JWT_SECRET: TEST_SECRET,
+    PROVIDER_URL: stack.emulator.url,
+    PROVIDER_API_KEY: stack.config.providerApiKey,
+    WORKER_PORT: '0',
+    QUEUE_SUPERVISE_SECONDS: '1',
+    ...extra,
+  };
+}
+
 /** Fails the test if the service logged an error it did not expect. */
 export function expectNoErrorLogs(stack: Stack): void {
   expect(stack.errorLogs, 'unexpected error logs').toEqual([]);

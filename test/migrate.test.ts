@@ -51,7 +51,12 @@ describe('the migration runner', () => {
       'customers',
       'ledger_entries',
       'payment_attempts',
+      'payment_event_retention',
+      'payment_events',
       'payments',
+      'webhook_deliveries',
+      'webhook_dispatch_cursor',
+      'webhook_endpoints',
     ]);
   });
 

@@ -4,7 +4,7 @@ import { startRole } from '../src/chaos/processes.ts';
 import { START } from '../src/events/cursor.ts';
 import { prismaSql, readEvents } from '../src/events/store.ts';
 import { verifyWebhookSignature } from '../src/webhooks/verify.ts';
-import { gql, paymentInput, startStack, TEST_SECRET, type Stack } from './helpers.ts';
+import { gql, paymentInput, startStack, workerProcessEnv, type Stack } from './helpers.ts';
 import { startReceiver, type Receiver } from './webhook-receiver.ts';
 
 /**
@@ -24,20 +24,15 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-const workerEnv = () => ({
-  DATABASE_URL: stack.databaseUrl,
-  AUTH_JWT_SECRET: TEST_SECRET,
-  PROVIDER_URL: stack.emulator.url,
-  PROVIDER_API_KEY: stack.config.providerApiKey,
-  WORKER_PORT: '0',
-  QUEUE_SUPERVISE_SECONDS: '1',
-  PAYMENT_JOB_EXPIRE_SECONDS: '2',
-  WEBHOOK_TIMEOUT_MS: '1000',
-  WEBHOOK_RETRY_DELAY_MS: '100',
-  WEBHOOK_RETRY_DELAY_MAX_MS: '500',
-  WEBHOOK_DISPATCH_INTERVAL_MS: '50',
-  WEBHOOK_CONCURRENCY: '4',
-});
+const workerEnv = () =>
+  workerProcessEnv(stack, {
+    PAYMENT_JOB_EXPIRE_SECONDS: '2',
+    WEBHOOK_TIMEOUT_MS: '1000',
+    WEBHOOK_RETRY_DELAY_MS: '100',
+    WEBHOOK_RETRY_DELAY_MAX_MS: '500',
+    WEBHOOK_DISPATCH_INTERVAL_MS: '50',
+    WEBHOOK_CONCURRENCY: '4',
+  });
 
 describe('a worker killed with SIGKILL during webhook deliveries', () => {
   it('loses nothing: the next worker delivers every event, signed, at least once', async () => {

@@ -11,10 +11,13 @@ import type { Logger } from '../logger.ts';
  * all in one transaction. A crash before commit repeats the batch; the unique
  * (endpoint, event) key makes the repeat insert nothing twice.
  *
- * Every worker process runs one; the row lock (`FOR UPDATE SKIP LOCKED`) lets one dispatch at a
- * time and the others skip the round. Reads go through `readEvents`, below the visibility
+ * Every worker process runs one; a transaction-scoped advisory lock (`pg_try_advisory_xact_lock`)
+ * lets one dispatch at a time and the others skip the round. Reads go through `readEvents`, below the visibility
  * horizon, so an event that commits late is never passed over (ADR 0004).
  */
+
+/** The advisory lock a dispatching transaction holds (any fixed number no other lock uses). */
+const DISPATCH_LOCK = 7_130_520_261_125n;
 
 /** Events fanned out per transaction. */
 export const DISPATCH_BATCH = 500;
@@ -24,9 +27,13 @@ export async function dispatchOnce(deps: { prisma: PrismaClient; boss: PgBoss; j
   const limit = deps.batch ?? DISPATCH_BATCH;
   return deps.prisma.$transaction(
     async (tx) => {
-      const [cursor] = await tx.$queryRaw<{ xid: string; seq: string }[]>`
-        SELECT xid::text AS xid, seq::text AS seq FROM webhook_dispatch_cursor FOR UPDATE SKIP LOCKED`;
-      if (!cursor) return null;
+      // An advisory lock, not FOR UPDATE on the cursor row: a row lock would give this transaction
+      // an xid at once, and while it runs the visibility horizon of every reader of the stream (the
+      // API's feeds too) would stop at it. Until it writes, this transaction holds no xid.
+      const [lock] = await tx.$queryRaw<{ locked: boolean }[]>`SELECT pg_try_advisory_xact_lock(${DISPATCH_LOCK}) AS locked`;
+      if (!lock?.locked) return null;
+      const [cursor] = await tx.$queryRaw<{ xid: string; seq: string }[]>`SELECT xid::text AS xid, seq::text AS seq FROM webhook_dispatch_cursor`;
+      if (!cursor) throw new Error('webhook_dispatch_cursor has no row');
       const events = await readEvents(prismaSql(tx), { after: { xid: BigInt(cursor.xid), seq: BigInt(cursor.seq) }, limit });
       const last = events.at(-1);
       if (!last) return 0;
