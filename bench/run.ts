@@ -100,6 +100,7 @@ async function main(): Promise<void> {
       DATABASE_URL: db.url,
       PORT: String(port),
       AUTH_JWT_SECRET: secret,
+      WEBHOOK_SECRET_KEY: randomBytes(32).toString('hex'),
       SEND_PAYMENT_RATE_LIMIT_PER_MINUTE: '0',
       // Production keeps /metrics off the public port and serves it on METRICS_PORT: any free one.
       METRICS_PORT: '0',

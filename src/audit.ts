@@ -117,6 +117,27 @@ export async function audit(options: {
     stale.map((r) => `payment ${r.id} PENDING since ${r.created_at.toISOString()} (${r.minutes} min)`),
   );
 
+  // Webhooks: every event the dispatcher has passed went to each endpoint of its account that was
+  // registered before it (and is not deleted), and every delivery still owed is in someone's hands.
+  const fanOut = await prisma.$queryRaw<{ checked: bigint; missing: string[] }[]>`
+    SELECT count(*) AS checked,
+      coalesce(array_agg('event ' || ev.seq || ' to endpoint ' || w.id) FILTER (WHERE d.id IS NULL), '{}') AS missing
+    FROM webhook_dispatch_cursor c
+    JOIN payment_events ev ON (ev.xid, ev.seq) > (c.started_xid, 0::bigint) AND (ev.xid, ev.seq) <= (c.xid, c.seq)
+    JOIN webhook_endpoints w ON w.account_id = ev.account_id AND w.deleted_at IS NULL AND w.created_at < ev.occurred_at
+    LEFT JOIN webhook_deliveries d ON d.endpoint_id = w.id AND d.event_seq = ev.seq`;
+  check('every dispatched event has a webhook delivery for each endpoint its account had', Number(fanOut[0]?.checked ?? 0), fanOut[0]?.missing ?? []);
+
+  const owed = await prisma.$queryRaw<{ checked: bigint; stuck: string[] }[]>`
+    SELECT count(*) AS checked, coalesce(array_agg(d.id || ': ' || concat_ws(', ',
+        CASE WHEN j.id IS NULL THEN 'no live job' END,
+        CASE WHEN d.retry_until < now() - interval '1 hour' THEN 'past its retry window' END)) FILTER (
+          WHERE j.id IS NULL OR d.retry_until < now() - interval '1 hour'), '{}') AS stuck
+    FROM webhook_deliveries d
+    LEFT JOIN pgboss.job j ON j.name = 'webhook.deliver' AND j.id = d.job_id AND j.state IN ('created', 'retry', 'active')
+    WHERE d.status = 'PENDING'`;
+  check('every PENDING webhook delivery has a live job and is within its retry window', Number(owed[0]?.checked ?? 0), owed[0]?.stuck ?? []);
+
   if (options.provider) {
     const response = await fetch(`${options.provider.url}/admin/payments`, { headers: { 'x-api-key': options.provider.apiKey } });
     if (!response.ok) throw new Error(`provider answered ${response.status} to GET /admin/payments`);

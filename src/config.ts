@@ -10,6 +10,22 @@ export type Config = z.infer<typeof configSchema>;
 // passes `allowDevSecret`) may sign with it, and never in production. Every other process that
 // signs or verifies tokens refuses to start without AUTH_JWT_SECRET (`requireJwtSecret`).
 const DEV_JWT_SECRET = 'dev-only-secret-change-me-dev-only-secret';
+/** Development only: production refuses to start without its own WEBHOOK_SECRET_KEY. */
+const DEV_WEBHOOK_SECRET_KEY = Buffer.from('dev-only-webhook-key-change-me!!', 'utf8');
+
+/** 32 bytes, as 64 hex digits or base64: the AES-256 key that encrypts webhook secrets at rest. */
+const aesKey = z
+  .string()
+  .trim()
+  .transform((raw, ctx) => {
+    const bytes = /^[0-9a-fA-F]{64}$/.test(raw) ? Buffer.from(raw, 'hex') : /^[A-Za-z0-9+/_-]{43}=?$/.test(raw) ? Buffer.from(raw, 'base64') : null;
+    if (bytes?.length !== 32) {
+      ctx.addIssue({ code: 'custom', message: 'must be 32 bytes as 64 hex digits or base64 (openssl rand -hex 32)' });
+      return z.NEVER;
+    }
+    return bytes;
+  })
+  .optional();
 
 const wholeNumber = (min: number, max: number) =>
   z
@@ -75,6 +91,14 @@ const configSchema = z
     EVENT_QUERY_TIMEOUT_MS: intFromEnv(5000, 100, 120_000),
     PAYMENT_SWEEP_MIN_AGE_SECONDS: intFromEnv(300, 0, 30 * 86_400),
     OTEL_EXPORTER_OTLP_ENDPOINT: z.url({ protocol: /^https?$/ }).optional(),
+    WEBHOOK_SECRET_KEY: aesKey,
+    WEBHOOK_TIMEOUT_MS: intFromEnv(5000, 50, 60_000),
+    WEBHOOK_RETRY_HOURS: intFromEnv(72, 1, 24 * 30),
+    WEBHOOK_RETRY_DELAY_MS: intFromEnv(10_000, 10, 3_600_000),
+    WEBHOOK_RETRY_DELAY_MAX_MS: intFromEnv(3_600_000, 10, 24 * 3_600_000),
+    WEBHOOK_CONCURRENCY: intFromEnv(16, 1, 256),
+    WEBHOOK_ENDPOINT_CONCURRENCY: intFromEnv(2, 1, 64),
+    WEBHOOK_DISPATCH_INTERVAL_MS: intFromEnv(250, 10, 60_000),
     FAILPOINTS: z.string().optional(),
     GRAPHQL_IDE: booleanFromEnv,
     GRAPHQL_INTROSPECTION: booleanFromEnv,
@@ -102,6 +126,15 @@ const configSchema = z
         path: ['PAYMENT_JOB_EXPIRE_SECONDS'],
         message: `must be at least twice PROVIDER_TIMEOUT_MS (${env.PROVIDER_TIMEOUT_MS} ms), i.e. ${Math.ceil((2 * env.PROVIDER_TIMEOUT_MS) / 1000)} or more`,
       });
+    }
+    if (env.NODE_ENV === 'production' && env.WEBHOOK_SECRET_KEY === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['WEBHOOK_SECRET_KEY'], message: 'must be set in production (openssl rand -hex 32)' });
+    }
+    if (env.WEBHOOK_ENDPOINT_CONCURRENCY >= env.WEBHOOK_CONCURRENCY) {
+      ctx.addIssue({ code: 'custom', path: ['WEBHOOK_ENDPOINT_CONCURRENCY'], message: 'must be less than WEBHOOK_CONCURRENCY, so one endpoint never takes every slot' });
+    }
+    if (env.WEBHOOK_RETRY_DELAY_MAX_MS < env.WEBHOOK_RETRY_DELAY_MS) {
+      ctx.addIssue({ code: 'custom', path: ['WEBHOOK_RETRY_DELAY_MAX_MS'], message: 'must not be less than WEBHOOK_RETRY_DELAY_MS' });
     }
     if (env.PAYMENT_RETRY_DELAY_MAX_SECONDS < env.PAYMENT_RETRY_DELAY_SECONDS) {
       ctx.addIssue({
@@ -156,6 +189,19 @@ const configSchema = z
     },
     // Traces over OTLP/HTTP to this collector (its base URL; /v1/traces is added); off when unset.
     telemetry: { endpoint: env.OTEL_EXPORTER_OTLP_ENDPOINT },
+    webhooks: {
+      secretKey: env.WEBHOOK_SECRET_KEY ?? DEV_WEBHOOK_SECRET_KEY,
+      // Production: https only, and only public addresses (checked at registration and on each delivery).
+      strictUrls: env.NODE_ENV === 'production',
+      timeoutMs: env.WEBHOOK_TIMEOUT_MS,
+      retryHours: env.WEBHOOK_RETRY_HOURS,
+      retryDelayMs: env.WEBHOOK_RETRY_DELAY_MS,
+      retryDelayMaxMs: env.WEBHOOK_RETRY_DELAY_MAX_MS,
+      // Deliveries one worker process makes at once, and at most this many of them to one endpoint.
+      concurrency: env.WEBHOOK_CONCURRENCY,
+      endpointConcurrency: env.WEBHOOK_ENDPOINT_CONCURRENCY,
+      dispatchIntervalMs: env.WEBHOOK_DISPATCH_INTERVAL_MS,
+    },
     // Crash injection for the crash-safety tests and the chaos run; never honoured in production.
     failpoints: env.NODE_ENV === 'production' ? [] : (env.FAILPOINTS ?? '').split(',').map((f) => f.trim()).filter(Boolean),
     // Off in production unless asked for: the schema and a console are a map for attackers.

@@ -20,6 +20,10 @@ import { createSettlement } from './payments/settlement.ts';
 import { createProviderClient } from './provider/client.ts';
 import { startEventFeed, type EventFeed } from './events/feed.ts';
 import { prismaSql, pruneEvents } from './events/store.ts';
+import { createAddressGuard, systemResolver, type Resolver } from './webhooks/address.ts';
+import { createWebhookService } from './webhooks/endpoints.ts';
+import { startWebhookWorker } from './webhooks/worker.ts';
+import { webhookJobOptions } from './jobs/queues.ts';
 
 /**
  * The roles a process can play (API, worker), each built from a Config and an explicit
@@ -83,6 +87,8 @@ export async function startApiRole(options: {
   eventsDatabaseUrl?: string;
   /** Sees every SQL statement of the API's Prisma client (tests count them). */
   onQuery?: (sql: string) => void;
+  /** Resolves webhook hosts (the system resolver by default; tests give their own). */
+  resolveHost?: Resolver;
 }): Promise<ApiRole> {
   const { config, databaseUrl } = options;
   // Before anything is started: an API without its own secret must not come up at all.
@@ -139,6 +145,14 @@ export async function startApiRole(options: {
         : null,
       events,
       subscriptionBudget: budget,
+      webhooks: createWebhookService({
+        prisma,
+        boss,
+        guard: createAddressGuard({ strict: config.webhooks.strictUrls, resolve: options.resolveHost ?? systemResolver }),
+        secretKey: config.webhooks.secretKey,
+        jobOptions: webhookJobOptions({ timeoutMs: config.webhooks.timeoutMs, jobExpireSeconds: config.queue.jobExpireSeconds }),
+        logger,
+      }),
     },
     tokens,
     port: options.port ?? config.port,
@@ -185,6 +199,10 @@ export async function startWorkerRole(options: {
   /** Serve /healthz, /readyz and /metrics on this port (0: any free one). */
   opsPort?: number;
   pollingIntervalSeconds?: number;
+  /** The clock of webhook signatures and retry windows (tests move it forward). */
+  now?: () => Date;
+  /** Resolves webhook hosts (the system resolver by default). */
+  resolveHost?: Resolver;
 }): Promise<WorkerRole> {
   const { config, databaseUrl } = options;
   const logger = options.logger.child({ role: 'worker' });
@@ -217,6 +235,16 @@ export async function startWorkerRole(options: {
     sweepMinAgeSeconds: config.queue.sweepMinAgeSeconds,
   });
   await schedulePruning(boss, prisma, config, logger);
+  const webhooks = await startWebhookWorker({
+    config,
+    prisma,
+    boss,
+    logger,
+    metrics,
+    resolve: options.resolveHost ?? systemResolver,
+    now: options.now ?? (() => new Date()),
+    pollingIntervalSeconds: options.pollingIntervalSeconds ?? 0.5,
+  });
   let stopping = false;
   const ops =
     options.opsPort === undefined
@@ -237,6 +265,7 @@ export async function startWorkerRole(options: {
     opsUrl: ops?.url ?? null,
     async stop() {
       stopping = true;
+      await webhooks.stop();
       // graceful: jobs in flight finish (or expire back to the queue) before the pool closes.
       await boss.stop({ graceful: true, close: true, timeout: 15_000 });
       await ops?.close();

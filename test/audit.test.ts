@@ -26,7 +26,7 @@ describe('the audit', () => {
   it('passes on a consistent bank', async () => {
     const report = await audit({ prisma: stack.db, provider: provider() });
     expect(failing(report)).toEqual([]);
-    expect(report.checks).toHaveLength(7);
+    expect(report.checks).toHaveLength(9);
   });
 
   it('finds a balance that no longer matches its ledger', async () => {
@@ -50,6 +50,40 @@ describe('the audit', () => {
       `payment ${completed.id}: an event does not follow from the one before; last event FAILED, payment COMPLETED`,
     ]);
     await stack.db.$executeRaw`DELETE FROM payment_events WHERE payment_id = ${completed.id}::uuid AND status = 'FAILED'`;
+  });
+
+  it('finds an event the webhook dispatcher passed without a delivery, and a delivery no job will attempt', async () => {
+    const carol = await stack.newCustomer(10_000);
+    // An endpoint registered a minute ago that refuses connections: its deliveries stay PENDING, retrying.
+    const [endpoint] = await stack.db.$queryRaw<{ id: string }[]>`
+      INSERT INTO webhook_endpoints (id, account_id, url, secret_ciphertext, created_at)
+      VALUES (gen_random_uuid(), ${carol.accountId}::uuid, 'http://127.0.0.1:9/hooks', decode('00', 'hex'), now() - interval '1 minute')
+      RETURNING id::text AS id`;
+    const endpointId = endpoint?.id ?? '';
+    await stack.send(carol.token, paymentInput(carol.accountId, { amount: 1_000 }));
+    const deliveries = await vi.waitFor(
+      async () => {
+        const rows = await stack.db.webhookDelivery.findMany({ where: { endpointId }, orderBy: { eventSeq: 'asc' } });
+        expect(rows.length).toBeGreaterThanOrEqual(2);
+        return rows;
+      },
+      { timeout: 20_000, interval: 100 },
+    );
+    expect(failing(await audit({ prisma: stack.db }))).toEqual([]);
+    const [lost, orphaned] = deliveries;
+    await stack.db.webhookDelivery.delete({ where: { id: lost?.id ?? '' } });
+    await stack.db.$executeRaw`UPDATE webhook_deliveries SET job_id = gen_random_uuid() WHERE id = ${orphaned?.id ?? ''}::uuid`;
+    const report = await audit({ prisma: stack.db });
+    expect(failing(report)).toEqual([
+      'every dispatched event has a webhook delivery for each endpoint its account had',
+      'every PENDING webhook delivery has a live job and is within its retry window',
+    ]);
+    expect(report.checks.flatMap((c) => c.violations)).toEqual([
+      `event ${lost?.eventSeq} to endpoint ${endpointId}`,
+      `${orphaned?.id}: no live job`,
+    ]);
+    await stack.db.$executeRaw`UPDATE webhook_endpoints SET deleted_at = now() WHERE id = ${endpointId}::uuid`;
+    await stack.db.$executeRaw`UPDATE webhook_deliveries SET status = 'FAILED', job_id = NULL WHERE endpoint_id = ${endpointId}::uuid`;
   });
 
   it('finds a refunded payment that the provider holds, and exits 1 from the command line', async () => {

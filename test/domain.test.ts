@@ -104,7 +104,7 @@ describe('configuration', () => {
   it('refuses to start in production without a 32-byte AUTH_JWT_SECRET', () => {
     expect(() => loadConfig({ NODE_ENV: 'production' })).toThrow(/AUTH_JWT_SECRET/);
     expect(() => loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: 'short' })).toThrow(/AUTH_JWT_SECRET/);
-    expect(loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: 'x'.repeat(32) }).jwtSecret).toBe('x'.repeat(32));
+    expect(loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: 'x'.repeat(32), WEBHOOK_SECRET_KEY: 'ab'.repeat(32) }).jwtSecret).toBe('x'.repeat(32));
   });
 
   it('refuses a DATABASE_URL that is not PostgreSQL and a retry ceiling below the first delay', () => {

@@ -4,7 +4,7 @@ import { loadConfig } from '../src/config.ts';
 import { COST_LIMITS, queryCost } from '../src/graphql/cost.ts';
 import { buildSchema } from '../src/graphql/server.ts';
 import { startApiRole } from '../src/roles.ts';
-import { expectNoErrorLogs, gql, paymentInput, startStack, TEST_SECRET, type Stack, type TestCustomer } from './helpers.ts';
+import { expectNoErrorLogs, gql, paymentInput, startStack, TEST_SECRET, TEST_WEBHOOK_KEY, type Stack, type TestCustomer } from './helpers.ts';
 import { collect, PAYMENT_UPDATED, wsClient, type PaymentUpdate } from './ws-helpers.ts';
 
 let stack: Stack;
@@ -199,7 +199,7 @@ describe('errors over the WebSocket', () => {
 
 describe('production settings', () => {
   it('gives no "did you mean" hints over HTTP or the WebSocket when introspection is off', async () => {
-    const config = loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET, METRICS_PORT: '0' });
+    const config = loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET, WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY, METRICS_PORT: '0' });
     expect(config.introspection).toBe(false);
     const api = await startApiRole({ config, databaseUrl: stack.databaseUrl, logger: stack.logger, port: 0 });
     const url = api.api.url.replace('localhost', '127.0.0.1');
@@ -265,12 +265,12 @@ describe('metrics', () => {
   });
 
   it('serves /metrics only on METRICS_PORT in production, and on the public port too outside it', async () => {
-    expect(loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET })).toMatchObject({ metricsPublic: false, metricsPort: 4300 });
+    expect(loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET, WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY })).toMatchObject({ metricsPublic: false, metricsPort: 4300 });
     expect(loadConfig({})).toMatchObject({ metricsPublic: true, metricsPort: null });
     expect(() => loadConfig({ METRICS_PUBLIC: 'false' })).toThrow(/METRICS_PORT/);
     expect(() => loadConfig({ METRICS_PORT: 'ninety' })).toThrow(/METRICS_PORT/);
 
-    const config = loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET, METRICS_PORT: '0' });
+    const config = loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET, WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY, METRICS_PORT: '0' });
     const api = await startApiRole({ config, databaseUrl: stack.databaseUrl, logger: stack.logger, port: 0 });
     try {
       const publicBase = api.api.url.replace('localhost', '127.0.0.1').replace(/\/graphql$/, '');

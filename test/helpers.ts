@@ -12,6 +12,8 @@ import { withDatabase } from './global-setup.ts';
 export const TEST_SECRET = 'test-secret-that-is-at-least-32-bytes-long!!';
 /** The operator id in the tests' operator tokens. */
 export const TEST_OPERATOR = 'test-operator@bank';
+/** The webhook secrets' encryption key that production requires (32 bytes, hex). */
+export const TEST_WEBHOOK_KEY = '7e'.repeat(32);
 
 /** A fresh database cloned from the migrated template; dropped by `drop()`. */
 export async function createTestDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
@@ -191,6 +193,8 @@ export async function startStack(
     eventsDatabaseUrl?: (databaseUrl: string) => string;
     /** Sees every SQL statement the API sends. */
     onApiQuery?: (sql: string) => void;
+    /** The worker's clock for webhook signatures and retry windows. */
+    workerNow?: () => Date;
   } = {},
 ): Promise<Stack> {
   const database = await createTestDatabase();
@@ -227,6 +231,7 @@ export async function startStack(
         providerUrl: emulator.url,
         logger,
         pollingIntervalSeconds: 0.5,
+        ...(options.workerNow ? { now: options.workerNow } : {}),
       });
       return stack.worker;
     },
@@ -246,6 +251,19 @@ export async function startStack(
   };
   if (options.worker !== false) await stack.startWorker();
   return stack;
+}
+
+/** The environment of a worker process (`startRole('main-worker.ts', ...)`) on the stack's database and emulator. */
+export function workerProcessEnv(stack: Stack, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    DATABASE_URL: stack.databaseUrl,
+    AUTH_JWT_SECRET: TEST_SECRET,
+    PROVIDER_URL: stack.emulator.url,
+    PROVIDER_API_KEY: stack.config.providerApiKey,
+    WORKER_PORT: '0',
+    QUEUE_SUPERVISE_SECONDS: '1',
+    ...extra,
+  };
 }
 
 /** Fails the test if the service logged an error it did not expect. */

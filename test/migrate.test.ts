@@ -56,6 +56,9 @@ describe('the migration runner', () => {
       'payment_events',
       'payments',
       'rate_limits',
+      'webhook_deliveries',
+      'webhook_dispatch_cursor',
+      'webhook_endpoints',
     ]);
   });
 

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.ts';
 import { QUERY_LIMITS } from '../src/graphql/limits.ts';
 import { startApiRole } from '../src/roles.ts';
-import { gql, paymentInput, rowCounts, SEND_PAYMENT, startStack, TEST_SECRET, type SendPaymentData, type Stack, type TestCustomer } from './helpers.ts';
+import { gql, paymentInput, rowCounts, SEND_PAYMENT, startStack, TEST_SECRET, TEST_WEBHOOK_KEY, type SendPaymentData, type Stack, type TestCustomer } from './helpers.ts';
 import { collect, wsClient } from './ws-helpers.ts';
 
 let stack: Stack;
@@ -107,9 +107,9 @@ describe('production mode', () => {
   });
 
   it('turns off the IDE and introspection unless asked for', async () => {
-    const config = loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET, SEND_PAYMENT_RATE_LIMIT_PER_MINUTE: '0', METRICS_PORT: '0' });
+    const config = loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET, WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY, SEND_PAYMENT_RATE_LIMIT_PER_MINUTE: '0', METRICS_PORT: '0' });
     expect(config).toMatchObject({ ide: false, introspection: false });
-    expect(loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET, GRAPHQL_IDE: 'true' })).toMatchObject({ ide: true, introspection: true });
+    expect(loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET, WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY, GRAPHQL_IDE: 'true' })).toMatchObject({ ide: true, introspection: true });
 
     const api = await startApiRole({ config, databaseUrl: stack.databaseUrl, logger: stack.logger, port: 0 });
     try {

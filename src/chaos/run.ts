@@ -1,5 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -12,6 +14,9 @@ import { ensureDatabase, freePort, startEmbeddedPostgres, type EmbeddedDatabase 
 import { createPrisma } from '../db/prisma.ts';
 import { migrate } from '../db/migrate.ts';
 import { accountEventIds, compareStreams, followAccountEvents, type EventFollower } from './event-follower.ts';
+import { START } from '../events/cursor.ts';
+import { prismaSql, readEvents } from '../events/store.ts';
+import { verifyWebhookSignature } from '../webhooks/verify.ts';
 import { startRole, type RoleProcess } from './processes.ts';
 
 /**
@@ -19,7 +24,9 @@ import { startRole, type RoleProcess } from './processes.ts';
  * emulator and PostgreSQL. Concurrent payments across many accounts (some to rejected
  * recipients, some replays of an earlier key) while the schedule injects provider faults, kills
  * and restarts workers, restarts an API process and restarts PostgreSQL once. Then the faults are
- * lifted, every payment must reach a terminal status within a deadline, and the audit runs.
+ * lifted, every payment must reach a terminal status within a deadline, and the audit runs. A
+ * webhook receiver on 127.0.0.1, registered for a few accounts, must by then have had every event
+ * of those accounts at least once, each with a valid signature.
  *
  * The seed fixes the workload and the schedule (what happens after how many payments); the
  * operating system still decides the interleavings, as it would in production.
@@ -58,6 +65,8 @@ interface PlannedPayment {
 
 const API_KEY = 'chaos-provider-key';
 const ACCOUNTS = 24;
+/** The first this many accounts register a webhook endpoint. */
+const WEBHOOK_ACCOUNTS = 4;
 const FUNDING = 5_000_000;
 /** Accounts whose event stream a WebSocket client follows through the whole run. */
 const FOLLOWED_ACCOUNTS = 4;
@@ -137,6 +146,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       SEND_PAYMENT_RATE_LIMIT_PER_MINUTE: '0',
       DATABASE_POOL_SIZE: '8',
       WORKER_PORT: '0',
+      WEBHOOK_TIMEOUT_MS: '1000',
+      WEBHOOK_RETRY_DELAY_MS: '200',
+      WEBHOOK_RETRY_DELAY_MAX_MS: '2000',
+      WEBHOOK_DISPATCH_INTERVAL_MS: '100',
       // info: the runner learns that a process is ready from its log line.
       LOG_LEVEL: 'info',
     };
@@ -222,6 +235,44 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       followAccountEvents({ urls: [apiUrl(0), apiUrl(1)], token: a.token, accountId: a.accountId }),
     );
     cleanups.push(() => Promise.all(followers.map((f) => f.stop())));
+    // The integrator's side: a receiver that checks each request's signature with the account's secret.
+    const secrets = new Map<string, string>();
+    const arrived = new Map<string, { valid: number; invalid: number }>();
+    const receiver = http.createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const rawBody = Buffer.concat(chunks).toString('utf8');
+        let accountId = '';
+        try {
+          accountId = String((JSON.parse(rawBody) as { accountId?: unknown }).accountId);
+        } catch {
+          // counted as invalid below
+        }
+        const header = req.headers['payments-signature'];
+        const ok = verifyWebhookSignature({ secret: secrets.get(accountId) ?? '', rawBody, header: typeof header === 'string' ? header : null }).ok;
+        const id = String(req.headers['payments-event-id']);
+        const seen = arrived.get(id) ?? { valid: 0, invalid: 0 };
+        if (ok) seen.valid++;
+        else seen.invalid++;
+        arrived.set(id, seen);
+        res.writeHead(ok ? 200 : 400).end();
+      });
+    });
+    await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise((resolve) => (receiver.closeAllConnections(), receiver.close(resolve))));
+    const receiverUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks`;
+    for (const account of accounts.slice(0, WEBHOOK_ACCOUNTS)) {
+      const r = await graphql(
+        apiUrl(0),
+        account.token,
+        'mutation($i: CreateWebhookEndpointInput!) { createWebhookEndpoint(input: $i) { secret errors { message } } }',
+        { i: { accountId: account.accountId, url: receiverUrl } },
+      );
+      const secret = (r.data?.createWebhookEndpoint as { secret: string | null } | undefined)?.secret;
+      if (!secret) throw new Error(`createWebhookEndpoint failed: ${JSON.stringify(r)}`);
+      secrets.set(account.accountId, secret);
+    }
 
     // Balances sampled throughout, on a connection of the runner's own.
     const samples = { count: 0, negative: 0, min: Number.POSITIVE_INFINITY };
@@ -370,6 +421,23 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       await new Promise((r) => setTimeout(r, 250));
     }
     if (pending !== 0) problems.push(`${pending} payments still PENDING after the deadline`);
+
+    // Every event of the accounts with an endpoint has arrived, signed (retries may still be due).
+    const hooked = [...secrets.keys()];
+    const owed = async () =>
+      (await Promise.all(hooked.map((accountId) => readEvents(prismaSql(prisma), { after: START, limit: 100_000, accountId })))).flat();
+    let missing: string[] = [];
+    const webhookDeadline = Date.now() + 60_000;
+    while (Date.now() < webhookDeadline) {
+      missing = (await owed().catch(() => [{ id: 'unreadable' }])).map((e) => e.id).filter((id) => !(arrived.get(id)?.valid));
+      if (missing.length === 0) break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    const webhookEvents = (await owed()).length;
+    if (missing.length > 0) problems.push(`${missing.length} webhook events never arrived with a valid signature, e.g. ${missing.slice(0, 3).join(', ')}`);
+    const invalid = [...arrived.values()].reduce((n, a) => n + a.invalid, 0);
+    if (invalid > 0) problems.push(`${invalid} webhook requests had an invalid signature`);
+    const webhookRequests = [...arrived.values()].reduce((n, a) => n + a.valid + a.invalid, 0);
     sampling = false;
     await sampler;
     if (samples.negative > 0) problems.push(`${samples.negative} negative balances sampled`);
@@ -413,6 +481,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
         'event streams followed over WebSocket (reconnects): exactly once, in order',
         `${followed.length} accounts, ${eventsFollowed} events (${followers.reduce((n, f) => n + f.reconnects, 0)}): ${streamProblems.length === 0 ? 'ok' : 'VIOLATED'}`,
       ],
+      [`webhook events delivered (${WEBHOOK_ACCOUNTS} accounts; requests, repeats included)`, `${webhookEvents - missing.length}/${webhookEvents} (${webhookRequests}), invalid signatures ${invalid}`],
       ['replays answered like their original', `${counters.replaysChecked - problems.filter((p) => p.startsWith('replay')).length}/${counters.replaysChecked}`],
       ...report.checks.map((c): [string, string] => [`invariant: ${c.name}`, c.violations.length === 0 ? `ok (${c.checked})` : `VIOLATED x${c.violations.length}`]),
       ['duration', `${Math.round((Date.now() - started) / 1000)} s`],

@@ -6,6 +6,7 @@ import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import type { PaymentService } from '../payments/send-payment.ts';
 import type { EventFeed } from '../events/feed.ts';
+import type { WebhookService } from '../webhooks/endpoints.ts';
 import { forbidden, unauthenticated } from './errors.ts';
 import type { SubscriptionBudget } from './subscription-budget.ts';
 import type { Loaders } from './loaders.ts';
@@ -22,6 +23,8 @@ export interface Services {
   /** Live subscriptions each caller may hold on this process. */
   subscriptionBudget: SubscriptionBudget;
   metrics: Metrics;
+  /** Customers' webhook endpoints and redeliveries. */
+  webhooks: WebhookService;
   /** In a request's context, a child logger carrying its request id. */
   logger: Logger;
 }

@@ -20,6 +20,16 @@ export function pageSize(first: number | null | undefined): number {
 export const paymentCursorKey = z.tuple([z.iso.datetime(), z.uuid()]);
 /** Sort key of a row with a bigserial id (ledger entries, operator actions): [id as a decimal string]. */
 export const serialCursorKey = z.tuple([z.string().refine((id) => /^\d{1,19}$/.test(id) && BigInt(id) < 2n ** 63n, 'a row id')]);
+/** Sort key of a webhook delivery: [createdAt as ISO-8601, id], like a payment's. */
+export const deliveryCursorKey = paymentCursorKey;
+
+/** The Prisma `where` for rows after `after` in (createdAt desc, id desc) order; empty for the first page. */
+export function afterCreatedAtId(after: [string, string] | null) {
+  if (!after) return {};
+  const createdAt = new Date(after[0]);
+  return { OR: [{ createdAt: { lt: createdAt } }, { createdAt, id: { lt: after[1] } }] };
+}
+
 
 export const encodeCursor = (key: readonly unknown[]) => Buffer.from(JSON.stringify(key)).toString('base64url');
 

@@ -6,10 +6,11 @@ import { userError } from '../errors.ts';
 import { customerAttemptDetail, customerFailureReason } from '../payments/outcomes.ts';
 import type { SendPaymentResult } from '../payments/send-payment.ts';
 import { ownedAccountWhere, requireCustomer, requireOperator, requireViewer, type Context } from './context.ts';
-import { connection, decodeCursor, serialCursorKey, pageSize, paymentCursorKey } from './pagination.ts';
+import { afterCreatedAtId, connection, decodeCursor, serialCursorKey, pageSize, paymentCursorKey } from './pagination.ts';
 import { DateTimeScalar, MoneyScalar } from './scalars.ts';
 import { eventResolvers } from './events.ts';
 import { subscriptionResolvers } from './subscriptions.ts';
+import { webhookResolvers } from './webhooks.ts';
 
 const isUuid = (id: string) => z.uuid().safeParse(id).success;
 
@@ -84,6 +85,7 @@ export const resolvers: Resolvers = {
     openAccount: (_, args, ctx) => ctx.accounts.openAccount(args.input, requireOperator(ctx)),
     depositFunds: (_, args, ctx) =>
       ctx.accounts.depositFunds(args.input, requireOperator(ctx)),
+    ...webhookResolvers.Mutation,
   },
 
   Subscription: { ...subscriptionResolvers, ...eventResolvers.Subscription },
@@ -107,14 +109,7 @@ export const resolvers: Resolvers = {
         where: {
           accountId: account.id,
           ...(args.status ? { status: args.status } : {}),
-          ...(after
-            ? {
-                OR: [
-                  { createdAt: { lt: new Date(after[0]) } },
-                  { createdAt: new Date(after[0]), id: { lt: after[1] } },
-                ],
-              }
-            : {}),
+          ...afterCreatedAtId(after),
         },
         orderBy: [{ createdAt: 'desc' }, { id: 'desc' }],
         take: limit + 1,
@@ -131,7 +126,10 @@ export const resolvers: Resolvers = {
       });
       return connection(rows, limit, (e) => [e.id.toString()], args.after);
     },
+    ...webhookResolvers.Account,
   },
+
+  WebhookEndpoint: webhookResolvers.WebhookEndpoint,
 
   Payment: {
     account: async (payment: Payment, _: unknown, ctx: Context): Promise<Account> => {

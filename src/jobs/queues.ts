@@ -13,12 +13,16 @@ import { z } from 'zod';
  * - `events.prune`: scheduled; deletes payment events older than EVENT_RETENTION_DAYS.
  * - `payment.sweep`: every minute (pg-boss schedule), re-enqueues PENDING payments that have no
  *   live job (src/jobs/sweeper.ts).
+ * - `webhook.deliver`: one attempt to POST one event to one endpoint (grouped by endpoint, so a
+ *   slow endpoint holds at most its own slots). Failed attempts schedule the next one themselves
+ *   (src/webhooks/deliver.ts); pg-boss retries only a job whose worker died or errored.
  */
 export const QUEUES = {
   settle: 'payment.settle',
   reconcile: 'payment.reconcile',
   pruneEvents: 'events.prune',
   sweep: 'payment.sweep',
+  deliverWebhook: 'webhook.deliver',
 } as const;
 
 /** When retention runs: hourly, at a minute no other schedule uses. */
@@ -39,6 +43,25 @@ export const settlePaymentJob = z.object({
   trace: z.record(z.string(), z.string()).optional(),
 });
 export type SettlePaymentJob = z.infer<typeof settlePaymentJob>;
+
+export const deliverWebhookJob = z.object({ deliveryId: z.uuid() });
+export type DeliverWebhookJob = z.infer<typeof deliverWebhookJob>;
+
+/**
+ * Options of every `webhook.deliver` job. A job outlives one attempt (the HTTP timeout) by a
+ * margin before pg-boss hands it to another worker; it is retried by pg-boss only when its
+ * worker died or hit an error of ours (the database), at a steady pace, practically forever:
+ * the delivery's own retry window decides when to give up.
+ */
+export function webhookJobOptions(options: { timeoutMs: number; jobExpireSeconds: number }) {
+  return {
+    expireInSeconds: Math.max(options.jobExpireSeconds, Math.ceil(options.timeoutMs / 1000) + 2),
+    retryLimit: 100_000,
+    retryDelay: 1,
+    retryBackoff: true,
+    retryDelayMax: 60,
+  } satisfies SendOptions;
+}
 
 export interface RetryPolicy {
   limit: number;
@@ -98,4 +121,7 @@ export async function createQueues(boss: PgBoss, policy: QueuePolicy): Promise<v
   await boss.createQueue(QUEUES.sweep, { retryLimit: 0, expireInSeconds: 120, deleteAfterSeconds: 3600 });
   // A singleton: one prune at a time across every worker process.
   await boss.createQueue(QUEUES.pruneEvents, { policy: 'singleton', retryLimit: 3, expireInSeconds: 15 * 60 });
+  // Jobs of this queue are sent by the webhook dispatcher and redeliveries, never by the money
+  // transaction, so a NOTIFY on send wakes workers at once without slowing payments.
+  await boss.createQueue(QUEUES.deliverWebhook, { notify: true, retentionSeconds: 7 * 24 * 3600 });
 }

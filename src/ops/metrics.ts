@@ -39,6 +39,18 @@ export function createMetrics() {
       labelNames: ['step'] as const,
       registers: [registry],
     }),
+    webhookDeliveries: new Counter({
+      name: 'payments_webhook_deliveries_total',
+      help: 'Webhook delivery attempts, by outcome (succeeded, retrying, failed: its retry window is over) and reason (ok, http_status, timeout, network, refused_address)',
+      labelNames: ['outcome', 'reason'] as const,
+      registers: [registry],
+    }),
+    webhookLatency: new Histogram({
+      name: 'payments_webhook_delivery_latency_seconds',
+      help: 'From a payment event to its successful webhook delivery (retries included)',
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 24 * 3600, 72 * 3600],
+      registers: [registry],
+    }),
     settled: new Counter({
       name: 'payments_settled_total',
       help: 'Payments this process moved out of PENDING, by new status',

@@ -63,7 +63,23 @@ subscription WatchAccount {
   accountPaymentsUpdated(accountId: "PASTE-ACCOUNT-ID") { id amount status }
 }
 
-# 5. The payment, its attempts, and the account's ledger.
+# 5. Webhooks: register an endpoint for an account (keep the secret: it is shown only once).
+#    Every event of the account is POSTed there, signed (README: "Webhooks (for integrators)").
+mutation Webhook {
+  createWebhookEndpoint(input: { accountId: "PASTE-ACCOUNT-ID", url: "http://127.0.0.1:8080/hooks" }) {
+    endpoint { id url }
+    secret
+    errors { code message field }
+  }
+}
+
+query Deliveries {
+  account(id: "PASTE-ACCOUNT-ID") {
+    webhookEndpoints { id url deliveries(first: 10) { edges { node { eventId status attempts lastResponseStatus lastAttemptAt } } } }
+  }
+}
+
+# 6. The payment, its attempts, and the account's ledger.
 query Payment {
   payment(id: "PASTE-PAYMENT-ID") {
     status failureReason
