@@ -72,3 +72,12 @@ describe('payloads and pages', () => {
     expect(two?.edges).toHaveLength(1);
   });
 });
+
+describe('the contract', () => {
+  it("keeps every type, field and argument of the contract's GraphQL surface (npm run schema:check)", async () => {
+    const { execFile } = await import('node:child_process');
+    const { promisify } = await import('node:util');
+    const result = await promisify(execFile)(process.execPath, ['src/cli/schema-check.ts'], { cwd: new URL('..', import.meta.url).pathname });
+    expect(result.stdout).toMatch(/, 0 breaking\n$/);
+  });
+});
