@@ -262,6 +262,7 @@ export function workerProcessEnv(stack: Stack, extra: Record<string, string> = {
     PROVIDER_API_KEY: stack.config.providerApiKey,
     WORKER_PORT: '0',
     QUEUE_SUPERVISE_SECONDS: '1',
+    PROVIDER_TIMEOUT_MS: String(stack.config.providerTimeoutMs),
     ...extra,
   };
 }

@@ -27,7 +27,8 @@ let browser: Browser;
 
 beforeAll(async () => {
   if (!hasBrowser) return;
-  stack = await startStack();
+  // No worker until the subscription shows PENDING: the test decides when the payment settles.
+  stack = await startStack({ worker: false });
   alice = await stack.newCustomer(50_000);
   // A second API process on the same database whose IDE opens with Alice's token, as `npm start` does.
   ide = await startApiRole({ config: stack.config, databaseUrl: stack.databaseUrl, logger: stack.logger, port: 0, ideDemo: { token: alice.token, accountId: alice.accountId } });
@@ -74,16 +75,12 @@ describe('the IDE in a browser', () => {
     await run('query Me { me { name accounts { id balance } } }');
     await expect.poll(responseText, { timeout: 20_000 }).toContain('"balance": 50000');
 
-    // Keep the payment PENDING for a moment at a slow provider, so the subscription watches it move.
-    stack.emulator.setFaults({ latencyMs: 1_500 });
-    try {
-      const sent = await stack.send(alice.token, paymentInput(alice.accountId, { amount: 1_250 }));
-      await run(`subscription Watch { paymentUpdated(paymentId: "${sent.payment?.id}") { id status amount } }`);
-      await expect.poll(responseText, { timeout: 20_000 }).toContain('PENDING');
-      await expect.poll(responseText, { timeout: 20_000 }).toContain('COMPLETED');
-    } finally {
-      stack.emulator.setFaults({ latencyMs: 0 });
-    }
+    // The payment stays PENDING until the worker starts, so the subscription watches it move.
+    const sent = await stack.send(alice.token, paymentInput(alice.accountId, { amount: 1_250 }));
+    await run(`subscription Watch { paymentUpdated(paymentId: "${sent.payment?.id}") { id status amount } }`);
+    await expect.poll(responseText, { timeout: 20_000 }).toContain('PENDING');
+    await stack.startWorker();
+    await expect.poll(responseText, { timeout: 20_000 }).toContain('COMPLETED');
     await mkdir(ARTIFACTS, { recursive: true });
     await page.screenshot({ path: new URL('ide-subscription-completed.png', ARTIFACTS).pathname, fullPage: true });
     if (blocked.length) console.info(`IDE test: blocked ${blocked.length} non-local request(s): ${blocked.join(', ')}`);

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { createTokenVerifier, signToken } from '../src/auth.ts';
 import { loadConfig } from '../src/config.ts';
 import { demoAllowed } from '../src/demo.ts';
-import { TEST_SECRET } from './helpers.ts';
+import { TEST_SECRET, TEST_WEBHOOK_KEY } from './helpers.ts';
 
 // The development secret that src/config.ts used to fall back to: a token signed with it must
 // never open anything but `npm start`'s own demo.
@@ -93,7 +93,7 @@ describe('token lifetime', () => {
 
 describe('the all-in-one demo', () => {
   it('is not seeded, and prints no token, when NODE_ENV is production', () => {
-    expect(demoAllowed(loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET }))).toBe(false);
+    expect(demoAllowed(loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET, WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY }))).toBe(false);
     expect(demoAllowed(loadConfig({}, { allowDevSecret: true }))).toBe(true);
   });
 });

@@ -27,6 +27,7 @@ afterAll(async () => {
 const workerEnv = () =>
   workerProcessEnv(stack, {
     PAYMENT_JOB_EXPIRE_SECONDS: '2',
+    PROVIDER_TIMEOUT_MS: '1000',
     WEBHOOK_TIMEOUT_MS: '1000',
     WEBHOOK_RETRY_DELAY_MS: '100',
     WEBHOOK_RETRY_DELAY_MAX_MS: '500',
