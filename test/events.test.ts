@@ -145,10 +145,8 @@ describe('commit order', () => {
       alice.token,
       paymentInput(alice.accountId, { amount: 300, recipient: { name: 'Nobody', sortCode: '000000', accountNumber: '12345678' } }),
     );
-    let events: EventNode[] = [];
-    await expect
-      .poll(async () => (events = await allEvents(alice.token, alice.accountId)).length, { timeout: 20_000, interval: 100 })
-      .toBe(4);
+    await expect.poll(async () => (await allEvents(alice.token, alice.accountId)).length, { timeout: 20_000, interval: 100 }).toBe(4);
+    const events = await allEvents(alice.token, alice.accountId);
     const of = (id: string | undefined) => events.filter((e) => e.paymentId === id).map((e) => [e.previousStatus, e.status, e.amount]);
     expect(of(sent.payment?.id)).toEqual([
       [null, 'PENDING', 700],
@@ -285,8 +283,8 @@ describe('retention', () => {
     const alice = await stack.newCustomer(10_000);
     await stack.send(alice.token, paymentInput(alice.accountId));
     await stack.send(alice.token, paymentInput(alice.accountId));
-    let events: EventNode[] = [];
-    await expect.poll(async () => (events = await allEvents(alice.token, alice.accountId)).length, { timeout: 20_000 }).toBe(4);
+    await expect.poll(async () => (await allEvents(alice.token, alice.accountId)).length, { timeout: 20_000 }).toBe(4);
+    const events = await allEvents(alice.token, alice.accountId);
     const oldCursor = events[0]?.id ?? '';
     const lastCursor = events.at(-1)?.id ?? '';
 

@@ -26,7 +26,7 @@ declare module 'vitest' {
 export default async function setup(project: TestProject) {
   const env = loadConfig(process.env);
   let adminUrl: string;
-  let stopServer = async () => undefined as void;
+  let stopServer = async (): Promise<void> => undefined;
 
   if (env.databaseUrl) {
     adminUrl = env.databaseUrl;

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { gql, startStack, type Stack, type TestCustomer } from './helpers.ts';
+import { startStack, type Stack, type TestCustomer } from './helpers.ts';
 
 let stack: Stack;
 let alice: TestCustomer;

@@ -60,7 +60,7 @@ describe('the IDE in a browser', () => {
     page.on('pageerror', (error) => pageErrors.push(error.message));
     const base = ide.api.url.replace('localhost', '127.0.0.1');
     // The response pane is a Monaco editor: it renders spaces as non-breaking ones.
-    const responseText = async () => (await page.locator('.graphiql-response').innerText()).replace(/\s+/g, ' ');
+    const responseText = async () => ((await page.locator('.graphiql-response').textContent()) ?? '').replace(/\s+/g, ' ');
     const run = async (query: string) => {
       await page.goto(`${base}?query=${encodeURIComponent(query)}`);
       await page.locator('.graphiql-execute-button').click();
@@ -68,7 +68,7 @@ describe('the IDE in a browser', () => {
 
     // A first visit opens on the walk-through, with the token already in the Headers tab.
     await page.goto(base);
-    await expect.poll(async () => (await page.locator('.graphiql-query-editor').innerText()).replace(/\s+/g, ' '), { timeout: 20_000 }).toContain(
+    await expect.poll(async () => ((await page.locator('.graphiql-query-editor').textContent()) ?? '').replace(/\s+/g, ' '), { timeout: 20_000 }).toContain(
       'Payments API: a walk-through',
     );
 

@@ -3,7 +3,7 @@ import { signToken } from '../src/auth.ts';
 import { WS_LIMITS } from '../src/graphql/server.ts';
 import { SUBSCRIPTION_BUDGET } from '../src/graphql/subscription-budget.ts';
 import { completePayment } from '../src/payments/repository.ts';
-import { expectNoErrorLogs, paymentInput, startStack, TEST_SECRET, type Stack } from './helpers.ts';
+import { paymentInput, startStack, TEST_SECRET, type Stack } from './helpers.ts';
 import { ACCOUNT_PAYMENTS_UPDATED, collect, PAYMENT_UPDATED, wsClient, type AccountUpdate, type PaymentUpdate } from './ws-helpers.ts';
 
 // No worker at first: each test decides when settlement happens, so it can watch PENDING first.

@@ -187,8 +187,8 @@ export async function startEventFeed(options: EventFeedOptions): Promise<EventFe
   const running = run();
 
   const add = (map: Map<string, Set<FeedListener>>, key: string, listener: FeedListener) => {
-    let set = map.get(key);
-    if (!set) map.set(key, (set = new Set()));
+    const set = map.get(key) ?? new Set<FeedListener>();
+    map.set(key, set);
     set.add(listener);
     return () => {
       set.delete(listener);
