@@ -13,7 +13,7 @@ import type { Logger } from '../logger.ts';
  *
  * Every worker process runs one; a transaction-scoped advisory lock (`pg_try_advisory_xact_lock`)
  * lets one dispatch at a time and the others skip the round. Reads go through `readEvents`, below the visibility
- * horizon, so an event that commits late is never passed over (ADR 0004).
+ * horizon, so an event that commits late is never passed over (ADR 0006).
  */
 
 /** The advisory lock a dispatching transaction holds (any fixed number no other lock uses). */
