@@ -191,6 +191,8 @@ export async function startStack(
     eventsDatabaseUrl?: (databaseUrl: string) => string;
     /** Sees every SQL statement the API sends. */
     onApiQuery?: (sql: string) => void;
+    /** The API's and worker's clock for payee safety (limits, checks, new payees, hold expiry). */
+    clock?: () => Date;
   } = {},
 ): Promise<Stack> {
   const database = await createTestDatabase();
@@ -204,6 +206,8 @@ export async function startStack(
     port: 0,
     ...(options.eventsDatabaseUrl ? { eventsDatabaseUrl: options.eventsDatabaseUrl(database.url) } : {}),
     ...(options.onApiQuery ? { onQuery: options.onApiQuery } : {}),
+    providerUrl: emulator.url,
+    ...(options.clock ? { clock: options.clock } : {}),
   });
   const db = createPrisma({ databaseUrl: database.url, poolSize: 4 });
   const operatorToken = await signToken({ role: 'operator', operatorId: TEST_OPERATOR }, TEST_SECRET, 3600);
@@ -227,6 +231,7 @@ export async function startStack(
         providerUrl: emulator.url,
         logger,
         pollingIntervalSeconds: 0.5,
+        ...(options.clock ? { clock: options.clock } : {}),
       });
       return stack.worker;
     },

@@ -13,12 +13,15 @@ import { z } from 'zod';
  * - `events.prune`: scheduled; deletes payment events older than EVENT_RETENTION_DAYS.
  * - `payment.sweep`: every minute (pg-boss schedule), re-enqueues PENDING payments that have no
  *   live job (src/jobs/sweeper.ts).
+ * - `payment.expire-holds`: every minute (pg-boss schedule), rejects payments HELD for
+ *   HOLD_MAX_HOURS, money back (src/jobs/hold-expiry.ts, issue 15).
  */
 export const QUEUES = {
   settle: 'payment.settle',
   reconcile: 'payment.reconcile',
   pruneEvents: 'events.prune',
   sweep: 'payment.sweep',
+  expireHolds: 'payment.expire-holds',
 } as const;
 
 /** When retention runs: hourly, at a minute no other schedule uses. */
@@ -96,4 +99,6 @@ export async function createQueues(boss: PgBoss, policy: QueuePolicy): Promise<v
   await boss.createQueue(QUEUES.sweep, { retryLimit: 0, expireInSeconds: 120, deleteAfterSeconds: 3600 });
   // A singleton: one prune at a time across every worker process.
   await boss.createQueue(QUEUES.pruneEvents, { policy: 'singleton', retryLimit: 3, expireInSeconds: 15 * 60 });
+  // Like the sweep: a run that fails is done by the next minute's; each rejection is guarded by status.
+  await boss.createQueue(QUEUES.expireHolds, { retryLimit: 0, expireInSeconds: 120, deleteAfterSeconds: 3600 });
 }

@@ -11,10 +11,10 @@ import type { PaymentStatus } from './payment-status.ts';
 type Db = Tx | PrismaClient;
 
 // Columns of `payments` under the names of Prisma's `Payment` model, for RETURNING.
-const PAYMENT_COLUMNS = `id, account_id AS "accountId", idempotency_key AS "idempotencyKey", fingerprint, amount,
+export const PAYMENT_COLUMNS = `id, account_id AS "accountId", idempotency_key AS "idempotencyKey", fingerprint, amount,
   currency, recipient_name AS "recipientName", recipient_sort_code AS "recipientSortCode",
   recipient_account_number AS "recipientAccountNumber", reference, status::text AS status,
-  failure_reason AS "failureReason", created_at AS "createdAt", updated_at AS "updatedAt"`;
+  failure_reason AS "failureReason", limit_day AS "limitDay", created_at AS "createdAt", updated_at AS "updatedAt"`;
 
 /**
  * Inserts a PENDING payment from an account the customer owns and, in the same statement (one
@@ -23,18 +23,21 @@ const PAYMENT_COLUMNS = `id, account_id AS "accountId", idempotency_key AS "idem
  * then the account row. Null when nothing was inserted: the account is not theirs (or does not
  * exist) or already has a payment with this key; then nothing was debited. `balanceAfter` is null
  * when the payment was inserted but the balance is short: the caller must roll back.
+ * `screened` (payee safety, issue 15): PENDING or HELD, and the London day it counts against.
  */
 export async function insertPaymentAndDebit(
   tx: Tx,
   customerId: string,
   cmd: SendPaymentCommand,
   fingerprint: string,
+  screened: { status: Extract<PaymentStatus, 'PENDING' | 'HELD'>; limitDay: string },
 ): Promise<{ payment: Payment; balanceAfter: bigint | null } | null> {
   const rows = await tx.$queryRawUnsafe<(Payment & { balanceAfter: bigint | null })[]>(
     `WITH created AS (
        INSERT INTO payments (account_id, idempotency_key, fingerprint, amount, recipient_name,
-         recipient_sort_code, recipient_account_number, reference)
-       SELECT a.id, $3, $4, $5, $6, $7, $8, $9 FROM accounts a WHERE a.id = $1::uuid AND a.customer_id = $2::uuid
+         recipient_sort_code, recipient_account_number, reference, status, limit_day)
+       SELECT a.id, $3, $4, $5, $6, $7, $8, $9, $10::"PaymentStatus", $11::date
+       FROM accounts a WHERE a.id = $1::uuid AND a.customer_id = $2::uuid
        ON CONFLICT (account_id, idempotency_key) DO NOTHING
        RETURNING *),
      debit AS (
@@ -54,6 +57,8 @@ export async function insertPaymentAndDebit(
     cmd.recipient.sortCode,
     cmd.recipient.accountNumber,
     cmd.reference,
+    screened.status,
+    screened.limitDay,
   );
   const row = rows[0];
   if (!row) return null;
@@ -88,20 +93,22 @@ export async function completePayment(db: Db, paymentId: string, internalDetail:
 }
 
 /**
- * PENDING -> CANCELLED or FAILED, with the refund and its ledger entry, in one statement.
- * Null when the payment was not PENDING: a payment is refunded at most once (the unique
- * index on ledger_entries (payment_id, kind) guards that a second time).
+ * PENDING (or `from`: a HELD payment, issue 15) -> CANCELLED or FAILED, with the refund and its
+ * ledger entry, in one statement. Null when the payment was not in `from`: a payment is refunded
+ * at most once (the unique index on ledger_entries (payment_id, kind) guards that a second time).
+ * A trigger gives the amount back to the customer's daily limit in the same statement.
  */
 export async function refundPayment(
   tx: Tx,
   paymentId: string,
   to: Extract<PaymentStatus, 'CANCELLED' | 'FAILED'>,
   reason: FailureReason,
+  from: Extract<PaymentStatus, 'PENDING' | 'HELD'> = 'PENDING',
 ): Promise<Payment | null> {
   const rows = await tx.$queryRawUnsafe<Payment[]>(
     `WITH settled AS (
        UPDATE payments SET status = $2::"PaymentStatus", failure_reason = $3, updated_at = now()
-       WHERE id = $1::uuid AND status = 'PENDING'
+       WHERE id = $1::uuid AND status = $4::"PaymentStatus"
        RETURNING *),
      credit AS (
        UPDATE accounts a SET balance = a.balance + s.amount, updated_at = now()
@@ -114,6 +121,7 @@ export async function refundPayment(
     paymentId,
     to,
     reason,
+    from,
   );
   return rows[0] ?? null;
 }
