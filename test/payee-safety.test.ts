@@ -452,7 +452,8 @@ describe('the operator action log', () => {
     const customer = await stack.newCustomer(0); // createCustomer, openAccount (and depositFunds below) by TEST_OPERATOR
     await gql(stack.apiUrl, carol, 'mutation($a: ID!) { depositFunds(input: { accountId: $a, amount: 100000, idempotencyKey: "k" }) { id } }', { a: customer.accountId });
     await addPayee(customer.token, GRACE);
-    const [a, b] = [await pay(customer, { amount: 100, recipient: GRACE }), await pay(customer, { amount: 200, recipient: GRACE })].map((s) => s.payment?.id ?? '');
+    const a = (await pay(customer, { amount: 100, recipient: GRACE })).payment?.id ?? '';
+    const b = (await pay(customer, { amount: 200, recipient: GRACE })).payment?.id ?? '';
     await gql(stack.apiUrl, carol, APPROVE, { id: a });
     await gql(stack.apiUrl, carol, REJECT, { id: b, reason: 'duplicate' });
     const logged = await stack.db.operatorAction.findMany({ where: { targetId: { in: [customer.customerId, customer.accountId, a, b] } }, orderBy: { id: 'asc' } });
