@@ -59,7 +59,7 @@ async function main() {
   const metrics = createMetrics();
   const worker = await startWorkerRole({ config, databaseUrl, providerUrl, logger, metrics });
   stops.unshift(() => worker.stop());
-  const api = await startApiRole({ config, databaseUrl, logger, metrics, ...(alice ? { ideToken: alice.token } : {}) });
+  const api = await startApiRole({ config, databaseUrl, logger, metrics, providerUrl, ...(alice ? { ideToken: alice.token } : {}) });
   stops.unshift(() => api.stop());
 
   if (tokens) await seedDemo(api.prisma, createAccountService({ prisma: api.prisma, logger }), BANK_SORT_CODE);

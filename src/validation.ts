@@ -16,6 +16,8 @@ export const idempotencyKey = z
   .regex(/^[A-Za-z0-9._:-]{1,255}$/, 'must be 1-255 characters of A-Z a-z 0-9 . _ : -');
 
 export const uuid = z.uuid({ message: 'must be an id issued by this API' });
+/** True for a well-formed id (anything else cannot name a row: answer "not found" without a query). */
+export const isUuid = (id: string) => uuid.safeParse(id).success;
 
 export const pence = z
   .number({ message: 'must be a whole number of pence' })

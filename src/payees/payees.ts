@@ -1,10 +1,9 @@
-import { z } from 'zod';
 import type { Payee, PayeeCheck, PrismaClient } from '../db/prisma.ts';
 import { DomainError, userError, type UserError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Clock } from '../payments/limits.ts';
 import type { PayeeChecker } from '../provider/client.ts';
-import { parseInput, recipientInput, type RecipientCommand, type SendPaymentCommand } from '../validation.ts';
+import { isUuid, parseInput, recipientInput, type RecipientCommand, type SendPaymentCommand } from '../validation.ts';
 
 /**
  * Confirmation of Payee and saved payees (issue 15).
@@ -33,7 +32,6 @@ export interface SavedPayee {
 
 export type Confirmation = { ok: true; payee: SavedPayee | null } | { ok: false; error: UserError };
 
-const isUuid = (id: string) => z.uuid().safeParse(id).success;
 
 const notConfirmed = (message: string, field: string[]) => ({ ok: false as const, error: userError('PAYEE_NOT_CONFIRMED', message, field) });
 

@@ -7,7 +7,7 @@ import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import { recordOperatorAction, type Operator } from '../operator-actions.ts';
 import type { SavedPayee } from '../payees/payees.ts';
-import { parseInput, rejectReason } from '../validation.ts';
+import { isUuid, parseInput, rejectReason } from '../validation.ts';
 import type { Clock } from './limits.ts';
 import { FAILURE_REASONS, type FailureReason } from './outcomes.ts';
 import { PAYMENT_COLUMNS, refundPayment } from './repository.ts';
@@ -58,7 +58,6 @@ export async function holdReason(
 
 export type CancelHeldResult = { kind: 'cancelled'; payment: Payment } | { kind: 'not-found' } | { kind: 'not-held'; payment: Payment };
 
-const isUuid = (id: string) => z.uuid().safeParse(id).success;
 const rejectInput = z.object({ reason: rejectReason });
 
 export function createHoldService(deps: {
