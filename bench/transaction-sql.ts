@@ -54,8 +54,8 @@ export async function captureTransactionSql(boss: PgBoss, config: Config, custom
     },
   } as unknown as Tx;
 
-  // The baselines replay the insert and the enqueue; the daily limit's upsert (issue 15) is not in them.
-  await insertPaymentAndDebit(recorder, customerId, cmd, fingerprintOf(cmd), { status: 'PENDING', limitDay: londonDay(new Date()) });
+  // The insert statement includes the daily limit's upsert (issue 15), so the baselines pay for it too.
+  await insertPaymentAndDebit(recorder, customerId, cmd, fingerprintOf(cmd), { status: 'PENDING', limitDay: londonDay(new Date()), dailyLimit: config.payeeSafety.dailyLimit });
   const job: SettlePaymentJob = { paymentId: SAMPLE_PAYMENT_ID };
   await boss.send(QUEUES.settle, job, {
     ...settleJobOptions(queuePolicy(config)),

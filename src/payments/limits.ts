@@ -25,20 +25,29 @@ export function londonDay(at: Date): string {
 }
 
 /**
+ * The guarded upsert, as SQL over the given expressions: adds `amount` to the customer's total for
+ * `day` unless that would pass `limit`, returning the new `used` (no row when it would). sendPayment
+ * runs it inside its one statement, after the debit (repository.ts).
+ */
+export function raiseDayTotalSql(e: { customerId: string; day: string; amount: string; limit: string; from?: string }): string {
+  return `INSERT INTO daily_payment_totals AS t (customer_id, day, used)
+     SELECT ${e.customerId}, ${e.day}, ${e.amount} ${e.from ? `FROM ${e.from}` : ''} WHERE ${e.amount} <= ${e.limit}
+     ON CONFLICT (customer_id, day) DO UPDATE SET used = t.used + EXCLUDED.used WHERE t.used + EXCLUDED.used <= ${e.limit}
+     RETURNING used`;
+}
+
+/**
  * Adds `amount` to the customer's total for `day` unless that would pass `limit`; false (nothing
- * changed) when it would. Call it after the payment's debit, in the same transaction: lock order
- * is always payment key, account row, then this row, so no two payments wait on each other in a cycle.
+ * changed) when it would. For a payment that starts to count later than it is written (a scheduled
+ * one, on its day): call it after the debit, in the same transaction. Lock order is always payment,
+ * account row, then this row, so no two payments wait on each other in a cycle.
  */
 export async function reserveDailyLimit(
   tx: Tx,
   request: { customerId: string; day: string; amount: number; limit: number },
 ): Promise<boolean> {
   const rows = await tx.$queryRawUnsafe<{ used: bigint }[]>(
-    `INSERT INTO daily_payment_totals AS t (customer_id, day, used)
-     SELECT $1::uuid, $2::date, $3::bigint WHERE $3::bigint <= $4::bigint
-     ON CONFLICT (customer_id, day) DO UPDATE SET used = t.used + EXCLUDED.used
-       WHERE t.used + EXCLUDED.used <= $4::bigint
-     RETURNING used`,
+    raiseDayTotalSql({ customerId: '$1::uuid', day: '$2::date', amount: '$3::bigint', limit: '$4::bigint' }),
     request.customerId,
     request.day,
     BigInt(request.amount),

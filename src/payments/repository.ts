@@ -2,6 +2,7 @@ import type { Payment, PrismaClient, Tx } from '../db/prisma.ts';
 import type { SendPaymentCommand } from '../validation.ts';
 import { CUSTOMER_ATTEMPT_DETAIL, type AttemptOutcome, type FailureReason } from './outcomes.ts';
 import type { PaymentStatus } from './payment-status.ts';
+import { raiseDayTotalSql } from './limits.ts';
 
 /**
  * The SQL that moves money. Each function is one statement (one round trip), and each status
@@ -23,16 +24,18 @@ export const PAYMENT_COLUMNS = `id, account_id AS "accountId", idempotency_key A
  * then the account row. Null when nothing was inserted: the account is not theirs (or does not
  * exist) or already has a payment with this key; then nothing was debited. `balanceAfter` is null
  * when the payment was inserted but the balance is short: the caller must roll back.
- * `screened` (payee safety, issue 15): PENDING or HELD, and the London day it counts against.
+ * Payee safety (issue 15): `screened` says PENDING or HELD and the London day the payment counts
+ * against; after the debit, the same statement raises the customer's day total (limits.ts), last in
+ * the lock order. `dayTotal` is null when that would pass `dailyLimit`: the caller must roll back.
  */
 export async function insertPaymentAndDebit(
   tx: Tx,
   customerId: string,
   cmd: SendPaymentCommand,
   fingerprint: string,
-  screened: { status: Extract<PaymentStatus, 'PENDING' | 'HELD'>; limitDay: string },
-): Promise<{ payment: Payment; balanceAfter: bigint | null } | null> {
-  const rows = await tx.$queryRawUnsafe<(Payment & { balanceAfter: bigint | null })[]>(
+  screened: { status: Extract<PaymentStatus, 'PENDING' | 'HELD'>; limitDay: string; dailyLimit: number },
+): Promise<{ payment: Payment; balanceAfter: bigint | null; dayTotal: bigint | null } | null> {
+  const rows = await tx.$queryRawUnsafe<(Payment & { balanceAfter: bigint | null; dayTotal: bigint | null })[]>(
     `WITH created AS (
        INSERT INTO payments (account_id, idempotency_key, fingerprint, amount, recipient_name,
          recipient_sort_code, recipient_account_number, reference, status, limit_day)
@@ -46,8 +49,9 @@ export async function insertPaymentAndDebit(
        RETURNING a.id, a.balance, c.id AS payment_id, c.amount),
      entry AS (
        INSERT INTO ledger_entries (account_id, kind, amount, balance_after, payment_id)
-       SELECT id, 'PAYMENT_DEBIT', -amount, balance, payment_id FROM debit)
-     SELECT ${PAYMENT_COLUMNS}, (SELECT balance FROM debit) AS "balanceAfter" FROM created`,
+       SELECT id, 'PAYMENT_DEBIT', -amount, balance, payment_id FROM debit),
+     day AS (${raiseDayTotalSql({ customerId: '$2::uuid', day: '$11::date', amount: 'd.amount', limit: '$12::bigint', from: 'debit d' })})
+     SELECT ${PAYMENT_COLUMNS}, (SELECT balance FROM debit) AS "balanceAfter", (SELECT used FROM day) AS "dayTotal" FROM created`,
     cmd.fromAccountId,
     customerId,
     cmd.idempotencyKey,
@@ -59,11 +63,12 @@ export async function insertPaymentAndDebit(
     cmd.reference,
     screened.status,
     screened.limitDay,
+    BigInt(screened.dailyLimit),
   );
   const row = rows[0];
   if (!row) return null;
-  const { balanceAfter, ...payment } = row;
-  return { payment, balanceAfter };
+  const { balanceAfter, dayTotal, ...payment } = row;
+  return { payment, balanceAfter, dayTotal };
 }
 
 /** The customer's payment on that account with that idempotency key, if any. */

@@ -7,7 +7,6 @@ import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import { parseInput, sendPaymentInput, type SendPaymentCommand } from '../validation.ts';
 import { findPaymentByKey, insertPaymentAndDebit } from './repository.ts';
-import { reserveDailyLimit } from './limits.ts';
 import type { ScreenPayment } from './screening.ts';
 
 export type SendPaymentResult = { payment: Payment; replayed: boolean; errors: [] } | { payment: null; errors: [UserError] };
@@ -66,15 +65,14 @@ export function createPaymentService(deps: PaymentServiceDeps) {
       const payment = await prisma.$transaction(async (tx) => {
         const inserted = await insertPaymentAndDebit(tx, customerId, cmd, fingerprint, screened);
         if (!inserted) return null;
-        const { payment: created, balanceAfter } = inserted;
+        const { payment: created, balanceAfter, dayTotal } = inserted;
         if (balanceAfter === null) {
           throw new DomainError(
             userError('INSUFFICIENT_FUNDS', 'The account balance is lower than the amount', ['amount']),
           );
         }
-        // Payee safety (issue 15): the day's limit, after the debit (lock order: key, account, day total).
-        const limit = { customerId, day: screened.limitDay, amount: cmd.amount, limit: screened.dailyLimit };
-        if (!(await reserveDailyLimit(tx, limit))) {
+        // Payee safety (issue 15): the day's total, raised in the same statement after the debit.
+        if (dayTotal === null) {
           throw new DomainError(userError('LIMIT_EXCEEDED', `This payment would pass your daily limit of ${screened.dailyLimit} pence`, ['amount']));
         }
         // A HELD payment gets its job only when an operator approves it (holds.ts).
