@@ -2,6 +2,7 @@ import type { PgBoss } from 'pg-boss';
 import type { Config } from '../src/config.ts';
 import type { Payment, Tx } from '../src/db/prisma.ts';
 import { QUEUES, settleJobOptions, type SettlePaymentJob } from '../src/jobs/queues.ts';
+import { londonDay } from '../src/payments/limits.ts';
 import { insertPaymentAndDebit } from '../src/payments/repository.ts';
 import { fingerprintOf } from '../src/payments/send-payment.ts';
 import { queuePolicy } from '../src/roles.ts';
@@ -53,7 +54,8 @@ export async function captureTransactionSql(boss: PgBoss, config: Config, custom
     },
   } as unknown as Tx;
 
-  await insertPaymentAndDebit(recorder, customerId, cmd, fingerprintOf(cmd));
+  // The insert statement includes the daily limit's upsert (issue 15), so the baselines pay for it too.
+  await insertPaymentAndDebit(recorder, customerId, cmd, fingerprintOf(cmd), { status: 'PENDING', limitDay: londonDay(new Date()), dailyLimit: config.payeeSafety.dailyLimit });
   const job: SettlePaymentJob = { paymentId: SAMPLE_PAYMENT_ID };
   await boss.send(QUEUES.settle, job, {
     ...settleJobOptions(queuePolicy(config)),

@@ -55,7 +55,7 @@ export async function runAllInOne(config: Config, logger: Logger, stops: Array<(
   const metrics = createMetrics();
   const worker = await startWorkerRole({ config, databaseUrl, providerUrl, logger, metrics });
   stops.unshift(() => worker.stop());
-  const api = await startApiRole({ config, databaseUrl, logger, metrics, ...(alice ? { ideDemo: { token: alice.token, accountId: alice.account.id } } : {}) });
+  const api = await startApiRole({ config, databaseUrl, logger, metrics, providerUrl, ...(alice ? { ideDemo: { token: alice.token, accountId: alice.account.id } } : {}) });
   stops.unshift(() => api.stop());
 
   if (tokens) await seedDemo(api.prisma, createAccountService({ prisma: api.prisma, logger }), BANK_SORT_CODE);

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { PrismaClient } from './db/prisma.ts';
+import { QUEUES } from './jobs/queues.ts';
 
 /**
  * The bank's invariants, checked from the outside against the database (and the provider, when
@@ -29,6 +30,8 @@ export async function audit(options: {
   provider?: { url: string; apiKey: string };
   /** Flag payments PENDING for longer than this (default one hour). */
   pendingMaxAgeSeconds?: number;
+  /** DAILY_PAYMENT_LIMIT: no customer's London day may pass it (without it, day totals are only reconciled). */
+  dailyLimit?: number;
 }): Promise<AuditReport> {
   const { prisma } = options;
   const checks: AuditCheck[] = [];
@@ -65,7 +68,7 @@ export async function audit(options: {
         CASE WHEN coalesce(sum(l.amount) FILTER (WHERE l.kind = 'PAYMENT_DEBIT'), 0) <> -p.amount THEN 'debit amount differs' END,
         CASE WHEN p.status IN ('CANCELLED', 'FAILED') AND count(*) FILTER (WHERE l.kind = 'PAYMENT_REFUND') <> 1 THEN count(*) FILTER (WHERE l.kind = 'PAYMENT_REFUND') || ' refunds' END,
         CASE WHEN p.status IN ('CANCELLED', 'FAILED') AND coalesce(sum(l.amount) FILTER (WHERE l.kind = 'PAYMENT_REFUND'), 0) <> p.amount THEN 'refund amount differs' END,
-        CASE WHEN p.status IN ('PENDING', 'COMPLETED') AND count(*) FILTER (WHERE l.kind = 'PAYMENT_REFUND') > 0 THEN 'refunded while ' || p.status END
+        CASE WHEN p.status IN ('PENDING', 'COMPLETED', 'HELD') AND count(*) FILTER (WHERE l.kind = 'PAYMENT_REFUND') > 0 THEN 'refunded while ' || p.status END
       ) AS problem
     FROM payments p LEFT JOIN ledger_entries l ON l.payment_id = p.id
     GROUP BY p.id
@@ -73,7 +76,7 @@ export async function audit(options: {
       OR coalesce(sum(l.amount) FILTER (WHERE l.kind = 'PAYMENT_DEBIT'), 0) <> -p.amount
       OR (p.status IN ('CANCELLED', 'FAILED') AND (count(*) FILTER (WHERE l.kind = 'PAYMENT_REFUND') <> 1
           OR coalesce(sum(l.amount) FILTER (WHERE l.kind = 'PAYMENT_REFUND'), 0) <> p.amount))
-      OR (p.status IN ('PENDING', 'COMPLETED') AND count(*) FILTER (WHERE l.kind = 'PAYMENT_REFUND') > 0)`;
+      OR (p.status IN ('PENDING', 'COMPLETED', 'HELD') AND count(*) FILTER (WHERE l.kind = 'PAYMENT_REFUND') > 0)`;
   check(
     'each payment has the ledger entries its status implies',
     payments,
@@ -138,6 +141,33 @@ export async function audit(options: {
     WHERE d.status = 'PENDING'`;
   check('every PENDING webhook delivery has a live job and is within its retry window', Number(owed[0]?.checked ?? 0), owed[0]?.stuck ?? []);
 
+  // Payee safety (issue 15). A HELD payment is debited (checked above) and waits for an operator:
+  // it has never had a settlement job (approval moves it to PENDING with its first one).
+  const queued = await prisma.$queryRaw<{ id: string; jobs: bigint }[]>`
+    SELECT p.id::text AS id, count(j.id) AS jobs FROM payments p
+    JOIN pgboss.job j ON j.data->>'paymentId' = p.id::text AND j.name IN (${QUEUES.settle}, ${QUEUES.reconcile})
+    WHERE p.status = 'HELD' GROUP BY p.id`;
+  const held = Number((await prisma.$queryRaw<{ n: bigint }[]>`SELECT count(*) AS n FROM payments WHERE status = 'HELD'`)[0]?.n ?? 0);
+  check('no HELD payment has a settlement job', held, queued.map((r) => `payment ${r.id} HELD with ${r.jobs} settlement jobs`));
+
+  // Each customer's London day: its PENDING, COMPLETED and HELD payments within the limit, and the
+  // day total the limit is enforced on equal to their sum.
+  const days = await prisma.$queryRaw<{ customer: string; day: string; counted: bigint; used: bigint | null }[]>`
+    WITH sums AS (
+      SELECT a.customer_id, p.limit_day AS day,
+        coalesce(sum(p.amount) FILTER (WHERE p.status IN ('PENDING', 'COMPLETED', 'HELD')), 0)::bigint AS counted
+      FROM payments p JOIN accounts a ON a.id = p.account_id WHERE p.limit_day IS NOT NULL GROUP BY 1, 2)
+    SELECT coalesce(s.customer_id, t.customer_id)::text AS customer, coalesce(s.day, t.day)::text AS day,
+      coalesce(s.counted, 0)::bigint AS counted, t.used
+    FROM sums s FULL JOIN daily_payment_totals t ON t.customer_id = s.customer_id AND t.day = s.day
+    WHERE coalesce(s.counted, 0) <> coalesce(t.used, 0) OR coalesce(s.counted, 0) > ${options.dailyLimit ?? Number.MAX_SAFE_INTEGER}`;
+  const dayCount = Number((await prisma.$queryRaw<{ n: bigint }[]>`SELECT count(*) AS n FROM daily_payment_totals`)[0]?.n ?? 0);
+  check(
+    "no customer's London day passes the daily limit, and each day's total is its payments'",
+    dayCount,
+    days.map((r) => `customer ${r.customer} on ${r.day}: payments ${r.counted}, day total ${r.used ?? 'missing'}${options.dailyLimit !== undefined && r.counted > BigInt(options.dailyLimit) ? `, limit ${options.dailyLimit}` : ''}`),
+  );
+
   if (options.provider) {
     const response = await fetch(`${options.provider.url}/admin/payments`, { headers: { 'x-api-key': options.provider.apiKey } });
     if (!response.ok) throw new Error(`provider answered ${response.status} to GET /admin/payments`);
@@ -149,7 +179,7 @@ export async function audit(options: {
     for (const p of rows) {
       const n = byKey.get(p.id) ?? 0;
       if (p.status === 'COMPLETED' && n !== 1) problems.push(`payment ${p.id} COMPLETED but held ${n} times by the provider`);
-      if (p.status !== 'COMPLETED' && n !== 0) problems.push(`payment ${p.id} ${p.status} (refunded) but held by the provider`);
+      if (p.status !== 'COMPLETED' && n !== 0) problems.push(`payment ${p.id} ${p.status} (${p.status === 'HELD' ? 'not approved' : 'refunded'}) but held by the provider`);
     }
     const amounts = new Map(rows.map((r) => [r.id, r.amount]));
     for (const p of held) {

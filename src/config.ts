@@ -100,6 +100,11 @@ const configSchema = z
     WEBHOOK_ENDPOINT_CONCURRENCY: intFromEnv(2, 1, 64),
     WEBHOOK_DISPATCH_INTERVAL_MS: intFromEnv(250, 10, 60_000),
     FAILPOINTS: z.string().optional(),
+    PAYEE_CHECK_THRESHOLD: intFromEnv(100_000, 0, 100_000_000),
+    DAILY_PAYMENT_LIMIT: intFromEnv(2_500_000, 1, 1_000_000_000_000),
+    REVIEW_THRESHOLD: intFromEnv(1_000_000, 1, 1_000_000_000_000),
+    NEW_PAYEE_HOURS: intFromEnv(24, 0, 24 * 365),
+    HOLD_MAX_HOURS: intFromEnv(96, 1, 24 * 365),
     GRAPHQL_IDE: booleanFromEnv,
     GRAPHQL_INTROSPECTION: booleanFromEnv,
   })
@@ -201,6 +206,19 @@ const configSchema = z
       concurrency: env.WEBHOOK_CONCURRENCY,
       endpointConcurrency: env.WEBHOOK_ENDPOINT_CONCURRENCY,
       dispatchIntervalMs: env.WEBHOOK_DISPATCH_INTERVAL_MS,
+    },
+    // Payee safety (issue 15), amounts in pence: see src/payees/ and src/payments/limits.ts, holds.ts.
+    payeeSafety: {
+      /** A payment above this to a recipient that is not a saved payee needs a payee check. */
+      checkThreshold: env.PAYEE_CHECK_THRESHOLD,
+      /** Per customer per London calendar day, over PENDING, COMPLETED and HELD payments. */
+      dailyLimit: env.DAILY_PAYMENT_LIMIT,
+      /** A payment of this much or more is HELD for an operator's review. */
+      reviewThreshold: env.REVIEW_THRESHOLD,
+      /** The first payment to a payee saved less than this long ago is HELD. */
+      newPayeeSeconds: env.NEW_PAYEE_HOURS * 3600,
+      /** A payment HELD this long is rejected automatically, money back. */
+      holdMaxSeconds: env.HOLD_MAX_HOURS * 3600,
     },
     // Crash injection for the crash-safety tests and the chaos run; never honoured in production.
     failpoints: env.NODE_ENV === 'production' ? [] : (env.FAILPOINTS ?? '').split(',').map((f) => f.trim()).filter(Boolean),

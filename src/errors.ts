@@ -8,7 +8,10 @@ export type UserErrorCode =
   | 'ACCOUNT_NOT_FOUND'
   | 'INVALID_INPUT'
   | 'IDEMPOTENCY_KEY_REUSED'
-  | 'RATE_LIMITED';
+  | 'RATE_LIMITED'
+  // Payee safety (issue 15).
+  | 'LIMIT_EXCEEDED'
+  | 'PAYEE_NOT_CONFIRMED';
 
 export type ErrorCode =
   | 'UNAUTHENTICATED'

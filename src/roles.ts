@@ -17,7 +17,12 @@ import { createMetrics, observeGauge, sharedRead, type Metrics } from './ops/met
 import { PAYMENT_STATUSES } from './payments/payment-status.ts';
 import { createPaymentService } from './payments/send-payment.ts';
 import { createSettlement } from './payments/settlement.ts';
-import { createProviderClient } from './provider/client.ts';
+import { createProviderClient, noPayeeChecks } from './provider/client.ts';
+import { createPayeeService } from './payees/payees.ts';
+import { createHoldService } from './payments/holds.ts';
+import { systemClock, type Clock } from './payments/limits.ts';
+import { createScreening } from './payments/screening.ts';
+import { startHoldExpiry } from './jobs/hold-expiry.ts';
 import { startEventFeed, type EventFeed } from './events/feed.ts';
 import { prismaSql, pruneEvents } from './events/store.ts';
 import { createAddressGuard, systemResolver, type Resolver } from './webhooks/address.ts';
@@ -89,6 +94,10 @@ export async function startApiRole(options: {
   onQuery?: (sql: string) => void;
   /** Resolves webhook hosts (the system resolver by default; tests give their own). */
   resolveHost?: Resolver;
+  /** Where payee checks go, when not `config.providerUrl`; with neither, every check is UNAVAILABLE. */
+  providerUrl?: string;
+  /** The time for payee safety (limits' London day, check validity, new payees); tests control it. */
+  clock?: Clock;
 }): Promise<ApiRole> {
   const { config, databaseUrl } = options;
   // Before anything is started: an API without its own secret must not come up at all.
@@ -125,12 +134,24 @@ export async function startApiRole(options: {
     await prisma.$queryRaw`SELECT 1`;
     return (await queueAnswers(boss)) && events.isHealthy();
   };
+  // Payee safety (issue 15): checks go to the provider from the API, behind this process's own breaker.
+  const clock = options.clock ?? systemClock;
+  const providerUrl = options.providerUrl ?? config.providerUrl;
+  if (!providerUrl) logger.warn('PROVIDER_URL is unset: every payee check answers UNAVAILABLE');
+  const checker = providerUrl
+    ? createProviderClient({ baseUrl: providerUrl, apiKey: config.providerApiKey, timeoutMs: config.providerTimeoutMs, metrics })
+    : noPayeeChecks;
+  const payees = createPayeeService({ prisma, checker, clock, logger });
+  const screen = createScreening({ prisma, payees, clock, policy: config.payeeSafety });
+  const holds = createHoldService({ prisma, boss, queue: queuePolicy(config), policy: config.payeeSafety, clock, logger, metrics });
   const api = await startApi({
     services: {
       prisma,
       logger,
       metrics,
-      payments: createPaymentService({ prisma, boss, queue: queuePolicy(config), logger, metrics }),
+      payments: createPaymentService({ prisma, boss, queue: queuePolicy(config), logger, metrics, screen }),
+      payees,
+      holds,
       accounts: createAccountService({ prisma, logger }),
       sendPaymentLimiter: limiterPool
         ? new RateLimiterPostgres({
@@ -203,6 +224,8 @@ export async function startWorkerRole(options: {
   now?: () => Date;
   /** Resolves webhook hosts (the system resolver by default). */
   resolveHost?: Resolver;
+  /** The time the hold expiry goes by; tests control it. */
+  clock?: Clock;
 }): Promise<WorkerRole> {
   const { config, databaseUrl } = options;
   const logger = options.logger.child({ role: 'worker' });
@@ -245,6 +268,16 @@ export async function startWorkerRole(options: {
     now: options.now ?? (() => new Date()),
     pollingIntervalSeconds: options.pollingIntervalSeconds ?? 0.5,
   });
+  const holds = createHoldService({
+    prisma,
+    boss,
+    queue: queuePolicy(config),
+    policy: config.payeeSafety,
+    clock: options.clock ?? systemClock,
+    logger,
+    metrics,
+  });
+  await startHoldExpiry({ boss, holds, logger, pollingIntervalSeconds: options.pollingIntervalSeconds ?? 30 });
   let stopping = false;
   const ops =
     options.opsPort === undefined

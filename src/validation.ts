@@ -16,6 +16,8 @@ export const idempotencyKey = z
   .regex(/^[A-Za-z0-9._:-]{1,255}$/, 'must be 1-255 characters of A-Z a-z 0-9 . _ : -');
 
 export const uuid = z.uuid({ message: 'must be an id issued by this API' });
+/** True for a well-formed id (anything else cannot name a row: answer "not found" without a query). */
+export const isUuid = (id: string) => uuid.safeParse(id).success;
 
 export const pence = z
   .number({ message: 'must be a whole number of pence' })
@@ -47,12 +49,18 @@ export const reference = z
   .regex(/^[A-Za-z0-9 /?:().,'+&-]*$/, "may use only letters, digits, spaces and / ? : ( ) . , ' + & -")
   .transform((s) => (s === '' ? null : s));
 
+/** Who a payment goes to; also the input of checkPayee and addPayee. */
+export const recipientInput = z.object({ name: personName, sortCode, accountNumber });
+export type RecipientCommand = z.output<typeof recipientInput>;
+
 export const sendPaymentInput = z.object({
   idempotencyKey,
   fromAccountId: uuid,
   amount: pence,
-  recipient: z.object({ name: personName, sortCode, accountNumber }),
+  recipient: recipientInput,
   reference: reference.nullish().transform((r) => r ?? null),
+  /** Payee safety (issue 15): a Confirmation of Payee check of this recipient. Not part of the fingerprint. */
+  payeeCheckId: uuid.nullish(),
 });
 export type SendPaymentCommand = z.output<typeof sendPaymentInput>;
 
@@ -62,6 +70,14 @@ export const depositFundsInput = z.object({
   idempotencyKey,
 });
 export type DepositFundsCommand = z.output<typeof depositFundsInput>;
+
+/** Why an operator rejects a held payment: shown to operators, kept in the action log. */
+export const rejectReason = z
+  .string()
+  .trim()
+  .min(1, 'must not be empty')
+  .max(500, 'must be at most 500 characters')
+  .regex(printable, 'must not contain control characters');
 
 export const createCustomerInput = z.object({ name: personName });
 export const openAccountInput = z.object({ customerId: uuid, name: personName });

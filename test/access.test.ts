@@ -70,6 +70,12 @@ describe('authentication', () => {
     ['createCustomer', 'mutation { createCustomer(input: { name: "Mallory" }) { id } }'],
     ['openAccount', 'mutation { openAccount(input: { customerId: "00000000-0000-4000-8000-000000000000", name: "X" }) { id } }'],
     ['depositFunds', 'mutation { depositFunds(input: { accountId: "00000000-0000-4000-8000-000000000000", amount: 1, idempotencyKey: "k" }) { id } }'],
+    ['checkPayee', 'mutation { checkPayee(input: { name: "Grace Hopper", sortCode: "123456", accountNumber: "12345678" }) { id } }'],
+    ['addPayee', 'mutation { addPayee(input: { name: "Grace Hopper", sortCode: "123456", accountNumber: "12345678" }) { id } }'],
+    ['removePayee', 'mutation { removePayee(id: "00000000-0000-4000-8000-000000000000") }'],
+    ['approvePayment', 'mutation { approvePayment(paymentId: "00000000-0000-4000-8000-000000000000") { id } }'],
+    ['rejectPayment', 'mutation { rejectPayment(paymentId: "00000000-0000-4000-8000-000000000000", reason: "x") { id } }'],
+    ['heldPayments', '{ heldPayments { edges { node { id } } } }'],
   ];
 
   const badTokens: Array<[string, () => Promise<string | null>]> = [
@@ -124,12 +130,14 @@ describe('operator mutations', () => {
     ['createCustomer', 'mutation { createCustomer(input: { name: "Mallory" }) { id } }'],
     ['openAccount', 'mutation($c: ID!) { openAccount(input: { customerId: $c, name: "Stash" }) { id } }'],
     ['depositFunds', 'mutation($a: ID!) { depositFunds(input: { accountId: $a, amount: 100000, idempotencyKey: "free-money" }) { balance } }'],
+    ['approvePayment', 'mutation($p: ID!) { approvePayment(paymentId: $p) { id } }'],
+    ['rejectPayment', 'mutation($p: ID!) { rejectPayment(paymentId: $p, reason: "mine") { id } }'],
   ];
 
   it.each(mutations)('refuses %s from a customer with FORBIDDEN, writing nothing', async (_name, query) => {
     const before = await rowCounts(stack.db);
     const customers = await stack.db.customer.count();
-    const response = await gql(stack.apiUrl, alice.token, query, { c: alice.customerId, a: alice.accountId });
+    const response = await gql(stack.apiUrl, alice.token, query, { c: alice.customerId, a: alice.accountId, p: bobPaymentId });
     expect(code(response)).toBe('FORBIDDEN');
     expect(await rowCounts(stack.db)).toEqual(before);
     expect(await stack.db.customer.count()).toBe(customers);
@@ -140,6 +148,16 @@ describe('operator mutations', () => {
       i: paymentInput(alice.accountId),
     });
     expect(code(response)).toBe('FORBIDDEN');
+  });
+
+  it.each([
+    ['checkPayee', 'mutation { checkPayee(input: { name: "Grace Hopper", sortCode: "123456", accountNumber: "12345678" }) { id } }'],
+    ['addPayee', 'mutation { addPayee(input: { name: "Grace Hopper", sortCode: "123456", accountNumber: "12345678" }) { id } }'],
+    ['removePayee', 'mutation { removePayee(id: "00000000-0000-4000-8000-000000000000") }'],
+  ])('refuses %s from an operator: payees are the customer’s', async (_name, query) => {
+    const checks = await stack.db.payeeCheck.count();
+    expect(code(await gql(stack.apiUrl, stack.operatorToken, query))).toBe('FORBIDDEN');
+    expect(await stack.db.payeeCheck.count()).toBe(checks);
   });
 
   it('answers me with null for an operator', async () => {

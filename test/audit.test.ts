@@ -136,4 +136,37 @@ describe('the audit', () => {
       stack.emulator.setFaults({ errorRate: 0 });
     }
   });
+
+  it('finds a HELD payment that has a settlement job', async () => {
+    const alice = await stack.newCustomer(10_000);
+    const sent = await stack.send(alice.token, paymentInput(alice.accountId, { amount: 500 }));
+    const id = sent.payment?.id ?? '';
+    // As if a held payment had been put back on hold after its job was sent (it never is).
+    await stack.db.$executeRaw`UPDATE payments SET status = 'HELD' WHERE id = ${id}::uuid AND status <> 'HELD'`;
+    try {
+      const report = await audit({ prisma: stack.db });
+      expect(failing(report)).toContain('no HELD payment has a settlement job');
+      expect(report.checks.find((c) => c.name === 'no HELD payment has a settlement job')?.violations).toEqual([`payment ${id} HELD with 1 settlement jobs`]);
+    } finally {
+      await stack.db.$executeRaw`UPDATE payments SET status = 'COMPLETED' WHERE id = ${id}::uuid`;
+    }
+  });
+
+  it("finds a customer's day past the daily limit, and a day total that is not its payments'", async () => {
+    const alice = await stack.newCustomer(10_000);
+    await stack.send(alice.token, paymentInput(alice.accountId, { amount: 700 }));
+    const name = "no customer's London day passes the daily limit, and each day's total is its payments'";
+    const hers = async (dailyLimit?: number) =>
+      (await audit({ prisma: stack.db, ...(dailyLimit ? { dailyLimit } : {}) })).checks
+        .find((c) => c.name === name)
+        ?.violations.filter((v) => v.startsWith(`customer ${alice.customerId} `));
+    expect(await hers(700)).toEqual([]);
+    expect(await hers(699)).toEqual([expect.stringMatching(/ on \d{4}-\d\d-\d\d: payments 700, day total 700, limit 699$/)]);
+    await stack.db.$executeRaw`UPDATE daily_payment_totals SET used = used - 1 WHERE customer_id = ${alice.customerId}::uuid`;
+    try {
+      expect(await hers()).toEqual([expect.stringMatching(/: payments 700, day total 699$/)]);
+    } finally {
+      await stack.db.$executeRaw`UPDATE daily_payment_totals SET used = used + 1 WHERE customer_id = ${alice.customerId}::uuid`;
+    }
+  });
 });

@@ -18,6 +18,8 @@ describe('the chaos run', () => {
       console.info(`\n${result.table}\n`);
       expect(result.problems).toEqual([]);
       expect(result.table).toMatch(/event streams followed .*\| 4 accounts, [1-9]\d* events \(\d+\): ok \|/);
+      // Some payments were held, and the operator reviewed every one of them during the run.
+      expect(result.table).toMatch(/HELD for review: approved \/ rejected by the operator \(review retries\) *\| [1-9]\d*: \d+ \/ \d+ \(\d+\) \|/);
       expect(result.ok).toBe(true);
     },
     180_000,

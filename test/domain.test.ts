@@ -3,13 +3,15 @@ import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.ts';
 import { canTransition, isRefunded, isTerminal, PAYMENT_STATUSES } from '../src/payments/payment-status.ts';
 import { fingerprintOf } from '../src/payments/send-payment.ts';
+import { londonDay } from '../src/payments/limits.ts';
 import { parseInput, sendPaymentInput } from '../src/validation.ts';
 
 describe('the payment status machine', () => {
-  it('moves a payment only out of PENDING, and only once', () => {
+  it('moves a payment out of PENDING to an end, out of HELD to PENDING or CANCELLED, and nowhere else', () => {
+    const allowed = ['PENDING>COMPLETED', 'PENDING>CANCELLED', 'PENDING>FAILED', 'HELD>PENDING', 'HELD>CANCELLED'];
     for (const from of PAYMENT_STATUSES) {
       for (const to of PAYMENT_STATUSES) {
-        expect(canTransition(from, to)).toBe(from === 'PENDING' && to !== 'PENDING');
+        expect(canTransition(from, to), `${from}>${to}`).toBe(allowed.includes(`${from}>${to}`));
       }
     }
   });
@@ -19,10 +21,10 @@ describe('the payment status machine', () => {
     expect(PAYMENT_STATUSES.filter(isRefunded)).toEqual(['CANCELLED', 'FAILED']);
   });
 
-  it('never reaches a second terminal status along any sequence of attempted transitions', () => {
+  it('never reaches a second terminal status along any sequence of attempted transitions, held or not', () => {
     fc.assert(
-      fc.property(fc.array(fc.constantFrom(...PAYMENT_STATUSES)), (attempts) => {
-        let status = 'PENDING' as (typeof PAYMENT_STATUSES)[number];
+      fc.property(fc.constantFrom('PENDING' as const, 'HELD' as const), fc.array(fc.constantFrom(...PAYMENT_STATUSES)), (start, attempts) => {
+        let status: (typeof PAYMENT_STATUSES)[number] = start;
         let changes = 0;
         for (const next of attempts) {
           if (canTransition(status, next)) {
@@ -30,9 +32,23 @@ describe('the payment status machine', () => {
             changes++;
           }
         }
-        return changes <= 1;
+        return changes <= (start === 'HELD' ? 2 : 1);
       }),
     );
+  });
+});
+
+describe('the London day of the daily limit', () => {
+  it('turns at midnight in London: 00:00 UTC in winter, 23:00 UTC in summer, across both clock changes', () => {
+    expect(londonDay(new Date('2026-01-15T23:59:59.999Z'))).toBe('2026-01-15');
+    expect(londonDay(new Date('2026-01-16T00:00:00.000Z'))).toBe('2026-01-16');
+    expect(londonDay(new Date('2026-07-01T22:59:59.999Z'))).toBe('2026-07-01');
+    expect(londonDay(new Date('2026-07-01T23:00:00.000Z'))).toBe('2026-07-02');
+    // Clocks go forward on 29 March 2026 and back on 25 October 2026.
+    expect(londonDay(new Date('2026-03-28T23:30:00.000Z'))).toBe('2026-03-28');
+    expect(londonDay(new Date('2026-03-29T23:30:00.000Z'))).toBe('2026-03-30');
+    expect(londonDay(new Date('2026-10-24T23:30:00.000Z'))).toBe('2026-10-25');
+    expect(londonDay(new Date('2026-10-25T23:30:00.000Z'))).toBe('2026-10-25');
   });
 });
 

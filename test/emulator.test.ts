@@ -100,4 +100,39 @@ describe('the provider emulator', () => {
       emulator.setFaults({ timeoutRate: 0 });
     }
   });
+
+  describe('Confirmation of Payee (POST /v1/payee-checks)', () => {
+    const checkOf = (name: string, sortCode = '123456', accountNumber = '12345678') =>
+      call('POST', '/v1/payee-checks', { name, sortCode, accountNumber });
+
+    it('answers by the fixed rule on the name held for the account', async () => {
+      expect(await checkOf('Grace Hopper')).toEqual({ status: 200, body: { result: 'MATCH', matchedName: null } });
+      expect((await checkOf("grace  hopper.")).body).toEqual({ result: 'MATCH', matchedName: null });
+      // At most two edits apart, or the same surname: close, with the name held.
+      expect((await checkOf('Grace Hoppr')).body).toEqual({ result: 'CLOSE_MATCH', matchedName: 'Grace Hopper' });
+      expect((await checkOf('Grase Hoppr')).body).toEqual({ result: 'CLOSE_MATCH', matchedName: 'Grace Hopper' });
+      expect((await checkOf('Mrs Hopper')).body).toEqual({ result: 'CLOSE_MATCH', matchedName: 'Grace Hopper' });
+      expect((await checkOf('Grxse Hoppr')).body).toEqual({ result: 'NO_MATCH', matchedName: null });
+      expect((await checkOf('Grace Hopper', '123456', '00000000')).body).toEqual({ result: 'NO_MATCH', matchedName: null });
+    });
+
+    it('holds the names set through /admin/payee-names', async () => {
+      expect((await call('PUT', '/admin/payee-names', { name: 'Katherine Johnson', sortCode: '404040', accountNumber: '40404040' })).status).toBe(200);
+      expect((await checkOf('Katherine Johnson', '404040', '40404040')).body).toEqual({ result: 'MATCH', matchedName: null });
+    });
+
+    it('refuses a malformed request with 400', async () => {
+      expect((await call('POST', '/v1/payee-checks', { name: 'Grace Hopper', sortCode: '12-34-56', accountNumber: '12345678' })).status).toBe(400);
+    });
+
+    it('answers 503 UNAVAILABLE under an injected error', async () => {
+      emulator.setFaults({ errorRate: 1 });
+      try {
+        expect(await checkOf('Grace Hopper')).toEqual({ status: 503, body: { result: 'UNAVAILABLE', matchedName: null } });
+      } finally {
+        emulator.setFaults({ errorRate: 0 });
+      }
+    });
+  });
 });
+

@@ -195,6 +195,8 @@ export async function startStack(
     onApiQuery?: (sql: string) => void;
     /** The worker's clock for webhook signatures and retry windows. */
     workerNow?: () => Date;
+    /** The API's and worker's clock for payee safety (limits, checks, new payees, hold expiry). */
+    clock?: () => Date;
   } = {},
 ): Promise<Stack> {
   const database = await createTestDatabase();
@@ -208,6 +210,8 @@ export async function startStack(
     port: 0,
     ...(options.eventsDatabaseUrl ? { eventsDatabaseUrl: options.eventsDatabaseUrl(database.url) } : {}),
     ...(options.onApiQuery ? { onQuery: options.onApiQuery } : {}),
+    providerUrl: emulator.url,
+    ...(options.clock ? { clock: options.clock } : {}),
   });
   const db = createPrisma({ databaseUrl: database.url, poolSize: 4 });
   const operatorToken = await signToken({ role: 'operator', operatorId: TEST_OPERATOR }, TEST_SECRET, 3600);
@@ -232,6 +236,7 @@ export async function startStack(
         logger,
         pollingIntervalSeconds: 0.5,
         ...(options.workerNow ? { now: options.workerNow } : {}),
+        ...(options.clock ? { clock: options.clock } : {}),
       });
       return stack.worker;
     },

@@ -49,8 +49,11 @@ describe('the migration runner', () => {
       '_prisma_migrations',
       'accounts',
       'customers',
+      'daily_payment_totals',
       'ledger_entries',
       'operator_actions',
+      'payee_checks',
+      'payees',
       'payment_attempts',
       'payment_event_retention',
       'payment_events',
@@ -60,6 +63,15 @@ describe('the migration runner', () => {
       'webhook_dispatch_cursor',
       'webhook_endpoints',
     ]);
+  });
+
+  it('adds HELD in one migration and indexes held payments in the next, since a new enum value is usable only once committed', async () => {
+    const db = await emptyDatabase();
+    await migrate(db.url);
+    const statuses = await db.client.query(`SELECT unnest(enum_range(NULL::"PaymentStatus"))::text AS s`);
+    expect(statuses.rows.map((r) => r.s)).toContain('HELD');
+    const index = await db.client.query(`SELECT indexdef FROM pg_indexes WHERE indexname = 'payments_held_created_at_idx'`);
+    expect(index.rows[0]?.indexdef).toMatch(/WHERE \(status = 'HELD'::"PaymentStatus"\)/);
   });
 
   it('is safe to run from several processes at once', async () => {

@@ -25,12 +25,17 @@ const metricsText = async (url: string) => (await fetch(url)).text();
 describe('metrics', () => {
   it('shows payments by status, sendPayment and transaction timings, queue depth and subscriptions on the API', async () => {
     await stack.send(alice.token, paymentInput(alice.accountId));
-    await stack.send(alice.token, paymentInput(alice.accountId, { amount: 10_000_000 }));
+    await stack.send(alice.token, paymentInput(alice.accountId, { amount: 100_000 }));
+    // Over PAYEE_CHECK_THRESHOLD with no payee check: refused before any transaction.
+    await stack.send(alice.token, paymentInput(alice.accountId, { amount: 100_001 }));
     const text = await metricsText(`${base}/metrics`);
     expect(text).toMatch(/^payments_by_status\{status="PENDING"\} [1-9]/m);
     expect(text).toMatch(/^payments_by_status\{status="COMPLETED"\} 0/m);
     expect(text).toMatch(/^payments_send_payment_duration_seconds_count\{outcome="ok"\} 1$/m);
     expect(text).toMatch(/^payments_send_payment_duration_seconds_count\{outcome="INSUFFICIENT_FUNDS"\} 1$/m);
+    expect(text).toMatch(/^payments_send_payment_duration_seconds_count\{outcome="PAYEE_NOT_CONFIRMED"\} 1$/m);
+    expect(text).toMatch(/^payments_safety_refusals_total\{code="PAYEE_NOT_CONFIRMED"\} 1$/m);
+    expect(text).toMatch(/^payments_by_status\{status="HELD"\} 0$/m);
     expect(text).toMatch(/^payments_send_payment_transaction_seconds_count 2$/m);
     expect(text).toMatch(/^payments_queue_depth\{queue="payment.settle"\} [1-9]/m);
     expect(text).toMatch(/^payments_queue_oldest_job_age_seconds\{queue="payment.settle"\} \d/m);

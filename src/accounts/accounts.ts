@@ -1,7 +1,8 @@
 import { randomInt } from 'node:crypto';
-import type { Account, Customer, PrismaClient, Tx } from '../db/prisma.ts';
+import type { Account, Customer, PrismaClient } from '../db/prisma.ts';
 import { DomainError, userError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
+import { recordOperatorAction as recordAction, type Operator } from '../operator-actions.ts';
 import {
   createCustomerInput,
   depositFundsInput,
@@ -19,12 +20,7 @@ import {
  * which operator (the token's `sub`) made each change, in the same transaction as the change.
  */
 
-/** The operator making a change: their id from the token's `sub`. */
-export type Operator = string;
-
-function recordAction(tx: Tx, operator: Operator, action: string, targetId: string, detail: string | null) {
-  return tx.operatorAction.create({ data: { operator, action, targetId, detail } });
-}
+export type { Operator } from '../operator-actions.ts';
 
 /** This bank's sort code; the bank allocates account numbers under it. */
 export const BANK_SORT_CODE = '608371';

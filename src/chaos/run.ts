@@ -23,10 +23,12 @@ import { startRole, type RoleProcess } from './processes.ts';
  * A Jepsen-style bank workload against real processes: 2 API processes, 2 workers, the provider
  * emulator and PostgreSQL. Concurrent payments across many accounts (some to rejected
  * recipients, some replays of an earlier key) while the schedule injects provider faults, kills
- * and restarts workers, restarts an API process and restarts PostgreSQL once. Then the faults are
- * lifted, every payment must reach a terminal status within a deadline, and the audit runs. A
- * webhook receiver on 127.0.0.1, registered for a few accounts, must by then have had every event
- * of those accounts at least once, each with a valid signature.
+ * and restarts workers, restarts an API process and restarts PostgreSQL once. Payments of
+ * REVIEW_THRESHOLD or more are HELD, and an operator reviews them throughout (approving those of
+ * an even amount, rejecting the others). Then the faults are lifted, every payment must reach a
+ * terminal status within a deadline, and the audit runs. A webhook receiver on 127.0.0.1,
+ * registered for a few accounts, must by then have had every event of those accounts at least
+ * once, each with a valid signature.
  *
  * The seed fixes the workload and the schedule (what happens after how many payments); the
  * operating system still decides the interleavings, as it would in production.
@@ -70,6 +72,11 @@ const WEBHOOK_ACCOUNTS = 4;
 const FUNDING = 5_000_000;
 /** Accounts whose event stream a WebSocket client follows through the whole run. */
 const FOLLOWED_ACCOUNTS = 4;
+/** Payments of this much or more are HELD for the operator's review: about one in ten of the workload. */
+const REVIEW_THRESHOLD = 18_000;
+const DAILY_PAYMENT_LIMIT = 2_500_000;
+/** How often the operator looks at the held payments. */
+const REVIEW_EVERY_MS = 300;
 
 /** The workload and the schedule, from the seed alone. */
 export function plan(seed: number, payments: number) {
@@ -114,7 +121,18 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
   const { work, schedule, digest } = plan(options.seed, options.payments);
   const started = Date.now();
   const problems: string[] = [];
-  const counters = { faultChanges: 0, workerKills: 0, apiRestarts: 0, postgresRestarts: 0, clientRetries: 0, replaysChecked: 0, unexpectedExits: 0 };
+  const counters = {
+    faultChanges: 0,
+    workerKills: 0,
+    apiRestarts: 0,
+    postgresRestarts: 0,
+    clientRetries: 0,
+    replaysChecked: 0,
+    unexpectedExits: 0,
+    approved: 0,
+    rejected: 0,
+    reviewRetries: 0,
+  };
 
   const dir = await mkdtemp(path.join(os.tmpdir(), 'payments-chaos-'));
   await chmod(dir, 0o755);
@@ -144,6 +162,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       PAYMENT_JOB_EXPIRE_SECONDS: '3',
       QUEUE_SUPERVISE_SECONDS: '1',
       SEND_PAYMENT_RATE_LIMIT_PER_MINUTE: '0',
+      REVIEW_THRESHOLD: String(REVIEW_THRESHOLD),
+      DAILY_PAYMENT_LIMIT: String(DAILY_PAYMENT_LIMIT),
       DATABASE_POOL_SIZE: '8',
       WORKER_PORT: '0',
       WEBHOOK_TIMEOUT_MS: '1000',
@@ -300,6 +320,34 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       }
     })();
 
+    // The operator: reviews the held payments, on either API, through restarts. A review that gets
+    // no answer (its API or the database restarting) is simply done again on the next round.
+    let reviewing = true;
+    let reviewRound = 0;
+    const review = async (): Promise<number> => {
+      const url = apiUrl(reviewRound++ % 2);
+      const page = await graphql(url, operator, '{ heldPayments(first: 50) { edges { node { id amount } } } }', {});
+      const held = (page.data?.heldPayments as { edges: Array<{ node: { id: string; amount: number } }> } | undefined)?.edges ?? [];
+      for (const { node } of held) {
+        const approve = node.amount % 2 === 0;
+        const r = await graphql(
+          url,
+          operator,
+          approve ? 'mutation($id: ID!) { approvePayment(paymentId: $id) { id } }' : 'mutation($id: ID!) { rejectPayment(paymentId: $id, reason: "chaos review") { id } }',
+          { id: node.id },
+        );
+        if (r.data && !r.errors) counters[approve ? 'approved' : 'rejected']++;
+      }
+      return held.length;
+    };
+    const reviewer = (async () => {
+      while (reviewing) {
+        await review().catch(() => counters.reviewRetries++);
+        await new Promise((r) => setTimeout(r, REVIEW_EVERY_MS));
+      }
+    })();
+    cleanups.push(() => ((reviewing = false), reviewer));
+
     // SIGKILL, not SIGTERM: a crash, with whatever it had in flight.
     const killAndRestart = async (roles: RoleProcess[], index: number, start: (i: number) => Promise<void>) => {
       const victim = roles[index];
@@ -408,19 +456,22 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       }
     }
 
-    // Lift the faults; every payment must now reach a terminal status.
-    log('  faults lifted; waiting for every payment to settle');
+    // Lift the faults; every payment must now reach a terminal status (the operator reviews the
+    // last held ones).
+    log('  faults lifted; waiting for every payment to be reviewed and settled');
     await setFaults({});
     const prisma = createPrisma({ databaseUrl, poolSize: 2 });
     cleanups.push(() => prisma.$disconnect());
     const deadline = Date.now() + (options.settleDeadlineMs ?? 180_000);
     let pending = Number.POSITIVE_INFINITY;
     while (Date.now() < deadline) {
-      pending = await prisma.payment.count({ where: { status: 'PENDING' } }).catch(() => Number.POSITIVE_INFINITY);
+      pending = await prisma.payment.count({ where: { status: { in: ['PENDING', 'HELD'] } } }).catch(() => Number.POSITIVE_INFINITY);
       if (pending === 0) break;
       await new Promise((r) => setTimeout(r, 250));
     }
-    if (pending !== 0) problems.push(`${pending} payments still PENDING after the deadline`);
+    reviewing = false;
+    await reviewer;
+    if (pending !== 0) problems.push(`${pending} payments still PENDING or HELD after the deadline`);
 
     // Every event of the accounts with an endpoint has arrived, signed (retries may still be due).
     const hooked = [...secrets.keys()];
@@ -457,7 +508,18 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     await Promise.all(followers.map((f) => f.stop()));
     problems.push(...streamProblems);
 
-    const report = await audit({ prisma, provider: { url: providerUrl, apiKey: API_KEY } });
+    const report = await audit({ prisma, provider: { url: providerUrl, apiKey: API_KEY }, dailyLimit: DAILY_PAYMENT_LIMIT });
+    const [reviewed] = await prisma.$queryRaw<{ approved: bigint; rejected: bigint }[]>`
+      SELECT count(*) FILTER (WHERE action = 'approvePayment') AS approved, count(*) FILTER (WHERE action = 'rejectPayment') AS rejected
+      FROM operator_actions`;
+    if (Number(reviewed?.approved ?? 0) !== counters.approved || Number(reviewed?.rejected ?? 0) !== counters.rejected) {
+      // An answer lost to a restart after its commit is the one way these can differ: the log is the truth.
+      log(`  note: ${counters.approved}/${counters.rejected} reviews answered, ${reviewed?.approved}/${reviewed?.rejected} in the action log`);
+    }
+    const heldAtStart = await prisma.paymentEvent.count({ where: { previousStatus: null, status: 'HELD' } });
+    const reviewedCount = Number(reviewed?.approved ?? 0) + Number(reviewed?.rejected ?? 0);
+    if (reviewedCount !== heldAtStart) problems.push(`${heldAtStart} payments were HELD but the operator log has ${reviewedCount} reviews`);
+    if (heldAtStart === 0 && work.some((w) => w.amount >= REVIEW_THRESHOLD)) problems.push('no payment was HELD, though some were over REVIEW_THRESHOLD');
     const byStatus = await prisma.payment.groupBy({ by: ['status'], _count: true });
     const count = (s: string) => byStatus.find((r) => r.status === s)?._count ?? 0;
     const refusals = outcome.filter((o) => o.code === 'INSUFFICIENT_FUNDS').length;
@@ -468,7 +530,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       ['payments COMPLETED', count('COMPLETED')],
       ['payments CANCELLED (refunded)', count('CANCELLED')],
       ['payments FAILED (refunded)', count('FAILED')],
-      ['payments PENDING at the end', count('PENDING')],
+      ['payments PENDING or HELD at the end', count('PENDING') + count('HELD')],
+      [
+        'payments HELD for review: approved / rejected by the operator (review retries)',
+        `${heldAtStart}: ${reviewed?.approved ?? 0} / ${reviewed?.rejected ?? 0} (${counters.reviewRetries})`,
+      ],
       ['refused: INSUFFICIENT_FUNDS', refusals],
       ['provider fault settings applied', counters.faultChanges],
       ['workers SIGKILLed and restarted', counters.workerKills],

@@ -17,7 +17,7 @@ runMain(async () => {
   const prisma = createPrisma({ databaseUrl: requireSetting(config.databaseUrl, 'DATABASE_URL'), poolSize: 2 });
   try {
     const providerUrl = values.provider ?? config.providerUrl;
-    const report = await audit({ prisma, pendingMaxAgeSeconds: pendingMinutes * 60, ...(providerUrl ? { provider: { url: providerUrl, apiKey: config.providerApiKey } } : {}) });
+    const report = await audit({ prisma, pendingMaxAgeSeconds: pendingMinutes * 60, dailyLimit: config.payeeSafety.dailyLimit, ...(providerUrl ? { provider: { url: providerUrl, apiKey: config.providerApiKey } } : {}) });
     process.stdout.write(`${formatAudit(report)}\n`);
     process.exitCode = report.ok ? 0 : 1;
   } finally {

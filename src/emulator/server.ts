@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
 import type { Logger } from '../logger.ts';
+import { HELD_NAMES, heldNameKey, matchPayeeName } from './payee-names.ts';
 
 /**
  * An emulator of the outside payment provider, over real HTTP, with fault injection.
@@ -11,6 +12,9 @@ import type { Logger } from '../logger.ts';
  *   GET  /v1/payments/:idempotencyKey     200 record, 404 unknown, 410 voided
  *   POST /v1/payments/:idempotencyKey/void 200 voided (never accepted afterwards), 409 already accepted
  *   PUT  /admin/faults  GET /admin/faults  GET /admin/payments
+ *   POST /v1/payee-checks {name, sortCode, accountNumber}  200 {result, matchedName} (payee-names.ts);
+ *        503 {result: "UNAVAILABLE"} under an injected error
+ *   PUT  /admin/payee-names {sortCode, accountNumber, name}  the name held for an account
  *
  * Every request needs `x-api-key`. A recipient sort code of 000000 is always rejected (400).
  */
@@ -44,6 +48,7 @@ const paymentRequest = z.object({
   reference: z.string().max(18).nullish(),
 });
 type PaymentRequest = z.output<typeof paymentRequest>;
+const payeeCheckRequest = party;
 
 interface StoredPayment {
   id: string;
@@ -75,11 +80,20 @@ export interface RunningEmulator {
 
 const HANG_MS = 120_000;
 
+function parseJson(raw: string): unknown {
+  try {
+    return JSON.parse(raw);
+  } catch {
+    return undefined;
+  }
+}
+
 export async function startEmulator(options: EmulatorOptions): Promise<RunningEmulator> {
   const random = options.random ?? Math.random;
   const payments = new Map<string, StoredPayment>();
   const voided = new Set<string>();
   let faults: Faults = faultsSchema.parse(options.faults ?? {});
+  const heldNames = new Map(Object.entries(HELD_NAMES));
   let sequence = 0;
 
   const send = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) => {
@@ -92,7 +106,7 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
   const publicRecord = (p: StoredPayment) => ({ id: p.id, idempotencyKey: p.idempotencyKey, status: p.status });
 
   /** Applies the configured faults; true when the request was answered (or swallowed) by one. */
-  async function injectFault(res: ServerResponse, isCreate = false): Promise<boolean> {
+  async function injectFault(res: ServerResponse, isCreate = false, errorAnswer?: { status: number; body: unknown }): Promise<boolean> {
     if (faults.latencyMs > 0) await new Promise((r) => setTimeout(r, faults.latencyMs));
     if (isCreate && faults.failNextCreates > 0) {
       faults = { ...faults, failNextCreates: faults.failNextCreates - 1 };
@@ -109,7 +123,8 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
       return true;
     }
     if (random() < faults.errorRate) {
-      error(res, 500, 'INJECTED_ERROR', 'injected failure');
+      if (errorAnswer) send(res, errorAnswer.status, errorAnswer.body);
+      else error(res, 500, 'INJECTED_ERROR', 'injected failure');
       return true;
     }
     return false;
@@ -175,6 +190,23 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
         200,
         [...payments.values()].map((p) => ({ ...publicRecord(p), ...p.request, acceptedAt: p.acceptedAt, createRequests: p.createRequests })),
       );
+    }
+
+    if (path === '/admin/payee-names' && method === 'PUT') {
+      const parsed = payeeCheckRequest.safeParse(parseJson(raw));
+      if (!parsed.success) return error(res, 400, 'INVALID_PAYEE', parsed.error.issues[0]?.message ?? 'invalid');
+      heldNames.set(heldNameKey(parsed.data.sortCode, parsed.data.accountNumber), parsed.data.name);
+      return send(res, 200, parsed.data);
+    }
+    if (path === '/v1/payee-checks' && method === 'POST') {
+      if (await injectFault(res, false, { status: 503, body: { result: 'UNAVAILABLE', matchedName: null } })) return;
+      const parsed = payeeCheckRequest.safeParse(parseJson(raw));
+      if (!parsed.success) {
+        const issue = parsed.error.issues[0];
+        return error(res, 400, 'INVALID_PAYEE_CHECK', `${issue?.path.join('.') ?? 'body'}: ${issue?.message ?? 'invalid'}`);
+      }
+      const { name, sortCode, accountNumber } = parsed.data;
+      return send(res, 200, matchPayeeName(name, heldNames.get(heldNameKey(sortCode, accountNumber)) ?? null));
     }
 
     if (path === '/v1/payments' && method === 'POST') {

@@ -5,6 +5,8 @@ import type { PrismaClient } from '../db/prisma.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import type { PaymentService } from '../payments/send-payment.ts';
+import type { HoldService } from '../payments/holds.ts';
+import type { PayeeService } from '../payees/payees.ts';
 import type { EventFeed } from '../events/feed.ts';
 import type { WebhookService } from '../webhooks/endpoints.ts';
 import { forbidden, unauthenticated } from './errors.ts';
@@ -16,6 +18,10 @@ export interface Services {
   prisma: PrismaClient;
   payments: PaymentService;
   accounts: AccountService;
+  /** Payee checks and saved payees (issue 15). */
+  payees: PayeeService;
+  /** Held payments: operators approve or reject them (issue 15). */
+  holds: HoldService;
   /** Per-customer limit on sendPayment, shared by every API process; null when SEND_PAYMENT_RATE_LIMIT_PER_MINUTE is 0. */
   sendPaymentLimiter: RateLimiterAbstract | null;
   /** The durable payment event stream, followed live by this process, for subscriptions. */

@@ -1,7 +1,7 @@
 import type { Resolvers } from './generated/types.ts';
 import { z } from 'zod';
 import { RateLimiterRes } from 'rate-limiter-flexible';
-import type { Account, Customer, LedgerEntry, OperatorAction, Payment } from '../db/prisma.ts';
+import type { Account, Customer, LedgerEntry, OperatorAction, Payee, PayeeCheck, Payment } from '../db/prisma.ts';
 import { userError } from '../errors.ts';
 import { customerAttemptDetail, customerFailureReason } from '../payments/outcomes.ts';
 import type { SendPaymentResult } from '../payments/send-payment.ts';
@@ -63,6 +63,22 @@ export const resolvers: Resolvers = {
       });
       return connection(rows, limit, (a) => [a.id.toString()], args.after);
     },
+    heldPayments: async (_, args, ctx) => {
+      requireOperator(ctx);
+      const limit = pageSize(args.first ?? 50);
+      const after = decodeCursor(args.after, paymentCursorKey);
+      const rows = await ctx.prisma.payment.findMany({
+        where: {
+          status: 'HELD',
+          ...(after
+            ? { OR: [{ createdAt: { gt: new Date(after[0]) } }, { createdAt: new Date(after[0]), id: { gt: after[1] } }] }
+            : {}),
+        },
+        orderBy: [{ createdAt: 'asc' }, { id: 'asc' }],
+        take: limit + 1,
+      });
+      return connection(rows, limit, (p) => [p.createdAt.toISOString(), p.id]);
+    },
   },
 
   Mutation: {
@@ -86,6 +102,19 @@ export const resolvers: Resolvers = {
     depositFunds: (_, args, ctx) =>
       ctx.accounts.depositFunds(args.input, requireOperator(ctx)),
     ...webhookResolvers.Mutation,
+    checkPayee: (_: unknown, args: { input: unknown }, ctx: Context) => ctx.payees.checkPayee(requireCustomer(ctx), args.input),
+    addPayee: (_: unknown, args: { input: unknown }, ctx: Context) => ctx.payees.addPayee(requireCustomer(ctx), args.input),
+    removePayee: (_: unknown, args: { id: string }, ctx: Context) => ctx.payees.removePayee(requireCustomer(ctx), args.id),
+    approvePayment: async (_: unknown, args: { paymentId: string }, ctx: Context) => {
+      const payment = await ctx.holds.approvePayment(requireOperator(ctx), args.paymentId);
+      ctx.events.wake();
+      return payment;
+    },
+    rejectPayment: async (_: unknown, args: { paymentId: string; reason: string }, ctx: Context) => {
+      const payment = await ctx.holds.rejectPayment(requireOperator(ctx), args.paymentId, args.reason);
+      ctx.events.wake();
+      return payment;
+    },
   },
 
   Subscription: { ...subscriptionResolvers, ...eventResolvers.Subscription },
@@ -99,6 +128,12 @@ export const resolvers: Resolvers = {
   Customer: {
     accounts: (customer: Customer, _: unknown, ctx: Context) =>
       ctx.prisma.account.findMany({ where: { customerId: customer.id }, orderBy: [{ createdAt: 'asc' }, { id: 'asc' }] }),
+    payees: (customer: Customer, _: unknown, ctx: Context) => ctx.payees.listPayees(customer.id),
+  },
+
+  Payee: {
+    // Loaded with the payee by listPayees and addPayee.
+    lastCheck: (payee: Payee & { lastCheck?: PayeeCheck | null }) => payee.lastCheck ?? null,
   },
 
   Account: {

@@ -16,6 +16,8 @@ import { z } from 'zod';
  * - `webhook.deliver`: one attempt to POST one event to one endpoint (grouped by endpoint, so a
  *   slow endpoint holds at most its own slots). Failed attempts schedule the next one themselves
  *   (src/webhooks/deliver.ts); pg-boss retries only a job whose worker died or errored.
+ * - `payment.expire-holds`: every minute (pg-boss schedule), rejects payments HELD for
+ *   HOLD_MAX_HOURS, money back (src/jobs/hold-expiry.ts, issue 15).
  */
 export const QUEUES = {
   settle: 'payment.settle',
@@ -23,6 +25,7 @@ export const QUEUES = {
   pruneEvents: 'events.prune',
   sweep: 'payment.sweep',
   deliverWebhook: 'webhook.deliver',
+  expireHolds: 'payment.expire-holds',
 } as const;
 
 /** When retention runs: hourly, at a minute no other schedule uses. */
@@ -121,7 +124,8 @@ export async function createQueues(boss: PgBoss, policy: QueuePolicy): Promise<v
   await boss.createQueue(QUEUES.sweep, { retryLimit: 0, expireInSeconds: 120, deleteAfterSeconds: 3600 });
   // A singleton: one prune at a time across every worker process.
   await boss.createQueue(QUEUES.pruneEvents, { policy: 'singleton', retryLimit: 3, expireInSeconds: 15 * 60 });
-  // Jobs of this queue are sent by the webhook dispatcher and redeliveries, never by the money
-  // transaction, so a NOTIFY on send wakes workers at once without slowing payments.
-  await boss.createQueue(QUEUES.deliverWebhook, { notify: true, retentionSeconds: 7 * 24 * 3600 });
+  // No notify, like every queue: no process LISTENs (ADR 0006); webhook workers poll every 0.5 s.
+  await boss.createQueue(QUEUES.deliverWebhook, { notify: false, retentionSeconds: 7 * 24 * 3600 });
+  // Like the sweep: a run that fails is done by the next minute's; each rejection is guarded by status.
+  await boss.createQueue(QUEUES.expireHolds, { retryLimit: 0, expireInSeconds: 120, deleteAfterSeconds: 3600 });
 }

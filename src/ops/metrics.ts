@@ -57,6 +57,25 @@ export function createMetrics() {
       labelNames: ['status'] as const,
       registers: [registry],
     }),
+    // Payee safety (issue 15).
+    held: new Counter({
+      name: 'payments_held_total',
+      help: 'Payments taken as HELD for review, by reason (amount, new-payee)',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
+    holdDecisions: new Counter({
+      name: 'payments_hold_decisions_total',
+      help: 'Held payments released, by decision (APPROVED, REJECTED_IN_REVIEW, HOLD_EXPIRED, CANCELLED_BY_CUSTOMER)',
+      labelNames: ['decision'] as const,
+      registers: [registry],
+    }),
+    refusals: new Counter({
+      name: 'payments_safety_refusals_total',
+      help: 'Payments refused by payee safety, by code (LIMIT_EXCEEDED, PAYEE_NOT_CONFIRMED)',
+      labelNames: ['code'] as const,
+      registers: [registry],
+    }),
   };
   return metrics;
 }

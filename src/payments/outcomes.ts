@@ -16,6 +16,13 @@ export const FAILURE_REASONS = {
   NOT_SENT_PROVIDER_UNAVAILABLE: 'NOT_SENT_PROVIDER_UNAVAILABLE',
   /** The payment was found voided at the provider, so it can never be executed. FAILED. */
   NOT_SENT_VOIDED: 'NOT_SENT_VOIDED',
+  // Payee safety (issue 15): the ends of a HELD payment that was never sent. CANCELLED.
+  /** An operator rejected the held payment. */
+  REJECTED_IN_REVIEW: 'REJECTED_IN_REVIEW',
+  /** Nobody reviewed the held payment within HOLD_MAX_HOURS. */
+  HOLD_EXPIRED: 'HOLD_EXPIRED',
+  /** The customer cancelled their held payment. */
+  CANCELLED_BY_CUSTOMER: 'CANCELLED_BY_CUSTOMER',
 } as const;
 
 export type FailureReason = (typeof FAILURE_REASONS)[keyof typeof FAILURE_REASONS];

@@ -2,6 +2,7 @@ import type { Payment, PrismaClient, Tx } from '../db/prisma.ts';
 import type { SendPaymentCommand } from '../validation.ts';
 import { CUSTOMER_ATTEMPT_DETAIL, type AttemptOutcome, type FailureReason } from './outcomes.ts';
 import type { PaymentStatus } from './payment-status.ts';
+import { raiseDayTotalSql } from './limits.ts';
 
 /**
  * The SQL that moves money. Each function is one statement (one round trip), and each status
@@ -11,10 +12,10 @@ import type { PaymentStatus } from './payment-status.ts';
 type Db = Tx | PrismaClient;
 
 // Columns of `payments` under the names of Prisma's `Payment` model, for RETURNING.
-const PAYMENT_COLUMNS = `id, account_id AS "accountId", idempotency_key AS "idempotencyKey", fingerprint, amount,
+export const PAYMENT_COLUMNS = `id, account_id AS "accountId", idempotency_key AS "idempotencyKey", fingerprint, amount,
   currency, recipient_name AS "recipientName", recipient_sort_code AS "recipientSortCode",
   recipient_account_number AS "recipientAccountNumber", reference, status::text AS status,
-  failure_reason AS "failureReason", created_at AS "createdAt", updated_at AS "updatedAt"`;
+  failure_reason AS "failureReason", limit_day AS "limitDay", created_at AS "createdAt", updated_at AS "updatedAt"`;
 
 /**
  * Inserts a PENDING payment from an account the customer owns and, in the same statement (one
@@ -23,18 +24,23 @@ const PAYMENT_COLUMNS = `id, account_id AS "accountId", idempotency_key AS "idem
  * then the account row. Null when nothing was inserted: the account is not theirs (or does not
  * exist) or already has a payment with this key; then nothing was debited. `balanceAfter` is null
  * when the payment was inserted but the balance is short: the caller must roll back.
+ * Payee safety (issue 15): `screened` says PENDING or HELD and the London day the payment counts
+ * against; after the debit, the same statement raises the customer's day total (limits.ts), last in
+ * the lock order. `dayTotal` is null when that would pass `dailyLimit`: the caller must roll back.
  */
 export async function insertPaymentAndDebit(
   tx: Tx,
   customerId: string,
   cmd: SendPaymentCommand,
   fingerprint: string,
-): Promise<{ payment: Payment; balanceAfter: bigint | null } | null> {
-  const rows = await tx.$queryRawUnsafe<(Payment & { balanceAfter: bigint | null })[]>(
+  screened: { status: Extract<PaymentStatus, 'PENDING' | 'HELD'>; limitDay: string; dailyLimit: number },
+): Promise<{ payment: Payment; balanceAfter: bigint | null; dayTotal: bigint | null } | null> {
+  const rows = await tx.$queryRawUnsafe<(Payment & { balanceAfter: bigint | null; dayTotal: bigint | null })[]>(
     `WITH created AS (
        INSERT INTO payments (account_id, idempotency_key, fingerprint, amount, recipient_name,
-         recipient_sort_code, recipient_account_number, reference)
-       SELECT a.id, $3, $4, $5, $6, $7, $8, $9 FROM accounts a WHERE a.id = $1::uuid AND a.customer_id = $2::uuid
+         recipient_sort_code, recipient_account_number, reference, status, limit_day)
+       SELECT a.id, $3, $4, $5, $6, $7, $8, $9, $10::"PaymentStatus", $11::date
+       FROM accounts a WHERE a.id = $1::uuid AND a.customer_id = $2::uuid
        ON CONFLICT (account_id, idempotency_key) DO NOTHING
        RETURNING *),
      debit AS (
@@ -43,8 +49,9 @@ export async function insertPaymentAndDebit(
        RETURNING a.id, a.balance, c.id AS payment_id, c.amount),
      entry AS (
        INSERT INTO ledger_entries (account_id, kind, amount, balance_after, payment_id)
-       SELECT id, 'PAYMENT_DEBIT', -amount, balance, payment_id FROM debit)
-     SELECT ${PAYMENT_COLUMNS}, (SELECT balance FROM debit) AS "balanceAfter" FROM created`,
+       SELECT id, 'PAYMENT_DEBIT', -amount, balance, payment_id FROM debit),
+     day AS (${raiseDayTotalSql({ customerId: '$2::uuid', day: '$11::date', amount: 'd.amount', limit: '$12::bigint', from: 'debit d' })})
+     SELECT ${PAYMENT_COLUMNS}, (SELECT balance FROM debit) AS "balanceAfter", (SELECT used FROM day) AS "dayTotal" FROM created`,
     cmd.fromAccountId,
     customerId,
     cmd.idempotencyKey,
@@ -54,11 +61,14 @@ export async function insertPaymentAndDebit(
     cmd.recipient.sortCode,
     cmd.recipient.accountNumber,
     cmd.reference,
+    screened.status,
+    screened.limitDay,
+    BigInt(screened.dailyLimit),
   );
   const row = rows[0];
   if (!row) return null;
-  const { balanceAfter, ...payment } = row;
-  return { payment, balanceAfter };
+  const { balanceAfter, dayTotal, ...payment } = row;
+  return { payment, balanceAfter, dayTotal };
 }
 
 /** The customer's payment on that account with that idempotency key, if any. */
@@ -88,20 +98,22 @@ export async function completePayment(db: Db, paymentId: string, internalDetail:
 }
 
 /**
- * PENDING -> CANCELLED or FAILED, with the refund and its ledger entry, in one statement.
- * Null when the payment was not PENDING: a payment is refunded at most once (the unique
- * index on ledger_entries (payment_id, kind) guards that a second time).
+ * PENDING (or `from`: a HELD payment, issue 15) -> CANCELLED or FAILED, with the refund and its
+ * ledger entry, in one statement. Null when the payment was not in `from`: a payment is refunded
+ * at most once (the unique index on ledger_entries (payment_id, kind) guards that a second time).
+ * A trigger gives the amount back to the customer's daily limit in the same statement.
  */
 export async function refundPayment(
   tx: Tx,
   paymentId: string,
   to: Extract<PaymentStatus, 'CANCELLED' | 'FAILED'>,
   reason: FailureReason,
+  from: Extract<PaymentStatus, 'PENDING' | 'HELD'> = 'PENDING',
 ): Promise<Payment | null> {
   const rows = await tx.$queryRawUnsafe<Payment[]>(
     `WITH settled AS (
        UPDATE payments SET status = $2::"PaymentStatus", failure_reason = $3, updated_at = now()
-       WHERE id = $1::uuid AND status = 'PENDING'
+       WHERE id = $1::uuid AND status = $4::"PaymentStatus"
        RETURNING *),
      credit AS (
        UPDATE accounts a SET balance = a.balance + s.amount, updated_at = now()
@@ -114,6 +126,7 @@ export async function refundPayment(
     paymentId,
     to,
     reason,
+    from,
   );
   return rows[0] ?? null;
 }

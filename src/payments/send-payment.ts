@@ -8,6 +8,7 @@ import type { Metrics } from '../ops/metrics.ts';
 import { currentTraceCarrier } from '../telemetry/propagation.ts';
 import { parseInput, sendPaymentInput, type SendPaymentCommand } from '../validation.ts';
 import { findPaymentByKey, insertPaymentAndDebit } from './repository.ts';
+import type { ScreenPayment } from './screening.ts';
 
 export type SendPaymentResult = { payment: Payment; replayed: boolean; errors: [] } | { payment: null; errors: [UserError] };
 
@@ -16,7 +17,9 @@ export interface PaymentServiceDeps {
   boss: PgBoss;
   queue: QueuePolicy;
   logger: Logger;
-  metrics: Pick<Metrics, 'transactionSeconds'>;
+  metrics: Pick<Metrics, 'transactionSeconds' | 'held' | 'refusals'>;
+  /** Payee safety (issue 15): confirmation of payee, holds, the limit's day. */
+  screen: ScreenPayment;
 }
 
 // Interactive-transaction limits: wait long enough for a pooled connection under a burst
@@ -50,17 +53,31 @@ export function createPaymentService(deps: PaymentServiceDeps) {
     const cmd = parsed.value;
     const fingerprint = fingerprintOf(cmd);
 
+    // Payee safety (issue 15): a refusal writes nothing, but a replay still gets its payment.
+    const screened = await deps.screen(customerId, cmd);
+    if (!screened.ok) {
+      if (await findPaymentByKey(prisma, customerId, cmd.fromAccountId, cmd.idempotencyKey)) return replay(customerId, cmd, fingerprint);
+      deps.metrics.refusals.inc({ code: screened.error.code });
+      return { payment: null, errors: [screened.error] };
+    }
+
     const endTransaction = deps.metrics.transactionSeconds.startTimer();
     try {
       const payment = await prisma.$transaction(async (tx) => {
-        const inserted = await insertPaymentAndDebit(tx, customerId, cmd, fingerprint);
+        const inserted = await insertPaymentAndDebit(tx, customerId, cmd, fingerprint, screened);
         if (!inserted) return null;
-        const { payment: created, balanceAfter } = inserted;
+        const { payment: created, balanceAfter, dayTotal } = inserted;
         if (balanceAfter === null) {
           throw new DomainError(
             userError('INSUFFICIENT_FUNDS', 'The account balance is lower than the amount', ['amount']),
           );
         }
+        // Payee safety (issue 15): the day's total, raised in the same statement after the debit.
+        if (dayTotal === null) {
+          throw new DomainError(userError('LIMIT_EXCEEDED', `This payment would pass your daily limit of ${screened.dailyLimit} pence`, ['amount']));
+        }
+        // A HELD payment gets its job only when an operator approves it (holds.ts).
+        if (created.status === 'HELD') return created;
         const trace = currentTraceCarrier();
         const job: SettlePaymentJob = { paymentId: created.id, ...(trace ? { trace } : {}) };
         await boss.send(QUEUES.settle, job, { ...jobOptions, id: created.id, db: fromPrisma(tx) });
@@ -68,12 +85,16 @@ export function createPaymentService(deps: PaymentServiceDeps) {
       }, TX_OPTIONS).finally(() => endTransaction());
 
       if (payment) {
-        log.info({ paymentId: payment.id, accountId: payment.accountId, amount: cmd.amount }, 'payment accepted');
+        if (screened.holdReason) deps.metrics.held.inc({ reason: screened.holdReason });
+        log.info({ paymentId: payment.id, accountId: payment.accountId, amount: cmd.amount, status: payment.status }, 'payment accepted');
         return { payment, replayed: false, errors: [] };
       }
       return await replay(customerId, cmd, fingerprint);
     } catch (error) {
-      if (error instanceof DomainError) return { payment: null, errors: [error.userError] };
+      if (error instanceof DomainError) {
+        if (error.userError.code === 'LIMIT_EXCEEDED') deps.metrics.refusals.inc({ code: 'LIMIT_EXCEEDED' });
+        return { payment: null, errors: [error.userError] };
+      }
       throw error;
     }
   }

@@ -48,6 +48,25 @@ export type ProviderResult =
   /** Worth retrying later: 429, 5xx, a timeout, a network error, the circuit is open, or an answer that is not the provider's. */
   | { kind: 'transient'; detail: string; retryAfterSeconds?: number };
 
+/** A Confirmation of Payee answer (issue 15). UNAVAILABLE: the provider could not answer (a fault, a timeout, the circuit open). */
+export type PayeeMatch = 'MATCH' | 'CLOSE_MATCH' | 'NO_MATCH' | 'UNAVAILABLE';
+export interface PayeeCheckAnswer {
+  result: PayeeMatch;
+  /** The name the recipient's bank holds, for CLOSE_MATCH. */
+  matchedName: string | null;
+}
+/** What can answer payee checks: the provider client, or `noPayeeChecks` when there is no provider. */
+export interface PayeeChecker {
+  checkPayee(recipient: ProviderParty): Promise<PayeeCheckAnswer>;
+}
+export const noPayeeChecks: PayeeChecker = { checkPayee: () => Promise.resolve({ result: 'UNAVAILABLE', matchedName: null }) };
+
+const payeeCheckSchema = z.discriminatedUnion('result', [
+  z.object({ result: z.literal('MATCH'), matchedName: z.string().nullish() }),
+  z.object({ result: z.literal('CLOSE_MATCH'), matchedName: z.string().min(1) }),
+  z.object({ result: z.literal('NO_MATCH'), matchedName: z.string().nullish() }),
+]);
+
 const recordSchema = z.object({ id: z.string(), idempotencyKey: z.string(), status: z.string() });
 const errorSchema = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
 const voidedSchema = z.object({ status: z.literal('voided') });
@@ -97,7 +116,7 @@ export function createProviderClient(options: ProviderClientOptions) {
 
   /** Runs one request through the breaker; transient outcomes count against it. */
   async function guarded(
-    operation: 'get' | 'create' | 'void',
+    operation: 'get' | 'create' | 'void' | 'payee-check',
     method: string,
     path: string,
     body: unknown,
@@ -202,6 +221,23 @@ export function createProviderClient(options: ProviderClientOptions) {
         if (status === 409) return accepted(json);
         return undefined;
       });
+    },
+
+    /**
+     * Confirmation of Payee: how `recipient.name` compares with the name its bank holds. Anything
+     * but the provider's own answer (a fault, a timeout, the circuit open) is UNAVAILABLE.
+     */
+    async checkPayee(recipient: ProviderParty): Promise<PayeeCheckAnswer> {
+      // The provider's answer, when it gave one; the breaker and metrics see it as 'accepted'.
+      const answers: PayeeCheckAnswer[] = [];
+      await guarded('payee-check', 'POST', '/v1/payee-checks', recipient, (status, json) => {
+        const parsed = status === 200 ? payeeCheckSchema.safeParse(json) : null;
+        if (!parsed?.success) return undefined;
+        const { result } = parsed.data;
+        answers.push({ result, matchedName: result === 'CLOSE_MATCH' ? parsed.data.matchedName : null });
+        return { kind: 'accepted', providerId: result };
+      });
+      return answers[0] ?? { result: 'UNAVAILABLE', matchedName: null };
     },
 
     circuitState(): CircuitState {

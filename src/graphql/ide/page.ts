@@ -102,6 +102,48 @@ query Events {
 subscription FollowEvents {
   accountEvents(accountId: "PASTE-ACCOUNT-ID", after: null) { id paymentId previousStatus status amount }
 }
+
+# 8. Confirmation of Payee: is this the name on that account? A near miss is CLOSE_MATCH, with the
+#    name the recipient's bank holds. Over £1,000 (100000 pence) to someone who is not a saved
+#    payee, sendPayment needs a check's id as payeeCheckId (valid 24 hours); a NO_MATCH one is refused.
+mutation Check {
+  checkPayee(input: { name: "Grace Hoper", sortCode: "12-34-56", accountNumber: "12345678" }) {
+    id result matchedName checkedAt
+  }
+}
+
+# 9. Save the recipient as a payee (it is checked again), then pay it: the first payment to a payee
+#    saved less than 24 hours ago is HELD for the bank's review (so is any payment of £10,000 or
+#    more). It is debited now, and sent only once an operator approves it. Watch it with step 3.
+mutation SavePayee {
+  addPayee(input: { name: "Grace Hopper", sortCode: "12-34-56", accountNumber: "12345678" }) {
+    id name lastCheck { result }
+  }
+}
+mutation PayNewPayee {
+  sendPayment(input: {
+    idempotencyKey: "walkthrough-held-1"
+    fromAccountId: "PASTE-ACCOUNT-ID"
+    amount: 5000
+    recipient: { name: "Grace Hopper", sortCode: "12-34-56", accountNumber: "12345678" }
+  }) {
+    payment { id status amount }
+    errors { code message field }
+  }
+}
+
+# 10. As the operator (put the operator token that npm start printed in the Headers tab): the held
+#     payments, and approving one (HELD -> PENDING with its settlement job; it then COMPLETES), or
+#     rejecting it with a reason (CANCELLED, money back). Both are in the operator action log.
+query Held {
+  heldPayments { edges { node { id amount status recipient { name } createdAt } } }
+}
+mutation Approve {
+  approvePayment(paymentId: "PASTE-PAYMENT-ID") { id status }
+}
+query ActionLog {
+  operatorActions(first: 5) { edges { node { operator action targetId detail at } } }
+}
 `;
 
 // The page's options are JSON; this marker is swapped for a reference to our fetcher function.

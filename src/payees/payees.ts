@@ -1,0 +1,119 @@
+import type { Payee, PayeeCheck, PrismaClient } from '../db/prisma.ts';
+import { DomainError, userError, type UserError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import type { Clock } from '../payments/limits.ts';
+import type { PayeeChecker } from '../provider/client.ts';
+import { isUuid, parseInput, recipientInput, type RecipientCommand, type SendPaymentCommand } from '../validation.ts';
+
+/**
+ * Confirmation of Payee and saved payees (issue 15).
+ *
+ * Glossary: a *payee check* asks the recipient's bank (through the provider) whether the name a
+ * customer typed is the name on that sort code and account number: MATCH, CLOSE_MATCH (with the
+ * name the bank holds), NO_MATCH, or UNAVAILABLE when it could not be asked. A check is stored,
+ * belongs to the customer who made it, covers exactly those details and can be given to a payment
+ * (`payeeCheckId`) for CHECK_VALID_SECONDS. A *payee* is a recipient a customer saved, one per sort
+ * code and account number, with the check made when it was saved (`lastCheck`).
+ *
+ * The rule at payment time (`confirmRecipient`): a payment to a recipient that is not a saved payee
+ * is refused with PAYEE_NOT_CONFIRMED when its check is NO_MATCH, or when it has no check and its
+ * amount is above PAYEE_CHECK_THRESHOLD. CLOSE_MATCH and UNAVAILABLE are not NO_MATCH: the customer
+ * was shown the answer and chose to go on (ADR 0009). A `payeeCheckId` that cannot be used (not the
+ * caller's, for other details, or too old) is refused at any amount: the client relied on it.
+ */
+
+/** How long a check may be given to a payment: "a check made in the last 24 hours". */
+export const CHECK_VALID_SECONDS = 24 * 3600;
+
+export interface SavedPayee {
+  id: string;
+  createdAt: Date;
+}
+
+export type Confirmation = { ok: true; payee: SavedPayee | null } | { ok: false; error: UserError };
+
+
+const notConfirmed = (message: string, field: string[]) => ({ ok: false as const, error: userError('PAYEE_NOT_CONFIRMED', message, field) });
+
+export function createPayeeService(deps: { prisma: PrismaClient; checker: PayeeChecker; clock: Clock; logger: Logger }) {
+  const { prisma, checker, clock, logger } = deps;
+
+  function parseRecipient(input: unknown): RecipientCommand {
+    const parsed = parseInput(recipientInput, input);
+    if (!parsed.ok) throw new DomainError(parsed.error);
+    return parsed.value;
+  }
+
+  /** Asks the recipient's bank, and stores the answer for this customer. */
+  async function check(customerId: string, recipient: RecipientCommand): Promise<PayeeCheck> {
+    const answer = await checker.checkPayee(recipient);
+    const stored = await prisma.payeeCheck.create({
+      data: { customerId, ...recipient, result: answer.result, matchedName: answer.matchedName, checkedAt: clock() },
+    });
+    logger.info({ customerId, payeeCheckId: stored.id, result: stored.result }, 'payee checked');
+    return stored;
+  }
+
+  async function checkPayee(customerId: string, input: unknown): Promise<PayeeCheck> {
+    return check(customerId, parseRecipient(input));
+  }
+
+  /**
+   * Saves a recipient, checking it first (whatever the answer: a NO_MATCH payee can be saved, and its
+   * first payment is held for review like any new payee's). Saving the same sort code and account
+   * number again renames it and keeps its first `createdAt`, so re-saving never restarts the clock.
+   */
+  async function addPayee(customerId: string, input: unknown): Promise<Payee & { lastCheck: PayeeCheck | null }> {
+    const recipient = parseRecipient(input);
+    const lastCheck = await check(customerId, recipient);
+    const { sortCode, accountNumber, name } = recipient;
+    return prisma.payee.upsert({
+      where: { customerId_sortCode_accountNumber: { customerId, sortCode, accountNumber } },
+      create: { customerId, name, sortCode, accountNumber, lastCheckId: lastCheck.id, createdAt: clock() },
+      update: { name, lastCheckId: lastCheck.id },
+      include: { lastCheck: true },
+    });
+  }
+
+  /** False when there is no such payee of this customer (another customer's looks the same). */
+  async function removePayee(customerId: string, id: string): Promise<boolean> {
+    if (!isUuid(id)) return false;
+    const { count } = await prisma.payee.deleteMany({ where: { id, customerId } });
+    return count === 1;
+  }
+
+  function listPayees(customerId: string) {
+    return prisma.payee.findMany({ where: { customerId }, include: { lastCheck: true }, orderBy: [{ createdAt: 'asc' }, { id: 'asc' }] });
+  }
+
+  /** The rule at payment time (see the top of this file); with the saved payee, if the recipient is one. */
+  async function confirmRecipient(customerId: string, cmd: SendPaymentCommand, checkThreshold: number): Promise<Confirmation> {
+    const { sortCode, accountNumber, name } = cmd.recipient;
+    const [payee, check] = await Promise.all([
+      prisma.payee.findUnique({
+        where: { customerId_sortCode_accountNumber: { customerId, sortCode, accountNumber } },
+        select: { id: true, createdAt: true },
+      }),
+      cmd.payeeCheckId ? prisma.payeeCheck.findFirst({ where: { id: cmd.payeeCheckId, customerId } }) : null,
+    ]);
+    if (cmd.payeeCheckId) {
+      const usable =
+        check !== null &&
+        check.name === name &&
+        check.sortCode === sortCode &&
+        check.accountNumber === accountNumber &&
+        clock().getTime() - check.checkedAt.getTime() <= CHECK_VALID_SECONDS * 1000;
+      if (!usable) return notConfirmed('No payee check of this recipient by you in the last 24 hours has this id', ['payeeCheckId']);
+      if (!payee && check.result === 'NO_MATCH') {
+        return notConfirmed("The recipient's bank says this name is not the account holder's", ['recipient', 'name']);
+      }
+    } else if (!payee && cmd.amount > checkThreshold) {
+      return notConfirmed(`A payment over ${checkThreshold} pence to a recipient who is not a saved payee needs a payee check`, ['payeeCheckId']);
+    }
+    return { ok: true, payee };
+  }
+
+  return { checkPayee, addPayee, removePayee, listPayees, confirmRecipient };
+}
+
+export type PayeeService = ReturnType<typeof createPayeeService>;

@@ -1,0 +1,166 @@
+import { fromPrisma, type PgBoss } from 'pg-boss';
+import { z } from 'zod';
+import type { Payment, PrismaClient, Tx } from '../db/prisma.ts';
+import { DomainError, userError } from '../errors.ts';
+import { QUEUES, settleJobOptions, type QueuePolicy, type SettlePaymentJob } from '../jobs/queues.ts';
+import type { Logger } from '../logger.ts';
+import type { Metrics } from '../ops/metrics.ts';
+import { recordOperatorAction, type Operator } from '../operator-actions.ts';
+import type { SavedPayee } from '../payees/payees.ts';
+import { isUuid, parseInput, rejectReason } from '../validation.ts';
+import type { Clock } from './limits.ts';
+import { FAILURE_REASONS, type FailureReason } from './outcomes.ts';
+import { PAYMENT_COLUMNS, refundPayment } from './repository.ts';
+
+/**
+ * Risk holds (issue 15).
+ *
+ * Glossary: a *held* payment (status HELD) is debited, with its ledger entry, but has no
+ * settlement job: nothing is sent to the provider until an operator *approves* it (HELD -> PENDING
+ * and its job, in one transaction). An operator may *reject* it, the customer may *cancel* it,
+ * and after HOLD_MAX_HOURS it *expires*: each of those is HELD -> CANCELLED with the money back.
+ * Every one of these changes is guarded by `status = 'HELD'`, so when they race exactly one wins.
+ *
+ * A payment is held when its amount is REVIEW_THRESHOLD or more, or when it goes to a payee saved
+ * less than NEW_PAYEE_HOURS ago and no payment to that payee since it was saved has been let
+ * through (PENDING or COMPLETED): its first payment, however many are tried while that one waits.
+ */
+
+export type HoldReason = 'amount' | 'new-payee';
+
+/** The system's name in the operator action log for holds it rejects on its own. */
+export const HOLD_EXPIRY_OPERATOR = 'system:hold-expiry';
+
+export interface HoldPolicy {
+  reviewThreshold: number;
+  newPayeeSeconds: number;
+  holdMaxSeconds: number;
+}
+
+/** Why this payment must be held, or null. One query, and only for a payee saved recently. */
+export async function holdReason(
+  prisma: PrismaClient,
+  policy: HoldPolicy,
+  payment: { customerId: string; amount: number; recipient: { sortCode: string; accountNumber: string } },
+  payee: SavedPayee | null,
+  now: Date,
+): Promise<HoldReason | null> {
+  if (payment.amount >= policy.reviewThreshold) return 'amount';
+  if (!payee || now.getTime() - payee.createdAt.getTime() >= policy.newPayeeSeconds * 1000) return null;
+  const [released] = await prisma.$queryRaw<{ found: boolean }[]>`
+    SELECT EXISTS (
+      SELECT 1 FROM payments p JOIN accounts a ON a.id = p.account_id
+      WHERE a.customer_id = ${payment.customerId}::uuid AND p.created_at >= ${payee.createdAt}
+        AND p.recipient_sort_code = ${payment.recipient.sortCode} AND p.recipient_account_number = ${payment.recipient.accountNumber}
+        AND p.status IN ('PENDING', 'COMPLETED')) AS found`;
+  return released?.found ? null : 'new-payee';
+}
+
+export type CancelHeldResult = { kind: 'cancelled'; payment: Payment } | { kind: 'not-found' } | { kind: 'not-held'; payment: Payment };
+
+const rejectInput = z.object({ reason: rejectReason });
+
+export function createHoldService(deps: {
+  prisma: PrismaClient;
+  boss: PgBoss;
+  queue: QueuePolicy;
+  policy: HoldPolicy;
+  clock: Clock;
+  logger: Logger;
+  metrics: Pick<Metrics, 'holdDecisions'>;
+}) {
+  const { prisma, boss, logger, metrics } = deps;
+
+  const noSuchHeldPayment = (paymentId: string, exists: boolean) =>
+    new DomainError(userError('INVALID_INPUT', exists ? `Payment ${paymentId} is not HELD` : 'No such payment', ['paymentId']));
+
+  /** Throws the error an operator sees when the payment was not HELD (or does not exist). */
+  async function refuse(paymentId: string): Promise<never> {
+    const exists = isUuid(paymentId) && (await prisma.payment.count({ where: { id: paymentId } })) > 0;
+    throw noSuchHeldPayment(paymentId, exists);
+  }
+
+  /** HELD -> CANCELLED with the refund, then `after` in the same transaction; null when it was not HELD. */
+  async function release(paymentId: string, reason: FailureReason, after: (tx: Tx, payment: Payment) => Promise<unknown>) {
+    if (!isUuid(paymentId)) return null;
+    const payment = await prisma.$transaction(async (tx) => {
+      const cancelled = await refundPayment(tx, paymentId, 'CANCELLED', reason, 'HELD');
+      if (cancelled) await after(tx, cancelled);
+      return cancelled;
+    });
+    if (payment) {
+      metrics.holdDecisions.inc({ decision: reason });
+      logger.info({ paymentId, reason }, 'held payment cancelled; money back');
+    }
+    return payment;
+  }
+
+  /** Operator: HELD -> PENDING and its settlement job, with the operator's action, in one transaction. */
+  async function approvePayment(operator: Operator, paymentId: string): Promise<Payment> {
+    const approved = isUuid(paymentId)
+      ? await prisma.$transaction(async (tx) => {
+          const [payment] = await tx.$queryRawUnsafe<Payment[]>(
+            `UPDATE payments SET status = 'PENDING', updated_at = now() WHERE id = $1::uuid AND status = 'HELD' RETURNING ${PAYMENT_COLUMNS}`,
+            paymentId,
+          );
+          if (!payment) return null;
+          const job: SettlePaymentJob = { paymentId };
+          await boss.send(QUEUES.settle, job, { ...settleJobOptions(deps.queue), id: paymentId, db: fromPrisma(tx) });
+          await recordOperatorAction(tx, operator, 'approvePayment', paymentId, `${payment.amount} pence`);
+          return payment;
+        })
+      : null;
+    if (!approved) return refuse(paymentId);
+    metrics.holdDecisions.inc({ decision: 'APPROVED' });
+    logger.info({ paymentId, operator }, 'held payment approved');
+    return approved;
+  }
+
+  /** Operator: HELD -> CANCELLED, money back, with the operator's action and reason, in one transaction. */
+  async function rejectPayment(operator: Operator, paymentId: string, reason: unknown): Promise<Payment> {
+    const why = parseInput(rejectInput, { reason });
+    if (!why.ok) throw new DomainError(why.error);
+    const rejected = await release(paymentId, FAILURE_REASONS.REJECTED_IN_REVIEW, (tx) =>
+      recordOperatorAction(tx, operator, 'rejectPayment', paymentId, why.value.reason),
+    );
+    return rejected ?? refuse(paymentId);
+  }
+
+  /**
+   * Customer: their own HELD payment -> CANCELLED, money back. For contract v2's `cancelPayment`
+   * (SCHEDULED, HELD or PENDING), which hands HELD payments here. Another customer's payment is
+   * `not-found`, exactly like a missing one.
+   */
+  async function cancelHeldPayment(customerId: string, paymentId: string): Promise<CancelHeldResult> {
+    if (!isUuid(paymentId)) return { kind: 'not-found' };
+    const owned = await prisma.payment.findFirst({ where: { id: paymentId, account: { customerId } }, select: { id: true } });
+    if (!owned) return { kind: 'not-found' };
+    const cancelled = await release(paymentId, FAILURE_REASONS.CANCELLED_BY_CUSTOMER, async () => undefined);
+    if (cancelled) return { kind: 'cancelled', payment: cancelled };
+    return { kind: 'not-held', payment: await prisma.payment.findUniqueOrThrow({ where: { id: paymentId } }) };
+  }
+
+  /**
+   * Rejects every payment HELD for HOLD_MAX_HOURS or more (at most `limit` a run), each in its own
+   * transaction with an action by HOLD_EXPIRY_OPERATOR. Returns the ids it rejected.
+   */
+  async function expireHolds(limit = 500): Promise<string[]> {
+    const before = new Date(deps.clock().getTime() - deps.policy.holdMaxSeconds * 1000);
+    const due = await prisma.$queryRaw<{ id: string }[]>`
+      SELECT id::text AS id FROM payments WHERE status = 'HELD' AND created_at <= ${before} ORDER BY created_at, id LIMIT ${limit}`;
+    const hours = deps.policy.holdMaxSeconds / 3600;
+    const expired: string[] = [];
+    for (const { id } of due) {
+      const done = await release(id, FAILURE_REASONS.HOLD_EXPIRED, (tx) =>
+        recordOperatorAction(tx, HOLD_EXPIRY_OPERATOR, 'expireHold', id, `not reviewed within ${hours} hours`),
+      );
+      if (done) expired.push(id);
+    }
+    if (expired.length > 0) logger.warn({ paymentIds: expired }, 'held payments not reviewed in time were rejected');
+    return expired;
+  }
+
+  return { approvePayment, rejectPayment, cancelHeldPayment, expireHolds };
+}
+
+export type HoldService = ReturnType<typeof createHoldService>;
