@@ -1,36 +1,43 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.ts';
-import { canTransition, isRefunded, isTerminal, PAYMENT_STATUSES } from '../src/payments/payment-status.ts';
+import { canTransition, isRefunded, isSettled, isTerminal, PAYMENT_STATUSES, type PaymentStatus } from '../src/payments/payment-status.ts';
 import { fingerprintOf } from '../src/payments/send-payment.ts';
 import { parseInput, sendPaymentInput } from '../src/validation.ts';
 
 describe('the payment status machine', () => {
-  it('moves a payment only out of PENDING, and only once', () => {
+  it('moves a payment only along the lifecycle: SCHEDULED to its day, PENDING to settlement, COMPLETED to a return', () => {
+    const allowed = new Set([
+      'SCHEDULED>PENDING', 'SCHEDULED>CANCELLED', 'SCHEDULED>FAILED',
+      'PENDING>COMPLETED', 'PENDING>CANCELLED', 'PENDING>FAILED',
+      'COMPLETED>RETURNED',
+    ]);
     for (const from of PAYMENT_STATUSES) {
       for (const to of PAYMENT_STATUSES) {
-        expect(canTransition(from, to)).toBe(from === 'PENDING' && to !== 'PENDING');
+        expect(canTransition(from, to), `${from} > ${to}`).toBe(allowed.has(`${from}>${to}`));
       }
     }
   });
 
-  it('treats every status but PENDING as terminal, and refunds exactly CANCELLED and FAILED', () => {
-    expect(PAYMENT_STATUSES.filter(isTerminal)).toEqual(['COMPLETED', 'CANCELLED', 'FAILED']);
-    expect(PAYMENT_STATUSES.filter(isRefunded)).toEqual(['CANCELLED', 'FAILED']);
+  it('ends paymentUpdated at COMPLETED or any terminal status, and has the money back in CANCELLED, FAILED and RETURNED', () => {
+    expect(PAYMENT_STATUSES.filter(isTerminal)).toEqual(['CANCELLED', 'FAILED', 'RETURNED']);
+    expect(PAYMENT_STATUSES.filter(isSettled)).toEqual(['COMPLETED', 'CANCELLED', 'FAILED', 'RETURNED']);
+    expect(PAYMENT_STATUSES.filter(isRefunded)).toEqual(['CANCELLED', 'FAILED', 'RETURNED']);
   });
 
-  it('never reaches a second terminal status along any sequence of attempted transitions', () => {
+  it('changes a payment at most three times along any sequence of attempted transitions, and never leaves a terminal status', () => {
     fc.assert(
-      fc.property(fc.array(fc.constantFrom(...PAYMENT_STATUSES)), (attempts) => {
-        let status = 'PENDING' as (typeof PAYMENT_STATUSES)[number];
+      fc.property(fc.constantFrom<PaymentStatus>('SCHEDULED', 'PENDING'), fc.array(fc.constantFrom(...PAYMENT_STATUSES)), (start, attempts) => {
+        let status = start;
         let changes = 0;
         for (const next of attempts) {
+          if (isTerminal(status)) expect(canTransition(status, next)).toBe(false);
           if (canTransition(status, next)) {
             status = next;
             changes++;
           }
         }
-        return changes <= 1;
+        return changes <= 3;
       }),
     );
   });

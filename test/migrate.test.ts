@@ -55,7 +55,10 @@ describe('the migration runner', () => {
       'payment_event_retention',
       'payment_events',
       'payments',
+      'provider_credits',
+      'provider_event_cursor',
       'rate_limits',
+      'standing_orders',
     ]);
   });
 
