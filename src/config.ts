@@ -74,6 +74,7 @@ const configSchema = z
     EVENT_POLL_INTERVAL_MS: intFromEnv(100, 10, 60_000),
     EVENT_QUERY_TIMEOUT_MS: intFromEnv(5000, 100, 120_000),
     PAYMENT_SWEEP_MIN_AGE_SECONDS: intFromEnv(300, 0, 30 * 86_400),
+    PROVIDER_EVENTS_POLL_SECONDS: intFromEnv(5, 1, 3600),
     FAILPOINTS: z.string().optional(),
     GRAPHQL_IDE: booleanFromEnv,
     GRAPHQL_INTROSPECTION: booleanFromEnv,
@@ -145,6 +146,8 @@ const configSchema = z
       superviseSeconds: env.QUEUE_SUPERVISE_SECONDS,
       // The sweeper re-enqueues a PENDING payment with no live job once it is this old.
       sweepMinAgeSeconds: env.PAYMENT_SWEEP_MIN_AGE_SECONDS,
+      // How long after one poll of the provider's event feed (returns, inbound credits) the next one runs.
+      providerEventsPollSeconds: env.PROVIDER_EVENTS_POLL_SECONDS,
     },
     events: {
       retentionDays: env.EVENT_RETENTION_DAYS,

@@ -8,7 +8,8 @@ export type UserErrorCode =
   | 'ACCOUNT_NOT_FOUND'
   | 'INVALID_INPUT'
   | 'IDEMPOTENCY_KEY_REUSED'
-  | 'RATE_LIMITED';
+  | 'RATE_LIMITED'
+  | 'PAYMENT_NOT_CANCELLABLE';
 
 export type ErrorCode =
   | 'UNAUTHENTICATED'

@@ -9,13 +9,18 @@ import { createPrisma, type PrismaClient } from './db/prisma.ts';
 import { startApi, type RunningApi } from './graphql/server.ts';
 import { createSubscriptionBudget, type SubscriptionBudget } from './graphql/subscription-budget.ts';
 import { createQueues, PRUNE_EVENTS_CRON, QUEUES } from './jobs/queues.ts';
-import { startWorkers } from './jobs/worker.ts';
+import { startMoneyMovementWorkers, startWorkers } from './jobs/worker.ts';
 import type { Logger } from './logger.ts';
 import { startOpsServer } from './ops/http.ts';
 import { createMetrics, observeGauge, sharedRead, type Metrics } from './ops/metrics.ts';
 import { PAYMENT_STATUSES } from './payments/payment-status.ts';
 import { createPaymentService } from './payments/send-payment.ts';
 import { createSettlement } from './payments/settlement.ts';
+import { createCancellation } from './payments/cancel.ts';
+import { createProviderFeed } from './payments/provider-feed.ts';
+import { createScheduledExecution } from './payments/scheduled.ts';
+import { createStandingOrders } from './payments/standing-orders.ts';
+import { systemClock, type Clock } from './calendar.ts';
 import { createProviderClient } from './provider/client.ts';
 import { startEventFeed, type EventFeed } from './events/feed.ts';
 import { prismaSql, pruneEvents } from './events/store.ts';
@@ -81,6 +86,10 @@ export async function startApiRole(options: {
   eventsDatabaseUrl?: string;
   /** Sees every SQL statement of the API's Prisma client (tests count them). */
   onQuery?: (sql: string) => void;
+  /** The provider, for voiding a PENDING payment the customer cancels. By default `config.providerUrl`. */
+  providerUrl?: string;
+  /** What "today" is (scheduled payments, standing orders); the system clock by default. */
+  clock?: Clock;
 }): Promise<ApiRole> {
   const { config, databaseUrl } = options;
   // Before anything is started: an API without its own secret must not come up at all.
@@ -109,6 +118,13 @@ export async function startApiRole(options: {
   // limiter query never waits behind the money path's connections.
   const limiterPool = limit > 0 ? new pg.Pool({ connectionString: databaseUrl, max: 2, application_name: 'payments-ratelimit' }) : null;
   limiterPool?.on('error', (error) => logger.error({ err: error }, 'rate limiter pool error'));
+  const clock = options.clock ?? systemClock;
+  const providerUrl = options.providerUrl ?? config.providerUrl;
+  if (!providerUrl) logger.warn('PROVIDER_URL is unset: cancelPayment cannot void PENDING payments at the provider');
+  const provider = providerUrl
+    ? createProviderClient({ baseUrl: providerUrl, apiKey: config.providerApiKey, timeoutMs: config.providerTimeoutMs, metrics })
+    : null;
+  const queue = queuePolicy(config);
   let stopping = false;
   // Ready: not shutting down, the database answers, the queue answers (through pg-boss's own
   // pool: payments can be enqueued), and live updates can be delivered.
@@ -122,7 +138,9 @@ export async function startApiRole(options: {
       prisma,
       logger,
       metrics,
-      payments: createPaymentService({ prisma, boss, queue: queuePolicy(config), logger, metrics }),
+      payments: createPaymentService({ prisma, boss, queue, logger, metrics, clock }),
+      cancellation: createCancellation({ prisma, provider, logger, metrics }),
+      standingOrders: createStandingOrders({ prisma, boss, queue, clock, logger, metrics }),
       accounts: createAccountService({ prisma, logger }),
       sendPaymentLimiter: limiterPool
         ? new RateLimiterPostgres({
@@ -183,6 +201,8 @@ export async function startWorkerRole(options: {
   /** Serve /healthz, /readyz and /metrics on this port (0: any free one). */
   opsPort?: number;
   pollingIntervalSeconds?: number;
+  /** What "today" is (scheduled payments, standing orders); the system clock by default. */
+  clock?: Clock;
 }): Promise<WorkerRole> {
   const { config, databaseUrl } = options;
   const logger = options.logger.child({ role: 'worker' });
@@ -204,15 +224,29 @@ export async function startWorkerRole(options: {
     { name: 'payments_provider_circuit_open', help: 'State of the circuit breaker around the provider', labelNames: ['state'] },
     () => [{ labels: { state: String(provider.circuitState()) }, value: 1 }],
   );
+  const clock = options.clock ?? systemClock;
+  const queue = queuePolicy(config);
+  const failpoints = createFailpoints(config.failpoints);
   await startWorkers({
     boss,
     prisma,
-    queue: queuePolicy(config),
+    queue,
     logger,
-    settlement: createSettlement({ prisma, provider, logger, metrics, failpoints: createFailpoints(config.failpoints) }),
+    settlement: createSettlement({ prisma, provider, logger, metrics, failpoints }),
+    clock,
     concurrency: config.workerConcurrency,
     pollingIntervalSeconds: options.pollingIntervalSeconds ?? 0.5,
     sweepMinAgeSeconds: config.queue.sweepMinAgeSeconds,
+  });
+  await startMoneyMovementWorkers({
+    boss,
+    logger,
+    scheduled: createScheduledExecution({ prisma, boss, queue, clock, logger, metrics }),
+    standingOrders: createStandingOrders({ prisma, boss, queue, clock, logger, metrics }),
+    providerFeed: createProviderFeed({ prisma, boss, provider, queue, logger, metrics, failpoints }),
+    providerEventsPollSeconds: config.queue.providerEventsPollSeconds,
+    concurrency: config.workerConcurrency,
+    pollingIntervalSeconds: options.pollingIntervalSeconds ?? 0.5,
   });
   await schedulePruning(boss, prisma, config, logger);
   let stopping = false;

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { isCalendarDate } from './calendar.ts';
 import { userError, type UserError } from './errors.ts';
 
 /**
@@ -47,14 +48,42 @@ export const reference = z
   .regex(/^[A-Za-z0-9 /?:().,'+&-]*$/, "may use only letters, digits, spaces and / ? : ( ) . , ' + & -")
   .transform((s) => (s === '' ? null : s));
 
+/** A London calendar date, `YYYY-MM-DD`. Whether it may be in the past is the service's to say (it has the clock). */
+export const calendarDate = z.string().trim().refine(isCalendarDate, 'must be a real date written YYYY-MM-DD');
+
+/** Keys of this shape name standing-order occurrences (`so:<order id>:<date>`); clients may not use them. */
+export const STANDING_ORDER_KEY_PREFIX = 'so:';
+
+const recipient = z.object({ name: personName, sortCode, accountNumber });
+
 export const sendPaymentInput = z.object({
-  idempotencyKey,
+  idempotencyKey: idempotencyKey.refine((k) => !k.startsWith(STANDING_ORDER_KEY_PREFIX), 'must not start with "so:" (kept for standing orders)'),
   fromAccountId: uuid,
   amount: pence,
-  recipient: z.object({ name: personName, sortCode, accountNumber }),
+  recipient,
   reference: reference.nullish().transform((r) => r ?? null),
+  executeOn: calendarDate.nullish().transform((d) => d ?? null),
 });
 export type SendPaymentCommand = z.output<typeof sendPaymentInput>;
+
+export const createStandingOrderInput = z
+  .object({
+    idempotencyKey,
+    fromAccountId: uuid,
+    amount: pence,
+    recipient,
+    reference: reference.nullish().transform((r) => r ?? null),
+    frequency: z.enum(['WEEKLY', 'MONTHLY'], { message: 'must be WEEKLY or MONTHLY' }),
+    firstPaymentOn: calendarDate,
+    lastPaymentOn: calendarDate.nullish().transform((d) => d ?? null),
+  })
+  .superRefine((order, ctx) => {
+    // Dates written YYYY-MM-DD compare as strings.
+    if (order.lastPaymentOn !== null && order.lastPaymentOn < order.firstPaymentOn) {
+      ctx.addIssue({ code: 'custom', path: ['lastPaymentOn'], message: 'must not be before firstPaymentOn' });
+    }
+  });
+export type CreateStandingOrderCommand = z.output<typeof createStandingOrderInput>;
 
 export const depositFundsInput = z.object({
   accountId: uuid,

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.ts';
@@ -50,6 +51,7 @@ describe('the idempotency fingerprint', () => {
     amount: 100,
     recipient: { name: 'Grace', sortCode: '123456', accountNumber: '12345678' },
     reference: null,
+    executeOn: null,
   };
 
   it('is the same for the same payment whatever the key, and differs for any other parameter', () => {
@@ -61,8 +63,17 @@ describe('the idempotency fingerprint', () => {
       { ...base, recipient: { ...base.recipient, sortCode: '123457' } },
       { ...base, recipient: { ...base.recipient, accountNumber: '12345679' } },
       { ...base, reference: 'x' },
+      { ...base, executeOn: '2030-01-02' },
+      { ...base, executeOn: '2030-01-03' },
     ];
     for (const v of variants) expect(fingerprintOf(v)).not.toBe(fingerprintOf(base));
+  });
+
+  it('is unchanged for a payment without executeOn, so keys used before scheduled payments existed still replay', () => {
+    const before = createHash('sha256')
+      .update(JSON.stringify([base.fromAccountId, base.amount, base.recipient.name, base.recipient.sortCode, base.recipient.accountNumber, base.reference]))
+      .digest('hex');
+    expect(fingerprintOf(base)).toBe(before);
   });
 
   it('does not let fields run into each other', () => {

@@ -6,6 +6,7 @@ import { loadConfig, type Config } from '../src/config.ts';
 import { createPrisma, type PrismaClient } from '../src/db/prisma.ts';
 import { startEmulator, type RunningEmulator } from '../src/emulator/server.ts';
 import { createLogger, type Logger } from '../src/logger.ts';
+import type { Clock } from '../src/calendar.ts';
 import { startApiRole, startWorkerRole, type ApiRole, type WorkerRole } from '../src/roles.ts';
 import { withDatabase } from './global-setup.ts';
 
@@ -45,6 +46,7 @@ export function testConfig(env: Record<string, string> = {}): Config {
     PROVIDER_TIMEOUT_MS: '2000',
     SEND_PAYMENT_RATE_LIMIT_PER_MINUTE: '0',
     DATABASE_POOL_SIZE: '10',
+    PROVIDER_EVENTS_POLL_SECONDS: '1',
     ...env,
   });
 }
@@ -191,6 +193,8 @@ export async function startStack(
     eventsDatabaseUrl?: (databaseUrl: string) => string;
     /** Sees every SQL statement the API sends. */
     onApiQuery?: (sql: string) => void;
+    /** The API's and the worker's clock (see `testClock`); the system clock by default. */
+    clock?: Clock;
   } = {},
 ): Promise<Stack> {
   const database = await createTestDatabase();
@@ -204,6 +208,8 @@ export async function startStack(
     port: 0,
     ...(options.eventsDatabaseUrl ? { eventsDatabaseUrl: options.eventsDatabaseUrl(database.url) } : {}),
     ...(options.onApiQuery ? { onQuery: options.onApiQuery } : {}),
+    ...(options.clock ? { clock: options.clock } : {}),
+    providerUrl: emulator.url,
   });
   const db = createPrisma({ databaseUrl: database.url, poolSize: 4 });
   const operatorToken = await signToken({ role: 'operator', operatorId: TEST_OPERATOR }, TEST_SECRET, 3600);
@@ -227,6 +233,7 @@ export async function startStack(
         providerUrl: emulator.url,
         logger,
         pollingIntervalSeconds: 0.5,
+        ...(options.clock ? { clock: options.clock } : {}),
       });
       return stack.worker;
     },
@@ -262,4 +269,29 @@ export async function rowCounts(db: PrismaClient) {
     db.account.findMany({ select: { id: true, balance: true }, orderBy: { id: 'asc' } }),
   ]);
   return { payments, ledger, jobs: Number(jobs[0]?.n ?? 0), balances: accounts.map((a) => `${a.id}:${a.balance}`) };
+}
+
+/**
+ * A clock for tests that runs at the speed of real time from a moment the test chooses: `set` jumps
+ * to another moment (e.g. a second before midnight in London), and time flows on from there, so a
+ * job due "at midnight" becomes due a second later in real time.
+ */
+export function testClock(start: Date = new Date()): Clock & { set(moment: Date): void } {
+  let offset = start.getTime() - Date.now();
+  return {
+    now: () => new Date(Date.now() + offset),
+    set(moment: Date) {
+      offset = moment.getTime() - Date.now();
+    },
+  };
+}
+
+/** Calls the emulator's admin and provider endpoints (returns, credits) over HTTP. */
+export async function emulatorCall(stack: Pick<Stack, 'emulator' | 'config'>, method: string, path: string, body?: unknown): Promise<{ status: number; json: unknown }> {
+  const response = await fetch(`${stack.emulator.url}${path}`, {
+    method,
+    headers: { 'x-api-key': stack.config.providerApiKey, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: response.status, json: await response.json() };
 }

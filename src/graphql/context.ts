@@ -5,6 +5,8 @@ import type { PrismaClient } from '../db/prisma.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import type { PaymentService } from '../payments/send-payment.ts';
+import type { Cancellation } from '../payments/cancel.ts';
+import type { StandingOrders } from '../payments/standing-orders.ts';
 import type { EventFeed } from '../events/feed.ts';
 import { forbidden, unauthenticated } from './errors.ts';
 import type { SubscriptionBudget } from './subscription-budget.ts';
@@ -14,6 +16,8 @@ import type { Loaders } from './loaders.ts';
 export interface Services {
   prisma: PrismaClient;
   payments: PaymentService;
+  cancellation: Cancellation;
+  standingOrders: StandingOrders;
   accounts: AccountService;
   /** Per-customer limit on sendPayment, shared by every API process; null when SEND_PAYMENT_RATE_LIMIT_PER_MINUTE is 0. */
   sendPaymentLimiter: RateLimiterAbstract | null;

@@ -12,14 +12,29 @@ import { z } from 'zod';
  *   and refunded. It keeps retrying while the provider is unreachable.
  * - `events.prune`: scheduled; deletes payment events older than EVENT_RETENTION_DAYS.
  * - `payment.sweep`: every minute (pg-boss schedule), re-enqueues PENDING payments that have no
- *   live job (src/jobs/sweeper.ts).
+ *   live job, and SCHEDULED payments that have no execution job (src/jobs/sweeper.ts).
+ * - `payment.execute`: created with a SCHEDULED payment, due (`startAfter`) when its London day
+ *   begins; runs the guarded debit (SCHEDULED -> PENDING and a settlement job) or fails it for funds.
+ * - `standing-orders.due`: every minute (pg-boss schedule) and at once after an order is created;
+ *   creates every due standing-order occurrence as a SCHEDULED payment, each exactly once.
+ * - `provider.events`: one poll of the provider's event feed at a time (policy `stately`); applies
+ *   returns and inbound credits, then queues the next poll.
+ * - `provider.credit-return`: sends an inbound credit for no account of ours back to the provider,
+ *   retried until the provider confirms.
  */
 export const QUEUES = {
   settle: 'payment.settle',
   reconcile: 'payment.reconcile',
   pruneEvents: 'events.prune',
   sweep: 'payment.sweep',
+  execute: 'payment.execute',
+  standingOrders: 'standing-orders.due',
+  providerEvents: 'provider.events',
+  creditReturn: 'provider.credit-return',
 } as const;
+
+/** When the standing-order scheduler runs: every minute (an order's day is found within a minute of midnight). */
+export const STANDING_ORDERS_CRON = '* * * * *';
 
 /** When retention runs: hourly, at a minute no other schedule uses. */
 export const PRUNE_EVENTS_CRON = '17 * * * *';
@@ -37,6 +52,12 @@ export const settlePaymentJob = z.object({
   deferrals: z.number().int().min(0).optional(),
 });
 export type SettlePaymentJob = z.infer<typeof settlePaymentJob>;
+
+export const executePaymentJob = z.object({ paymentId: z.uuid() });
+export type ExecutePaymentJob = z.infer<typeof executePaymentJob>;
+
+export const creditReturnJob = z.object({ creditId: z.string().min(1).max(200) });
+export type CreditReturnJob = z.infer<typeof creditReturnJob>;
 
 export interface RetryPolicy {
   limit: number;
@@ -62,6 +83,30 @@ export function settleJobOptions({ retry, jobExpireSeconds }: QueuePolicy): Send
     expireInSeconds: jobExpireSeconds,
     retentionSeconds: WAITING_JOB_RETENTION_SECONDS,
     deadLetter: QUEUES.reconcile,
+  };
+}
+
+/** A scheduled payment's execution job: DB work only, retried with backoff; kept until long after its day. */
+export function executeJobOptions({ retry, jobExpireSeconds }: QueuePolicy): SendOptions {
+  return {
+    retryLimit: 1_000,
+    retryDelay: retry.delaySeconds,
+    retryBackoff: true,
+    retryDelayMax: retry.delayMaxSeconds,
+    expireInSeconds: jobExpireSeconds,
+    retentionSeconds: WAITING_JOB_RETENTION_SECONDS,
+  };
+}
+
+/** Returning a credit to the provider: retried (capped backoff) until the provider confirms. */
+export function creditReturnJobOptions({ retry, jobExpireSeconds }: QueuePolicy): SendOptions {
+  return {
+    retryLimit: 1_000_000,
+    retryDelay: retry.delaySeconds,
+    retryBackoff: true,
+    retryDelayMax: retry.delayMaxSeconds,
+    expireInSeconds: jobExpireSeconds,
+    retentionSeconds: WAITING_JOB_RETENTION_SECONDS,
   };
 }
 
@@ -96,4 +141,17 @@ export async function createQueues(boss: PgBoss, policy: QueuePolicy): Promise<v
   await boss.createQueue(QUEUES.sweep, { retryLimit: 0, expireInSeconds: 120, deleteAfterSeconds: 3600 });
   // A singleton: one prune at a time across every worker process.
   await boss.createQueue(QUEUES.pruneEvents, { policy: 'singleton', retryLimit: 3, expireInSeconds: 15 * 60 });
+  // Money jobs: no notify inside the money transaction (as for settlement); workers poll.
+  await boss.createQueue(QUEUES.execute, { ...executeJobOptions(policy), notify: false });
+  await boss.createQueue(QUEUES.creditReturn, { ...creditReturnJobOptions(policy), notify: false });
+  // A run that fails is replaced by the next minute's; occurrences are created once whoever runs.
+  await boss.createQueue(QUEUES.standingOrders, { retryLimit: 0, expireInSeconds: 120, deleteAfterSeconds: 3600 });
+  // One poll waiting and one running at most (stately): every worker may queue the next poll, and
+  // a duplicate is refused by pg-boss. A poll that fails is simply replaced by the next one.
+  await boss.createQueue(QUEUES.providerEvents, {
+    policy: 'stately',
+    retryLimit: 0,
+    expireInSeconds: Math.max(policy.jobExpireSeconds, 5),
+    deleteAfterSeconds: 3600,
+  });
 }

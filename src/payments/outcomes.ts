@@ -16,6 +16,10 @@ export const FAILURE_REASONS = {
   NOT_SENT_PROVIDER_UNAVAILABLE: 'NOT_SENT_PROVIDER_UNAVAILABLE',
   /** The payment was found voided at the provider, so it can never be executed. FAILED. */
   NOT_SENT_VOIDED: 'NOT_SENT_VOIDED',
+  /** A scheduled payment's day came and the balance was short; nothing was debited. FAILED. */
+  INSUFFICIENT_FUNDS: 'INSUFFICIENT_FUNDS',
+  /** The customer cancelled it before it was sent (voided at the provider first if it was PENDING). CANCELLED. */
+  CANCELLED_BY_CUSTOMER: 'CANCELLED_BY_CUSTOMER',
 } as const;
 
 export type FailureReason = (typeof FAILURE_REASONS)[keyof typeof FAILURE_REASONS];
@@ -23,7 +27,7 @@ export type FailureReason = (typeof FAILURE_REASONS)[keyof typeof FAILURE_REASON
 const KNOWN_REASONS = new Set<string>(Object.values(FAILURE_REASONS));
 
 /** The outcomes of `payment_attempts`. */
-export type AttemptOutcome = 'COMPLETED' | 'CANCELLED' | 'FAILED' | 'RETRY';
+export type AttemptOutcome = 'COMPLETED' | 'CANCELLED' | 'FAILED' | 'RETRY' | 'CANCELLED_BY_CUSTOMER' | 'RETURNED';
 
 /** The only attempt texts a customer ever sees, one per outcome. */
 export const CUSTOMER_ATTEMPT_DETAIL: Record<AttemptOutcome, string> = {
@@ -31,6 +35,8 @@ export const CUSTOMER_ATTEMPT_DETAIL: Record<AttemptOutcome, string> = {
   CANCELLED: "The recipient's bank rejected the payment; the money is back in the account.",
   FAILED: 'The payment could not be sent; the money is back in the account.',
   RETRY: 'The payment provider could not be reached; the payment will be tried again.',
+  CANCELLED_BY_CUSTOMER: 'The payment was stopped at your request before it was sent; the money is back in the account.',
+  RETURNED: "The recipient's bank returned the payment; the money is back in the account.",
 };
 
 /** The customer's text for an attempt: derived from its outcome, never from what was stored. */

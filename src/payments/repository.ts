@@ -1,6 +1,6 @@
 import type { Payment, PrismaClient, Tx } from '../db/prisma.ts';
 import type { SendPaymentCommand } from '../validation.ts';
-import { CUSTOMER_ATTEMPT_DETAIL, type AttemptOutcome, type FailureReason } from './outcomes.ts';
+import { CUSTOMER_ATTEMPT_DETAIL, FAILURE_REASONS, type AttemptOutcome, type FailureReason } from './outcomes.ts';
 import type { PaymentStatus } from './payment-status.ts';
 
 /**
@@ -14,7 +14,8 @@ type Db = Tx | PrismaClient;
 const PAYMENT_COLUMNS = `id, account_id AS "accountId", idempotency_key AS "idempotencyKey", fingerprint, amount,
   currency, recipient_name AS "recipientName", recipient_sort_code AS "recipientSortCode",
   recipient_account_number AS "recipientAccountNumber", reference, status::text AS status,
-  failure_reason AS "failureReason", created_at AS "createdAt", updated_at AS "updatedAt"`;
+  failure_reason AS "failureReason", execute_on AS "executeOn", return_code AS "returnCode",
+  standing_order_id AS "standingOrderId", created_at AS "createdAt", updated_at AS "updatedAt"`;
 
 /**
  * Inserts a PENDING payment from an account the customer owns and, in the same statement (one
@@ -33,8 +34,8 @@ export async function insertPaymentAndDebit(
   const rows = await tx.$queryRawUnsafe<(Payment & { balanceAfter: bigint | null })[]>(
     `WITH created AS (
        INSERT INTO payments (account_id, idempotency_key, fingerprint, amount, recipient_name,
-         recipient_sort_code, recipient_account_number, reference)
-       SELECT a.id, $3, $4, $5, $6, $7, $8, $9 FROM accounts a WHERE a.id = $1::uuid AND a.customer_id = $2::uuid
+         recipient_sort_code, recipient_account_number, reference, execute_on)
+       SELECT a.id, $3, $4, $5, $6, $7, $8, $9, $10::date FROM accounts a WHERE a.id = $1::uuid AND a.customer_id = $2::uuid
        ON CONFLICT (account_id, idempotency_key) DO NOTHING
        RETURNING *),
      debit AS (
@@ -54,11 +55,108 @@ export async function insertPaymentAndDebit(
     cmd.recipient.sortCode,
     cmd.recipient.accountNumber,
     cmd.reference,
+    cmd.executeOn,
   );
   const row = rows[0];
   if (!row) return null;
   const { balanceAfter, ...payment } = row;
   return { payment, balanceAfter };
+}
+
+/**
+ * Inserts a SCHEDULED payment from an account the customer owns: no debit, no ledger entry until
+ * its day. Null when nothing was inserted (not their account, or the key is taken).
+ */
+export async function insertScheduledPayment(tx: Tx, customerId: string, cmd: SendPaymentCommand & { executeOn: string }, fingerprint: string): Promise<Payment | null> {
+  const rows = await tx.$queryRawUnsafe<Payment[]>(
+    `INSERT INTO payments (account_id, idempotency_key, fingerprint, amount, recipient_name,
+       recipient_sort_code, recipient_account_number, reference, execute_on, status)
+     SELECT a.id, $3, $4, $5, $6, $7, $8, $9, $10::date, 'SCHEDULED' FROM accounts a WHERE a.id = $1::uuid AND a.customer_id = $2::uuid
+     ON CONFLICT (account_id, idempotency_key) DO NOTHING
+     RETURNING ${PAYMENT_COLUMNS}`,
+    cmd.fromAccountId,
+    customerId,
+    cmd.idempotencyKey,
+    fingerprint,
+    BigInt(cmd.amount),
+    cmd.recipient.name,
+    cmd.recipient.sortCode,
+    cmd.recipient.accountNumber,
+    cmd.reference,
+    cmd.executeOn,
+  );
+  return rows[0] ?? null;
+}
+
+/**
+ * A SCHEDULED payment whose day (`today` or earlier) has come: SCHEDULED -> PENDING with the
+ * guarded debit and its ledger entry, or, when the balance is short, SCHEDULED -> FAILED
+ * (INSUFFICIENT_FUNDS) with nothing debited. One statement; locks the payment row, then the
+ * account row, the order every other writer uses. Null when the payment is not SCHEDULED or not due.
+ */
+export async function executeScheduledPayment(tx: Tx, paymentId: string, today: string): Promise<Payment | null> {
+  const rows = await tx.$queryRawUnsafe<Payment[]>(
+    `WITH due AS (
+       SELECT id, account_id, amount FROM payments
+       WHERE id = $1::uuid AND status = 'SCHEDULED' AND execute_on <= $2::date
+       FOR UPDATE),
+     debit AS (
+       UPDATE accounts a SET balance = a.balance - d.amount, updated_at = now()
+       FROM due d WHERE a.id = d.account_id AND a.balance >= d.amount
+       RETURNING a.id, a.balance, d.id AS payment_id, d.amount),
+     entry AS (
+       INSERT INTO ledger_entries (account_id, kind, amount, balance_after, payment_id)
+       SELECT id, 'PAYMENT_DEBIT', -amount, balance, payment_id FROM debit),
+     moved AS (
+       UPDATE payments p SET
+         status = CASE WHEN EXISTS (SELECT 1 FROM debit) THEN 'PENDING'::"PaymentStatus" ELSE 'FAILED'::"PaymentStatus" END,
+         failure_reason = CASE WHEN EXISTS (SELECT 1 FROM debit) THEN NULL ELSE $3 END,
+         updated_at = now()
+       FROM due d WHERE p.id = d.id
+       RETURNING p.*)
+     SELECT ${PAYMENT_COLUMNS} FROM moved`,
+    paymentId,
+    today,
+    FAILURE_REASONS.INSUFFICIENT_FUNDS,
+  );
+  return rows[0] ?? null;
+}
+
+/** SCHEDULED -> CANCELLED at the customer's request: nothing was debited, so nothing moves. Null when it was not SCHEDULED. */
+export async function cancelScheduledPayment(db: Db, paymentId: string): Promise<Payment | null> {
+  const rows = await db.$queryRawUnsafe<Payment[]>(
+    `UPDATE payments SET status = 'CANCELLED', failure_reason = $2, updated_at = now()
+     WHERE id = $1::uuid AND status = 'SCHEDULED'
+     RETURNING ${PAYMENT_COLUMNS}`,
+    paymentId,
+    FAILURE_REASONS.CANCELLED_BY_CUSTOMER,
+  );
+  return rows[0] ?? null;
+}
+
+/**
+ * COMPLETED -> RETURNED (the recipient's bank sent it back), with the money back through a
+ * PAYMENT_RETURN ledger entry, in one statement. Null when it was not COMPLETED: a return is
+ * applied at most once (the unique index on ledger_entries (payment_id, kind) guards that too).
+ */
+export async function returnPayment(tx: Tx, paymentId: string, returnCode: string): Promise<Payment | null> {
+  const rows = await tx.$queryRawUnsafe<Payment[]>(
+    `WITH returned AS (
+       UPDATE payments SET status = 'RETURNED', return_code = $2, updated_at = now()
+       WHERE id = $1::uuid AND status = 'COMPLETED'
+       RETURNING *),
+     credit AS (
+       UPDATE accounts a SET balance = a.balance + r.amount, updated_at = now()
+       FROM returned r WHERE a.id = r.account_id
+       RETURNING a.id, a.balance, r.id AS payment_id, r.amount),
+     entry AS (
+       INSERT INTO ledger_entries (account_id, kind, amount, balance_after, payment_id)
+       SELECT id, 'PAYMENT_RETURN', amount, balance, payment_id FROM credit)
+     SELECT ${PAYMENT_COLUMNS} FROM returned`,
+    paymentId,
+    returnCode,
+  );
+  return rows[0] ?? null;
 }
 
 /** The customer's payment on that account with that idempotency key, if any. */
@@ -124,4 +222,65 @@ export async function refundPayment(
  */
 export async function recordAttempt(db: Db, paymentId: string, outcome: AttemptOutcome, internalDetail: string): Promise<void> {
   await db.paymentAttempt.create({ data: { paymentId, outcome, detail: CUSTOMER_ATTEMPT_DETAIL[outcome], internalDetail } });
+}
+
+/** An inbound credit as the provider delivered it, already parsed. */
+export interface InboundCredit {
+  id: string;
+  amount: number;
+  currency: string;
+  recipient: { sortCode: string; accountNumber: string };
+  sender: { name: string; sortCode: string; accountNumber: string };
+  reference: string | null;
+}
+
+/**
+ * Records a provider credit once (its id is the primary key of `provider_credits`) and, when it is
+ * in GBP to one of our accounts, credits that account with an INBOUND_CREDIT ledger entry naming
+ * the sender, in the same statement. Otherwise it is recorded as RETURNING (to be sent back).
+ * Null when the credit was recorded before: nothing happens twice.
+ */
+export async function recordInboundCredit(tx: Tx, credit: InboundCredit): Promise<{ outcome: 'CREDITED' | 'RETURNING'; accountId: string | null } | null> {
+  const rows = await tx.$queryRawUnsafe<{ outcome: 'CREDITED' | 'RETURNING'; accountId: string | null }[]>(
+    `WITH target AS (
+       SELECT a.id FROM accounts a WHERE a.sort_code = $4 AND a.account_number = $5 AND $3 = 'GBP'),
+     recorded AS (
+       INSERT INTO provider_credits (id, amount, currency, recipient_sort_code, recipient_account_number,
+         sender_name, sender_sort_code, sender_account_number, reference, outcome, account_id, return_reason, resolved_at)
+       SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9,
+         CASE WHEN t.id IS NULL THEN 'RETURNING' ELSE 'CREDITED' END, t.id,
+         CASE WHEN t.id IS NOT NULL THEN NULL WHEN $3 <> 'GBP' THEN 'UNSUPPORTED_CURRENCY' ELSE 'UNKNOWN_ACCOUNT' END,
+         CASE WHEN t.id IS NULL THEN NULL ELSE now() END
+       FROM (SELECT 1) one LEFT JOIN target t ON true
+       ON CONFLICT (id) DO NOTHING
+       RETURNING id, outcome, account_id, amount),
+     credit AS (
+       UPDATE accounts a SET balance = a.balance + r.amount, updated_at = now()
+       FROM recorded r WHERE a.id = r.account_id
+       RETURNING a.id, a.balance, r.id AS credit_id, r.amount),
+     entry AS (
+       INSERT INTO ledger_entries (account_id, kind, amount, balance_after, counterparty_name, counterparty_sort_code,
+         counterparty_account_number, reference, provider_credit_id)
+       SELECT id, 'INBOUND_CREDIT', amount, balance, $6, $7, $8, $9, credit_id FROM credit)
+     SELECT outcome, account_id AS "accountId" FROM recorded`,
+    credit.id,
+    BigInt(credit.amount),
+    credit.currency,
+    credit.recipient.sortCode,
+    credit.recipient.accountNumber,
+    credit.sender.name,
+    credit.sender.sortCode,
+    credit.sender.accountNumber,
+    credit.reference,
+  );
+  return rows[0] ?? null;
+}
+
+/** RETURNING -> RETURNED once the provider confirmed the credit went back. False when it was not RETURNING. */
+export async function markCreditReturned(db: Db, creditId: string): Promise<boolean> {
+  const changed = await db.$executeRawUnsafe(
+    `UPDATE provider_credits SET outcome = 'RETURNED', resolved_at = now() WHERE id = $1 AND outcome = 'RETURNING'`,
+    creditId,
+  );
+  return changed > 0;
 }
