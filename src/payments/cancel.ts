@@ -5,14 +5,15 @@ import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import type { ProviderClient } from '../provider/client.ts';
 import { FAILURE_REASONS } from './outcomes.ts';
-import { cancelScheduledPayment, completePayment, recordAttempt, refundPayment } from './repository.ts';
+import { cancelScheduledPayment, completePayment, recordAttempt, refundPayment, requestCancellation } from './repository.ts';
 
 /**
  * cancelPayment: the customer stops a payment that has not gone yet.
  *
  * - SCHEDULED -> CANCELLED: nothing was debited, nothing moves (guarded on SCHEDULED, so it cannot
  *   race the day's execution: one of the two finds the payment as it expects, the other does not).
- * - PENDING: void at the provider first. Voided -> CANCELLED with the money back (one transaction);
+ * - PENDING: record the request (guarded on PENDING), then void at the provider. Voided -> CANCELLED
+ *   with the money back (one transaction);
  *   the provider had already accepted it (409) -> COMPLETED and PAYMENT_NOT_CANCELLABLE. The worker
  *   racing this cannot also win: after the void the provider answers its POST with 410 (the worker
  *   then refunds, guarded on PENDING, so the money comes back once), and once the provider accepted,
@@ -44,11 +45,14 @@ export function createCancellation(deps: {
     return { payment, errors: [userError('PAYMENT_NOT_CANCELLABLE', message, ['paymentId'])] };
   };
 
-  async function cancelPending(payment: Payment, log: Logger): Promise<CancelPaymentResult> {
+  async function cancelPending(payment: Payment, log: Logger): Promise<CancelPaymentResult | null> {
     if (!provider) {
       log.error({ paymentId: payment.id }, 'cancelPayment needs PROVIDER_URL on the API to void a PENDING payment');
       return refused(payment, 'provider-unreachable', 'The payment could not be stopped now; it may still be sent. Try again shortly.');
     }
+    // Recorded first, so whoever refunds after the void (the worker may meet it first) refunds it
+    // as this cancellation. Not PENDING any more: look again.
+    if (!(await requestCancellation(prisma, payment.id))) return null;
     const voided = await provider.voidPayment(payment.id);
     if (voided.kind === 'voided') {
       const refunded = await prisma.$transaction(async (tx) => {
@@ -57,7 +61,7 @@ export function createCancellation(deps: {
         return updated;
       });
       log.info({ paymentId: payment.id, applied: refunded !== null }, 'payment cancelled by the customer: voided at the provider');
-      // Not applied: the worker met the void first and refunded it; the money is back either way.
+      // Not applied: the worker met the void first and refunded it (as this cancellation).
       return done(refunded ?? (await prisma.payment.findUniqueOrThrow({ where: { id: payment.id } })));
     }
     if (voided.kind === 'accepted') {
@@ -86,8 +90,11 @@ export function createCancellation(deps: {
           }
           continue;
         }
-        case 'PENDING':
-          return cancelPending(payment, log);
+        case 'PENDING': {
+          const result = await cancelPending(payment, log);
+          if (result) return result;
+          continue;
+        }
         case 'CANCELLED':
           return { payment, errors: [] };
         default:

@@ -15,7 +15,7 @@ const PAYMENT_COLUMNS = `id, account_id AS "accountId", idempotency_key AS "idem
   currency, recipient_name AS "recipientName", recipient_sort_code AS "recipientSortCode",
   recipient_account_number AS "recipientAccountNumber", reference, status::text AS status,
   failure_reason AS "failureReason", execute_on AS "executeOn", return_code AS "returnCode",
-  standing_order_id AS "standingOrderId", created_at AS "createdAt", updated_at AS "updatedAt"`;
+  standing_order_id AS "standingOrderId", cancel_requested_at AS "cancelRequestedAt", created_at AS "createdAt", updated_at AS "updatedAt"`;
 
 /**
  * Inserts a PENDING payment from an account the customer owns and, in the same statement (one
@@ -188,7 +188,9 @@ export async function completePayment(db: Db, paymentId: string, internalDetail:
 /**
  * PENDING -> CANCELLED or FAILED, with the refund and its ledger entry, in one statement.
  * Null when the payment was not PENDING: a payment is refunded at most once (the unique
- * index on ledger_entries (payment_id, kind) guards that a second time).
+ * index on ledger_entries (payment_id, kind) guards that a second time). A payment the customer
+ * asked to cancel (`cancel_requested_at`) that would fail is CANCELLED_BY_CUSTOMER instead: the
+ * worker that meets the customer's void at the provider refunds it as what it is.
  */
 export async function refundPayment(
   tx: Tx,
@@ -198,7 +200,10 @@ export async function refundPayment(
 ): Promise<Payment | null> {
   const rows = await tx.$queryRawUnsafe<Payment[]>(
     `WITH settled AS (
-       UPDATE payments SET status = $2::"PaymentStatus", failure_reason = $3, updated_at = now()
+       UPDATE payments SET
+         status = CASE WHEN $2 = 'FAILED' AND cancel_requested_at IS NOT NULL THEN 'CANCELLED' ELSE $2::"PaymentStatus" END,
+         failure_reason = CASE WHEN $2 = 'FAILED' AND cancel_requested_at IS NOT NULL THEN $4 ELSE $3 END,
+         updated_at = now()
        WHERE id = $1::uuid AND status = 'PENDING'
        RETURNING *),
      credit AS (
@@ -212,8 +217,18 @@ export async function refundPayment(
     paymentId,
     to,
     reason,
+    FAILURE_REASONS.CANCELLED_BY_CUSTOMER,
   );
   return rows[0] ?? null;
+}
+
+/** Records that the customer asked to cancel a PENDING payment, before it is voided. False when it is no longer PENDING. */
+export async function requestCancellation(db: Db, paymentId: string): Promise<boolean> {
+  const changed = await db.$executeRawUnsafe(
+    `UPDATE payments SET cancel_requested_at = coalesce(cancel_requested_at, now()) WHERE id = $1::uuid AND status = 'PENDING'`,
+    paymentId,
+  );
+  return changed > 0;
 }
 
 /**

@@ -49,10 +49,15 @@ CREATE INDEX "standing_orders_account_id_created_at_idx" ON "standing_orders"("a
 CREATE INDEX "standing_orders_due_idx" ON "standing_orders"("next_payment_on") WHERE "active";
 ALTER TABLE "standing_orders" ADD CONSTRAINT "standing_orders_account_id_fkey" FOREIGN KEY ("account_id") REFERENCES "accounts"("id") ON DELETE RESTRICT ON UPDATE CASCADE;
 
--- Payments: the day a scheduled payment runs, the provider's return code, the standing order.
+-- Payments: the day a scheduled payment runs, the provider's return code, the standing order, and
+-- when the customer asked to cancel it.
 ALTER TABLE "payments" ADD COLUMN "execute_on" DATE;
 ALTER TABLE "payments" ADD COLUMN "return_code" TEXT;
 ALTER TABLE "payments" ADD COLUMN "standing_order_id" UUID;
+-- Set (guarded on PENDING) before cancelPayment voids the payment at the provider: whoever then
+-- refunds it after the void (the API, or the worker meeting the void) refunds it as the customer's
+-- cancellation.
+ALTER TABLE "payments" ADD COLUMN "cancel_requested_at" TIMESTAMPTZ(3);
 ALTER TABLE "payments" ADD CONSTRAINT "payments_standing_order_id_fkey" FOREIGN KEY ("standing_order_id") REFERENCES "standing_orders"("id") ON DELETE RESTRICT ON UPDATE CASCADE;
 -- One payment per standing-order occurrence (the idempotency key so:<id>:<date> says the same).
 CREATE UNIQUE INDEX "payments_standing_order_id_execute_on_key" ON "payments"("standing_order_id", "execute_on");
