@@ -240,6 +240,7 @@ export async function startWorkerRole(options: {
   });
   await startMoneyMovementWorkers({
     boss,
+    queue,
     logger,
     scheduled: createScheduledExecution({ prisma, boss, queue, clock, logger, metrics }),
     standingOrders: createStandingOrders({ prisma, boss, queue, clock, logger, metrics }),

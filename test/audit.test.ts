@@ -26,7 +26,7 @@ describe('the audit', () => {
   it('passes on a consistent bank', async () => {
     const report = await audit({ prisma: stack.db, provider: provider() });
     expect(failing(report)).toEqual([]);
-    expect(report.checks).toHaveLength(7);
+    expect(report.checks).toHaveLength(10);
   });
 
   it('finds a balance that no longer matches its ledger', async () => {

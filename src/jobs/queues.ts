@@ -86,6 +86,11 @@ export function settleJobOptions({ retry, jobExpireSeconds }: QueuePolicy): Send
   };
 }
 
+/** A poll of the provider's events whose worker died frees the feed after this long. */
+export function providerEventsExpireSeconds(policy: QueuePolicy): number {
+  return Math.max(policy.jobExpireSeconds, 5);
+}
+
 /** A scheduled payment's execution job: DB work only, retried with backoff; kept until long after its day. */
 export function executeJobOptions({ retry, jobExpireSeconds }: QueuePolicy): SendOptions {
   return {
@@ -151,7 +156,7 @@ export async function createQueues(boss: PgBoss, policy: QueuePolicy): Promise<v
   await boss.createQueue(QUEUES.providerEvents, {
     policy: 'stately',
     retryLimit: 0,
-    expireInSeconds: Math.max(policy.jobExpireSeconds, 5),
+    expireInSeconds: providerEventsExpireSeconds(policy),
     deleteAfterSeconds: 3600,
   });
 }

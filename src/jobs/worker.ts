@@ -12,6 +12,7 @@ import {
   creditReturnJob,
   deferralDelaySeconds,
   executePaymentJob,
+  providerEventsExpireSeconds,
   QUEUES,
   settleJobOptions,
   settlePaymentJob,
@@ -97,6 +98,7 @@ export async function startWorkers(deps: {
  */
 export async function startMoneyMovementWorkers(deps: {
   boss: PgBoss;
+  queue: QueuePolicy;
   scheduled: ScheduledExecution;
   standingOrders: StandingOrders;
   providerFeed: ProviderFeed;
@@ -143,8 +145,11 @@ export async function startMoneyMovementWorkers(deps: {
   // The feed is polled by a chain of jobs: each poll queues the next one `providerEventsPollSeconds`
   // later (the queue is stately, so all workers together keep one waiting). The minute's schedule
   // restarts the chain should every worker have been down.
+  // This process's expiry, not the queue's (made by whichever process came first): a poll whose
+  // worker died must not hold the feed for long.
+  const pollOptions = { expireInSeconds: providerEventsExpireSeconds(deps.queue) };
   const nextPoll = () =>
-    boss.send(QUEUES.providerEvents, {}, { startAfter: deps.providerEventsPollSeconds }).catch((error: unknown) => {
+    boss.send(QUEUES.providerEvents, {}, { ...pollOptions, startAfter: deps.providerEventsPollSeconds }).catch((error: unknown) => {
       logger.error({ err: error }, 'could not queue the next poll of the provider events');
     });
   await boss.work(QUEUES.providerEvents, { pollingIntervalSeconds: options.pollingIntervalSeconds }, async () => {
@@ -157,8 +162,8 @@ export async function startMoneyMovementWorkers(deps: {
       await nextPoll();
     }
   });
-  await boss.schedule(QUEUES.providerEvents, '* * * * *');
-  await boss.send(QUEUES.providerEvents, {});
+  await boss.schedule(QUEUES.providerEvents, '* * * * *', {}, pollOptions);
+  await boss.send(QUEUES.providerEvents, {}, pollOptions);
 }
 
 const commandResponse = z.object({ affected: z.number() });
