@@ -74,7 +74,7 @@ describe('the IDE in a browser', () => {
     await expect.poll(responseText, { timeout: 20_000 }).toContain('"balance": 50000');
 
     // Keep the payment PENDING for a moment at a slow provider, so the subscription watches it move.
-    stack.emulator.setFaults({ latencyMs: 1_500 });
+    stack.emulator.setFaults({ latencyMs: 4_000 });
     try {
       const sent = await stack.send(alice.token, paymentInput(alice.accountId, { amount: 1_250 }));
       await run(`subscription Watch { paymentUpdated(paymentId: "${sent.payment?.id}") { id status amount } }`);
