@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { audit, formatAudit } from '../src/audit.ts';
 import type { Failpoint } from '../src/failpoints.ts';
-import { paymentInput, startStack, TEST_SECRET, type Stack } from './helpers.ts';
+import { paymentInput, startStack, workerProcessEnv, type Stack } from './helpers.ts';
 import { startRole } from '../src/chaos/processes.ts';
 
 /**
@@ -17,16 +17,7 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-const workerEnv = (failpoints: string) => ({
-  DATABASE_URL: stack.databaseUrl,
-  AUTH_JWT_SECRET: TEST_SECRET,
-  PROVIDER_URL: stack.emulator.url,
-  PROVIDER_API_KEY: stack.config.providerApiKey,
-  WORKER_PORT: '0',
-  QUEUE_SUPERVISE_SECONDS: '1',
-  PAYMENT_RETRY_DELAY_SECONDS: '1',
-  FAILPOINTS: failpoints,
-});
+const workerEnv = (failpoints: string) => workerProcessEnv(stack, { FAILPOINTS: failpoints });
 
 async function providerHolds(paymentId: string): Promise<number> {
   const response = await fetch(`${stack.emulator.url}/admin/payments`, { headers: { 'x-api-key': stack.config.providerApiKey } });

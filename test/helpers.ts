@@ -295,3 +295,17 @@ export async function emulatorCall(stack: Pick<Stack, 'emulator' | 'config'>, me
   });
   return { status: response.status, json: await response.json() };
 }
+
+/** The environment of a real worker process (`startRole('main-worker.ts', ...)`) on this stack's database and emulator. */
+export function workerProcessEnv(stack: Pick<Stack, 'databaseUrl' | 'emulator' | 'config'>, env: Record<string, string> = {}): Record<string, string> {
+  return {
+    DATABASE_URL: stack.databaseUrl,
+    AUTH_JWT_SECRET: TEST_SECRET,
+    PROVIDER_URL: stack.emulator.url,
+    PROVIDER_API_KEY: stack.config.providerApiKey,
+    WORKER_PORT: '0',
+    QUEUE_SUPERVISE_SECONDS: '1',
+    PAYMENT_RETRY_DELAY_SECONDS: '1',
+    ...env,
+  };
+}

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { audit, formatAudit } from '../src/audit.ts';
 import { BANK_SORT_CODE } from '../src/accounts/accounts.ts';
 import { startRole, type RoleProcess } from '../src/chaos/processes.ts';
-import { emulatorCall, startStack, TEST_SECRET, type Stack, type TestCustomer } from './helpers.ts';
+import { emulatorCall, startStack, workerProcessEnv, type Stack, type TestCustomer } from './helpers.ts';
 
 /**
  * 500 inbound credits, one in ten to an account we do not have, taken in by real worker processes
@@ -17,20 +17,14 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-const workerEnv = (failpoints: string) => ({
-  DATABASE_URL: stack.databaseUrl,
-  AUTH_JWT_SECRET: TEST_SECRET,
-  PROVIDER_URL: stack.emulator.url,
-  PROVIDER_API_KEY: stack.config.providerApiKey,
-  WORKER_PORT: '0',
-  QUEUE_SUPERVISE_SECONDS: '1',
-  PAYMENT_JOB_EXPIRE_SECONDS: '2',
-  PROVIDER_TIMEOUT_MS: '1000',
-  PAYMENT_RETRY_DELAY_SECONDS: '1',
-  PAYMENT_RETRY_DELAY_MAX_SECONDS: '2',
-  PROVIDER_EVENTS_POLL_SECONDS: '1',
-  FAILPOINTS: failpoints,
-});
+const workerEnv = (failpoints: string) =>
+  workerProcessEnv(stack, {
+    PAYMENT_JOB_EXPIRE_SECONDS: '2',
+    PROVIDER_TIMEOUT_MS: '1000',
+    PAYMENT_RETRY_DELAY_MAX_SECONDS: '2',
+    PROVIDER_EVENTS_POLL_SECONDS: '1',
+    FAILPOINTS: failpoints,
+  });
 
 const recorded = () => stack.db.providerCredit.count();
 

@@ -1,4 +1,5 @@
 import type { Payment, PrismaClient, Tx } from '../db/prisma.ts';
+import type { ProviderEvent } from '../provider/client.ts';
 import type { SendPaymentCommand } from '../validation.ts';
 import { CUSTOMER_ATTEMPT_DETAIL, FAILURE_REASONS, type AttemptOutcome, type FailureReason } from './outcomes.ts';
 import type { PaymentStatus } from './payment-status.ts';
@@ -16,6 +17,43 @@ const PAYMENT_COLUMNS = `id, account_id AS "accountId", idempotency_key AS "idem
   recipient_account_number AS "recipientAccountNumber", reference, status::text AS status,
   failure_reason AS "failureReason", execute_on AS "executeOn", return_code AS "returnCode",
   standing_order_id AS "standingOrderId", cancel_requested_at AS "cancelRequestedAt", created_at AS "createdAt", updated_at AS "updatedAt"`;
+
+/**
+ * CTEs `debit` and `entry`: the guarded decrement (never below zero) of the account of each payment
+ * in `source` (columns id, account_id, amount) and its PAYMENT_DEBIT ledger entry.
+ */
+const DEBIT = (source: string) => `
+     debit AS (
+       UPDATE accounts a SET balance = a.balance - s.amount, updated_at = now()
+       FROM ${source} s WHERE a.id = s.account_id AND a.balance >= s.amount
+       RETURNING a.id, a.balance, s.id AS payment_id, s.amount),
+     entry AS (
+       INSERT INTO ledger_entries (account_id, kind, amount, balance_after, payment_id)
+       SELECT id, 'PAYMENT_DEBIT', -amount, balance, payment_id FROM debit)`;
+
+/** CTEs `credit` and `entry`: each payment's amount in `source` back to its account, with a ledger entry of `kind`. */
+const MONEY_BACK = (source: string, kind: 'PAYMENT_REFUND' | 'PAYMENT_RETURN') => `
+     credit AS (
+       UPDATE accounts a SET balance = a.balance + s.amount, updated_at = now()
+       FROM ${source} s WHERE a.id = s.account_id
+       RETURNING a.id, a.balance, s.id AS payment_id, s.amount),
+     entry AS (
+       INSERT INTO ledger_entries (account_id, kind, amount, balance_after, payment_id)
+       SELECT id, '${kind}', amount, balance, payment_id FROM credit)`;
+
+/** $1-$10 of the statements that insert a customer's payment: the columns in the order they name them. */
+const paymentParams = (customerId: string, cmd: SendPaymentCommand, fingerprint: string) => [
+  cmd.fromAccountId,
+  customerId,
+  cmd.idempotencyKey,
+  fingerprint,
+  BigInt(cmd.amount),
+  cmd.recipient.name,
+  cmd.recipient.sortCode,
+  cmd.recipient.accountNumber,
+  cmd.reference,
+  cmd.executeOn,
+];
 
 /**
  * Inserts a PENDING payment from an account the customer owns and, in the same statement (one
@@ -37,25 +75,9 @@ export async function insertPaymentAndDebit(
          recipient_sort_code, recipient_account_number, reference, execute_on)
        SELECT a.id, $3, $4, $5, $6, $7, $8, $9, $10::date FROM accounts a WHERE a.id = $1::uuid AND a.customer_id = $2::uuid
        ON CONFLICT (account_id, idempotency_key) DO NOTHING
-       RETURNING *),
-     debit AS (
-       UPDATE accounts a SET balance = a.balance - c.amount, updated_at = now()
-       FROM created c WHERE a.id = c.account_id AND a.balance >= c.amount
-       RETURNING a.id, a.balance, c.id AS payment_id, c.amount),
-     entry AS (
-       INSERT INTO ledger_entries (account_id, kind, amount, balance_after, payment_id)
-       SELECT id, 'PAYMENT_DEBIT', -amount, balance, payment_id FROM debit)
+       RETURNING *),${DEBIT('created')}
      SELECT ${PAYMENT_COLUMNS}, (SELECT balance FROM debit) AS "balanceAfter" FROM created`,
-    cmd.fromAccountId,
-    customerId,
-    cmd.idempotencyKey,
-    fingerprint,
-    BigInt(cmd.amount),
-    cmd.recipient.name,
-    cmd.recipient.sortCode,
-    cmd.recipient.accountNumber,
-    cmd.reference,
-    cmd.executeOn,
+    ...paymentParams(customerId, cmd, fingerprint),
   );
   const row = rows[0];
   if (!row) return null;
@@ -74,16 +96,7 @@ export async function insertScheduledPayment(tx: Tx, customerId: string, cmd: Se
      SELECT a.id, $3, $4, $5, $6, $7, $8, $9, $10::date, 'SCHEDULED' FROM accounts a WHERE a.id = $1::uuid AND a.customer_id = $2::uuid
      ON CONFLICT (account_id, idempotency_key) DO NOTHING
      RETURNING ${PAYMENT_COLUMNS}`,
-    cmd.fromAccountId,
-    customerId,
-    cmd.idempotencyKey,
-    fingerprint,
-    BigInt(cmd.amount),
-    cmd.recipient.name,
-    cmd.recipient.sortCode,
-    cmd.recipient.accountNumber,
-    cmd.reference,
-    cmd.executeOn,
+    ...paymentParams(customerId, cmd, fingerprint),
   );
   return rows[0] ?? null;
 }
@@ -99,14 +112,7 @@ export async function executeScheduledPayment(tx: Tx, paymentId: string, today: 
     `WITH due AS (
        SELECT id, account_id, amount FROM payments
        WHERE id = $1::uuid AND status = 'SCHEDULED' AND execute_on <= $2::date
-       FOR UPDATE),
-     debit AS (
-       UPDATE accounts a SET balance = a.balance - d.amount, updated_at = now()
-       FROM due d WHERE a.id = d.account_id AND a.balance >= d.amount
-       RETURNING a.id, a.balance, d.id AS payment_id, d.amount),
-     entry AS (
-       INSERT INTO ledger_entries (account_id, kind, amount, balance_after, payment_id)
-       SELECT id, 'PAYMENT_DEBIT', -amount, balance, payment_id FROM debit),
+       FOR UPDATE),${DEBIT('due')},
      moved AS (
        UPDATE payments p SET
          status = CASE WHEN EXISTS (SELECT 1 FROM debit) THEN 'PENDING'::"PaymentStatus" ELSE 'FAILED'::"PaymentStatus" END,
@@ -144,14 +150,7 @@ export async function returnPayment(tx: Tx, paymentId: string, returnCode: strin
     `WITH returned AS (
        UPDATE payments SET status = 'RETURNED', return_code = $2, updated_at = now()
        WHERE id = $1::uuid AND status = 'COMPLETED'
-       RETURNING *),
-     credit AS (
-       UPDATE accounts a SET balance = a.balance + r.amount, updated_at = now()
-       FROM returned r WHERE a.id = r.account_id
-       RETURNING a.id, a.balance, r.id AS payment_id, r.amount),
-     entry AS (
-       INSERT INTO ledger_entries (account_id, kind, amount, balance_after, payment_id)
-       SELECT id, 'PAYMENT_RETURN', amount, balance, payment_id FROM credit)
+       RETURNING *),${MONEY_BACK('returned', 'PAYMENT_RETURN')}
      SELECT ${PAYMENT_COLUMNS} FROM returned`,
     paymentId,
     returnCode,
@@ -205,14 +204,7 @@ export async function refundPayment(
          failure_reason = CASE WHEN $2 = 'FAILED' AND cancel_requested_at IS NOT NULL THEN $4 ELSE $3 END,
          updated_at = now()
        WHERE id = $1::uuid AND status = 'PENDING'
-       RETURNING *),
-     credit AS (
-       UPDATE accounts a SET balance = a.balance + s.amount, updated_at = now()
-       FROM settled s WHERE a.id = s.account_id
-       RETURNING a.id, a.balance, s.id AS payment_id, s.amount),
-     entry AS (
-       INSERT INTO ledger_entries (account_id, kind, amount, balance_after, payment_id)
-       SELECT id, 'PAYMENT_REFUND', amount, balance, payment_id FROM credit)
+       RETURNING *),${MONEY_BACK('settled', 'PAYMENT_REFUND')}
      SELECT ${PAYMENT_COLUMNS} FROM settled`,
     paymentId,
     to,
@@ -240,14 +232,7 @@ export async function recordAttempt(db: Db, paymentId: string, outcome: AttemptO
 }
 
 /** An inbound credit as the provider delivered it, already parsed. */
-export interface InboundCredit {
-  id: string;
-  amount: number;
-  currency: string;
-  recipient: { sortCode: string; accountNumber: string };
-  sender: { name: string; sortCode: string; accountNumber: string };
-  reference: string | null;
-}
+export type InboundCredit = Omit<Extract<ProviderEvent, { type: 'credit.received' }>, 'type'>;
 
 /**
  * Records a provider credit once (its id is the primary key of `provider_credits`) and, when it is

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { fromPrisma, type PgBoss } from 'pg-boss';
 import { z } from 'zod';
 import { addCalendarDays, londonToday, occurrenceDate, type CalendarDate, type Clock, type Frequency } from '../calendar.ts';
@@ -10,6 +9,7 @@ import type { Metrics } from '../ops/metrics.ts';
 import { createStandingOrderInput, parseInput, STANDING_ORDER_KEY_PREFIX, type CreateStandingOrderCommand } from '../validation.ts';
 import { FAILURE_REASONS } from './outcomes.ts';
 import { enqueueExecution, MAX_SCHEDULE_DAYS, TX_OPTIONS } from './scheduled.ts';
+import { fingerprintOf, hashOf } from './send-payment.ts';
 
 /**
  * Standing orders: pay the same recipient every week or month, from `firstPaymentOn` to
@@ -35,18 +35,7 @@ const asDate = (date: CalendarDate) => new Date(`${date}T00:00:00.000Z`);
 export const occurrenceKey = (orderId: string, date: CalendarDate) => `${STANDING_ORDER_KEY_PREFIX}${orderId}:${date}`;
 
 export function standingOrderFingerprint(cmd: CreateStandingOrderCommand): string {
-  const canonical = JSON.stringify([
-    cmd.fromAccountId,
-    cmd.amount,
-    cmd.recipient.name,
-    cmd.recipient.sortCode,
-    cmd.recipient.accountNumber,
-    cmd.reference,
-    cmd.frequency,
-    cmd.firstPaymentOn,
-    cmd.lastPaymentOn,
-  ]);
-  return createHash('sha256').update(canonical).digest('hex');
+  return hashOf([fingerprintOf({ ...cmd, executeOn: null }), cmd.frequency, cmd.firstPaymentOn, cmd.lastPaymentOn]);
 }
 
 /** The date after occurrence n, or null when the order ends before it. */
@@ -172,7 +161,7 @@ export function createStandingOrders(deps: {
       if (!order) return null;
       const date = order.next;
       // The occurrence's fingerprint: the order's and the date, so a clash with anything else shows.
-      const fingerprint = createHash('sha256').update(JSON.stringify([order.fingerprint, date])).digest('hex');
+      const fingerprint = hashOf([order.fingerprint, date]);
       const [payment] = await tx.$queryRaw<Array<{ id: string }>>`
         INSERT INTO payments (account_id, idempotency_key, fingerprint, amount, recipient_name, recipient_sort_code,
           recipient_account_number, reference, status, execute_on, standing_order_id)
