@@ -26,7 +26,8 @@ let browser: Browser;
 
 beforeAll(async () => {
   if (!hasBrowser) return;
-  stack = await startStack();
+  // A provider timeout well above the latency the test injects below, so the slow provider is slow, not failing.
+  stack = await startStack({ env: { PROVIDER_TIMEOUT_MS: '8000', PAYMENT_JOB_EXPIRE_SECONDS: '30' } });
   alice = await stack.newCustomer(50_000);
   // A second API process on the same database whose IDE opens with Alice's token, as `npm start` does.
   ide = await startApiRole({ config: stack.config, databaseUrl: stack.databaseUrl, logger: stack.logger, port: 0, ideToken: alice.token });
@@ -74,7 +75,7 @@ describe('the IDE in a browser', () => {
     await expect.poll(responseText, { timeout: 20_000 }).toContain('"balance": 50000');
 
     // Keep the payment PENDING for a moment at a slow provider, so the subscription watches it move.
-    stack.emulator.setFaults({ latencyMs: 4_000 });
+    stack.emulator.setFaults({ latencyMs: 3_000 });
     try {
       const sent = await stack.send(alice.token, paymentInput(alice.accountId, { amount: 1_250 }));
       await run(`subscription Watch { paymentUpdated(paymentId: "${sent.payment?.id}") { id status amount } }`);
