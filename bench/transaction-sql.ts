@@ -31,6 +31,7 @@ export function sampleCommand(accountId: string, key: string, amount: number): S
     amount,
     recipient: { name: 'Grace Hopper', sortCode: '123456', accountNumber: '12345678' },
     reference: 'Bench',
+    executeOn: null,
   };
 }
 

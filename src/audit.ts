@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { occurrenceDate, type Frequency } from './calendar.ts';
 import type { PrismaClient } from './db/prisma.ts';
 import { QUEUES } from './jobs/queues.ts';
 
@@ -20,7 +21,83 @@ export interface AuditReport {
 
 const MAX_LISTED = 20;
 
-const providerPayments = z.array(z.object({ idempotencyKey: z.string(), amount: z.number(), status: z.string() }));
+const providerPayments = z.array(
+  z.object({ idempotencyKey: z.string(), amount: z.number(), status: z.string(), returnCode: z.string().nullish() }),
+);
+const providerCreditList = z.array(z.object({ id: z.string(), amount: z.number(), receivedAt: z.string(), returned: z.object({}).loose().nullable() }));
+
+type Check = (name: string, checked: number, violations: string[]) => void;
+
+/**
+ * Every credit the provider delivered and we read is credited once (one INBOUND_CREDIT entry of its
+ * amount, to its account) or sent back (no entry at all), and none waits long to be sent back.
+ */
+async function checkProviderCredits(prisma: PrismaClient, check: Check, pendingMaxAgeSeconds: number): Promise<void> {
+  const credits = await prisma.$queryRaw<{ id: string; outcome: string; problem: string }[]>`
+    WITH agg AS (
+      SELECT c.id, c.outcome, c.amount, c.account_id, c.received_at, count(l.id) AS n, coalesce(sum(l.amount), 0) AS credited,
+        bool_and(l.account_id = c.account_id) AS same_account
+      FROM provider_credits c LEFT JOIN ledger_entries l ON l.provider_credit_id = c.id
+      GROUP BY c.id)
+    SELECT id, outcome, concat_ws('; ',
+        CASE WHEN outcome = 'CREDITED' AND n <> 1 THEN 'credited ' || n || ' times' END,
+        CASE WHEN outcome = 'CREDITED' AND n = 1 AND (credited <> amount OR NOT same_account) THEN 'credited with another amount or account' END,
+        CASE WHEN outcome <> 'CREDITED' AND n > 0 THEN outcome || ' but credited' END,
+        CASE WHEN outcome = 'RETURNING' AND received_at <= now() - make_interval(secs => ${pendingMaxAgeSeconds}) THEN 'not yet returned to the provider since ' || received_at END
+      ) AS problem
+    FROM agg
+    WHERE (outcome = 'CREDITED' AND (n <> 1 OR credited <> amount OR NOT same_account))
+      OR (outcome <> 'CREDITED' AND n > 0)
+      OR (outcome = 'RETURNING' AND received_at <= now() - make_interval(secs => ${pendingMaxAgeSeconds}))`;
+  const strays = await prisma.$queryRaw<{ id: bigint }[]>`
+    SELECT l.id FROM ledger_entries l LEFT JOIN provider_credits c ON c.id = l.provider_credit_id
+    WHERE l.kind = 'INBOUND_CREDIT' AND (c.id IS NULL OR c.outcome <> 'CREDITED')`;
+  const total = Number((await prisma.$queryRaw<{ n: bigint }[]>`SELECT count(*) AS n FROM provider_credits`)[0]?.n ?? 0);
+  check('every provider credit is credited once or returned, never both', total, [
+    ...credits.map((r) => `credit ${r.id} (${r.outcome}): ${r.problem}`),
+    ...strays.map((r) => `ledger entry ${r.id}: INBOUND_CREDIT without a credited provider credit`),
+  ]);
+}
+
+/** Standing orders: each occurrence once, on its schedule's dates, none skipped before the next one due. */
+async function checkStandingOrders(prisma: PrismaClient, check: Check): Promise<void> {
+  const orders = await prisma.$queryRaw<{ id: string; first: string; frequency: Frequency; n: number; dates: string[] }[]>`
+    SELECT s.id::text, to_char(s.first_payment_on, 'YYYY-MM-DD') AS first, s.frequency::text AS frequency, s.occurrences_created AS n,
+      coalesce(array_agg(to_char(p.execute_on, 'YYYY-MM-DD') ORDER BY p.execute_on) FILTER (WHERE p.id IS NOT NULL), '{}') AS dates
+    FROM standing_orders s LEFT JOIN payments p ON p.standing_order_id = s.id
+    GROUP BY s.id`;
+  const badKeys = await prisma.$queryRaw<{ id: string }[]>`
+    SELECT id::text FROM payments
+    WHERE standing_order_id IS NOT NULL AND idempotency_key <> 'so:' || standing_order_id || ':' || to_char(execute_on, 'YYYY-MM-DD')`;
+  const problems = badKeys.map((r) => `payment ${r.id}: not keyed so:<order>:<date>`);
+  for (const order of orders) {
+    const expected = Array.from({ length: order.n }, (_, i) => occurrenceDate(order.first, order.frequency, i));
+    if (JSON.stringify(order.dates) !== JSON.stringify(expected)) {
+      problems.push(`standing order ${order.id}: occurrences ${order.dates.join(', ') || 'none'}, expected ${expected.join(', ') || 'none'}`);
+    }
+  }
+  check('every standing-order occurrence exists exactly once, on its date', orders.length, problems);
+}
+
+/** Our record of credits against the provider's: returned there exactly when returned here. */
+async function checkCreditsAtProvider(prisma: PrismaClient, provider: { url: string; apiKey: string }, check: Check, pendingMaxAgeSeconds: number): Promise<void> {
+  const response = await fetch(`${provider.url}/admin/credits`, { headers: { 'x-api-key': provider.apiKey } });
+  if (!response.ok) throw new Error(`provider answered ${response.status} to GET /admin/credits`);
+  const theirs = providerCreditList.parse(await response.json());
+  const ours = new Map((await prisma.providerCredit.findMany({ select: { id: true, outcome: true, amount: true } })).map((c) => [c.id, c]));
+  const problems: string[] = [];
+  for (const credit of theirs) {
+    const mine = ours.get(credit.id);
+    if (!mine) {
+      if (Date.now() - Date.parse(credit.receivedAt) > pendingMaxAgeSeconds * 1000) problems.push(`credit ${credit.id} sent by the provider but never read`);
+      continue;
+    }
+    if (BigInt(credit.amount) !== mine.amount) problems.push(`credit ${credit.id}: provider amount ${credit.amount}, ours ${mine.amount}`);
+    if (mine.outcome === 'CREDITED' && credit.returned) problems.push(`credit ${credit.id} credited here and returned to the provider`);
+    if (mine.outcome === 'RETURNED' && !credit.returned) problems.push(`credit ${credit.id} RETURNED here but not at the provider`);
+  }
+  check('every provider credit is credited here or returned there, not both', theirs.length, problems);
+}
 
 /** A payment PENDING for longer than this is flagged: settlement (with its retries) takes minutes, not hours. */
 export const DEFAULT_PENDING_MAX_AGE_SECONDS = 3600;
@@ -61,27 +138,45 @@ export async function audit(options: {
     chain.map((r) => `entry ${r.id} of ${r.account_id}: balance_after ${r.balance_after}, running sum ${r.running}`),
   );
 
+  // What each status implies: SCHEDULED, and a scheduled payment cancelled before its day or failed
+  // for funds on it, moved no money; every other payment has exactly one debit; CANCELLED and FAILED
+  // after a debit exactly one refund; RETURNED exactly one return entry; nothing else gets either.
   const entries = await prisma.$queryRaw<{ id: string; status: string; problem: string }[]>`
-    SELECT p.id, p.status::text AS status,
-      concat_ws('; ',
-        CASE WHEN count(*) FILTER (WHERE l.kind = 'PAYMENT_DEBIT') <> 1 THEN count(*) FILTER (WHERE l.kind = 'PAYMENT_DEBIT') || ' debits' END,
-        CASE WHEN coalesce(sum(l.amount) FILTER (WHERE l.kind = 'PAYMENT_DEBIT'), 0) <> -p.amount THEN 'debit amount differs' END,
-        CASE WHEN p.status IN ('CANCELLED', 'FAILED') AND count(*) FILTER (WHERE l.kind = 'PAYMENT_REFUND') <> 1 THEN count(*) FILTER (WHERE l.kind = 'PAYMENT_REFUND') || ' refunds' END,
-        CASE WHEN p.status IN ('CANCELLED', 'FAILED') AND coalesce(sum(l.amount) FILTER (WHERE l.kind = 'PAYMENT_REFUND'), 0) <> p.amount THEN 'refund amount differs' END,
-        CASE WHEN p.status IN ('PENDING', 'COMPLETED', 'HELD') AND count(*) FILTER (WHERE l.kind = 'PAYMENT_REFUND') > 0 THEN 'refunded while ' || p.status END
-      ) AS problem
-    FROM payments p LEFT JOIN ledger_entries l ON l.payment_id = p.id
-    GROUP BY p.id
-    HAVING count(*) FILTER (WHERE l.kind = 'PAYMENT_DEBIT') <> 1
-      OR coalesce(sum(l.amount) FILTER (WHERE l.kind = 'PAYMENT_DEBIT'), 0) <> -p.amount
-      OR (p.status IN ('CANCELLED', 'FAILED') AND (count(*) FILTER (WHERE l.kind = 'PAYMENT_REFUND') <> 1
-          OR coalesce(sum(l.amount) FILTER (WHERE l.kind = 'PAYMENT_REFUND'), 0) <> p.amount))
-      OR (p.status IN ('PENDING', 'COMPLETED', 'HELD') AND count(*) FILTER (WHERE l.kind = 'PAYMENT_REFUND') > 0)`;
+    WITH agg AS (
+      SELECT p.id, p.status::text AS status, p.amount, p.execute_on IS NOT NULL AS scheduled,
+        count(l.id) FILTER (WHERE l.kind = 'PAYMENT_DEBIT') AS debits,
+        coalesce(sum(l.amount) FILTER (WHERE l.kind = 'PAYMENT_DEBIT'), 0) AS debit,
+        count(l.id) FILTER (WHERE l.kind = 'PAYMENT_REFUND') AS refunds,
+        coalesce(sum(l.amount) FILTER (WHERE l.kind = 'PAYMENT_REFUND'), 0) AS refund,
+        count(l.id) FILTER (WHERE l.kind = 'PAYMENT_RETURN') AS returns,
+        coalesce(sum(l.amount) FILTER (WHERE l.kind = 'PAYMENT_RETURN'), 0) AS returned,
+        count(l.id) FILTER (WHERE l.kind NOT IN ('PAYMENT_DEBIT', 'PAYMENT_REFUND', 'PAYMENT_RETURN')) AS others
+      FROM payments p LEFT JOIN ledger_entries l ON l.payment_id = p.id
+      GROUP BY p.id),
+    checked AS (
+      SELECT id, status, concat_ws('; ',
+        CASE WHEN debits = 0 AND NOT (status = 'SCHEDULED' OR (scheduled AND status IN ('CANCELLED', 'FAILED'))) THEN 'no debit while ' || status END,
+        CASE WHEN debits > 0 AND status = 'SCHEDULED' THEN 'debited while SCHEDULED' END,
+        CASE WHEN debits = 0 AND refunds + returns > 0 THEN 'money back without a debit' END,
+        CASE WHEN debits > 1 THEN debits || ' debits' END,
+        CASE WHEN debits = 1 AND debit <> -amount THEN 'debit amount differs' END,
+        CASE WHEN debits = 1 AND status IN ('CANCELLED', 'FAILED') AND refunds <> 1 THEN refunds || ' refunds' END,
+        CASE WHEN refunds = 1 AND refund <> amount THEN 'refund amount differs' END,
+        CASE WHEN refunds > 0 AND status NOT IN ('CANCELLED', 'FAILED') THEN 'refunded while ' || status END,
+        CASE WHEN status = 'RETURNED' AND returns <> 1 THEN returns || ' return entries' END,
+        CASE WHEN returns = 1 AND returned <> amount THEN 'return amount differs' END,
+        CASE WHEN returns > 0 AND status <> 'RETURNED' THEN 'return entry while ' || status END,
+        CASE WHEN others > 0 THEN others || ' entries of other kinds' END
+      ) AS problem FROM agg)
+    SELECT id::text, status, problem FROM checked WHERE problem <> ''`;
   check(
-    'each payment has the ledger entries its status implies',
+    'each payment has the ledger entries its status implies (a RETURNED one exactly one return entry)',
     payments,
     entries.map((r) => `payment ${r.id} (${r.status}): ${r.problem}`),
   );
+
+  await checkProviderCredits(prisma, check, options.pendingMaxAgeSeconds ?? DEFAULT_PENDING_MAX_AGE_SECONDS);
+  await checkStandingOrders(prisma, check);
 
   // Each payment's events are its status history: a creation first, each change from the status
   // the one before left, the last one the status it has now. Retention may have cut the start.
@@ -174,19 +269,24 @@ export async function audit(options: {
     const held = providerPayments.parse(await response.json());
     const byKey = new Map<string, number>();
     for (const p of held) byKey.set(p.idempotencyKey, (byKey.get(p.idempotencyKey) ?? 0) + 1);
+    const returnedThere = new Set(held.filter((p) => p.returnCode).map((p) => p.idempotencyKey));
     const rows = await prisma.payment.findMany({ where: { status: { not: 'PENDING' } }, select: { id: true, status: true, amount: true } });
     const problems: string[] = [];
     for (const p of rows) {
       const n = byKey.get(p.id) ?? 0;
-      if (p.status === 'COMPLETED' && n !== 1) problems.push(`payment ${p.id} COMPLETED but held ${n} times by the provider`);
-      if (p.status !== 'COMPLETED' && n !== 0) problems.push(`payment ${p.id} ${p.status} (${p.status === 'HELD' ? 'not approved' : 'refunded'}) but held by the provider`);
+      // A returned payment was executed by the provider like a completed one, then came back.
+      const sent = p.status === 'COMPLETED' || p.status === 'RETURNED';
+      if (sent && n !== 1) problems.push(`payment ${p.id} ${p.status} but held ${n} times by the provider`);
+      if (!sent && n !== 0) problems.push(`payment ${p.id} ${p.status} (never sent or refunded) but held by the provider`);
+      if (p.status === 'RETURNED' && !returnedThere.has(p.id)) problems.push(`payment ${p.id} RETURNED but not returned at the provider`);
     }
     const amounts = new Map(rows.map((r) => [r.id, r.amount]));
     for (const p of held) {
       const ours = amounts.get(p.idempotencyKey);
       if (ours !== undefined && BigInt(p.amount) !== ours) problems.push(`payment ${p.idempotencyKey}: provider amount ${p.amount}, ours ${ours}`);
     }
-    check('every COMPLETED payment is at the provider exactly once, and no refunded one is', rows.length, problems);
+    check('every COMPLETED or RETURNED payment is at the provider exactly once, and no other one is', rows.length, problems);
+    await checkCreditsAtProvider(prisma, options.provider, check, pendingMaxAge);
   }
 
   return { checks, ok: checks.every((c) => c.violations.length === 0) };

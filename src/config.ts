@@ -99,6 +99,7 @@ const configSchema = z
     WEBHOOK_CONCURRENCY: intFromEnv(16, 1, 256),
     WEBHOOK_ENDPOINT_CONCURRENCY: intFromEnv(2, 1, 64),
     WEBHOOK_DISPATCH_INTERVAL_MS: intFromEnv(250, 10, 60_000),
+    PROVIDER_EVENTS_POLL_SECONDS: intFromEnv(5, 1, 3600),
     FAILPOINTS: z.string().optional(),
     PAYEE_CHECK_THRESHOLD: intFromEnv(100_000, 0, 100_000_000),
     DAILY_PAYMENT_LIMIT: intFromEnv(2_500_000, 1, 1_000_000_000_000),
@@ -184,6 +185,8 @@ const configSchema = z
       superviseSeconds: env.QUEUE_SUPERVISE_SECONDS,
       // The sweeper re-enqueues a PENDING payment with no live job once it is this old.
       sweepMinAgeSeconds: env.PAYMENT_SWEEP_MIN_AGE_SECONDS,
+      // How long after one poll of the provider's event feed (returns, inbound credits) the next one runs.
+      providerEventsPollSeconds: env.PROVIDER_EVENTS_POLL_SECONDS,
     },
     events: {
       retentionDays: env.EVENT_RETENTION_DAYS,

@@ -11,7 +11,9 @@ export type UserErrorCode =
   | 'RATE_LIMITED'
   // Payee safety (issue 15).
   | 'LIMIT_EXCEEDED'
-  | 'PAYEE_NOT_CONFIRMED';
+  | 'PAYEE_NOT_CONFIRMED'
+  // Cancellation (issue 14).
+  | 'PAYMENT_NOT_CANCELLABLE';
 
 export type ErrorCode =
   | 'UNAUTHENTICATED'

@@ -11,6 +11,8 @@ export const FAILPOINTS = [
   'settle.after-provider-accepted',
   /** Inside the refund transaction, after its statement, before COMMIT. */
   'settle.during-refund',
+  /** Inside the transaction that applies a page of provider events, before the cursor moves and COMMIT. */
+  'provider-events.before-cursor',
 ] as const;
 export type Failpoint = (typeof FAILPOINTS)[number];
 

@@ -10,7 +10,7 @@ import type { IdeDemo } from './graphql/ide/page.ts';
 import { startApi, type RunningApi } from './graphql/server.ts';
 import { createSubscriptionBudget, type SubscriptionBudget } from './graphql/subscription-budget.ts';
 import { createQueues, PRUNE_EVENTS_CRON, QUEUES } from './jobs/queues.ts';
-import { startWorkers } from './jobs/worker.ts';
+import { startMoneyMovementWorkers, startWorkers } from './jobs/worker.ts';
 import type { Logger } from './logger.ts';
 import { startOpsServer } from './ops/http.ts';
 import { createMetrics, observeGauge, sharedRead, type Metrics } from './ops/metrics.ts';
@@ -20,9 +20,13 @@ import { createSettlement } from './payments/settlement.ts';
 import { createProviderClient, noPayeeChecks } from './provider/client.ts';
 import { createPayeeService } from './payees/payees.ts';
 import { createHoldService } from './payments/holds.ts';
-import { systemClock, type Clock } from './payments/limits.ts';
 import { createScreening } from './payments/screening.ts';
 import { startHoldExpiry } from './jobs/hold-expiry.ts';
+import { createCancellation } from './payments/cancel.ts';
+import { createProviderFeed } from './payments/provider-feed.ts';
+import { createScheduledExecution } from './payments/scheduled.ts';
+import { createStandingOrders } from './payments/standing-orders.ts';
+import { systemClock, type Clock } from './calendar.ts';
 import { startEventFeed, type EventFeed } from './events/feed.ts';
 import { prismaSql, pruneEvents } from './events/store.ts';
 import { createAddressGuard, systemResolver, type Resolver } from './webhooks/address.ts';
@@ -94,9 +98,9 @@ export async function startApiRole(options: {
   onQuery?: (sql: string) => void;
   /** Resolves webhook hosts (the system resolver by default; tests give their own). */
   resolveHost?: Resolver;
-  /** Where payee checks go, when not `config.providerUrl`; with neither, every check is UNAVAILABLE. */
+  /** The provider, for payee checks and for voiding a PENDING payment the customer cancels. By default `config.providerUrl`. */
   providerUrl?: string;
-  /** The time for payee safety (limits' London day, check validity, new payees); tests control it. */
+  /** What time it is: London days (scheduled payments, standing orders, the daily limit), check validity, new payees. */
   clock?: Clock;
 }): Promise<ApiRole> {
   const { config, databaseUrl } = options;
@@ -126,6 +130,13 @@ export async function startApiRole(options: {
   // limiter query never waits behind the money path's connections.
   const limiterPool = limit > 0 ? new pg.Pool({ connectionString: databaseUrl, max: 2, application_name: 'payments-ratelimit' }) : null;
   limiterPool?.on('error', (error) => logger.error({ err: error }, 'rate limiter pool error'));
+  const clock = options.clock ?? systemClock;
+  const providerUrl = options.providerUrl ?? config.providerUrl;
+  if (!providerUrl) logger.warn('PROVIDER_URL is unset: payee checks answer UNAVAILABLE and cancelPayment cannot void PENDING payments');
+  const provider = providerUrl
+    ? createProviderClient({ baseUrl: providerUrl, apiKey: config.providerApiKey, timeoutMs: config.providerTimeoutMs, metrics })
+    : null;
+  const queue = queuePolicy(config);
   let stopping = false;
   // Ready: not shutting down, the database answers, the queue answers (through pg-boss's own
   // pool: payments can be enqueued), and live updates can be delivered.
@@ -135,23 +146,20 @@ export async function startApiRole(options: {
     return (await queueAnswers(boss)) && events.isHealthy();
   };
   // Payee safety (issue 15): checks go to the provider from the API, behind this process's own breaker.
-  const clock = options.clock ?? systemClock;
-  const providerUrl = options.providerUrl ?? config.providerUrl;
-  if (!providerUrl) logger.warn('PROVIDER_URL is unset: every payee check answers UNAVAILABLE');
-  const checker = providerUrl
-    ? createProviderClient({ baseUrl: providerUrl, apiKey: config.providerApiKey, timeoutMs: config.providerTimeoutMs, metrics })
-    : noPayeeChecks;
+  const checker = provider ?? noPayeeChecks;
   const payees = createPayeeService({ prisma, checker, clock, logger });
   const screen = createScreening({ prisma, payees, clock, policy: config.payeeSafety });
-  const holds = createHoldService({ prisma, boss, queue: queuePolicy(config), policy: config.payeeSafety, clock, logger, metrics });
+  const holds = createHoldService({ prisma, boss, queue, policy: config.payeeSafety, clock, logger, metrics });
   const api = await startApi({
     services: {
       prisma,
       logger,
       metrics,
-      payments: createPaymentService({ prisma, boss, queue: queuePolicy(config), logger, metrics, screen }),
+      payments: createPaymentService({ prisma, boss, queue, logger, metrics, screen, clock }),
       payees,
       holds,
+      cancellation: createCancellation({ prisma, provider, holds, logger, metrics }),
+      standingOrders: createStandingOrders({ prisma, boss, queue, clock, logger, metrics }),
       accounts: createAccountService({ prisma, logger }),
       sendPaymentLimiter: limiterPool
         ? new RateLimiterPostgres({
@@ -224,7 +232,7 @@ export async function startWorkerRole(options: {
   now?: () => Date;
   /** Resolves webhook hosts (the system resolver by default). */
   resolveHost?: Resolver;
-  /** The time the hold expiry goes by; tests control it. */
+  /** What time it is: scheduled payments, standing orders, hold expiry; the system clock by default. */
   clock?: Clock;
 }): Promise<WorkerRole> {
   const { config, databaseUrl } = options;
@@ -247,15 +255,30 @@ export async function startWorkerRole(options: {
     { name: 'payments_provider_circuit_open', help: 'State of the circuit breaker around the provider', labelNames: ['state'] },
     () => [{ labels: { state: String(provider.circuitState()) }, value: 1 }],
   );
+  const clock = options.clock ?? systemClock;
+  const queue = queuePolicy(config);
+  const failpoints = createFailpoints(config.failpoints);
   await startWorkers({
     boss,
     prisma,
-    queue: queuePolicy(config),
+    queue,
     logger,
-    settlement: createSettlement({ prisma, provider, logger, metrics, failpoints: createFailpoints(config.failpoints) }),
+    settlement: createSettlement({ prisma, provider, logger, metrics, failpoints }),
+    clock,
     concurrency: config.workerConcurrency,
     pollingIntervalSeconds: options.pollingIntervalSeconds ?? 0.5,
     sweepMinAgeSeconds: config.queue.sweepMinAgeSeconds,
+  });
+  await startMoneyMovementWorkers({
+    boss,
+    queue,
+    logger,
+    scheduled: createScheduledExecution({ prisma, boss, queue, clock, policy: config.payeeSafety, logger, metrics }),
+    standingOrders: createStandingOrders({ prisma, boss, queue, clock, logger, metrics }),
+    providerFeed: createProviderFeed({ prisma, boss, provider, queue, logger, metrics, failpoints }),
+    providerEventsPollSeconds: config.queue.providerEventsPollSeconds,
+    concurrency: config.workerConcurrency,
+    pollingIntervalSeconds: options.pollingIntervalSeconds ?? 0.5,
   });
   await schedulePruning(boss, prisma, config, logger);
   const webhooks = await startWebhookWorker({

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { isCalendarDate } from './calendar.ts';
 import { userError, type UserError } from './errors.ts';
 
 /**
@@ -52,17 +53,44 @@ export const reference = z
 /** Who a payment goes to; also the input of checkPayee and addPayee. */
 export const recipientInput = z.object({ name: personName, sortCode, accountNumber });
 export type RecipientCommand = z.output<typeof recipientInput>;
+/** A London calendar date, `YYYY-MM-DD`. Whether it may be in the past is the service's to say (it has the clock). */
+export const calendarDate = z.string().trim().refine(isCalendarDate, 'must be a real date written YYYY-MM-DD');
+
+/** Keys of this shape name standing-order occurrences (`so:<order id>:<date>`); clients may not use them. */
+export const STANDING_ORDER_KEY_PREFIX = 'so:';
+
+const recipient = recipientInput;
 
 export const sendPaymentInput = z.object({
-  idempotencyKey,
+  idempotencyKey: idempotencyKey.refine((k) => !k.startsWith(STANDING_ORDER_KEY_PREFIX), 'must not start with "so:" (kept for standing orders)'),
   fromAccountId: uuid,
   amount: pence,
-  recipient: recipientInput,
+  recipient,
   reference: reference.nullish().transform((r) => r ?? null),
   /** Payee safety (issue 15): a Confirmation of Payee check of this recipient. Not part of the fingerprint. */
   payeeCheckId: uuid.nullish(),
+  executeOn: calendarDate.nullish().transform((d) => d ?? null),
 });
 export type SendPaymentCommand = z.output<typeof sendPaymentInput>;
+
+export const createStandingOrderInput = z
+  .object({
+    idempotencyKey,
+    fromAccountId: uuid,
+    amount: pence,
+    recipient,
+    reference: reference.nullish().transform((r) => r ?? null),
+    frequency: z.enum(['WEEKLY', 'MONTHLY'], { message: 'must be WEEKLY or MONTHLY' }),
+    firstPaymentOn: calendarDate,
+    lastPaymentOn: calendarDate.nullish().transform((d) => d ?? null),
+  })
+  .superRefine((order, ctx) => {
+    // Dates written YYYY-MM-DD compare as strings.
+    if (order.lastPaymentOn !== null && order.lastPaymentOn < order.firstPaymentOn) {
+      ctx.addIssue({ code: 'custom', path: ['lastPaymentOn'], message: 'must not be before firstPaymentOn' });
+    }
+  });
+export type CreateStandingOrderCommand = z.output<typeof createStandingOrderInput>;
 
 export const depositFundsInput = z.object({
   accountId: uuid,

@@ -26,7 +26,7 @@ describe('the audit', () => {
   it('passes on a consistent bank', async () => {
     const report = await audit({ prisma: stack.db, provider: provider() });
     expect(failing(report)).toEqual([]);
-    expect(report.checks).toHaveLength(11);
+    expect(report.checks).toHaveLength(13);
   });
 
   it('finds a balance that no longer matches its ledger', async () => {
@@ -103,7 +103,7 @@ describe('the audit', () => {
     });
     expect(response.status).toBe(201);
     expect(failing(await audit({ prisma: stack.db, provider: provider() }))).toEqual([
-      'every COMPLETED payment is at the provider exactly once, and no refunded one is',
+      'every COMPLETED or RETURNED payment is at the provider exactly once, and no other one is',
     ]);
 
     const run = promisify(execFile);
@@ -115,7 +115,7 @@ describe('the audit', () => {
       (error: { code: number; stdout: string }) => error,
     );
     expect(result.code).toBe(1);
-    expect(result.stdout).toContain(`payment ${cancelled.id} CANCELLED (refunded) but held by the provider`);
+    expect(result.stdout).toContain(`payment ${cancelled.id} CANCELLED (never sent or refunded) but held by the provider`);
     expect(result.stdout).toContain('INVARIANTS VIOLATED');
   });
 
@@ -168,5 +168,41 @@ describe('the audit', () => {
     } finally {
       await stack.db.$executeRaw`UPDATE daily_payment_totals SET used = used + 1 WHERE customer_id = ${alice.customerId}::uuid`;
     }
+  });
+});
+
+describe('the audit of money movement', () => {
+  it('finds a RETURNED payment without its return entry, a credit never credited and a standing-order occurrence missing', async () => {
+    const completed = await stack.db.payment.findFirstOrThrow({ where: { status: 'COMPLETED' } });
+    // (The test before left a payment PENDING for hours on purpose.)
+    const baseline = failing(await audit({ prisma: stack.db }));
+    const newly = (report: Awaited<ReturnType<typeof audit>>) => failing(report).filter((name) => !baseline.includes(name));
+    // A return recorded on the payment with no money back.
+    await stack.db.$executeRaw`UPDATE payments SET status = 'RETURNED', return_code = 'AC01' WHERE id = ${completed.id}::uuid`;
+    // A credit whose ledger entry is missing.
+    const account = await stack.db.account.findFirstOrThrow();
+    await stack.db.$executeRaw`INSERT INTO provider_credits (id, amount, currency, recipient_sort_code, recipient_account_number, sender_name, sender_sort_code, sender_account_number, outcome, account_id)
+      VALUES ('cr_audit', 500, 'GBP', ${account.sortCode}, ${account.accountNumber}, 'S', '401234', '87654321', 'CREDITED', ${account.id}::uuid)`;
+    // A standing order that says it made one occurrence, with none there.
+    await stack.db.$executeRaw`INSERT INTO standing_orders (account_id, idempotency_key, fingerprint, amount, recipient_name, recipient_sort_code, recipient_account_number, frequency, first_payment_on, occurrences_created, next_payment_on)
+      VALUES (${account.id}::uuid, 'audit-so', ${'f'.repeat(64)}, 100, 'R', '123456', '12345678', 'MONTHLY', '2027-01-31', 1, '2027-02-28')`;
+    try {
+      const report = await audit({ prisma: stack.db });
+      expect(newly(report)).toEqual([
+        'each payment has the ledger entries its status implies (a RETURNED one exactly one return entry)',
+        'every provider credit is credited once or returned, never both',
+        'every standing-order occurrence exists exactly once, on its date',
+      ]);
+      expect(report.checks[3]?.violations).toEqual([`payment ${completed.id} (RETURNED): 0 return entries`]);
+      expect(report.checks[4]?.violations).toEqual(['credit cr_audit (CREDITED): credited 0 times']);
+      expect(report.checks[5]?.violations).toEqual([expect.stringMatching(/occurrences none, expected 2027-01-31$/)]);
+    } finally {
+      await stack.db.$executeRaw`DELETE FROM standing_orders WHERE idempotency_key = 'audit-so'`;
+      await stack.db.$executeRaw`DELETE FROM provider_credits WHERE id = 'cr_audit'`;
+      await stack.db.$executeRaw`DELETE FROM payment_events WHERE payment_id = ${completed.id}::uuid AND status = 'RETURNED'`;
+      await stack.db.$executeRaw`UPDATE payments SET status = 'COMPLETED', return_code = NULL WHERE id = ${completed.id}::uuid`;
+      await stack.db.$executeRaw`DELETE FROM payment_events WHERE payment_id = ${completed.id}::uuid AND previous_status = 'RETURNED'`;
+    }
+    expect(newly(await audit({ prisma: stack.db }))).toEqual([]);
   });
 });

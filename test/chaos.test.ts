@@ -9,6 +9,12 @@ describe('the chaos run', () => {
     expect(schedule.flatMap((c) => c.actions).filter((a) => a.kind === 'restart-postgres')).toHaveLength(1);
     expect(schedule.flatMap((c) => c.actions).some((a) => a.kind === 'restart-api')).toBe(true);
     expect(schedule.flatMap((c) => c.actions).some((a) => a.kind === 'kill-worker')).toBe(true);
+    // Returns of accepted payments and inbound credits, some to accounts we do not have, are among the faults.
+    const actions = schedule.flatMap((c) => c.actions);
+    expect(actions.some((a) => a.kind === 'faults' && (a.faults.returnRate ?? 0) > 0)).toBe(true);
+    const credits = actions.flatMap((a) => (a.kind === 'credits' ? a.credits : []));
+    expect(credits.length).toBeGreaterThanOrEqual(100);
+    expect(credits.some((c) => c.account === null)).toBe(true);
   });
 
   it(
@@ -20,6 +26,7 @@ describe('the chaos run', () => {
       expect(result.table).toMatch(/event streams followed .*\| 4 accounts, [1-9]\d* events \(\d+\): ok \|/);
       // Some payments were held, and the operator reviewed every one of them during the run.
       expect(result.table).toMatch(/HELD for review: approved \/ rejected by the operator \(review retries\) *\| [1-9]\d*: \d+ \/ \d+ \(\d+\) \|/);
+      expect(result.table).toMatch(/inbound credits sent \(to unknown accounts\): credited \/ returned +\| \d+ \([1-9]\d*\): \d+ \/ [1-9]\d* \|/);
       expect(result.ok).toBe(true);
     },
     180_000,

@@ -1,38 +1,46 @@
+import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.ts';
-import { canTransition, isRefunded, isTerminal, PAYMENT_STATUSES } from '../src/payments/payment-status.ts';
+import { canTransition, isRefunded, isSettled, isTerminal, PAYMENT_STATUSES, type PaymentStatus } from '../src/payments/payment-status.ts';
 import { fingerprintOf } from '../src/payments/send-payment.ts';
 import { londonDay } from '../src/payments/limits.ts';
 import { parseInput, sendPaymentInput } from '../src/validation.ts';
 
 describe('the payment status machine', () => {
-  it('moves a payment out of PENDING to an end, out of HELD to PENDING or CANCELLED, and nowhere else', () => {
-    const allowed = ['PENDING>COMPLETED', 'PENDING>CANCELLED', 'PENDING>FAILED', 'HELD>PENDING', 'HELD>CANCELLED'];
+  it('moves a payment only along the lifecycle: SCHEDULED to its day, PENDING to settlement, HELD to review, COMPLETED to a return', () => {
+    const allowed = new Set([
+      'SCHEDULED>PENDING', 'SCHEDULED>CANCELLED', 'SCHEDULED>FAILED',
+      'PENDING>COMPLETED', 'PENDING>CANCELLED', 'PENDING>FAILED',
+      'HELD>PENDING', 'HELD>CANCELLED',
+      'COMPLETED>RETURNED',
+    ]);
     for (const from of PAYMENT_STATUSES) {
       for (const to of PAYMENT_STATUSES) {
-        expect(canTransition(from, to), `${from}>${to}`).toBe(allowed.includes(`${from}>${to}`));
+        expect(canTransition(from, to), `${from} > ${to}`).toBe(allowed.has(`${from}>${to}`));
       }
     }
   });
 
-  it('treats every status but PENDING as terminal, and refunds exactly CANCELLED and FAILED', () => {
-    expect(PAYMENT_STATUSES.filter(isTerminal)).toEqual(['COMPLETED', 'CANCELLED', 'FAILED']);
-    expect(PAYMENT_STATUSES.filter(isRefunded)).toEqual(['CANCELLED', 'FAILED']);
+  it('ends paymentUpdated at COMPLETED or any terminal status, and has the money back in CANCELLED, FAILED and RETURNED', () => {
+    expect(PAYMENT_STATUSES.filter(isTerminal)).toEqual(['CANCELLED', 'FAILED', 'RETURNED']);
+    expect(PAYMENT_STATUSES.filter(isSettled)).toEqual(['COMPLETED', 'CANCELLED', 'FAILED', 'RETURNED']);
+    expect(PAYMENT_STATUSES.filter(isRefunded)).toEqual(['CANCELLED', 'FAILED', 'RETURNED']);
   });
 
-  it('never reaches a second terminal status along any sequence of attempted transitions, held or not', () => {
+  it('changes a payment at most three times along any sequence of attempted transitions, and never leaves a terminal status', () => {
     fc.assert(
-      fc.property(fc.constantFrom('PENDING' as const, 'HELD' as const), fc.array(fc.constantFrom(...PAYMENT_STATUSES)), (start, attempts) => {
-        let status: (typeof PAYMENT_STATUSES)[number] = start;
+      fc.property(fc.constantFrom<PaymentStatus>('SCHEDULED', 'PENDING', 'HELD'), fc.array(fc.constantFrom(...PAYMENT_STATUSES)), (start, attempts) => {
+        let status = start;
         let changes = 0;
         for (const next of attempts) {
+          if (isTerminal(status)) expect(canTransition(status, next)).toBe(false);
           if (canTransition(status, next)) {
             status = next;
             changes++;
           }
         }
-        return changes <= (start === 'HELD' ? 2 : 1);
+        return changes <= 3;
       }),
     );
   });
@@ -59,6 +67,7 @@ describe('the idempotency fingerprint', () => {
     amount: 100,
     recipient: { name: 'Grace', sortCode: '123456', accountNumber: '12345678' },
     reference: null,
+    executeOn: null,
   };
 
   it('is the same for the same payment whatever the key, and differs for any other parameter', () => {
@@ -70,8 +79,17 @@ describe('the idempotency fingerprint', () => {
       { ...base, recipient: { ...base.recipient, sortCode: '123457' } },
       { ...base, recipient: { ...base.recipient, accountNumber: '12345679' } },
       { ...base, reference: 'x' },
+      { ...base, executeOn: '2030-01-02' },
+      { ...base, executeOn: '2030-01-03' },
     ];
     for (const v of variants) expect(fingerprintOf(v)).not.toBe(fingerprintOf(base));
+  });
+
+  it('is unchanged for a payment without executeOn, so keys used before scheduled payments existed still replay', () => {
+    const before = createHash('sha256')
+      .update(JSON.stringify([base.fromAccountId, base.amount, base.recipient.name, base.recipient.sortCode, base.recipient.accountNumber, base.reference]))
+      .digest('hex');
+    expect(fingerprintOf(base)).toBe(before);
   });
 
   it('does not let fields run into each other', () => {

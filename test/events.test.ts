@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished, vi } from 'vitest';
 import { comparePositions, decodeCursor, encodeCursor, START } from '../src/events/cursor.ts';
 import { startEventFeed } from '../src/events/feed.ts';
 import { prismaSql, pruneEvents, readEvents } from '../src/events/store.ts';
@@ -101,6 +101,9 @@ describe('commit order', () => {
 
   async function commitsOutOfOrder(stack: Stack) {
     const alice = await stack.newCustomer(10_000);
+    // A slow provider keeps the worker from settling these two itself while the test plays T1 and T2.
+    stack.emulator.setFaults({ latencyMs: 3_000 });
+    onTestFinished(() => void stack.emulator.setFaults({ latencyMs: 0 }));
     const first = await stack.send(alice.token, paymentInput(alice.accountId, { amount: 100 }));
     const later = await stack.send(alice.token, paymentInput(alice.accountId, { amount: 200 }));
     const sql = prismaSql(stack.db);

@@ -6,6 +6,7 @@ import { loadConfig, type Config } from '../src/config.ts';
 import { createPrisma, type PrismaClient } from '../src/db/prisma.ts';
 import { startEmulator, type RunningEmulator } from '../src/emulator/server.ts';
 import { createLogger, type Logger } from '../src/logger.ts';
+import type { Clock } from '../src/calendar.ts';
 import { startApiRole, startWorkerRole, type ApiRole, type WorkerRole } from '../src/roles.ts';
 import { withDatabase } from './global-setup.ts';
 
@@ -47,6 +48,7 @@ export function testConfig(env: Record<string, string> = {}): Config {
     PROVIDER_TIMEOUT_MS: '2000',
     SEND_PAYMENT_RATE_LIMIT_PER_MINUTE: '0',
     DATABASE_POOL_SIZE: '10',
+    PROVIDER_EVENTS_POLL_SECONDS: '1',
     ...env,
   });
 }
@@ -195,8 +197,8 @@ export async function startStack(
     onApiQuery?: (sql: string) => void;
     /** The worker's clock for webhook signatures and retry windows. */
     workerNow?: () => Date;
-    /** The API's and worker's clock for payee safety (limits, checks, new payees, hold expiry). */
-    clock?: () => Date;
+    /** The API's and the worker's clock (see `testClock`): London days, payee safety, hold expiry; the system clock by default. */
+    clock?: Clock;
   } = {},
 ): Promise<Stack> {
   const database = await createTestDatabase();
@@ -259,7 +261,7 @@ export async function startStack(
 }
 
 /** The environment of a worker process (`startRole('main-worker.ts', ...)`) on the stack's database and emulator. */
-export function workerProcessEnv(stack: Stack, extra: Record<string, string> = {}): Record<string, string> {
+export function workerProcessEnv(stack: Pick<Stack, 'databaseUrl' | 'emulator' | 'config'>, extra: Record<string, string> = {}): Record<string, string> {
   return {
     DATABASE_URL: stack.databaseUrl,
     AUTH_JWT_SECRET: TEST_SECRET,
@@ -267,6 +269,7 @@ export function workerProcessEnv(stack: Stack, extra: Record<string, string> = {
     PROVIDER_API_KEY: stack.config.providerApiKey,
     WORKER_PORT: '0',
     QUEUE_SUPERVISE_SECONDS: '1',
+    PAYMENT_RETRY_DELAY_SECONDS: '1',
     PROVIDER_TIMEOUT_MS: String(stack.config.providerTimeoutMs),
     ...extra,
   };
@@ -287,3 +290,29 @@ export async function rowCounts(db: PrismaClient) {
   ]);
   return { payments, ledger, jobs: Number(jobs[0]?.n ?? 0), balances: accounts.map((a) => `${a.id}:${a.balance}`) };
 }
+
+/**
+ * A clock for tests that runs at the speed of real time from a moment the test chooses: `set` jumps
+ * to another moment (e.g. a second before midnight in London), and time flows on from there, so a
+ * job due "at midnight" becomes due a second later in real time.
+ */
+export function testClock(start: Date = new Date()): Clock & { set(moment: Date): void } {
+  let offset = start.getTime() - Date.now();
+  return {
+    now: () => new Date(Date.now() + offset),
+    set(moment: Date) {
+      offset = moment.getTime() - Date.now();
+    },
+  };
+}
+
+/** Calls the emulator's admin and provider endpoints (returns, credits) over HTTP. */
+export async function emulatorCall(stack: Pick<Stack, 'emulator' | 'config'>, method: string, path: string, body?: unknown): Promise<{ status: number; json: unknown }> {
+  const response = await fetch(`${stack.emulator.url}${path}`, {
+    method,
+    headers: { 'x-api-key': stack.config.providerApiKey, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: response.status, json: await response.json() };
+}
+

@@ -19,7 +19,7 @@ const HOUR = 3600_000;
 let stack: Stack;
 let holds: HoldService;
 let frozenAt: number | null = null;
-const now = () => new Date(frozenAt ?? Date.now());
+const now = { now: () => new Date(frozenAt ?? Date.now()) };
 beforeAll(async () => {
   stack = await startStack({ clock: now, env: { REVIEW_THRESHOLD: String(REVIEW_THRESHOLD), HOLD_MAX_HOURS: String(HOLD_HOURS) } });
   const boss = stack.worker?.boss;

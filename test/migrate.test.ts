@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { cp, mkdtemp, writeFile, mkdir } from 'node:fs/promises';
+import { cp, mkdtemp, writeFile, mkdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -58,7 +58,10 @@ describe('the migration runner', () => {
       'payment_event_retention',
       'payment_events',
       'payments',
+      'provider_credits',
+      'provider_event_cursor',
       'rate_limits',
+      'standing_orders',
       'webhook_deliveries',
       'webhook_dispatch_cursor',
       'webhook_endpoints',
@@ -101,5 +104,29 @@ describe('the migration runner', () => {
     expect(broken.rowCount).toBe(0);
     const table = await db.client.query("SELECT to_regclass('public.half_done') AS t");
     expect(table.rows[0].t).toBeNull();
+  });
+});
+
+describe('the money movement migration', () => {
+  it('adds the new statuses and tables to a database that already holds payments, which keep their history', async () => {
+    const db = await emptyDatabase();
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'migrations-'));
+    await cp(MIGRATIONS_DIR, dir, { recursive: true });
+    await rm(path.join(dir, '20261125040000_money_movement'), { recursive: true });
+    await migrate(db.url, dir);
+    await db.client.query(`INSERT INTO customers (id, name) VALUES ('00000000-0000-4000-8000-000000000001', 'Old')`);
+    await db.client.query(`INSERT INTO accounts (id, customer_id, name, sort_code, account_number, balance)
+      VALUES ('00000000-0000-4000-8000-000000000002', '00000000-0000-4000-8000-000000000001', 'Main', '608371', '12345678', 0)`);
+    await db.client.query(`INSERT INTO payments (id, account_id, idempotency_key, fingerprint, amount, recipient_name, recipient_sort_code, recipient_account_number, status)
+      VALUES ('00000000-0000-4000-8000-000000000003', '00000000-0000-4000-8000-000000000002', 'k', repeat('a', 64), 100, 'R', '123456', '12345678', 'COMPLETED')`);
+
+    expect(await migrate(db.url)).toEqual(['20261125040000_money_movement']);
+    const statuses = await db.client.query(`SELECT enum_range(NULL::"PaymentStatus")::text AS s, enum_range(NULL::"LedgerEntryKind")::text AS k`);
+    expect(statuses.rows[0]).toEqual({ s: '{SCHEDULED,PENDING,COMPLETED,CANCELLED,FAILED,RETURNED}', k: '{DEPOSIT,PAYMENT_DEBIT,PAYMENT_REFUND,PAYMENT_RETURN,INBOUND_CREDIT}' });
+    const old = await db.client.query(`SELECT status::text, execute_on, return_code, standing_order_id FROM payments`);
+    expect(old.rows).toEqual([{ status: 'COMPLETED', execute_on: null, return_code: null, standing_order_id: null }]);
+    // The new values are usable once the migration has committed.
+    await db.client.query(`UPDATE payments SET status = 'RETURNED', return_code = 'AC01'`);
+    expect((await db.client.query(`SELECT cursor FROM provider_event_cursor`)).rows).toEqual([{ cursor: null }]);
   });
 });

@@ -20,7 +20,7 @@ let stack: Stack;
 let offsetMs = 0;
 /** When set, the clock stands still there (for boundaries to the millisecond). */
 let frozenAt: number | null = null;
-const now = () => new Date(frozenAt ?? Date.now() + offsetMs);
+const now = { now: () => new Date(frozenAt ?? Date.now() + offsetMs) };
 beforeAll(async () => {
   stack = await startStack({
     worker: false,

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { systemClock } from '../src/calendar.ts';
 import { sweepOrphanedPayments } from '../src/jobs/sweeper.ts';
 import { queuePolicy, startBoss } from '../src/roles.ts';
 import { paymentInput, startStack, type Stack } from './helpers.ts';
@@ -33,7 +34,7 @@ describe('the sweeper', () => {
     await stack.db.$executeRaw`DELETE FROM pgboss.job WHERE id = ${paymentId}::uuid`;
     expect(await liveJobs(paymentId)).toBe(0);
 
-    const sweep = () => sweepOrphanedPayments({ prisma: stack.db, boss, queue: queuePolicy(stack.config), minAgeSeconds: 0, logger: stack.logger });
+    const sweep = () => sweepOrphanedPayments({ prisma: stack.db, boss, queue: queuePolicy(stack.config), minAgeSeconds: 0, clock: systemClock, logger: stack.logger });
     expect(await sweep()).toEqual([paymentId]);
     expect(await sweep()).toEqual([]);
     expect(await liveJobs(paymentId)).toBe(1);
@@ -51,9 +52,9 @@ describe('the sweeper', () => {
     try {
       const sent = await stack.send(alice.token, paymentInput(alice.accountId));
       const paymentId = sent.payment?.id ?? '';
-      expect(await sweepOrphanedPayments({ prisma: stack.db, boss, queue: queuePolicy(stack.config), minAgeSeconds: 0, logger: stack.logger })).not.toContain(paymentId);
+      expect(await sweepOrphanedPayments({ prisma: stack.db, boss, queue: queuePolicy(stack.config), minAgeSeconds: 0, clock: systemClock, logger: stack.logger })).not.toContain(paymentId);
       await stack.db.$executeRaw`DELETE FROM pgboss.job WHERE data->>'paymentId' = ${paymentId}`;
-      expect(await sweepOrphanedPayments({ prisma: stack.db, boss, queue: queuePolicy(stack.config), minAgeSeconds: 3600, logger: stack.logger })).toEqual([]);
+      expect(await sweepOrphanedPayments({ prisma: stack.db, boss, queue: queuePolicy(stack.config), minAgeSeconds: 3600, clock: systemClock, logger: stack.logger })).toEqual([]);
     } finally {
       stack.emulator.setFaults({ errorRate: 0 });
     }

@@ -22,13 +22,14 @@ import { startRole, type RoleProcess } from './processes.ts';
 /**
  * A Jepsen-style bank workload against real processes: 2 API processes, 2 workers, the provider
  * emulator and PostgreSQL. Concurrent payments across many accounts (some to rejected
- * recipients, some replays of an earlier key) while the schedule injects provider faults, kills
- * and restarts workers, restarts an API process and restarts PostgreSQL once. Payments of
- * REVIEW_THRESHOLD or more are HELD, and an operator reviews them throughout (approving those of
- * an even amount, rejecting the others). Then the faults are lifted, every payment must reach a
- * terminal status within a deadline, and the audit runs. A webhook receiver on 127.0.0.1,
- * registered for a few accounts, must by then have had every event of those accounts at least
- * once, each with a valid signature.
+ * recipients, some replays of an earlier key), inbound credits (some to accounts we do not have)
+ * and returns of accepted payments by the recipient's bank, while the schedule injects provider
+ * faults, kills and restarts workers, restarts an API process and restarts PostgreSQL once.
+ * Payments of REVIEW_THRESHOLD or more are HELD, and an operator reviews them throughout
+ * (approving those of an even amount, rejecting the others). Then the faults are lifted, every
+ * payment must reach a terminal status within a deadline, and the audit runs. A webhook receiver
+ * on 127.0.0.1, registered for a few accounts, must by then have had every event of those
+ * accounts at least once, each with a valid signature.
  *
  * The seed fixes the workload and the schedule (what happens after how many payments); the
  * operating system still decides the interleavings, as it would in production.
@@ -53,6 +54,7 @@ export interface ChaosResult {
 
 type Action =
   | { kind: 'faults'; faults: Record<string, number> }
+  | { kind: 'credits'; credits: PlannedCredit[] }
   | { kind: 'kill-worker'; index: number }
   | { kind: 'restart-api'; index: number }
   | { kind: 'restart-postgres' };
@@ -63,6 +65,13 @@ interface PlannedPayment {
   rejected: boolean;
   /** Index of an earlier planned payment whose request this one repeats, key and all. */
   replayOf: number | null;
+}
+
+/** Money coming in from outside: to one of our accounts, or to an account number we do not have. */
+interface PlannedCredit {
+  /** Index of the receiving account; null for an account we do not have (it must be sent back). */
+  account: number | null;
+  amount: number;
 }
 
 const API_KEY = 'chaos-provider-key';
@@ -96,6 +105,7 @@ export function plan(seed: number, payments: number) {
   const schedule: Array<{ at: number; actions: Action[] }> = [];
   const checkpoints = 10;
   const postgresAt = Math.floor(checkpoints / 2);
+  let creditsPlanned = 0;
   for (let c = 1; c <= checkpoints; c++) {
     const faults = {
       errorRate: int(0, 30) / 100,
@@ -103,8 +113,16 @@ export function plan(seed: number, payments: number) {
       timeoutRate: int(0, 8) / 100,
       acceptThenFailRate: int(0, 20) / 100,
       latencyMs: int(0, 40),
+      // The recipient's bank sends some accepted payments back a little later.
+      returnRate: int(0, 10) / 100,
+      returnDelayMs: int(50, 1_000),
     };
-    const actions: Action[] = [{ kind: 'faults', faults }];
+    // Money coming in alongside: one credit per 5 payments, one in ten to an account we do not have.
+    const credits: PlannedCredit[] = Array.from({ length: Math.ceil(payments / 5 / checkpoints) }, () => ({
+      account: creditsPlanned++ % 10 === 3 ? null : int(0, ACCOUNTS - 1),
+      amount: int(1, 30_000),
+    }));
+    const actions: Action[] = [{ kind: 'faults', faults }, { kind: 'credits', credits }];
     const crash = int(0, 2);
     if (crash === 0 || c === 2) actions.push({ kind: 'restart-api', index: int(0, 1) });
     else actions.push({ kind: 'kill-worker', index: int(0, 1) });
@@ -132,6 +150,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     approved: 0,
     rejected: 0,
     reviewRetries: 0,
+    creditsSent: 0,
+    creditsToUnknown: 0,
   };
 
   const dir = await mkdtemp(path.join(os.tmpdir(), 'payments-chaos-'));
@@ -170,6 +190,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       WEBHOOK_RETRY_DELAY_MS: '200',
       WEBHOOK_RETRY_DELAY_MAX_MS: '2000',
       WEBHOOK_DISPATCH_INTERVAL_MS: '100',
+      PROVIDER_EVENTS_POLL_SECONDS: '1',
       // info: the runner learns that a process is ready from its log line.
       LOG_LEVEL: 'info',
     };
@@ -239,14 +260,15 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       });
       return (await response.json()) as { data?: Record<string, unknown> | null; errors?: Array<{ extensions?: { code?: string } }> };
     };
-    const accounts: Array<{ accountId: string; token: string }> = [];
+    const accounts: Array<{ accountId: string; token: string; sortCode: string; accountNumber: string }> = [];
     for (let i = 0; i < ACCOUNTS; i++) {
       const c = await graphql(apiUrl(0), operator, 'mutation($n: String!) { createCustomer(input: { name: $n }) { id } }', { n: `Chaos ${i}` });
       const customerId = (c.data?.createCustomer as { id: string }).id;
-      const a = await graphql(apiUrl(0), operator, 'mutation($c: ID!) { openAccount(input: { customerId: $c, name: "Main" }) { id } }', { c: customerId });
-      const accountId = (a.data?.openAccount as { id: string }).id;
+      const a = await graphql(apiUrl(0), operator, 'mutation($c: ID!) { openAccount(input: { customerId: $c, name: "Main" }) { id sortCode accountNumber } }', { c: customerId });
+      const opened = a.data?.openAccount as { id: string; sortCode: string; accountNumber: string };
+      const accountId = opened.id;
       await graphql(apiUrl(0), operator, 'mutation($a: ID!, $p: Money!) { depositFunds(input: { accountId: $a, amount: $p, idempotencyKey: "chaos-funding" }) { id } }', { a: accountId, p: FUNDING });
-      accounts.push({ accountId, token: await signToken({ role: 'customer', customerId }, secret, 3600) });
+      accounts.push({ accountId, sortCode: opened.sortCode, accountNumber: opened.accountNumber, token: await signToken({ role: 'customer', customerId }, secret, 3600) });
     }
 
     // A few accounts' event streams followed throughout, as integrators would, across restarts.
@@ -358,12 +380,33 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       await start(index);
     };
 
+    const sendCredits = async (credits: PlannedCredit[]) => {
+      for (const credit of credits) {
+        const to = credit.account === null ? null : accounts[credit.account];
+        const response = await fetch(`${providerUrl}/admin/credits`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'x-api-key': API_KEY },
+          body: JSON.stringify({
+            amount: credit.amount,
+            recipient: to ? { sortCode: to.sortCode, accountNumber: to.accountNumber } : { sortCode: accounts[0]!.sortCode, accountNumber: String(10_000_000 + counters.creditsSent) },
+            sender: { name: 'Chaos Payer', sortCode: '401234', accountNumber: '87654321' },
+            reference: `chaos credit ${counters.creditsSent}`,
+          }),
+        });
+        if (!response.ok) throw new Error(`queuing a credit failed: ${response.status}`);
+        counters.creditsSent++;
+        if (!to) counters.creditsToUnknown++;
+      }
+    };
+
     const runAction = async (action: Action) => {
-      log(`  chaos: ${JSON.stringify(action)}`);
+      log(`  chaos: ${action.kind === 'credits' ? `${action.credits.length} inbound credits` : JSON.stringify(action)}`);
       switch (action.kind) {
         case 'faults':
           counters.faultChanges++;
           return setFaults(action.faults);
+        case 'credits':
+          return sendCredits(action.credits);
         case 'kill-worker':
           counters.workerKills++;
           return killAndRestart(workers, action.index, startWorker);
@@ -489,6 +532,24 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     const invalid = [...arrived.values()].reduce((n, a) => n + a.invalid, 0);
     if (invalid > 0) problems.push(`${invalid} webhook requests had an invalid signature`);
     const webhookRequests = [...arrived.values()].reduce((n, a) => n + a.valid + a.invalid, 0);
+
+    // Every credit read from the provider's feed and resolved; every return the provider made applied.
+    const providerGet = async (path: string) => (await fetch(`${providerUrl}${path}`, { headers: { 'x-api-key': API_KEY } })).json();
+    let unresolved = '';
+    while (Date.now() < deadline + 60_000) {
+      const returnedThere = ((await providerGet('/admin/payments')) as Array<{ idempotencyKey: string; returnCode: string | null }>).filter((p) => p.returnCode);
+      const [recorded, returning, returnedHere] = await Promise.all([
+        prisma.providerCredit.count(),
+        prisma.providerCredit.count({ where: { outcome: 'RETURNING' } }),
+        prisma.payment.count({ where: { status: 'RETURNED' } }),
+      ]).catch(() => [0, 0, 0]);
+      unresolved = recorded === counters.creditsSent && returning === 0 && returnedHere === returnedThere.length
+        ? ''
+        : `credits recorded ${recorded}/${counters.creditsSent}, ${returning} still being returned; returns applied ${returnedHere}/${returnedThere.length}`;
+      if (unresolved === '') break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    if (unresolved !== '') problems.push(`the provider's events were not all applied: ${unresolved}`);
     sampling = false;
     await sampler;
     if (samples.negative > 0) problems.push(`${samples.negative} negative balances sampled`);
@@ -534,6 +595,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       [
         'payments HELD for review: approved / rejected by the operator (review retries)',
         `${heldAtStart}: ${reviewed?.approved ?? 0} / ${reviewed?.rejected ?? 0} (${counters.reviewRetries})`,
+      ],
+      ['payments RETURNED by the recipient bank (returnRate)', count('RETURNED')],
+      [
+        'inbound credits sent (to unknown accounts): credited / returned',
+        `${counters.creditsSent} (${counters.creditsToUnknown}): ${await prisma.providerCredit.count({ where: { outcome: 'CREDITED' } })} / ${await prisma.providerCredit.count({ where: { outcome: 'RETURNED' } })}`,
       ],
       ['refused: INSUFFICIENT_FUNDS', refusals],
       ['provider fault settings applied', counters.faultChanges],

@@ -11,12 +11,17 @@ import { HELD_NAMES, heldNameKey, matchPayeeName } from './payee-names.ts';
  *   POST /v1/payments                     201 new, 200 replay, 422 same key other body, 400 invalid
  *   GET  /v1/payments/:idempotencyKey     200 record, 404 unknown, 410 voided
  *   POST /v1/payments/:idempotencyKey/void 200 voided (never accepted afterwards), 409 already accepted
+ *   GET  /v1/events?after=&limit=          returns and inbound credits, oldest first: {events, next}
+ *   POST /v1/credits/:id/return            200 sends an inbound credit back (idempotent), 404 unknown
  *   PUT  /admin/faults  GET /admin/faults  GET /admin/payments
  *   POST /v1/payee-checks {name, sortCode, accountNumber}  200 {result, matchedName} (payee-names.ts);
  *        503 {result: "UNAVAILABLE"} under an injected error
  *   PUT  /admin/payee-names {sortCode, accountNumber, name}  the name held for an account
+ *   POST /admin/payments/:key/return       returns an accepted payment (event payment.returned)
+ *   POST /admin/credits  GET /admin/credits queues an inbound credit (event credit.received) / lists them
  *
  * Every request needs `x-api-key`. A recipient sort code of 000000 is always rejected (400).
+ * With the `returnRate` fault, that share of newly accepted payments is returned `returnDelayMs` later.
  */
 
 export const faultsSchema = z
@@ -30,6 +35,10 @@ export const faultsSchema = z
     retryAfterSeconds: z.number().int().min(0).max(3600).default(1),
     /** Extension: the next N `POST /v1/payments` answer 500 before recording anything. */
     failNextCreates: z.number().int().min(0).default(0),
+    /** The share of newly accepted payments that the recipient's bank returns a little later. */
+    returnRate: z.number().min(0).max(1).default(0),
+    /** Extension: how much later (ms) a payment picked by `returnRate` is returned. */
+    returnDelayMs: z.number().int().min(0).max(600_000).default(500),
   })
   .strict();
 export type Faults = z.output<typeof faultsSchema>;
@@ -50,6 +59,35 @@ const paymentRequest = z.object({
 type PaymentRequest = z.output<typeof paymentRequest>;
 const payeeCheckRequest = party;
 
+const creditRequest = z.object({
+  amount: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
+  currency: z.string().length(3).default('GBP'),
+  recipient: z.object({ sortCode: z.string().min(1).max(20), accountNumber: z.string().min(1).max(20) }),
+  sender: party,
+  reference: z.string().max(18).nullish().transform((r) => r ?? null),
+});
+type CreditRequest = z.output<typeof creditRequest>;
+
+interface StoredCredit extends CreditRequest {
+  id: string;
+  receivedAt: string;
+  /** Set once the bank sent it back (POST /v1/credits/:id/return). */
+  returned: { reason: string; at: string; requests: number } | null;
+}
+
+/**
+ * One entry of the feed. `cursor` orders the feed (as strings too) and is what `next` hands out;
+ * the event's own `id` is the return's id or, for a credit, the credit's id (for its return).
+ */
+interface FeedEvent {
+  cursor: string;
+  body: { id: string; type: 'payment.returned'; idempotencyKey: string; returnCode: string } | ({ id: string; type: 'credit.received' } & CreditRequest);
+}
+
+const MAX_EVENTS_PAGE = 500;
+/** The return code used for returns picked by `returnRate` (Bacs/FPS "account closed"). */
+const RANDOM_RETURN_CODE = 'AC04';
+
 interface StoredPayment {
   id: string;
   idempotencyKey: string;
@@ -59,6 +97,8 @@ interface StoredPayment {
   acceptedAt: string;
   /** How many POSTs for this key reached the emulator (1 for a payment sent exactly once). */
   createRequests: number;
+  /** Set once the recipient's bank returned it. */
+  returned: { returnCode: string; at: string } | null;
 }
 
 export interface EmulatorOptions {
@@ -82,9 +122,9 @@ const HANG_MS = 120_000;
 
 function parseJson(raw: string): unknown {
   try {
-    return JSON.parse(raw);
+    return JSON.parse(raw || '{}');
   } catch {
-    return undefined;
+    return null;
   }
 }
 
@@ -92,9 +132,23 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
   const random = options.random ?? Math.random;
   const payments = new Map<string, StoredPayment>();
   const voided = new Set<string>();
+  const credits = new Map<string, StoredCredit>();
+  const events: FeedEvent[] = [];
+  const timers = new Set<NodeJS.Timeout>();
   let faults: Faults = faultsSchema.parse(options.faults ?? {});
   const heldNames = new Map(Object.entries(HELD_NAMES));
   let sequence = 0;
+  let eventSequence = 0;
+  let creditSequence = 0;
+  const nextCursor = () => `c_${(++eventSequence).toString().padStart(12, '0')}`;
+
+  /** Returns an accepted payment; a second return of the same payment changes nothing. */
+  function returnPayment(record: StoredPayment, returnCode: string): void {
+    if (record.returned) return;
+    record.returned = { returnCode, at: new Date().toISOString() };
+    const cursor = nextCursor();
+    events.push({ cursor, body: { id: `rt_${cursor.slice(2)}`, type: 'payment.returned', idempotencyKey: record.idempotencyKey, returnCode } });
+  }
 
   const send = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) => {
     if (res.destroyed) return;
@@ -163,8 +217,16 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
       body,
       acceptedAt: new Date().toISOString(),
       createRequests: 1,
+      returned: null,
     };
     payments.set(key, record);
+    if (faults.returnRate > 0 && random() < faults.returnRate) {
+      const timer = setTimeout(() => {
+        timers.delete(timer);
+        returnPayment(record, RANDOM_RETURN_CODE);
+      }, faults.returnDelayMs);
+      timers.add(timer);
+    }
     if (random() < faults.acceptThenFailRate) return error(res, 500, 'INJECTED_ERROR', 'accepted, then failed');
     return send(res, 201, publicRecord(record));
   }
@@ -188,8 +250,53 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
       return send(
         res,
         200,
-        [...payments.values()].map((p) => ({ ...publicRecord(p), ...p.request, acceptedAt: p.acceptedAt, createRequests: p.createRequests })),
+        [...payments.values()].map((p) => ({
+          ...publicRecord(p),
+          ...p.request,
+          acceptedAt: p.acceptedAt,
+          createRequests: p.createRequests,
+          returnCode: p.returned?.returnCode ?? null,
+        })),
       );
+    }
+    const adminReturn = /^\/admin\/payments\/([^/]+)\/return$/.exec(path);
+    if (adminReturn && method === 'POST') {
+      const record = payments.get(decodeURIComponent(adminReturn[1] ?? ''));
+      if (!record) return error(res, 404, 'NOT_FOUND', 'no accepted payment with this key');
+      const body = z.object({ returnCode: z.string().min(1).max(35) }).safeParse(parseJson(raw));
+      if (!body.success) return error(res, 400, 'INVALID_RETURN', 'returnCode is required');
+      returnPayment(record, body.data.returnCode);
+      return send(res, 200, { ...publicRecord(record), returnCode: record.returned?.returnCode ?? body.data.returnCode });
+    }
+    if (path === '/admin/credits' && method === 'POST') {
+      const body = creditRequest.safeParse(parseJson(raw));
+      if (!body.success) {
+        const issue = body.error.issues[0];
+        return error(res, 400, 'INVALID_CREDIT', `${issue?.path.join('.') ?? 'body'}: ${issue?.message ?? 'invalid'}`);
+      }
+      const credit: StoredCredit = { ...body.data, id: `cr_${(++creditSequence).toString().padStart(10, '0')}`, receivedAt: new Date().toISOString(), returned: null };
+      credits.set(credit.id, credit);
+      events.push({ cursor: nextCursor(), body: { id: credit.id, type: 'credit.received', ...body.data } });
+      return send(res, 201, { id: credit.id });
+    }
+    if (path === '/admin/credits' && method === 'GET') return send(res, 200, [...credits.values()]);
+
+    if (path === '/v1/events' && method === 'GET') {
+      if (await injectFault(res)) return;
+      const after = url.searchParams.get('after') ?? '';
+      const limit = Math.min(Math.max(Number(url.searchParams.get('limit') ?? 100) || 100, 1), MAX_EVENTS_PAGE);
+      const page = events.filter((e) => e.cursor > after).slice(0, limit);
+      return send(res, 200, { events: page.map((e) => e.body), next: page.at(-1)?.cursor ?? (after || null) });
+    }
+    const creditReturn = /^\/v1\/credits\/([^/]+)\/return$/.exec(path);
+    if (creditReturn && method === 'POST') {
+      if (await injectFault(res)) return;
+      const credit = credits.get(decodeURIComponent(creditReturn[1] ?? ''));
+      if (!credit) return error(res, 404, 'NOT_FOUND', 'no such credit');
+      const reason = z.object({ reason: z.string().max(100) }).safeParse(parseJson(raw));
+      if (credit.returned) credit.returned.requests += 1;
+      else credit.returned = { reason: reason.success ? reason.data.reason : 'unspecified', at: new Date().toISOString(), requests: 1 };
+      return send(res, 200, { id: credit.id, status: 'returned' });
     }
 
     if (path === '/admin/payee-names' && method === 'PUT') {
@@ -272,6 +379,7 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
     },
     close: () =>
       new Promise<void>((resolve) => {
+        for (const timer of timers) clearTimeout(timer);
         server.closeAllConnections();
         server.close(() => resolve());
       }),

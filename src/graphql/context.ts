@@ -7,6 +7,8 @@ import type { Metrics } from '../ops/metrics.ts';
 import type { PaymentService } from '../payments/send-payment.ts';
 import type { HoldService } from '../payments/holds.ts';
 import type { PayeeService } from '../payees/payees.ts';
+import type { Cancellation } from '../payments/cancel.ts';
+import type { StandingOrders } from '../payments/standing-orders.ts';
 import type { EventFeed } from '../events/feed.ts';
 import type { WebhookService } from '../webhooks/endpoints.ts';
 import { forbidden, unauthenticated } from './errors.ts';
@@ -17,6 +19,8 @@ import type { Loaders } from './loaders.ts';
 export interface Services {
   prisma: PrismaClient;
   payments: PaymentService;
+  cancellation: Cancellation;
+  standingOrders: StandingOrders;
   accounts: AccountService;
   /** Payee checks and saved payees (issue 15). */
   payees: PayeeService;

@@ -1,13 +1,14 @@
 import type { Resolvers } from './generated/types.ts';
 import { z } from 'zod';
 import { RateLimiterRes } from 'rate-limiter-flexible';
-import type { Account, Customer, LedgerEntry, OperatorAction, Payee, PayeeCheck, Payment } from '../db/prisma.ts';
+import type { Account, Customer, LedgerEntry, OperatorAction, Payee, PayeeCheck, Payment, StandingOrder } from '../db/prisma.ts';
+import type { Prisma } from '../generated/prisma/client.ts';
 import { userError } from '../errors.ts';
 import { customerAttemptDetail, customerFailureReason } from '../payments/outcomes.ts';
 import type { SendPaymentResult } from '../payments/send-payment.ts';
 import { ownedAccountWhere, requireCustomer, requireOperator, requireViewer, type Context } from './context.ts';
 import { afterCreatedAtId, connection, decodeCursor, serialCursorKey, pageSize, paymentCursorKey } from './pagination.ts';
-import { DateTimeScalar, MoneyScalar } from './scalars.ts';
+import { DateScalar, DateTimeScalar, MoneyScalar } from './scalars.ts';
 import { eventResolvers } from './events.ts';
 import { subscriptionResolvers } from './subscriptions.ts';
 import { webhookResolvers } from './webhooks.ts';
@@ -39,9 +40,34 @@ async function sendPaymentLimited(ctx: Context, customerId: string, input: unkno
   return ctx.payments.sendPayment(customerId, input, ctx.logger);
 }
 
+/** A page of payments, newest first, of those matching `where` (an account's, a standing order's). */
+async function paymentPage(ctx: Context, where: Prisma.PaymentWhereInput, args: { first?: number | null; after?: string | null }) {
+  const limit = pageSize(args.first);
+  const after = decodeCursor(args.after, paymentCursorKey);
+  const rows = await ctx.prisma.payment.findMany({
+    where: { ...where, ...afterCreatedAtId(after) },
+    orderBy: [{ createdAt: 'desc' }, { id: 'desc' }],
+    take: limit + 1,
+  });
+  return connection(rows, limit, (p) => [p.createdAt.toISOString(), p.id], args.after);
+}
+
+async function accountOf(ctx: Context, owner: { accountId: string }, what: string): Promise<Account> {
+  const account = await ctx.loaders.account.load(owner.accountId);
+  if (!account) throw new Error(`account ${owner.accountId} of ${what} not found`);
+  return account;
+}
+
+const recipientOf = (row: { recipientName: string; recipientSortCode: string; recipientAccountNumber: string }) => ({
+  name: row.recipientName,
+  sortCode: row.recipientSortCode,
+  accountNumber: row.recipientAccountNumber,
+});
+
 export const resolvers: Resolvers = {
   Money: MoneyScalar,
   DateTime: DateTimeScalar,
+  Date: DateScalar,
 
   Query: {
     me: async (_, __, ctx): Promise<Customer | null> => {
@@ -115,6 +141,18 @@ export const resolvers: Resolvers = {
       ctx.events.wake();
       return payment;
     },
+    cancelPayment: async (_: unknown, args: { paymentId: string }, ctx: Context) => {
+      const result = await ctx.cancellation.cancelPayment(requireCustomer(ctx), args.paymentId, ctx.logger);
+      if (result.payment) ctx.events.wake();
+      return result;
+    },
+    createStandingOrder: (_: unknown, args: { input: unknown }, ctx: Context) =>
+      ctx.standingOrders.create(requireCustomer(ctx), args.input, ctx.logger),
+    cancelStandingOrder: async (_: unknown, args: { id: string }, ctx: Context) => {
+      const order = await ctx.standingOrders.cancel(requireCustomer(ctx), args.id, ctx.logger);
+      ctx.events.wake();
+      return order;
+    },
   },
 
   Subscription: { ...subscriptionResolvers, ...eventResolvers.Subscription },
@@ -137,20 +175,10 @@ export const resolvers: Resolvers = {
   },
 
   Account: {
-    payments: async (account, args, ctx) => {
-      const limit = pageSize(args.first);
-      const after = decodeCursor(args.after, paymentCursorKey);
-      const rows = await ctx.prisma.payment.findMany({
-        where: {
-          accountId: account.id,
-          ...(args.status ? { status: args.status } : {}),
-          ...afterCreatedAtId(after),
-        },
-        orderBy: [{ createdAt: 'desc' }, { id: 'desc' }],
-        take: limit + 1,
-      });
-      return connection(rows, limit, (p) => [p.createdAt.toISOString(), p.id], args.after);
-    },
+    payments: (account, args, ctx) =>
+      paymentPage(ctx, { accountId: account.id, ...(args.status ? { status: args.status } : {}) }, args),
+    standingOrders: (account: Account, _: unknown, ctx: Context) =>
+      ctx.prisma.standingOrder.findMany({ where: { accountId: account.id }, orderBy: [{ createdAt: 'asc' }, { id: 'asc' }] }),
     ledger: async (account, args, ctx) => {
       const limit = pageSize(args.first);
       const after = decodeCursor(args.after, serialCursorKey);
@@ -167,16 +195,10 @@ export const resolvers: Resolvers = {
   WebhookEndpoint: webhookResolvers.WebhookEndpoint,
 
   Payment: {
-    account: async (payment: Payment, _: unknown, ctx: Context): Promise<Account> => {
-      const account = await ctx.loaders.account.load(payment.accountId);
-      if (!account) throw new Error(`account ${payment.accountId} of payment ${payment.id} not found`);
-      return account;
-    },
-    recipient: (payment: Payment) => ({
-      name: payment.recipientName,
-      sortCode: payment.recipientSortCode,
-      accountNumber: payment.recipientAccountNumber,
-    }),
+    account: (payment: Payment, _: unknown, ctx: Context): Promise<Account> => accountOf(ctx, payment, `payment ${payment.id}`),
+    recipient: recipientOf,
+    standingOrder: (payment: Payment, _: unknown, ctx: Context) =>
+      payment.standingOrderId ? ctx.prisma.standingOrder.findUnique({ where: { id: payment.standingOrderId } }) : null,
     failureReason: (payment: Payment) => customerFailureReason(payment.status, payment.failureReason),
     attempts: async (payment: Payment, _: unknown, ctx: Context) => {
       const rows = await ctx.loaders.attempts.load(payment.id);
@@ -197,9 +219,27 @@ export const resolvers: Resolvers = {
     id: (action: OperatorAction) => action.id.toString(),
   },
 
+  StandingOrder: {
+    account: (order: StandingOrder, _: unknown, ctx: Context): Promise<Account> => accountOf(ctx, order, `standing order ${order.id}`),
+    recipient: recipientOf,
+    payments: (order, args, ctx) => paymentPage(ctx, { standingOrderId: order.id }, args),
+  },
+
   LedgerEntry: {
     id: (entry: LedgerEntry) => entry.id.toString(),
     payment: (entry: LedgerEntry, _: unknown, ctx: Context) =>
       entry.paymentId ? ctx.loaders.payment.load(entry.paymentId) : null,
+    // The sender of a credit was stored with it; a payment's entries show the payment's recipient.
+    counterparty: async (entry: LedgerEntry, _: unknown, ctx: Context) => {
+      if (entry.counterpartyName !== null && entry.counterpartySortCode !== null && entry.counterpartyAccountNumber !== null) {
+        return { name: entry.counterpartyName, sortCode: entry.counterpartySortCode, accountNumber: entry.counterpartyAccountNumber };
+      }
+      const payment = entry.paymentId ? await ctx.loaders.payment.load(entry.paymentId) : null;
+      return payment ? recipientOf(payment) : null;
+    },
+    reference: async (entry: LedgerEntry, _: unknown, ctx: Context) => {
+      if (entry.reference !== null || entry.paymentId === null) return entry.reference;
+      return (await ctx.loaders.payment.load(entry.paymentId))?.reference ?? null;
+    },
   },
 };

@@ -46,3 +46,26 @@ export const DateTimeScalar = new GraphQLScalarType<Date, string>({
     return date;
   },
 });
+
+/**
+ * A London calendar date, `YYYY-MM-DD`. Input: any string passes the scalar, and the command that
+ * takes it checks it is a real date (and not in the past), so a bad date is INVALID_INPUT naming its
+ * field in the mutation's payload, with nothing written. Output: a `date` column as Prisma reads it.
+ */
+export const DateScalar = new GraphQLScalarType<string, string>({
+  name: 'Date',
+  description: 'A calendar date, YYYY-MM-DD, in Europe/London.',
+  serialize(value) {
+    if (value instanceof Date) return value.toISOString().slice(0, 10);
+    if (typeof value === 'string') return value.slice(0, 10);
+    throw new GraphQLError('Date must be a date');
+  },
+  parseValue(value) {
+    if (typeof value === 'string') return value;
+    throw new GraphQLError('Date must be a string written YYYY-MM-DD');
+  },
+  parseLiteral(ast) {
+    if (ast.kind === Kind.STRING) return ast.value;
+    throw new GraphQLError('Date must be a string written YYYY-MM-DD');
+  },
+});

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import type { Payment } from '../db/prisma.ts';
 import type { FeedEvent } from '../events/feed.ts';
 import { accountEventStream } from '../events/stream.ts';
-import { isTerminal } from '../payments/payment-status.ts';
+import { isSettled } from '../payments/payment-status.ts';
 import { ownedAccountWhere, requireViewer, type Context } from './context.ts';
 import { requireEventAccount } from './events.ts';
 import { budgeted } from './subscription-budget.ts';
@@ -53,7 +53,7 @@ async function paymentUpdated(_: unknown, args: { paymentId: string }, ctx: Cont
         lastSent = version(payment);
         await push(payment);
       }
-      if (isTerminal(payment.status)) stop();
+      if (isSettled(payment.status)) stop();
     };
     try {
       const current = await ctx.prisma.payment.findUniqueOrThrow({ where: { id: args.paymentId } });

@@ -12,12 +12,20 @@ import { z } from 'zod';
  *   and refunded. It keeps retrying while the provider is unreachable.
  * - `events.prune`: scheduled; deletes payment events older than EVENT_RETENTION_DAYS.
  * - `payment.sweep`: every minute (pg-boss schedule), re-enqueues PENDING payments that have no
- *   live job (src/jobs/sweeper.ts).
+ *   live job, and SCHEDULED payments that have no execution job (src/jobs/sweeper.ts).
  * - `webhook.deliver`: one attempt to POST one event to one endpoint (grouped by endpoint, so a
  *   slow endpoint holds at most its own slots). Failed attempts schedule the next one themselves
  *   (src/webhooks/deliver.ts); pg-boss retries only a job whose worker died or errored.
  * - `payment.expire-holds`: every minute (pg-boss schedule), rejects payments HELD for
  *   HOLD_MAX_HOURS, money back (src/jobs/hold-expiry.ts, issue 15).
+ * - `payment.execute`: created with a SCHEDULED payment, due (`startAfter`) when its London day
+ *   begins; runs the guarded debit (SCHEDULED -> PENDING and a settlement job) or fails it for funds.
+ * - `standing-orders.due`: every minute (pg-boss schedule) and at once after an order is created;
+ *   creates every due standing-order occurrence as a SCHEDULED payment, each exactly once.
+ * - `provider.events`: one poll of the provider's event feed at a time (policy `stately`); applies
+ *   returns and inbound credits, then queues the next poll.
+ * - `provider.credit-return`: sends an inbound credit for no account of ours back to the provider,
+ *   retried until the provider confirms.
  */
 export const QUEUES = {
   settle: 'payment.settle',
@@ -26,7 +34,14 @@ export const QUEUES = {
   sweep: 'payment.sweep',
   deliverWebhook: 'webhook.deliver',
   expireHolds: 'payment.expire-holds',
+  execute: 'payment.execute',
+  standingOrders: 'standing-orders.due',
+  providerEvents: 'provider.events',
+  creditReturn: 'provider.credit-return',
 } as const;
+
+/** When the standing-order scheduler runs: every minute (an order's day is found within a minute of midnight). */
+export const STANDING_ORDERS_CRON = '* * * * *';
 
 /** When retention runs: hourly, at a minute no other schedule uses. */
 export const PRUNE_EVENTS_CRON = '17 * * * *';
@@ -65,6 +80,11 @@ export function webhookJobOptions(options: { timeoutMs: number; jobExpireSeconds
     retryDelayMax: 60,
   } satisfies SendOptions;
 }
+export const executePaymentJob = z.object({ paymentId: z.uuid() });
+export type ExecutePaymentJob = z.infer<typeof executePaymentJob>;
+
+export const creditReturnJob = z.object({ creditId: z.string().min(1).max(200) });
+export type CreditReturnJob = z.infer<typeof creditReturnJob>;
 
 export interface RetryPolicy {
   limit: number;
@@ -90,6 +110,35 @@ export function settleJobOptions({ retry, jobExpireSeconds }: QueuePolicy): Send
     expireInSeconds: jobExpireSeconds,
     retentionSeconds: WAITING_JOB_RETENTION_SECONDS,
     deadLetter: QUEUES.reconcile,
+  };
+}
+
+/** A poll of the provider's events whose worker died frees the feed after this long. */
+export function providerEventsExpireSeconds(policy: QueuePolicy): number {
+  return Math.max(policy.jobExpireSeconds, 5);
+}
+
+/** A scheduled payment's execution job: DB work only, retried with backoff; kept until long after its day. */
+export function executeJobOptions({ retry, jobExpireSeconds }: QueuePolicy): SendOptions {
+  return {
+    retryLimit: 1_000,
+    retryDelay: retry.delaySeconds,
+    retryBackoff: true,
+    retryDelayMax: retry.delayMaxSeconds,
+    expireInSeconds: jobExpireSeconds,
+    retentionSeconds: WAITING_JOB_RETENTION_SECONDS,
+  };
+}
+
+/** Returning a credit to the provider: retried (capped backoff) until the provider confirms. */
+export function creditReturnJobOptions({ retry, jobExpireSeconds }: QueuePolicy): SendOptions {
+  return {
+    retryLimit: 1_000_000,
+    retryDelay: retry.delaySeconds,
+    retryBackoff: true,
+    retryDelayMax: retry.delayMaxSeconds,
+    expireInSeconds: jobExpireSeconds,
+    retentionSeconds: WAITING_JOB_RETENTION_SECONDS,
   };
 }
 
@@ -128,4 +177,17 @@ export async function createQueues(boss: PgBoss, policy: QueuePolicy): Promise<v
   await boss.createQueue(QUEUES.deliverWebhook, { notify: false, retentionSeconds: 7 * 24 * 3600 });
   // Like the sweep: a run that fails is done by the next minute's; each rejection is guarded by status.
   await boss.createQueue(QUEUES.expireHolds, { retryLimit: 0, expireInSeconds: 120, deleteAfterSeconds: 3600 });
+  // Money jobs: no notify inside the money transaction (as for settlement); workers poll.
+  await boss.createQueue(QUEUES.execute, { ...executeJobOptions(policy), notify: false });
+  await boss.createQueue(QUEUES.creditReturn, { ...creditReturnJobOptions(policy), notify: false });
+  // A run that fails is replaced by the next minute's; occurrences are created once whoever runs.
+  await boss.createQueue(QUEUES.standingOrders, { retryLimit: 0, expireInSeconds: 120, deleteAfterSeconds: 3600 });
+  // One poll waiting and one running at most (stately): every worker may queue the next poll, and
+  // a duplicate is refused by pg-boss. A poll that fails is simply replaced by the next one.
+  await boss.createQueue(QUEUES.providerEvents, {
+    policy: 'stately',
+    retryLimit: 0,
+    expireInSeconds: providerEventsExpireSeconds(policy),
+    deleteAfterSeconds: 3600,
+  });
 }

@@ -1,12 +1,16 @@
 import { fromPrisma, type PgBoss } from 'pg-boss';
+import type { Clock } from '../calendar.ts';
 import type { PrismaClient } from '../db/prisma.ts';
 import type { Logger } from '../logger.ts';
+import { enqueueExecution } from '../payments/scheduled.ts';
 import { QUEUES, settleJobOptions, type QueuePolicy, type SettlePaymentJob } from './queues.ts';
 
 /**
  * The sweeper: a PENDING payment must always have a live job (created, retry or active) in the
  * settlement or reconciliation queue. One that has none (its job was deleted by pg-boss's retention,
  * or by hand) would wait forever; the sweeper, run every minute, gives it a fresh settlement job.
+ * Likewise a SCHEDULED payment must have a live execution job; one that has none gets a fresh one
+ * for its day.
  */
 
 // One sweep at a time across every worker process: the second waits for nothing and finds nothing.
@@ -18,6 +22,7 @@ export async function sweepOrphanedPayments(deps: {
   boss: PgBoss;
   queue: QueuePolicy;
   minAgeSeconds: number;
+  clock: Clock;
   logger: Logger;
   limit?: number;
 }): Promise<string[]> {
@@ -40,8 +45,19 @@ export async function sweepOrphanedPayments(deps: {
       const job: SettlePaymentJob = { paymentId: id };
       await boss.send(QUEUES.settle, job, { ...settleJobOptions(deps.queue), db });
     }
-    return orphans.map((o) => o.id);
+    const unscheduled = await tx.$queryRaw<{ id: string; execute_on: string }[]>`
+      SELECT p.id::text AS id, to_char(p.execute_on, 'YYYY-MM-DD') AS execute_on FROM payments p
+      WHERE p.status = 'SCHEDULED' AND p.created_at < now() - make_interval(secs => ${deps.minAgeSeconds})
+        AND NOT EXISTS (
+          SELECT 1 FROM pgboss.job j
+          WHERE j.name = ${QUEUES.execute} AND j.state IN ('created', 'retry', 'active') AND j.data->>'paymentId' = p.id::text)
+      ORDER BY p.execute_on
+      LIMIT ${deps.limit ?? 500}`;
+    for (const { id, execute_on } of unscheduled) {
+      await enqueueExecution(boss, tx, { paymentId: id, executeOn: execute_on, clock: deps.clock, queue: deps.queue, fresh: true });
+    }
+    return [...orphans, ...unscheduled].map((o) => o.id);
   });
-  if (ids.length > 0) deps.logger.warn({ paymentIds: ids }, 'PENDING payments without a settlement job were enqueued again');
+  if (ids.length > 0) deps.logger.warn({ paymentIds: ids }, 'PENDING or SCHEDULED payments without a job were enqueued again');
   return ids;
 }

@@ -2,10 +2,25 @@ import { fromPrisma, type Job, type JobResult, type PgBoss } from 'pg-boss';
 import { z } from 'zod';
 import type { PrismaClient } from '../db/prisma.ts';
 import type { Logger } from '../logger.ts';
+import { systemClock, type Clock } from '../calendar.ts';
+import type { ProviderFeed } from '../payments/provider-feed.ts';
+import type { ScheduledExecution } from '../payments/scheduled.ts';
 import { Deferred, RetryLater, type Settlement } from '../payments/settlement.ts';
 import { withTraceFrom } from '../telemetry/propagation.ts';
+import type { StandingOrders } from '../payments/standing-orders.ts';
 import { sweepOrphanedPayments } from './sweeper.ts';
-import { deferralDelaySeconds, QUEUES, settleJobOptions, settlePaymentJob, type QueuePolicy, type SettlePaymentJob } from './queues.ts';
+import {
+  creditReturnJob,
+  deferralDelaySeconds,
+  executePaymentJob,
+  providerEventsExpireSeconds,
+  QUEUES,
+  settleJobOptions,
+  settlePaymentJob,
+  STANDING_ORDERS_CRON,
+  type QueuePolicy,
+  type SettlePaymentJob,
+} from './queues.ts';
 
 /** Jobs fetched at once by one fetch loop. */
 const BATCH_SIZE = 4;
@@ -21,6 +36,8 @@ export async function startWorkers(deps: {
   prisma: PrismaClient;
   queue: QueuePolicy;
   settlement: Settlement;
+  /** For the sweeper's SCHEDULED payments; the system clock by default. */
+  clock?: Clock;
   logger: Logger;
   concurrency: number;
   /** How often idle workers look for due retries (new jobs wake them at once). */
@@ -71,8 +88,83 @@ export async function startWorkers(deps: {
   // holds an advisory lock) finds PENDING payments that lost their job.
   await boss.schedule(QUEUES.sweep, '* * * * *');
   await boss.work(QUEUES.sweep, { pollingIntervalSeconds: 30 }, async () => {
-    await sweepOrphanedPayments({ prisma: deps.prisma, boss, queue: deps.queue, minAgeSeconds: deps.sweepMinAgeSeconds, logger });
+    await sweepOrphanedPayments({ prisma: deps.prisma, boss, queue: deps.queue, minAgeSeconds: deps.sweepMinAgeSeconds, clock: deps.clock ?? systemClock, logger });
   });
+}
+
+/**
+ * Scheduled payments on their day, the standing-order scheduler, the provider's event feed and the
+ * return of credits we cannot take. Each job validates its payload; a failure is retried by its
+ * queue's policy (a failed scheduler run or feed poll is simply replaced by the next).
+ */
+export async function startMoneyMovementWorkers(deps: {
+  boss: PgBoss;
+  queue: QueuePolicy;
+  scheduled: ScheduledExecution;
+  standingOrders: StandingOrders;
+  providerFeed: ProviderFeed;
+  /** Pause between two polls of the provider's event feed. */
+  providerEventsPollSeconds: number;
+  logger: Logger;
+  concurrency: number;
+  pollingIntervalSeconds: number;
+}): Promise<void> {
+  const { boss, logger } = deps;
+  const options = {
+    batchSize: BATCH_SIZE,
+    pollingIntervalSeconds: deps.pollingIntervalSeconds,
+    localConcurrency: Math.max(1, Math.ceil(deps.concurrency / BATCH_SIZE)),
+  };
+  const each =
+    <T>(queue: string, schema: z.ZodType<T>, run: (data: T) => Promise<void>) =>
+    async (jobs: Job<unknown>[]): Promise<JobResult[]> =>
+      Promise.all(
+        jobs.map(async (job): Promise<JobResult> => {
+          const data = schema.safeParse(job.data);
+          if (!data.success) {
+            logger.error({ jobId: job.id, queue, issues: data.error.issues }, 'malformed job payload');
+            return { id: job.id, status: 'deadletter', output: { error: 'malformed payload' } };
+          }
+          try {
+            await run(data.data);
+            return { id: job.id, status: 'completed' };
+          } catch (error) {
+            logger.warn({ jobId: job.id, queue, err: error }, 'job failed; will retry');
+            return { id: job.id, status: 'failed', output: { error: error instanceof Error ? error.message : String(error) } };
+          }
+        }),
+      );
+  const perJob = { ...options, perJobResults: true } as const;
+  await boss.work(QUEUES.execute, perJob, each(QUEUES.execute, executePaymentJob, ({ paymentId }) => deps.scheduled.execute(paymentId)));
+  await boss.work(QUEUES.creditReturn, perJob, each(QUEUES.creditReturn, creditReturnJob, ({ creditId }) => deps.providerFeed.returnCredit(creditId)));
+
+  await boss.work(QUEUES.standingOrders, { pollingIntervalSeconds: options.pollingIntervalSeconds }, async () => {
+    await deps.standingOrders.runDue();
+  });
+  await boss.schedule(QUEUES.standingOrders, STANDING_ORDERS_CRON);
+
+  // The feed is polled by a chain of jobs: each poll queues the next one `providerEventsPollSeconds`
+  // later (the queue is stately, so all workers together keep one waiting). The minute's schedule
+  // restarts the chain should every worker have been down.
+  // This process's expiry, not the queue's (made by whichever process came first): a poll whose
+  // worker died must not hold the feed for long.
+  const pollOptions = { expireInSeconds: providerEventsExpireSeconds(deps.queue) };
+  const nextPoll = () =>
+    boss.send(QUEUES.providerEvents, {}, { ...pollOptions, startAfter: deps.providerEventsPollSeconds }).catch((error: unknown) => {
+      logger.error({ err: error }, 'could not queue the next poll of the provider events');
+    });
+  await boss.work(QUEUES.providerEvents, { pollingIntervalSeconds: options.pollingIntervalSeconds }, async () => {
+    try {
+      const applied = await deps.providerFeed.poll();
+      if (applied > 0) logger.info({ applied }, 'provider events applied');
+    } catch (error) {
+      logger.warn({ err: error }, 'polling the provider events failed; the next poll tries again');
+    } finally {
+      await nextPoll();
+    }
+  });
+  await boss.schedule(QUEUES.providerEvents, '* * * * *', {}, pollOptions);
+  await boss.send(QUEUES.providerEvents, {}, pollOptions);
 }
 
 const commandResponse = z.object({ affected: z.number() });

@@ -76,6 +76,34 @@ export function createMetrics() {
       labelNames: ['code'] as const,
       registers: [registry],
     }),
+    scheduledExecuted: new Counter({
+      name: 'payments_scheduled_executed_total',
+      help: 'Scheduled payments whose day came, by what happened (PENDING: debited and sent on; FAILED: funds short)',
+      labelNames: ['status'] as const,
+      registers: [registry],
+    }),
+    standingOrderOccurrences: new Counter({
+      name: 'payments_standing_order_occurrences_total',
+      help: 'Standing-order occurrences this process created as payments',
+      registers: [registry],
+    }),
+    cancellations: new Counter({
+      name: 'payments_cancellations_total',
+      help: 'cancelPayment answers, by outcome (CANCELLED, or the reason it was not)',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
+    providerEvents: new Counter({
+      name: 'payments_provider_events_total',
+      help: "Events applied from the provider's feed, by type and what they did",
+      labelNames: ['type', 'outcome'] as const,
+      registers: [registry],
+    }),
+    creditReturns: new Counter({
+      name: 'payments_credit_returns_total',
+      help: 'Inbound credits for no account of ours sent back to the provider (confirmed)',
+      registers: [registry],
+    }),
   };
   return metrics;
 }

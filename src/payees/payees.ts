@@ -48,7 +48,7 @@ export function createPayeeService(deps: { prisma: PrismaClient; checker: PayeeC
   async function check(customerId: string, recipient: RecipientCommand): Promise<PayeeCheck> {
     const answer = await checker.checkPayee(recipient);
     const stored = await prisma.payeeCheck.create({
-      data: { customerId, ...recipient, result: answer.result, matchedName: answer.matchedName, checkedAt: clock() },
+      data: { customerId, ...recipient, result: answer.result, matchedName: answer.matchedName, checkedAt: clock.now() },
     });
     logger.info({ customerId, payeeCheckId: stored.id, result: stored.result }, 'payee checked');
     return stored;
@@ -69,7 +69,7 @@ export function createPayeeService(deps: { prisma: PrismaClient; checker: PayeeC
     const { sortCode, accountNumber, name } = recipient;
     return prisma.payee.upsert({
       where: { customerId_sortCode_accountNumber: { customerId, sortCode, accountNumber } },
-      create: { customerId, name, sortCode, accountNumber, lastCheckId: lastCheck.id, createdAt: clock() },
+      create: { customerId, name, sortCode, accountNumber, lastCheckId: lastCheck.id, createdAt: clock.now() },
       update: { name, lastCheckId: lastCheck.id },
       include: { lastCheck: true },
     });
@@ -102,7 +102,7 @@ export function createPayeeService(deps: { prisma: PrismaClient; checker: PayeeC
         check.name === name &&
         check.sortCode === sortCode &&
         check.accountNumber === accountNumber &&
-        clock().getTime() - check.checkedAt.getTime() <= CHECK_VALID_SECONDS * 1000;
+        clock.now().getTime() - check.checkedAt.getTime() <= CHECK_VALID_SECONDS * 1000;
       if (!usable) return notConfirmed('No payee check of this recipient by you in the last 24 hours has this id', ['payeeCheckId']);
       if (!payee && check.result === 'NO_MATCH') {
         return notConfirmed("The recipient's bank says this name is not the account holder's", ['recipient', 'name']);

@@ -145,7 +145,7 @@ export function createHoldService(deps: {
    * transaction with an action by HOLD_EXPIRY_OPERATOR. Returns the ids it rejected.
    */
   async function expireHolds(limit = 500): Promise<string[]> {
-    const before = new Date(deps.clock().getTime() - deps.policy.holdMaxSeconds * 1000);
+    const before = new Date(deps.clock.now().getTime() - deps.policy.holdMaxSeconds * 1000);
     const due = await prisma.$queryRaw<{ id: string }[]>`
       SELECT id::text AS id FROM payments WHERE status = 'HELD' AND created_at <= ${before} ORDER BY created_at, id LIMIT ${limit}`;
     const hours = deps.policy.holdMaxSeconds / 3600;

@@ -12,9 +12,9 @@ import type { Tx } from '../db/prisma.ts';
  */
 
 /** The time now; tests pass a clock they control. */
-export type Clock = () => Date;
+export type { Clock } from '../calendar.ts';
 
-export const systemClock: Clock = () => new Date();
+export { systemClock } from '../calendar.ts';
 
 // ICU's time-zone data (built into Node) knows Britain's summer time; no arithmetic of ours.
 const LONDON_DATE = new Intl.DateTimeFormat('en-CA', { timeZone: 'Europe/London', year: 'numeric', month: '2-digit', day: '2-digit' });

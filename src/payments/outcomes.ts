@@ -21,7 +21,11 @@ export const FAILURE_REASONS = {
   REJECTED_IN_REVIEW: 'REJECTED_IN_REVIEW',
   /** Nobody reviewed the held payment within HOLD_MAX_HOURS. */
   HOLD_EXPIRED: 'HOLD_EXPIRED',
-  /** The customer cancelled their held payment. */
+  /** A scheduled payment's day came and the balance was short; nothing was debited. FAILED. */
+  INSUFFICIENT_FUNDS: 'INSUFFICIENT_FUNDS',
+  /** A scheduled payment's day came and it would have taken the customer's day past DAILY_PAYMENT_LIMIT; nothing was debited. FAILED. */
+  LIMIT_EXCEEDED: 'LIMIT_EXCEEDED',
+  /** The customer cancelled it before it was sent (a HELD one, or a PENDING one voided at the provider first). CANCELLED. */
   CANCELLED_BY_CUSTOMER: 'CANCELLED_BY_CUSTOMER',
 } as const;
 
@@ -30,7 +34,7 @@ export type FailureReason = (typeof FAILURE_REASONS)[keyof typeof FAILURE_REASON
 const KNOWN_REASONS = new Set<string>(Object.values(FAILURE_REASONS));
 
 /** The outcomes of `payment_attempts`. */
-export type AttemptOutcome = 'COMPLETED' | 'CANCELLED' | 'FAILED' | 'RETRY';
+export type AttemptOutcome = 'COMPLETED' | 'CANCELLED' | 'FAILED' | 'RETRY' | 'CANCELLED_BY_CUSTOMER' | 'RETURNED';
 
 /** The only attempt texts a customer ever sees, one per outcome. */
 export const CUSTOMER_ATTEMPT_DETAIL: Record<AttemptOutcome, string> = {
@@ -38,6 +42,8 @@ export const CUSTOMER_ATTEMPT_DETAIL: Record<AttemptOutcome, string> = {
   CANCELLED: "The recipient's bank rejected the payment; the money is back in the account.",
   FAILED: 'The payment could not be sent; the money is back in the account.',
   RETRY: 'The payment provider could not be reached; the payment will be tried again.',
+  CANCELLED_BY_CUSTOMER: 'The payment was stopped at your request before it was sent; the money is back in the account.',
+  RETURNED: "The recipient's bank returned the payment; the money is back in the account.",
 };
 
 /** The customer's text for an attempt: derived from its outcome, never from what was stored. */

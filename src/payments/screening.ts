@@ -30,7 +30,7 @@ export function createScreening(deps: {
 }): ScreenPayment {
   const { prisma, payees, clock, policy } = deps;
   return async (customerId, cmd) => {
-    const now = clock();
+    const now = clock.now();
     const confirmed = await payees.confirmRecipient(customerId, cmd, policy.checkThreshold);
     if (!confirmed.ok) return confirmed;
     const hold = await holdReason(prisma, policy, { customerId, amount: cmd.amount, recipient: cmd.recipient }, confirmed.payee, now);

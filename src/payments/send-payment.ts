@@ -6,8 +6,10 @@ import { settleJobOptions, QUEUES, type QueuePolicy, type SettlePaymentJob } fro
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import { currentTraceCarrier } from '../telemetry/propagation.ts';
+import { addCalendarDays, londonToday, type Clock } from '../calendar.ts';
 import { parseInput, sendPaymentInput, type SendPaymentCommand } from '../validation.ts';
-import { findPaymentByKey, insertPaymentAndDebit } from './repository.ts';
+import { findPaymentByKey, insertPaymentAndDebit, insertScheduledPayment } from './repository.ts';
+import { enqueueExecution, MAX_SCHEDULE_DAYS, TX_OPTIONS } from './scheduled.ts';
 import type { ScreenPayment } from './screening.ts';
 
 export type SendPaymentResult = { payment: Payment; replayed: boolean; errors: [] } | { payment: null; errors: [UserError] };
@@ -20,24 +22,28 @@ export interface PaymentServiceDeps {
   metrics: Pick<Metrics, 'transactionSeconds' | 'held' | 'refusals'>;
   /** Payee safety (issue 15): confirmation of payee, holds, the limit's day. */
   screen: ScreenPayment;
+  /** Decides what "today" is in London for scheduled payments. */
+  clock: Clock;
 }
 
-// Interactive-transaction limits: wait long enough for a pooled connection under a burst
-// (Prisma's 2 s default fails requests at a few hundred concurrent), but never hold one for long.
-const TX_OPTIONS = { maxWait: 15_000, timeout: 10_000 } as const;
-
-/** What makes two requests "the same payment" for idempotency. */
+/**
+ * What makes two requests "the same payment" for idempotency. `executeOn` counts only when given,
+ * so the fingerprints of payments made before scheduling existed are unchanged.
+ */
 export function fingerprintOf(cmd: SendPaymentCommand): string {
-  const canonical = JSON.stringify([
+  return hashOf([
     cmd.fromAccountId,
     cmd.amount,
     cmd.recipient.name,
     cmd.recipient.sortCode,
     cmd.recipient.accountNumber,
     cmd.reference,
+    ...(cmd.executeOn === null ? [] : [cmd.executeOn]),
   ]);
-  return createHash('sha256').update(canonical).digest('hex');
 }
+
+/** sha256 of the JSON of `parts`: a fingerprint in which no two fields can run into each other. */
+export const hashOf = (parts: unknown[]): string => createHash('sha256').update(JSON.stringify(parts)).digest('hex');
 
 export function createPaymentService(deps: PaymentServiceDeps) {
   const { prisma, boss, logger } = deps;
@@ -46,12 +52,25 @@ export function createPaymentService(deps: PaymentServiceDeps) {
   /**
    * Takes a payment: in one transaction with no network I/O, the payment row, the guarded
    * debit with its ledger entry, and the settlement job (outbox). All of it commits or none.
+   * With `executeOn` after today (London): a SCHEDULED payment and its execution job for that
+   * day instead, and no debit. `executeOn` today is an immediate payment.
    */
   async function sendPayment(customerId: string, input: unknown, log: Logger = logger): Promise<SendPaymentResult> {
     const parsed = parseInput(sendPaymentInput, input);
     if (!parsed.ok) return { payment: null, errors: [parsed.error] };
     const cmd = parsed.value;
     const fingerprint = fingerprintOf(cmd);
+    const today = londonToday(deps.clock);
+    const { executeOn } = cmd;
+    if (executeOn !== null && executeOn < today) {
+      // A retry of a scheduled payment made before its day is still a replay; anything else is refused.
+      const replayed = await replay(customerId, cmd, fingerprint);
+      if (replayed.payment) return replayed;
+      return { payment: null, errors: [userError('INVALID_INPUT', `executeOn must be today (${today}, London) or later`, ['executeOn'])] };
+    }
+    if (executeOn !== null && executeOn > addCalendarDays(today, MAX_SCHEDULE_DAYS)) {
+      return { payment: null, errors: [userError('INVALID_INPUT', `executeOn must be at most ${MAX_SCHEDULE_DAYS} days ahead`, ['executeOn'])] };
+    }
 
     // Payee safety (issue 15): a refusal writes nothing, but a replay still gets its payment.
     const screened = await deps.screen(customerId, cmd);
@@ -64,6 +83,12 @@ export function createPaymentService(deps: PaymentServiceDeps) {
     const endTransaction = deps.metrics.transactionSeconds.startTimer();
     try {
       const payment = await prisma.$transaction(async (tx) => {
+        if (executeOn !== null && executeOn > today) {
+          // Screened now for the payee (a refusal above); the limit and a hold apply on its day.
+          const scheduled = await insertScheduledPayment(tx, customerId, { ...cmd, executeOn }, fingerprint);
+          if (scheduled) await enqueueExecution(boss, tx, { paymentId: scheduled.id, executeOn, clock: deps.clock, queue: deps.queue });
+          return scheduled;
+        }
         const inserted = await insertPaymentAndDebit(tx, customerId, cmd, fingerprint, screened);
         if (!inserted) return null;
         const { payment: created, balanceAfter, dayTotal } = inserted;
@@ -85,8 +110,8 @@ export function createPaymentService(deps: PaymentServiceDeps) {
       }, TX_OPTIONS).finally(() => endTransaction());
 
       if (payment) {
-        if (screened.holdReason) deps.metrics.held.inc({ reason: screened.holdReason });
-        log.info({ paymentId: payment.id, accountId: payment.accountId, amount: cmd.amount, status: payment.status }, 'payment accepted');
+        if (screened.holdReason && payment.status === 'HELD') deps.metrics.held.inc({ reason: screened.holdReason });
+        log.info({ paymentId: payment.id, accountId: payment.accountId, amount: cmd.amount, status: payment.status, executeOn }, 'payment accepted');
         return { payment, replayed: false, errors: [] };
       }
       return await replay(customerId, cmd, fingerprint);

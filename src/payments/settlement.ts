@@ -68,11 +68,13 @@ export function createSettlement(deps: SettlementDeps) {
     const done = await prisma.$transaction(async (tx) => {
       const updated = await refundPayment(tx, payment.id, to, reason);
       failpoints.hit('settle.during-refund');
-      if (updated) await recordAttempt(tx, payment.id, to, internal);
+      // A payment the customer asked to cancel is refunded as their cancellation (see refundPayment).
+      const byCustomer = updated?.failureReason === FAILURE_REASONS.CANCELLED_BY_CUSTOMER;
+      if (updated) await recordAttempt(tx, payment.id, byCustomer ? 'CANCELLED_BY_CUSTOMER' : to, internal);
       return updated;
     });
-    if (done) metrics.settled.inc({ status: to });
-    logger.info({ paymentId: payment.id, status: to, reason, internal, applied: done !== null }, 'payment refunded');
+    if (done) metrics.settled.inc({ status: done.status });
+    logger.info({ paymentId: payment.id, status: done?.status ?? to, reason: done?.failureReason ?? reason, internal, applied: done !== null }, 'payment refunded');
   }
 
   async function retryLater(payment: Payment, what: string, result: ProviderResult): Promise<never> {

@@ -67,6 +67,51 @@ const payeeCheckSchema = z.discriminatedUnion('result', [
   z.object({ result: z.literal('NO_MATCH'), matchedName: z.string().nullish() }),
 ]);
 
+/** What the provider's event feed says (GET /v1/events); each event is parsed on its own. */
+export type ProviderEvent =
+  | { type: 'payment.returned'; id: string; idempotencyKey: string; returnCode: string }
+  | {
+      type: 'credit.received';
+      id: string;
+      amount: number;
+      currency: string;
+      recipient: { sortCode: string; accountNumber: string };
+      sender: { name: string; sortCode: string; accountNumber: string };
+      reference: string | null;
+    }
+  /** A type we do not handle, or an event not in its type's shape: skipped (and logged), never blocking the feed. */
+  | { type: 'unknown'; id: string; rawType: string; problem: string };
+
+export type ProviderFeedResult =
+  | { kind: 'events'; events: ProviderEvent[]; next: string | null }
+  | Extract<ProviderResult, { kind: 'transient' | 'unavailable' }>;
+
+export type CreditReturnResult = { kind: 'returned' } | { kind: 'unknown-credit' } | Extract<ProviderResult, { kind: 'transient' | 'unavailable' }>;
+
+const feedPageSchema = z.object({
+  events: z.array(z.looseObject({ id: z.string().min(1).max(200), type: z.string() })),
+  next: z.string().nullish(),
+});
+const returnedEventSchema = z.object({ id: z.string(), type: z.literal('payment.returned'), idempotencyKey: z.string().min(1), returnCode: z.string().min(1).max(35) });
+const creditEventSchema = z.object({
+  id: z.string(),
+  type: z.literal('credit.received'),
+  amount: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
+  currency: z.string().min(1).max(3),
+  recipient: z.object({ sortCode: z.string().max(20), accountNumber: z.string().max(20) }),
+  sender: z.object({ name: z.string().min(1).max(140), sortCode: z.string().regex(/^\d{6}$/), accountNumber: z.string().regex(/^\d{8}$/) }),
+  reference: z.string().max(140).nullish().transform((r) => r ?? null),
+});
+
+function parseEvent(raw: { id: string; type: string }): ProviderEvent {
+  const schema = raw.type === 'payment.returned' ? returnedEventSchema : raw.type === 'credit.received' ? creditEventSchema : null;
+  if (!schema) return { type: 'unknown', id: raw.id, rawType: raw.type, problem: 'a type we do not handle' };
+  const parsed = schema.safeParse(raw);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0];
+  return { type: 'unknown', id: raw.id, rawType: raw.type, problem: `${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}` };
+}
+
 const recordSchema = z.object({ id: z.string(), idempotencyKey: z.string(), status: z.string() });
 const errorSchema = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
 const voidedSchema = z.object({ status: z.literal('voided') });
@@ -114,14 +159,16 @@ export function createProviderClient(options: ProviderClientOptions) {
     return { status: response.status, json, headers: response.headers };
   }
 
+  type NotCalled = Extract<ProviderResult, { kind: 'transient' | 'unavailable' }>;
+
   /** Runs one request through the breaker; transient outcomes count against it. */
-  async function guarded(
-    operation: 'get' | 'create' | 'void' | 'payee-check',
+  async function guarded<T extends { kind: string }>(
+    operation: 'get' | 'create' | 'void' | 'events' | 'credit-return' | 'payee-check',
     method: string,
     path: string,
     body: unknown,
-    classify: (status: number, json: unknown) => ProviderResult | undefined,
-  ): Promise<ProviderResult> {
+    classify: (status: number, json: unknown) => T | undefined,
+  ): Promise<T | NotCalled> {
     const end = options.metrics?.providerCalls.startTimer({ operation });
     const result = await attempt(method, path, body, classify);
     end?.({ outcome: result.kind });
@@ -131,12 +178,12 @@ export function createProviderClient(options: ProviderClientOptions) {
   // Set from a 429's Retry-After: until then this process does not call the provider at all.
   let pausedUntil = 0;
 
-  async function attempt(
+  async function attempt<T>(
     method: string,
     path: string,
     body: unknown,
-    classify: (status: number, json: unknown) => ProviderResult | undefined,
-  ): Promise<ProviderResult> {
+    classify: (status: number, json: unknown) => T | undefined,
+  ): Promise<T | NotCalled> {
     const wait = pausedUntil - Date.now();
     if (wait > 0) {
       const seconds = Math.ceil(wait / 1000);
@@ -193,7 +240,7 @@ export function createProviderClient(options: ProviderClientOptions) {
   return {
     /** Does the provider already hold this payment? */
     getPayment(idempotencyKey: string): Promise<ProviderResult> {
-      return guarded('get', 'GET', `/v1/payments/${encodeURIComponent(idempotencyKey)}`, undefined, (status, json) => {
+      return guarded<ProviderResult>('get', 'GET', `/v1/payments/${encodeURIComponent(idempotencyKey)}`, undefined, (status, json) => {
         if (status === 200) return accepted(json);
         if (status === 404 && providerError(json)) return { kind: 'absent' };
         if (status === 410 && providerError(json)) return { kind: 'voided' };
@@ -203,7 +250,7 @@ export function createProviderClient(options: ProviderClientOptions) {
 
     /** Asks the provider to execute the payment; idempotent on `idempotencyKey`. */
     createPayment(request: ProviderPaymentRequest): Promise<ProviderResult> {
-      return guarded('create', 'POST', '/v1/payments', request, (status, json) => {
+      return guarded<ProviderResult>('create', 'POST', '/v1/payments', request, (status, json) => {
         if (status === 200 || status === 201) return accepted(json);
         const error = providerError(json);
         if (!error) return undefined;
@@ -216,7 +263,7 @@ export function createProviderClient(options: ProviderClientOptions) {
 
     /** Makes sure the provider can never execute the payment; `accepted` if it already did. */
     voidPayment(idempotencyKey: string): Promise<ProviderResult> {
-      return guarded('void', 'POST', `/v1/payments/${encodeURIComponent(idempotencyKey)}/void`, {}, (status, json) => {
+      return guarded<ProviderResult>('void', 'POST', `/v1/payments/${encodeURIComponent(idempotencyKey)}/void`, {}, (status, json) => {
         if (status === 200 && voidedSchema.safeParse(json).success) return { kind: 'voided' };
         if (status === 409) return accepted(json);
         return undefined;
@@ -228,16 +275,38 @@ export function createProviderClient(options: ProviderClientOptions) {
      * but the provider's own answer (a fault, a timeout, the circuit open) is UNAVAILABLE.
      */
     async checkPayee(recipient: ProviderParty): Promise<PayeeCheckAnswer> {
-      // The provider's answer, when it gave one; the breaker and metrics see it as 'accepted'.
-      const answers: PayeeCheckAnswer[] = [];
-      await guarded('payee-check', 'POST', '/v1/payee-checks', recipient, (status, json) => {
+      const answer = await guarded<{ kind: 'checked'; answer: PayeeCheckAnswer }>('payee-check', 'POST', '/v1/payee-checks', recipient, (status, json) => {
         const parsed = status === 200 ? payeeCheckSchema.safeParse(json) : null;
         if (!parsed?.success) return undefined;
         const { result } = parsed.data;
-        answers.push({ result, matchedName: result === 'CLOSE_MATCH' ? parsed.data.matchedName : null });
-        return { kind: 'accepted', providerId: result };
+        return { kind: 'checked', answer: { result, matchedName: result === 'CLOSE_MATCH' ? parsed.data.matchedName : null } };
       });
-      return answers[0] ?? { result: 'UNAVAILABLE', matchedName: null };
+      return answer.kind === 'checked' ? answer.answer : { result: 'UNAVAILABLE', matchedName: null };
+    },
+
+    /** The provider's events after `after` (returns, inbound credits), oldest first. */
+    listEvents(after: string | null, limit: number): Promise<ProviderFeedResult> {
+      const query = new URLSearchParams({ limit: String(limit), ...(after === null ? {} : { after }) });
+      return guarded<Extract<ProviderFeedResult, { kind: 'events' }>>('events', 'GET', `/v1/events?${query}`, undefined, (status, json) => {
+        if (status !== 200) return undefined;
+        const page = feedPageSchema.safeParse(json);
+        return page.success ? { kind: 'events', events: page.data.events.map(parseEvent), next: page.data.next ?? null } : undefined;
+      });
+    },
+
+    /** Sends an inbound credit back to the provider (no account of ours to credit); idempotent there. */
+    returnCredit(creditId: string, reason: string): Promise<CreditReturnResult> {
+      return guarded<Extract<CreditReturnResult, { kind: 'returned' | 'unknown-credit' }>>(
+        'credit-return',
+        'POST',
+        `/v1/credits/${encodeURIComponent(creditId)}/return`,
+        { reason },
+        (status, json) => {
+          if (status === 200) return { kind: 'returned' };
+          if (status === 404 && providerError(json)) return { kind: 'unknown-credit' };
+          return undefined;
+        },
+      );
     },
 
     circuitState(): CircuitState {

@@ -52,8 +52,35 @@ mutation Send {
   }
 }
 
+# 2b. Pay later: a date in the future (London) makes a SCHEDULED payment. No money moves until
+#     that day; then it is sent like any other (or FAILED with INSUFFICIENT_FUNDS if the balance
+#     is short that day). Put a date after today (at most a year ahead) in executeOn.
+mutation Schedule {
+  sendPayment(input: {
+    idempotencyKey: "walkthrough-scheduled-1"
+    fromAccountId: "PASTE-ACCOUNT-ID"
+    amount: 2000
+    recipient: { name: "Ada Lovelace", sortCode: "20-00-00", accountNumber: "55555555" }
+    reference: "Birthday"
+    executeOn: "YYYY-MM-DD"
+  }) {
+    payment { id status executeOn }
+    errors { code message field }
+  }
+}
+
+# 2c. Changed your mind? Cancel it (paste its id). A SCHEDULED payment is simply cancelled; a
+#     PENDING one is stopped at the provider first, or, if the provider already took it, you get
+#     PAYMENT_NOT_CANCELLABLE and it stays COMPLETED.
+mutation Cancel {
+  cancelPayment(paymentId: "PASTE-PAYMENT-ID") {
+    payment { id status failureReason }
+    errors { code message }
+  }
+}
+
 # 3. Watch a payment: paste the payment id from step 2. You get its state now, every change,
-#    and the subscription ends at COMPLETED, CANCELLED or FAILED.
+#    and the subscription ends at COMPLETED, CANCELLED, FAILED or RETURNED.
 subscription Watch {
   paymentUpdated(paymentId: "PASTE-PAYMENT-ID") { id status failureReason updatedAt }
 }
@@ -84,7 +111,7 @@ query Payment {
   payment(id: "PASTE-PAYMENT-ID") {
     status failureReason
     attempts { number at outcome detail }
-    account { balance ledger(first: 5) { edges { node { kind amount balanceAfter createdAt } } } }
+    account { balance ledger(first: 5) { edges { node { kind amount balanceAfter counterparty { name } reference createdAt } } } }
   }
 }
 

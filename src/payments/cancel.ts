@@ -1,0 +1,119 @@
+import { z } from 'zod';
+import type { Payment, PrismaClient } from '../db/prisma.ts';
+import { userError, type UserError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import type { HoldService } from './holds.ts';
+import type { Metrics } from '../ops/metrics.ts';
+import type { ProviderClient } from '../provider/client.ts';
+import { FAILURE_REASONS } from './outcomes.ts';
+import { cancelScheduledPayment, completePayment, recordAttempt, refundPayment, requestCancellation } from './repository.ts';
+
+/**
+ * cancelPayment: the customer stops a payment that has not gone yet.
+ *
+ * - SCHEDULED -> CANCELLED: nothing was debited, nothing moves (guarded on SCHEDULED, so it cannot
+ *   race the day's execution: one of the two finds the payment as it expects, the other does not).
+ * - PENDING: record the request (guarded on PENDING), then void at the provider. Voided -> CANCELLED
+ *   with the money back (one transaction);
+ *   the provider had already accepted it (409) -> COMPLETED and PAYMENT_NOT_CANCELLABLE. The worker
+ *   racing this cannot also win: after the void the provider answers its POST with 410 (the worker
+ *   then refunds, guarded on PENDING, so the money comes back once), and once the provider accepted,
+ *   the void answers 409.
+ * - Already CANCELLED: answered as cancelled (a retried request). Anything else:
+ *   PAYMENT_NOT_CANCELLABLE, with the payment as it is.
+ */
+
+export type CancelPaymentResult = { payment: Payment | null; errors: UserError[] };
+
+const isUuid = (id: string) => z.uuid().safeParse(id).success;
+
+export function createCancellation(deps: {
+  prisma: PrismaClient;
+  /** Null when this process has no provider URL: a PENDING payment then cannot be voided. */
+  provider: ProviderClient | null;
+  /** A HELD payment (issue 15) is cancelled by the hold service: money back, nothing at the provider. */
+  holds: Pick<HoldService, 'cancelHeldPayment'>;
+  logger: Logger;
+  metrics: Pick<Metrics, 'cancellations'>;
+}) {
+  const { prisma, provider, logger } = deps;
+
+  const notFound = (): CancelPaymentResult => ({ payment: null, errors: [userError('INVALID_INPUT', 'No such payment', ['paymentId'])] });
+  const done = (payment: Payment): CancelPaymentResult => {
+    deps.metrics.cancellations.inc({ outcome: 'CANCELLED' });
+    return { payment, errors: [] };
+  };
+  const refused = (payment: Payment, why: string, message: string): CancelPaymentResult => {
+    deps.metrics.cancellations.inc({ outcome: why });
+    return { payment, errors: [userError('PAYMENT_NOT_CANCELLABLE', message, ['paymentId'])] };
+  };
+
+  async function cancelPending(payment: Payment, log: Logger): Promise<CancelPaymentResult | null> {
+    if (!provider) {
+      log.error({ paymentId: payment.id }, 'cancelPayment needs PROVIDER_URL on the API to void a PENDING payment');
+      return refused(payment, 'provider-unreachable', 'The payment could not be stopped now; it may still be sent. Try again shortly.');
+    }
+    // Recorded first, so whoever refunds after the void (the worker may meet it first) refunds it
+    // as this cancellation. Not PENDING any more: look again.
+    if (!(await requestCancellation(prisma, payment.id))) return null;
+    const voided = await provider.voidPayment(payment.id);
+    if (voided.kind === 'voided') {
+      const refunded = await prisma.$transaction(async (tx) => {
+        const updated = await refundPayment(tx, payment.id, 'CANCELLED', FAILURE_REASONS.CANCELLED_BY_CUSTOMER);
+        if (updated) await recordAttempt(tx, payment.id, 'CANCELLED_BY_CUSTOMER', 'voided at the provider at the customer\'s request');
+        return updated;
+      });
+      log.info({ paymentId: payment.id, applied: refunded !== null }, 'payment cancelled by the customer: voided at the provider');
+      // Not applied: the worker met the void first and refunded it (as this cancellation).
+      return done(refunded ?? (await prisma.payment.findUniqueOrThrow({ where: { id: payment.id } })));
+    }
+    if (voided.kind === 'accepted') {
+      await completePayment(prisma, payment.id, 'the provider had accepted the payment when the customer asked to cancel it');
+      const now = await prisma.payment.findUniqueOrThrow({ where: { id: payment.id } });
+      log.info({ paymentId: payment.id }, 'cancellation refused: the provider had already accepted the payment');
+      return refused(now, 'already-accepted', 'The payment provider has already accepted this payment; it can no longer be cancelled');
+    }
+    log.warn({ paymentId: payment.id, result: voided }, 'cancellation not possible now: the provider could not be reached');
+    return refused(payment, 'provider-unreachable', 'The payment could not be stopped now; it may still be sent. Try again shortly.');
+  }
+
+  /** Cancels the customer's own payment; another customer's looks exactly like one that does not exist. */
+  async function cancelPayment(customerId: string, paymentId: string, log: Logger = logger): Promise<CancelPaymentResult> {
+    if (!isUuid(paymentId)) return notFound();
+    // Twice at most: a SCHEDULED payment whose day came meanwhile (or a HELD one approved) is looked at again.
+    for (let look = 0; look < 2; look++) {
+      const payment = await prisma.payment.findFirst({ where: { id: paymentId, account: { customerId } } });
+      if (!payment) return notFound();
+      switch (payment.status) {
+        case 'SCHEDULED': {
+          const cancelled = await cancelScheduledPayment(prisma, paymentId);
+          if (cancelled) {
+            log.info({ paymentId }, 'scheduled payment cancelled by the customer');
+            return done(cancelled);
+          }
+          continue;
+        }
+        case 'PENDING': {
+          const result = await cancelPending(payment, log);
+          if (result) return result;
+          continue;
+        }
+        case 'HELD': {
+          const held = await deps.holds.cancelHeldPayment(customerId, paymentId);
+          if (held.kind === 'cancelled') return done(held.payment);
+          continue; // approved, rejected or expired meanwhile: look again
+        }
+        case 'CANCELLED':
+          return { payment, errors: [] };
+        default:
+          return refused(payment, payment.status, `A ${payment.status} payment cannot be cancelled`);
+      }
+    }
+    const now = await prisma.payment.findUniqueOrThrow({ where: { id: paymentId } });
+    return refused(now, now.status, `A ${now.status} payment cannot be cancelled`);
+  }
+
+  return { cancelPayment };
+}
+
+export type Cancellation = ReturnType<typeof createCancellation>;

@@ -1,0 +1,154 @@
+import { fromPrisma, type PgBoss } from 'pg-boss';
+import { z } from 'zod';
+import type { PrismaClient, Tx } from '../db/prisma.ts';
+import { noFailpoints, type Failpoints } from '../failpoints.ts';
+import { creditReturnJobOptions, QUEUES, type CreditReturnJob, type QueuePolicy } from '../jobs/queues.ts';
+import type { Logger } from '../logger.ts';
+import type { Metrics } from '../ops/metrics.ts';
+import type { ProviderClient, ProviderEvent } from '../provider/client.ts';
+import { completePayment, markCreditReturned, recordAttempt, recordInboundCredit, returnPayment } from './repository.ts';
+import { TX_OPTIONS } from './scheduled.ts';
+
+/**
+ * What the provider tells us after the fact, from its event feed (`GET /v1/events`):
+ *
+ * - `payment.returned`: the recipient's bank sent a COMPLETED payment back. COMPLETED -> RETURNED
+ *   with its return code and a PAYMENT_RETURN ledger entry, once (guarded on COMPLETED; the unique
+ *   index on ledger_entries (payment_id, kind) stands behind it). A return for a payment still
+ *   PENDING here (the worker has not recorded the acceptance yet) completes it first: the provider
+ *   can only return what it accepted.
+ * - `credit.received`: money in. To one of our accounts (sort code + account number, GBP): an
+ *   INBOUND_CREDIT ledger entry with the sender and reference. Otherwise: recorded as RETURNING and a
+ *   job sends it back (`POST /v1/credits/:id/return`) until the provider confirms -> RETURNED. The
+ *   credit's id is the primary key of `provider_credits`: never credited twice, never lost.
+ *
+ * One poll at a time (pg-boss `stately` queue), but correctness does not rest on that: each page of
+ * events is applied in one transaction with the cursor, which is locked and compared with the one
+ * the page was fetched from, so two pollers never apply one page twice, and every effect is
+ * idempotent anyway (an event delivered twice changes nothing the second time).
+ */
+
+export const EVENTS_PAGE_SIZE = 100;
+
+const isUuid = (id: string) => z.uuid().safeParse(id).success;
+
+export function createProviderFeed(deps: {
+  prisma: PrismaClient;
+  boss: PgBoss;
+  provider: ProviderClient;
+  queue: QueuePolicy;
+  logger: Logger;
+  metrics: Pick<Metrics, 'providerEvents' | 'creditReturns' | 'settled'>;
+  failpoints?: Failpoints;
+  pageSize?: number;
+}) {
+  const { prisma, boss, provider, logger, metrics } = deps;
+  const failpoints = deps.failpoints ?? noFailpoints;
+
+  async function applyReturn(tx: Tx, event: Extract<ProviderEvent, { type: 'payment.returned' }>): Promise<string> {
+    const paymentId = event.idempotencyKey;
+    const payment = isUuid(paymentId) ? await tx.payment.findUnique({ where: { id: paymentId }, select: { status: true } }) : null;
+    if (!payment) {
+      logger.error({ eventId: event.id, idempotencyKey: paymentId }, 'the provider returned a payment we do not know');
+      return 'unknown-payment';
+    }
+    if (payment.status === 'PENDING') {
+      await completePayment(tx, paymentId, 'the provider reported a return, so it had accepted the payment');
+    }
+    const returned = await returnPayment(tx, paymentId, event.returnCode);
+    if (returned) {
+      await recordAttempt(tx, paymentId, 'RETURNED', `returned by the recipient's bank: ${event.returnCode}`);
+      logger.info({ paymentId, returnCode: event.returnCode }, 'payment returned; money back');
+      return 'returned';
+    }
+    if (payment.status !== 'RETURNED' && payment.status !== 'PENDING') {
+      logger.error({ eventId: event.id, paymentId, status: payment.status }, 'the provider returned a payment that is not COMPLETED here');
+      return 'not-completed';
+    }
+    return 'already-returned';
+  }
+
+  async function applyCredit(tx: Tx, event: Extract<ProviderEvent, { type: 'credit.received' }>): Promise<string> {
+    const recorded = await recordInboundCredit(tx, event);
+    if (!recorded) return 'already-recorded';
+    if (recorded.outcome === 'RETURNING') {
+      const job: CreditReturnJob = { creditId: event.id };
+      await boss.send(QUEUES.creditReturn, job, { ...creditReturnJobOptions(deps.queue), db: fromPrisma(tx) });
+      logger.info({ creditId: event.id, amount: event.amount }, 'inbound credit for no account of ours: returning it');
+      return 'returning';
+    }
+    logger.info({ creditId: event.id, accountId: recorded.accountId, amount: event.amount }, 'inbound credit credited');
+    return 'credited';
+  }
+
+  async function apply(tx: Tx, event: ProviderEvent): Promise<string> {
+    switch (event.type) {
+      case 'payment.returned':
+        return applyReturn(tx, event);
+      case 'credit.received':
+        return applyCredit(tx, event);
+      default:
+        logger.error({ eventId: event.id, type: event.rawType, problem: event.problem }, 'provider event skipped: not one we can apply');
+        return 'skipped';
+    }
+  }
+
+  /** Applies one page and moves the cursor to `next`, in one transaction; false when another poller moved the cursor first. */
+  async function applyPage(from: string | null, events: ProviderEvent[], next: string | null): Promise<boolean> {
+    const outcomes = await prisma.$transaction(async (tx) => {
+      const [row] = await tx.$queryRaw<{ cursor: string | null }[]>`SELECT cursor FROM provider_event_cursor WHERE id FOR UPDATE`;
+      if (!row || row.cursor !== from) return null;
+      const applied: Array<[string, string]> = [];
+      for (const event of events) applied.push([event.type, await apply(tx, event)]);
+      failpoints.hit('provider-events.before-cursor');
+      await tx.$executeRaw`UPDATE provider_event_cursor SET cursor = ${next}, events_applied = events_applied + ${events.length}, updated_at = now() WHERE id`;
+      return applied;
+    }, { ...TX_OPTIONS, timeout: 30_000 });
+    if (!outcomes) return false;
+    for (const [type, outcome] of outcomes) {
+      metrics.providerEvents.inc({ type, outcome });
+      if (outcome === 'returned') metrics.settled.inc({ status: 'RETURNED' });
+    }
+    return true;
+  }
+
+  /**
+   * Reads the feed from the stored cursor and applies it page by page until it is drained (or
+   * `maxPages` were read: the next poll carries on). Returns the events applied. Throws when the
+   * provider cannot be read; the next poll tries again from the same cursor.
+   */
+  async function poll(maxPages = 50): Promise<number> {
+    let applied = 0;
+    for (let page = 0; page < maxPages; page++) {
+      const cursor = (await prisma.providerEventCursor.findUniqueOrThrow({ where: { id: true } })).cursor;
+      const result = await provider.listEvents(cursor, deps.pageSize ?? EVENTS_PAGE_SIZE);
+      if (result.kind !== 'events') throw new Error(`reading the provider's events: ${result.detail}`);
+      if (result.events.length === 0) break;
+      if (!(await applyPage(cursor, result.events, result.next))) break;
+      applied += result.events.length;
+    }
+    return applied;
+  }
+
+  /** Sends a credit we could not credit back to the provider; throws (the job retries) until it confirms. */
+  async function returnCredit(creditId: string): Promise<void> {
+    const credit = await prisma.providerCredit.findUnique({ where: { id: creditId } });
+    if (credit?.outcome !== 'RETURNING') return;
+    const result = await provider.returnCredit(creditId, credit.returnReason ?? 'UNKNOWN_ACCOUNT');
+    if (result.kind === 'returned') {
+      if (await markCreditReturned(prisma, creditId)) metrics.creditReturns.inc();
+      logger.info({ creditId, amount: Number(credit.amount) }, 'inbound credit returned to the provider');
+      return;
+    }
+    if (result.kind === 'unknown-credit') {
+      // The provider does not know its own credit: nothing to return to; operators must look.
+      logger.error({ creditId }, 'the provider does not know a credit it sent us; left RETURNING for operators');
+      return;
+    }
+    throw new Error(`returning credit ${creditId}: ${result.detail}`);
+  }
+
+  return { poll, returnCredit, applyPage };
+}
+
+export type ProviderFeed = ReturnType<typeof createProviderFeed>;

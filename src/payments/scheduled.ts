@@ -1,0 +1,101 @@
+import { randomUUID } from 'node:crypto';
+import { fromPrisma, type PgBoss } from 'pg-boss';
+import { calendarDateOf, londonToday, secondsUntilDay, type CalendarDate, type Clock } from '../calendar.ts';
+import type { PrismaClient, Tx } from '../db/prisma.ts';
+import { executeJobOptions, QUEUES, settleJobOptions, type ExecutePaymentJob, type QueuePolicy, type SettlePaymentJob } from '../jobs/queues.ts';
+import type { Logger } from '../logger.ts';
+import type { Metrics } from '../ops/metrics.ts';
+import { reserveDailyLimit } from './limits.ts';
+import { FAILURE_REASONS } from './outcomes.ts';
+import { executeScheduledPayment, failScheduledPayment } from './repository.ts';
+
+/**
+ * Scheduled payments: a SCHEDULED payment moves no money until its London day. Its execution job
+ * is created with it (same transaction) and becomes due when that day begins, by the clock of the
+ * process that scheduled it; then the same guarded debit as `sendPayment` runs.
+ */
+
+/** How far ahead a payment or a standing order's first payment may be scheduled. */
+export const MAX_SCHEDULE_DAYS = 366;
+
+// As for sendPayment: wait for a pooled connection under a burst, never hold one for long.
+export const TX_OPTIONS = { maxWait: 15_000, timeout: 10_000 } as const;
+
+/**
+ * Enqueues the execution of a SCHEDULED payment for when `executeOn` begins in London (by `clock`),
+ * inside the caller's transaction. The job id is the payment id, so a second enqueue is a no-op;
+ * pass `fresh` to replace a job that is gone or ran too early.
+ */
+export async function enqueueExecution(
+  boss: PgBoss,
+  tx: Tx,
+  options: { paymentId: string; executeOn: CalendarDate; clock: Clock; queue: QueuePolicy; fresh?: boolean },
+): Promise<void> {
+  const job: ExecutePaymentJob = { paymentId: options.paymentId };
+  await boss.send(QUEUES.execute, job, {
+    ...executeJobOptions(options.queue),
+    id: options.fresh ? randomUUID() : options.paymentId,
+    startAfter: secondsUntilDay(options.clock, options.executeOn),
+    db: fromPrisma(tx),
+  });
+}
+
+/** Thrown inside the execution's transaction to undo its debit: the payment would pass the daily limit. */
+class OverDailyLimit extends Error {
+  override name = 'OverDailyLimit';
+}
+
+export function createScheduledExecution(deps: {
+  prisma: PrismaClient;
+  boss: PgBoss;
+  queue: QueuePolicy;
+  clock: Clock;
+  /** Payee safety on the payment's day (issue 15): its daily limit, and the amount that is held for review. */
+  policy: { dailyLimit: number; reviewThreshold: number };
+  logger: Logger;
+  metrics: Pick<Metrics, 'scheduledExecuted'>;
+}) {
+  const { prisma, boss, clock, logger } = deps;
+
+  /**
+   * Runs a SCHEDULED payment whose day has come: debit + ledger + settlement job (-> PENDING), or
+   * FAILED with INSUFFICIENT_FUNDS and nothing debited, in one transaction. A payment that is no
+   * longer SCHEDULED (cancelled, or run already) is left alone; one whose day has not come (the job
+   * ran early) gets a fresh job for its day.
+   */
+  async function execute(paymentId: string): Promise<void> {
+    const today = londonToday(clock);
+    const moved = await prisma.$transaction(async (tx) => {
+      const payment = await executeScheduledPayment(tx, paymentId, today, deps.policy.reviewThreshold);
+      if (payment && payment.status !== 'FAILED') {
+        // It counts against the customer's limit on the day it runs; past it, nothing may move.
+        const { customerId } = await tx.account.findUniqueOrThrow({ where: { id: payment.accountId }, select: { customerId: true } });
+        const fits = await reserveDailyLimit(tx, { customerId, day: today, amount: Number(payment.amount), limit: deps.policy.dailyLimit });
+        if (!fits) throw new OverDailyLimit();
+      }
+      if (payment?.status === 'PENDING') {
+        const job: SettlePaymentJob = { paymentId };
+        await boss.send(QUEUES.settle, job, { ...settleJobOptions(deps.queue), id: paymentId, db: fromPrisma(tx) });
+      }
+      if (payment) return payment;
+      const current = await tx.payment.findUnique({ where: { id: paymentId }, select: { status: true, executeOn: true } });
+      if (current?.status === 'SCHEDULED' && current.executeOn) {
+        const executeOn = calendarDateOf(current.executeOn);
+        await enqueueExecution(boss, tx, { paymentId, executeOn, clock, queue: deps.queue, fresh: true });
+        logger.warn({ paymentId, executeOn, today }, 'scheduled payment job ran before its day; put off to its day');
+      }
+      return null;
+    }, TX_OPTIONS).catch(async (error: unknown) => {
+      if (!(error instanceof OverDailyLimit)) throw error;
+      // The debit above was rolled back with the transaction: fail it with nothing moved.
+      return failScheduledPayment(prisma, paymentId, FAILURE_REASONS.LIMIT_EXCEEDED);
+    });
+    if (!moved) return;
+    deps.metrics.scheduledExecuted.inc({ status: moved.status });
+    logger.info({ paymentId, status: moved.status, failureReason: moved.failureReason }, 'scheduled payment executed');
+  }
+
+  return { execute };
+}
+
+export type ScheduledExecution = ReturnType<typeof createScheduledExecution>;

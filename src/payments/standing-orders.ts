@@ -1,0 +1,204 @@
+import { fromPrisma, type PgBoss } from 'pg-boss';
+import { z } from 'zod';
+import { addCalendarDays, londonToday, occurrenceDate, type CalendarDate, type Clock, type Frequency } from '../calendar.ts';
+import type { PrismaClient, StandingOrder } from '../db/prisma.ts';
+import { DomainError, userError, type UserError } from '../errors.ts';
+import { QUEUES, type QueuePolicy } from '../jobs/queues.ts';
+import type { Logger } from '../logger.ts';
+import type { Metrics } from '../ops/metrics.ts';
+import { createStandingOrderInput, parseInput, STANDING_ORDER_KEY_PREFIX, type CreateStandingOrderCommand } from '../validation.ts';
+import { FAILURE_REASONS } from './outcomes.ts';
+import { enqueueExecution, MAX_SCHEDULE_DAYS, TX_OPTIONS } from './scheduled.ts';
+import { fingerprintOf, hashOf } from './send-payment.ts';
+
+/**
+ * Standing orders: pay the same recipient every week or month, from `firstPaymentOn` to
+ * `lastPaymentOn` (or until cancelled).
+ *
+ * Occurrence n (from 0) falls on `occurrenceDate(first, frequency, n)`: monthly dates count from the
+ * first, so a 31st becomes the last day of a shorter month. The scheduler (`runDue`, every minute)
+ * turns each due occurrence into a SCHEDULED payment keyed `so:<order id>:<date>` whose execution
+ * job is due at once, and advances the order past it, in one transaction per occurrence:
+ * - two schedulers never create one occurrence twice: each takes the order's row lock (SKIP LOCKED,
+ *   so they share the work), the advance is guarded by the count it read, and the payment's unique
+ *   keys (account + idempotency key, order + date) would refuse a second one anyway;
+ * - a scheduler that was down for days creates every occurrence it missed, once each, when it is back.
+ */
+
+export type CreateStandingOrderResult = { standingOrder: StandingOrder; errors: [] } | { standingOrder: null; errors: [UserError] };
+
+const isUuid = (id: string) => z.uuid().safeParse(id).success;
+
+const asDate = (date: CalendarDate) => new Date(`${date}T00:00:00.000Z`);
+
+/** The idempotency key of an occurrence. */
+export const occurrenceKey = (orderId: string, date: CalendarDate) => `${STANDING_ORDER_KEY_PREFIX}${orderId}:${date}`;
+
+export function standingOrderFingerprint(cmd: CreateStandingOrderCommand): string {
+  return hashOf([fingerprintOf({ ...cmd, executeOn: null }), cmd.frequency, cmd.firstPaymentOn, cmd.lastPaymentOn]);
+}
+
+/** The date after occurrence n, or null when the order ends before it. */
+function following(first: CalendarDate, frequency: Frequency, last: CalendarDate | null, n: number): CalendarDate | null {
+  const date = occurrenceDate(first, frequency, n);
+  return last !== null && date > last ? null : date;
+}
+
+/** Most occurrences one run creates; the next run carries on. */
+const MAX_PER_RUN = 1_000;
+
+export function createStandingOrders(deps: {
+  prisma: PrismaClient;
+  boss: PgBoss;
+  queue: QueuePolicy;
+  clock: Clock;
+  logger: Logger;
+  metrics: Pick<Metrics, 'standingOrderOccurrences'>;
+}) {
+  const { prisma, boss, clock, logger } = deps;
+
+  async function create(customerId: string, input: unknown, log: Logger = logger): Promise<CreateStandingOrderResult> {
+    const parsed = parseInput(createStandingOrderInput, input);
+    if (!parsed.ok) return { standingOrder: null, errors: [parsed.error] };
+    const cmd = parsed.value;
+    const fingerprint = standingOrderFingerprint(cmd);
+    const today = londonToday(clock);
+    if (cmd.firstPaymentOn < today) {
+      const replayed = await replay(customerId, cmd, fingerprint);
+      if (replayed.standingOrder) return replayed;
+      return { standingOrder: null, errors: [userError('INVALID_INPUT', `firstPaymentOn must be today (${today}, London) or later`, ['firstPaymentOn'])] };
+    }
+    if (cmd.firstPaymentOn > addCalendarDays(today, MAX_SCHEDULE_DAYS)) {
+      return { standingOrder: null, errors: [userError('INVALID_INPUT', `firstPaymentOn must be at most ${MAX_SCHEDULE_DAYS} days ahead`, ['firstPaymentOn'])] };
+    }
+    const account = await prisma.account.findFirst({ where: { id: cmd.fromAccountId, customerId }, select: { id: true } });
+    if (!account) return { standingOrder: null, errors: [userError('ACCOUNT_NOT_FOUND', 'No such account', ['fromAccountId'])] };
+
+    const created = await prisma.$transaction(async (tx) => {
+      const [order] = await tx.standingOrder.createManyAndReturn({
+        data: [
+          {
+            accountId: account.id,
+            idempotencyKey: cmd.idempotencyKey,
+            fingerprint,
+            amount: BigInt(cmd.amount),
+            recipientName: cmd.recipient.name,
+            recipientSortCode: cmd.recipient.sortCode,
+            recipientAccountNumber: cmd.recipient.accountNumber,
+            reference: cmd.reference,
+            frequency: cmd.frequency,
+            firstPaymentOn: asDate(cmd.firstPaymentOn),
+            lastPaymentOn: cmd.lastPaymentOn === null ? null : asDate(cmd.lastPaymentOn),
+            nextPaymentOn: asDate(cmd.firstPaymentOn),
+          },
+        ],
+        skipDuplicates: true,
+      });
+      // Due today: the scheduler runs now rather than at the next minute.
+      if (order && cmd.firstPaymentOn === today) await boss.send(QUEUES.standingOrders, {}, { db: fromPrisma(tx) });
+      return order ?? null;
+    }, TX_OPTIONS);
+    if (created) {
+      log.info({ standingOrderId: created.id, accountId: account.id, frequency: cmd.frequency, firstPaymentOn: cmd.firstPaymentOn }, 'standing order created');
+      return { standingOrder: created, errors: [] };
+    }
+    return replay(customerId, cmd, fingerprint);
+  }
+
+  async function replay(customerId: string, cmd: CreateStandingOrderCommand, fingerprint: string): Promise<CreateStandingOrderResult> {
+    const existing = await prisma.standingOrder.findFirst({
+      where: { accountId: cmd.fromAccountId, idempotencyKey: cmd.idempotencyKey, account: { customerId } },
+    });
+    if (!existing) return { standingOrder: null, errors: [userError('ACCOUNT_NOT_FOUND', 'No such account', ['fromAccountId'])] };
+    if (existing.fingerprint !== fingerprint) {
+      return {
+        standingOrder: null,
+        errors: [userError('IDEMPOTENCY_KEY_REUSED', 'This idempotency key was already used for a different standing order from this account', ['idempotencyKey'])],
+      };
+    }
+    return { standingOrder: existing, errors: [] };
+  }
+
+  /**
+   * Stops the customer's order: no occurrence is created after this, and occurrences created but
+   * not yet run (SCHEDULED) are cancelled. Cancelling an order that has ended returns it unchanged.
+   * Another customer's order is answered exactly like one that does not exist.
+   */
+  async function cancel(customerId: string, orderId: string, log: Logger = logger): Promise<StandingOrder> {
+    const notFound = () => new DomainError(userError('INVALID_INPUT', 'No such standing order', ['id']));
+    if (!isUuid(orderId)) throw notFound();
+    await prisma.$transaction(async (tx) => {
+      // Waits for a scheduler holding the order, then re-checks `active`.
+      const stopped = await tx.$executeRaw`
+        UPDATE standing_orders SET active = false, next_payment_on = NULL, cancelled_at = now(), updated_at = now()
+        WHERE id = ${orderId}::uuid AND active AND account_id IN (SELECT id FROM accounts WHERE customer_id = ${customerId}::uuid)`;
+      if (stopped === 0) return;
+      // A statement of its own, so it sees an occurrence a scheduler committed just before.
+      const occurrences = await tx.$executeRaw`
+        UPDATE payments SET status = 'CANCELLED', failure_reason = ${FAILURE_REASONS.CANCELLED_BY_CUSTOMER}, updated_at = now()
+        WHERE standing_order_id = ${orderId}::uuid AND status = 'SCHEDULED'`;
+      log.info({ standingOrderId: orderId, occurrencesCancelled: occurrences }, 'standing order cancelled');
+    }, TX_OPTIONS);
+    const order = await prisma.standingOrder.findFirst({ where: { id: orderId, account: { customerId } } });
+    if (!order) throw notFound();
+    return order;
+  }
+
+  /** Creates one due occurrence (the earliest), or returns null when none is due. */
+  async function createNextDue(today: CalendarDate): Promise<{ orderId: string; date: CalendarDate; paymentId: string | null } | null> {
+    return prisma.$transaction(async (tx) => {
+      const [order] = await tx.$queryRaw<
+        Array<{ id: string; account_id: string; n: number; next: string; first: string; last: string | null; frequency: Frequency; fingerprint: string }>
+      >`
+        SELECT id::text, account_id::text, occurrences_created AS n, to_char(next_payment_on, 'YYYY-MM-DD') AS next,
+          to_char(first_payment_on, 'YYYY-MM-DD') AS first, to_char(last_payment_on, 'YYYY-MM-DD') AS last,
+          frequency::text AS frequency, fingerprint
+        FROM standing_orders
+        WHERE active AND next_payment_on <= ${today}::date
+        ORDER BY next_payment_on, id
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED`;
+      if (!order) return null;
+      const date = order.next;
+      // The occurrence's fingerprint: the order's and the date, so a clash with anything else shows.
+      const fingerprint = hashOf([order.fingerprint, date]);
+      const [payment] = await tx.$queryRaw<Array<{ id: string }>>`
+        INSERT INTO payments (account_id, idempotency_key, fingerprint, amount, recipient_name, recipient_sort_code,
+          recipient_account_number, reference, status, execute_on, standing_order_id)
+        SELECT account_id, ${occurrenceKey(order.id, date)}, ${fingerprint}, amount, recipient_name, recipient_sort_code,
+          recipient_account_number, reference, 'SCHEDULED', ${date}::date, id
+        FROM standing_orders WHERE id = ${order.id}::uuid
+        ON CONFLICT DO NOTHING
+        RETURNING id::text`;
+      if (payment) await enqueueExecution(boss, tx, { paymentId: payment.id, executeOn: date, clock, queue: deps.queue });
+      const next = following(order.first, order.frequency, order.last, order.n + 1);
+      await tx.$executeRaw`
+        UPDATE standing_orders SET occurrences_created = ${order.n + 1}, next_payment_on = ${next}::date,
+          active = ${next !== null}, updated_at = now()
+        WHERE id = ${order.id}::uuid AND occurrences_created = ${order.n}`;
+      return { orderId: order.id, date, paymentId: payment?.id ?? null };
+    }, TX_OPTIONS);
+  }
+
+  /** The scheduler: creates every due occurrence of every order, each once. Returns how many it created. */
+  async function runDue(): Promise<number> {
+    const today = londonToday(clock);
+    let created = 0;
+    for (let i = 0; i < MAX_PER_RUN; i++) {
+      const occurrence = await createNextDue(today);
+      if (!occurrence) break;
+      if (occurrence.paymentId) {
+        created++;
+        deps.metrics.standingOrderOccurrences.inc();
+        logger.info({ standingOrderId: occurrence.orderId, paymentId: occurrence.paymentId, date: occurrence.date }, 'standing order occurrence created');
+      } else {
+        logger.warn({ standingOrderId: occurrence.orderId, date: occurrence.date }, 'standing order occurrence existed already; order advanced past it');
+      }
+    }
+    return created;
+  }
+
+  return { create, cancel, runDue };
+}
+
+export type StandingOrders = ReturnType<typeof createStandingOrders>;
