@@ -197,6 +197,7 @@ export async function startWorkerRole(options: {
     baseUrl: options.providerUrl,
     apiKey: config.providerApiKey,
     timeoutMs: config.providerTimeoutMs,
+    maxConnections: config.providerMaxConnections,
     metrics,
   });
   observeGauge(
@@ -204,7 +205,7 @@ export async function startWorkerRole(options: {
     { name: 'payments_provider_circuit_open', help: 'State of the circuit breaker around the provider', labelNames: ['state'] },
     () => [{ labels: { state: String(provider.circuitState()) }, value: 1 }],
   );
-  await startWorkers({
+  const workers = await startWorkers({
     boss,
     prisma,
     queue: queuePolicy(config),
@@ -214,8 +215,16 @@ export async function startWorkerRole(options: {
     pollingIntervalSeconds: options.pollingIntervalSeconds ?? 0.5,
     sweepMinAgeSeconds: config.queue.sweepMinAgeSeconds,
   });
+  observeGauge(
+    metrics.registry,
+    { name: 'payments_worker_jobs_in_flight', help: 'Jobs this worker process is running now, by queue (at most WORKER_CONCURRENCY for settlement)', labelNames: ['queue'] },
+    () => Object.entries(workers.inFlight()).map(([queue, value]) => ({ labels: { queue }, value })),
+  );
   await schedulePruning(boss, prisma, config, logger);
   let stopping = false;
+  // A circuit that has not closed for this long means the provider is down, not flapping: the
+  // worker says so on /readyz (it keeps deferring settlements without spending retries meanwhile).
+  const circuitStuckMs = config.workerCircuitUnreadySeconds * 1000;
   const ops =
     options.opsPort === undefined
       ? null
@@ -224,6 +233,7 @@ export async function startWorkerRole(options: {
           registry: metrics.registry,
           ready: async () => {
             if (stopping) return false;
+            if (circuitStuckMs > 0 && provider.circuitNotClosedForMs() > circuitStuckMs) return false;
             await prisma.$queryRaw`SELECT 1`;
             return queueAnswers(boss);
           },
@@ -235,9 +245,12 @@ export async function startWorkerRole(options: {
     opsUrl: ops?.url ?? null,
     async stop() {
       stopping = true;
-      // graceful: jobs in flight finish (or expire back to the queue) before the pool closes.
+      // Graceful: no new jobs are claimed, the ones in flight finish (or, after 15 s, expire back to
+      // the queue) before pg-boss and the pools close.
+      await workers.stop();
       await boss.stop({ graceful: true, close: true, timeout: 15_000 });
       await ops?.close();
+      await provider.close();
       await prisma.$disconnect();
     },
   };

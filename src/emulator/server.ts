@@ -10,7 +10,7 @@ import type { Logger } from '../logger.ts';
  *   POST /v1/payments                     201 new, 200 replay, 422 same key other body, 400 invalid
  *   GET  /v1/payments/:idempotencyKey     200 record, 404 unknown, 410 voided
  *   POST /v1/payments/:idempotencyKey/void 200 voided (never accepted afterwards), 409 already accepted
- *   PUT  /admin/faults  GET /admin/faults  GET /admin/payments
+ *   PUT  /admin/faults  GET /admin/faults  GET /admin/payments  GET /admin/requests
  *
  * Every request needs `x-api-key`. A recipient sort code of 000000 is always rejected (400).
  */
@@ -26,6 +26,12 @@ export const faultsSchema = z
     retryAfterSeconds: z.number().int().min(0).max(3600).default(1),
     /** Extension: the next N `POST /v1/payments` answer 500 before recording anything. */
     failNextCreates: z.number().int().min(0).default(0),
+    /**
+     * Extension: requests for these payments (idempotency keys) are held, unanswered, until the key
+     * is taken off the list ("*" holds every payment request): a call that hangs, for as long as a
+     * test needs it to.
+     */
+    holdKeys: z.array(z.string()).default([]),
   })
   .strict();
 export type Faults = z.output<typeof faultsSchema>;
@@ -66,10 +72,19 @@ export interface EmulatorOptions {
   random?: () => number;
 }
 
+/** What reached the emulator: payment requests in progress now and at most, and per payment. */
+export interface RequestCounts {
+  inFlight: number;
+  maxInFlight: number;
+  byKey: Record<string, { get: number; create: number; void: number }>;
+}
+
 export interface RunningEmulator {
   url: string;
   server: Server;
   setFaults(faults: Partial<Faults>): Faults;
+  /** The counts behind GET /admin/requests. */
+  requests(): RequestCounts;
   close(): Promise<void>;
 }
 
@@ -81,6 +96,22 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
   const voided = new Set<string>();
   let faults: Faults = faultsSchema.parse(options.faults ?? {});
   let sequence = 0;
+  const counts: RequestCounts = { inFlight: 0, maxInFlight: 0, byKey: {} };
+  // Held requests wait for the next change of faults, then look again at whether they are held.
+  let released: { promise: Promise<void>; resolve: () => void } = Promise.withResolvers<void>();
+  const setFaultsTo = (next: Faults) => {
+    faults = next;
+    released.resolve();
+    released = Promise.withResolvers<void>();
+  };
+  const isHeld = (key: string) => faults.holdKeys.includes(key) || faults.holdKeys.includes('*');
+  async function holdWhileListed(key: string): Promise<void> {
+    while (isHeld(key)) await released.promise;
+  }
+  const count = (key: string, kind: 'get' | 'create' | 'void') => {
+    const entry = (counts.byKey[key] ??= { get: 0, create: 0, void: 0 });
+    entry[kind] += 1;
+  };
 
   const send = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) => {
     if (res.destroyed) return;
@@ -154,6 +185,16 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
     return send(res, 201, publicRecord(record));
   }
 
+  /** The idempotency key of a create request, for counting and holding ("" when unreadable). */
+  const keyOf = (raw: string): string => {
+    try {
+      const body: unknown = JSON.parse(raw);
+      return typeof body === 'object' && body !== null && 'idempotencyKey' in body && typeof body.idempotencyKey === 'string' ? body.idempotencyKey : '';
+    } catch {
+      return '';
+    }
+  };
+
   async function route(req: IncomingMessage, res: ServerResponse, raw: string) {
     if (req.headers['x-api-key'] !== options.apiKey) return error(res, 401, 'UNAUTHORIZED', 'missing or wrong x-api-key');
     const url = new URL(req.url ?? '/', 'http://emulator');
@@ -163,12 +204,13 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
     if (path === '/admin/faults' && method === 'GET') return send(res, 200, faults);
     if (path === '/admin/faults' && method === 'PUT') {
       try {
-        faults = faultsSchema.parse(JSON.parse(raw || '{}'));
+        setFaultsTo(faultsSchema.parse(JSON.parse(raw || '{}')));
       } catch (e) {
         return error(res, 400, 'INVALID_FAULTS', e instanceof Error ? e.message : 'invalid');
       }
       return send(res, 200, faults);
     }
+    if (path === '/admin/requests' && method === 'GET') return send(res, 200, counts);
     if (path === '/admin/payments' && method === 'GET') {
       return send(
         res,
@@ -178,12 +220,17 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
     }
 
     if (path === '/v1/payments' && method === 'POST') {
+      const key = keyOf(raw);
+      count(key, 'create');
+      await holdWhileListed(key);
       if (await injectFault(res, true)) return;
       return create(res, raw);
     }
     const match = /^\/v1\/payments\/([^/]+)(\/void)?$/.exec(path);
     if (match) {
       const key = decodeURIComponent(match[1] ?? '');
+      count(key, match[2] ? 'void' : 'get');
+      await holdWhileListed(key);
       if (method === 'GET' && !match[2]) {
         if (await injectFault(res)) return;
         if (voided.has(key)) return error(res, 410, 'VOIDED', 'this payment was voided');
@@ -214,10 +261,16 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
       chunks.push(chunk);
     });
     req.on('end', () => {
-      route(req, res, Buffer.concat(chunks).toString('utf8')).catch((e: unknown) => {
-        options.logger?.error({ err: e }, 'emulator request failed');
-        error(res, 500, 'INTERNAL', 'emulator error');
-      });
+      const payments = req.url?.startsWith('/v1/') ?? false;
+      if (payments) counts.maxInFlight = Math.max(counts.maxInFlight, ++counts.inFlight);
+      route(req, res, Buffer.concat(chunks).toString('utf8'))
+        .catch((e: unknown) => {
+          options.logger?.error({ err: e }, 'emulator request failed');
+          error(res, 500, 'INTERNAL', 'emulator error');
+        })
+        .finally(() => {
+          if (payments) counts.inFlight -= 1;
+        });
     });
   });
   // Keep-alive sockets would hold close() open for their idle timeout.
@@ -235,11 +288,13 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
     url,
     server,
     setFaults(next) {
-      faults = faultsSchema.parse({ ...faults, ...next });
+      setFaultsTo(faultsSchema.parse({ ...faults, ...next }));
       return faults;
     },
+    requests: () => counts,
     close: () =>
       new Promise<void>((resolve) => {
+        setFaultsTo({ ...faults, holdKeys: [] });
         server.closeAllConnections();
         server.close(() => resolve());
       }),

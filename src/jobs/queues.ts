@@ -35,6 +35,8 @@ export const settlePaymentJob = z.object({
    */
   retriesSpent: z.number().int().min(0).optional(),
   deferrals: z.number().int().min(0).optional(),
+  /** Set by the sweeper: the payment lost its job, and may have reached the provider before. */
+  swept: z.literal(true).optional(),
 });
 export type SettlePaymentJob = z.infer<typeof settlePaymentJob>;
 
