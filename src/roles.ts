@@ -286,11 +286,13 @@ function observeApiGauges(metrics: Metrics, prisma: PrismaClient, events: EventF
     const counts = new Map((await statusCounts()).map((r) => [r.status, Number(r.n)]));
     return PAYMENT_STATUSES.map((status) => ({ labels: { status }, value: counts.get(status) ?? 0 }));
   });
-  // Depth and age come from one query; both gauges of a scrape share it.
+  // Depth and age come from one query; both gauges of a scrape share it. The predicate is exactly
+  // that of pg-boss's fetch index (job_i11: name, priority, created_on WHERE state < 'active' AND NOT
+  // blocked), so this reads only the waiting jobs' index entries, never the completed history.
   const queueRows = sharedRead(
     () => prisma.$queryRaw<{ name: string; depth: bigint; age: number }[]>`
           SELECT name, count(*) AS depth, coalesce(extract(epoch FROM now() - min(created_on)), 0)::float8 AS age
-          FROM pgboss.job WHERE state IN ('created', 'retry') GROUP BY name`,
+          FROM pgboss.job WHERE name IN (${QUEUES.settle}, ${QUEUES.reconcile}) AND state < 'active' AND NOT blocked GROUP BY name`,
     1_000,
   );
   observeGauge(registry, { name: 'payments_queue_depth', help: 'Jobs waiting (created or retry), by queue', labelNames: ['queue'] }, async () =>
