@@ -286,12 +286,15 @@ function observeApiGauges(metrics: Metrics, prisma: PrismaClient, events: EventF
     const counts = new Map((await statusCounts()).map((r) => [r.status, Number(r.n)]));
     return PAYMENT_STATUSES.map((status) => ({ labels: { status }, value: counts.get(status) ?? 0 }));
   });
-  // Depth and age come from one query; both gauges of a scrape share it. The predicate is exactly
+  // Depth and age come from one query; both gauges of a scrape share it. The age is how long the
+  // oldest job that is due (new, or a retry whose backoff has passed) has waited for a worker: a
+  // retry waiting out its backoff is not a backlog. The predicate is exactly
   // that of pg-boss's fetch index (job_i11: name, priority, created_on WHERE state < 'active' AND NOT
   // blocked), so this reads only the waiting jobs' index entries, never the completed history.
   const queueRows = sharedRead(
     () => prisma.$queryRaw<{ name: string; depth: bigint; age: number }[]>`
-          SELECT name, count(*) AS depth, coalesce(extract(epoch FROM now() - min(created_on)), 0)::float8 AS age
+          SELECT name, count(*) AS depth,
+            coalesce(extract(epoch FROM now() - min(start_after) FILTER (WHERE start_after <= now())), 0)::float8 AS age
           FROM pgboss.job WHERE name IN (${QUEUES.settle}, ${QUEUES.reconcile}) AND state < 'active' AND NOT blocked GROUP BY name`,
     1_000,
   );
@@ -300,7 +303,7 @@ function observeApiGauges(metrics: Metrics, prisma: PrismaClient, events: EventF
   );
   observeGauge(
     registry,
-    { name: 'payments_queue_oldest_job_age_seconds', help: 'Age of the oldest waiting job, by queue', labelNames: ['queue'] },
+    { name: 'payments_queue_oldest_job_age_seconds', help: 'How long the oldest job due to run has waited for a worker, by queue', labelNames: ['queue'] },
     async () => (await queueRows()).map((r) => ({ labels: { queue: r.name }, value: r.age })),
   );
   observeGauge(registry, { name: 'payments_subscriptions_active', help: 'Live subscriptions on this API process' }, () => [

@@ -73,15 +73,17 @@ describe('the IDE in a browser', () => {
     await run('query Me { me { name accounts { id balance } } }');
     await expect.poll(responseText, { timeout: 20_000 }).toContain('"balance": 50000');
 
-    // Keep the payment PENDING for a moment at a slow provider, so the subscription watches it move.
-    stack.emulator.setFaults({ latencyMs: 1_500 });
+    // The provider holds the payment's call until the subscription has shown it PENDING, so the
+    // subscription watches it move.
+    stack.emulator.setFaults({ holdKeys: ['*'] });
     try {
       const sent = await stack.send(alice.token, paymentInput(alice.accountId, { amount: 1_250 }));
       await run(`subscription Watch { paymentUpdated(paymentId: "${sent.payment?.id}") { id status amount } }`);
       await expect.poll(responseText, { timeout: 20_000 }).toContain('PENDING');
+      stack.emulator.setFaults({ holdKeys: [] });
       await expect.poll(responseText, { timeout: 20_000 }).toContain('COMPLETED');
     } finally {
-      stack.emulator.setFaults({ latencyMs: 0 });
+      stack.emulator.setFaults({ holdKeys: [] });
     }
     await mkdir(ARTIFACTS, { recursive: true });
     await page.screenshot({ path: new URL('ide-subscription-completed.png', ARTIFACTS).pathname, fullPage: true });
