@@ -16,6 +16,8 @@ export interface ScenarioResult {
   errorSamples: string[];
   /** Peak RSS of the API process (the worker process for settlement). */
   rssMb: number | null;
+  /** CPU time of the API process per accepted payment (user + system). */
+  apiCpuMsPerPayment?: number | null;
   /** Database transaction time of the API's payments, from PostgreSQL commit timestamps. */
   txP50Ms: number | null;
   txP99Ms: number | null;
@@ -48,6 +50,9 @@ export interface SteadyResult {
   p99Ms: number;
   errors: number;
   errorSamples: string[];
+  /** CPU time the process spent per payment accepted (API) or settled (worker) in the window. */
+  apiCpuMsPerPayment: number;
+  workerCpuMsPerPayment: number;
   apiRssMb: number;
   workerRssMb: number;
 }
@@ -68,11 +73,11 @@ const range = (r: [number, number] | undefined) => (r ? `${fmt(r[0], 0)}-${fmt(r
 /** Closed-loop points: medians over the rounds, with the spread (lowest-highest) of the rates. */
 export function markdownTable(results: ScenarioResult[]): string {
   const head =
-    '| scenario | clients | runs | API accepted/s | spread | pgbench/s (same clients) | spread | node pg/s | API / pgbench | p50 ms | p95 ms | p99 ms | tx p50 ms | tx p99 ms | pgbench tx p99 ms | errors | API RSS MB |';
-  const rule = '|' + '---|'.repeat(17);
+    '| scenario | clients | runs | API accepted/s | spread | pgbench/s (same clients) | spread | node pg/s | API / pgbench | p50 ms | p95 ms | p99 ms | tx p50 ms | tx p99 ms | pgbench tx p99 ms | errors | API CPU ms/payment | API RSS MB |';
+  const rule = '|' + '---|'.repeat(18);
   const rows = results.map(
     (r) =>
-      `| ${r.name} | ${r.clients ?? '-'} | ${r.runs ?? 1} | ${fmt(r.acceptedPerSec, 0)} | ${range(r.acceptedSpread)} | ${fmt(r.baselinePerSec, 0)} | ${range(r.baselineSpread)} | ${fmt(r.nodeBaselinePerSec, 0)} | ${fmt(r.ratio, 2)} | ${fmt(r.p50Ms)} | ${fmt(r.p95Ms)} | ${fmt(r.p99Ms)} | ${fmt(r.txP50Ms)} | ${fmt(r.txP99Ms)} | ${fmt(r.baselineTxP99Ms)} | ${r.errors} | ${fmt(r.rssMb, 0)} |`,
+      `| ${r.name} | ${r.clients ?? '-'} | ${r.runs ?? 1} | ${fmt(r.acceptedPerSec, 0)} | ${range(r.acceptedSpread)} | ${fmt(r.baselinePerSec, 0)} | ${range(r.baselineSpread)} | ${fmt(r.nodeBaselinePerSec, 0)} | ${fmt(r.ratio, 2)} | ${fmt(r.p50Ms)} | ${fmt(r.p95Ms)} | ${fmt(r.p99Ms)} | ${fmt(r.txP50Ms)} | ${fmt(r.txP99Ms)} | ${fmt(r.baselineTxP99Ms)} | ${r.errors} | ${fmt(r.apiCpuMsPerPayment ?? null, 2)} | ${fmt(r.rssMb, 0)} |`,
   );
   return [head, rule, ...rows].join('\n');
 }
@@ -85,12 +90,12 @@ export function pgbenchTable(points: PgbenchPoint[]): string {
 
 export function steadyTable(results: SteadyResult[]): string {
   const head =
-    '| steady state | provider ms | load | offered/s | accepted/s | settled/s | settled / accepted | queue at end | drain s | p50 ms | p95 ms | p99 ms | errors | API RSS MB | worker RSS MB |';
+    '| steady state | provider ms | load | offered/s | accepted/s | settled/s | settled / accepted | queue at end | drain s | p50 ms | p95 ms | p99 ms | errors | API CPU ms/payment | worker CPU ms/payment | API RSS MB | worker RSS MB |';
   const rows = results.map(
     (r) =>
-      `| ${r.name} | ${r.providerLatencyMs} | ${fmt(r.loadShare * 100, 0)} % | ${fmt(r.offeredPerSec, 0)} | ${fmt(r.acceptedPerSec, 0)} | ${fmt(r.settledPerSec, 0)} | ${fmt(r.settledPerSec / r.acceptedPerSec, 2)} | ${r.queueDepthAtEnd} | ${fmt(r.drainSeconds)} | ${fmt(r.p50Ms)} | ${fmt(r.p95Ms)} | ${fmt(r.p99Ms)} | ${r.errors} | ${fmt(r.apiRssMb, 0)} | ${fmt(r.workerRssMb, 0)} |`,
+      `| ${r.name} | ${r.providerLatencyMs} | ${fmt(r.loadShare * 100, 0)} % | ${fmt(r.offeredPerSec, 0)} | ${fmt(r.acceptedPerSec, 0)} | ${fmt(r.settledPerSec, 0)} | ${fmt(r.settledPerSec / r.acceptedPerSec, 2)} | ${r.queueDepthAtEnd} | ${fmt(r.drainSeconds)} | ${fmt(r.p50Ms)} | ${fmt(r.p95Ms)} | ${fmt(r.p99Ms)} | ${r.errors} | ${fmt(r.apiCpuMsPerPayment, 2)} | ${fmt(r.workerCpuMsPerPayment, 2)} | ${fmt(r.apiRssMb, 0)} | ${fmt(r.workerRssMb, 0)} |`,
   );
-  return [head, '|' + '---|'.repeat(15), ...rows].join('\n');
+  return [head, '|' + '---|'.repeat(17), ...rows].join('\n');
 }
 
 /** A line chart of throughput against concurrency: API, pgbench and the Node baseline. */

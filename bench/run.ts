@@ -24,7 +24,7 @@ import {
   transactionTimes,
 } from './database.ts';
 import { runLoad, type Sender } from './load.ts';
-import { sampleRss, spawnRole, waitReady, type Child } from './processes.ts';
+import { cpuSeconds, sampleRss, spawnRole, waitReady, type Child } from './processes.ts';
 import { markdownTable, pgbenchTable, steadyTable, throughputSvg, type PgbenchPoint, type ScenarioResult, type SteadyResult } from './report.ts';
 import { steadyPoint } from './steady.ts';
 import { captureTransactionSql } from './transaction-sql.ts';
@@ -174,7 +174,9 @@ async function main(): Promise<void> {
       await warm(clients, pickSender);
       const prefix = `${name}-r${round}`;
       const rss = sampleRss(api.pid);
+      const cpuBefore = cpuSeconds(api.pid);
       const result = await runLoad({ url: apiUrl, clients, seconds: API_SECONDS, keyPrefix: `${prefix}-api-`, pickSender });
+      const apiCpuMsPerPayment = ((cpuSeconds(api.pid) - cpuBefore) * 1000) / result.accepted;
       const rssMb = rss.stop();
       peakApiRss = Math.max(peakApiRss, rssMb);
       const pgb = baselines ? await pgbenchAt(prefix, clients, choice) : null;
@@ -198,13 +200,14 @@ async function main(): Promise<void> {
         errors: result.errors + (node?.errors ?? 0) + (pgb?.failed ?? 0),
         errorSamples: [...result.errorSamples, ...(node?.errorSamples ?? [])],
         rssMb,
+        apiCpuMsPerPayment,
         txP50Ms: tx?.p50Ms ?? null,
         txP99Ms: tx?.p99Ms ?? null,
         baselineTxP99Ms: pgbTx?.p99Ms ?? null,
       });
       log(
         `${prefix}: API ${result.acceptedPerSec.toFixed(0)}/s p99 ${fmt(result.p99Ms)} ms, tx p99 ${fmt(tx?.p99Ms ?? null)} ms; ` +
-          `pgbench ${pgb ? pgb.tps.toFixed(0) : '-'}/s, node ${node ? node.acceptedPerSec.toFixed(0) : '-'}/s; errors ${result.errors}; RSS ${rssMb.toFixed(0)} MB`,
+          `pgbench ${pgb ? pgb.tps.toFixed(0) : '-'}/s, node ${node ? node.acceptedPerSec.toFixed(0) : '-'}/s; errors ${result.errors}; RSS ${rssMb.toFixed(0)} MB, API CPU ${apiCpuMsPerPayment.toFixed(2)} ms/payment`,
       );
       if (result.errorSamples.length > 0) log(`  errors: ${result.errorSamples.join(' | ')}`);
       alive(api, 'API');
@@ -388,6 +391,7 @@ function aggregate(list: ScenarioResult[]): ScenarioResult {
     errors: list.reduce((n, r) => n + r.errors, 0),
     errorSamples: [...new Set(list.flatMap((r) => r.errorSamples))].slice(0, 5),
     rssMb: Math.max(...list.map((r) => r.rssMb ?? 0)),
+    apiCpuMsPerPayment: of((r) => r.apiCpuMsPerPayment ?? null),
     txP50Ms: of((r) => r.txP50Ms),
     txP99Ms: of((r) => r.txP99Ms),
     baselineTxP99Ms: of((r) => r.baselineTxP99Ms),

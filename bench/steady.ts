@@ -2,7 +2,7 @@ import { QUEUES } from '../src/jobs/queues.ts';
 import type { RunningEmulator } from '../src/emulator/server.ts';
 import { queryOnce } from './database.ts';
 import { runOpenLoop, type Sender } from './load.ts';
-import { sampleRss, type Child } from './processes.ts';
+import { cpuSeconds, sampleRss, type Child } from './processes.ts';
 import type { SteadyResult } from './report.ts';
 
 /**
@@ -65,10 +65,13 @@ export async function steadyPoint(options: {
   const apiRss = sampleRss(options.api.pid);
   const workerRss = sampleRss(options.worker.pid);
   const settledBefore = await settledSoFar(options.workerOpsUrl);
+  const cpuBefore = { api: cpuSeconds(options.api.pid), worker: cpuSeconds(options.worker.pid) };
   const started = performance.now();
   const load = await runOpenLoop({ url: options.apiUrl, rate, seconds: options.seconds, keyPrefix: `${name}-`, pickSender: options.pickSender });
   const settledAfter = await settledSoFar(options.workerOpsUrl);
   const elapsedSeconds = (performance.now() - started) / 1000;
+  const apiCpu = cpuSeconds(options.api.pid) - cpuBefore.api;
+  const workerCpu = cpuSeconds(options.worker.pid) - cpuBefore.worker;
   const queueDepthAtEnd = await queueDepth(databaseUrl);
   const drainSeconds = await drain(databaseUrl, options.drainCapSeconds);
   return {
@@ -85,6 +88,8 @@ export async function steadyPoint(options: {
     p99Ms: load.p99Ms,
     errors: load.errors,
     errorSamples: load.errorSamples,
+    apiCpuMsPerPayment: (apiCpu * 1000) / load.accepted,
+    workerCpuMsPerPayment: (workerCpu * 1000) / (settledAfter - settledBefore),
     apiRssMb: apiRss.stop(),
     workerRssMb: workerRss.stop(),
   };
