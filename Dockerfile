@@ -9,4 +9,4 @@ COPY src ./src
 ENV NODE_ENV=production
 USER node
 # The API's heap settings, as `npm run start:api` (measured in bench/README.md: RSS under 300 MB).
-CMD ["node", "--max-old-space-size=192", "--max-semi-space-size=4", "src/main-api.ts"]
+CMD ["node", "--max-old-space-size=192", "--max-semi-space-size=8", "src/main-api.ts"]
