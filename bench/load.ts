@@ -50,7 +50,10 @@ export interface Sender {
 /** One sendPayment request over keep-alive HTTP: `ok` when the payment came back PENDING with no errors. */
 function createSender(url: string, maxSockets: number, keyPrefix: string) {
   const target = new URL(url);
-  const agent = new http.Agent({ keepAlive: true, maxSockets });
+  // Idle sockets are dropped after 4 s, before the server's keep-alive timeout (Node's 5 s) closes
+  // them: reusing a socket the server is closing at that moment fails with ECONNRESET, an error of
+  // the load generator, not of the service.
+  const agent = new http.Agent({ keepAlive: true, maxSockets, timeout: 4_000 });
   let counter = 0;
 
   const post = (body: string, token: string) =>
