@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createMetrics } from '../src/ops/metrics.ts';
-import { createSettlement, providerRequestOf, WITH_SENDER } from '../src/payments/settlement.ts';
-import { createProviderClient } from '../src/provider/client.ts';
+import { createSettlement, providerRequestOf, WITH_SENDER, type Settlement } from '../src/payments/settlement.ts';
+import { createProviderClient, type ProviderPaymentRequest } from '../src/provider/client.ts';
 import { startWorkerRole } from '../src/roles.ts';
 import { expectNoErrorLogs, paymentInput, startStack, type Stack } from './helpers.ts';
 
@@ -95,48 +95,54 @@ describe('the settlement worker', () => {
 });
 
 describe("a first attempt that finds the provider's record", () => {
-  it('completes the payment when the provider answers 200 (it already had the same payment)', async () => {
+  /**
+   * A stack with no worker, one PENDING payment, and the provider already holding a payment under
+   * its key (`bodyOf` decides which body); `run` gets a settlement to drive by hand.
+   */
+  async function withPaymentAtProvider(
+    bodyOf: (request: ProviderPaymentRequest) => ProviderPaymentRequest,
+    run: (ctx: { own: Stack; id: string; settlement: Settlement }) => Promise<void>,
+  ) {
     const own = await startStack({ worker: false });
+    const provider = createProviderClient({ baseUrl: own.emulator.url, apiKey: own.config.providerApiKey, timeoutMs: 2_000 });
     try {
       const [id = ''] = await sendPayments(own, 1);
-      const provider = createProviderClient({ baseUrl: own.emulator.url, apiKey: own.config.providerApiKey, timeoutMs: 2_000 });
       const payment = await own.db.payment.findUniqueOrThrow({ where: { id }, include: WITH_SENDER });
-      expect(await provider.createPayment(providerRequestOf(payment))).toMatchObject({ kind: 'accepted' });
-
-      const settlement = createSettlement({ prisma: own.db, provider, logger: own.logger, metrics: createMetrics() });
-      await settlement.settle(id, { askFirst: false });
-
-      const done = await own.db.payment.findUniqueOrThrow({ where: { id }, include: { attempts: true, ledgerEntries: true } });
-      expect(done.status).toBe('COMPLETED');
-      expect(done.attempts.map((a) => [a.outcome, a.internalDetail])).toEqual([['COMPLETED', 'the provider already had the payment']]);
-      expect(done.ledgerEntries.map((e) => e.kind)).toEqual(['PAYMENT_DEBIT']);
-      await provider.close();
+      expect(await provider.createPayment(bodyOf(providerRequestOf(payment)))).toMatchObject({ kind: 'accepted' });
+      await run({ own, id, settlement: createSettlement({ prisma: own.db, provider, logger: own.logger, metrics: createMetrics() }) });
     } finally {
+      await provider.close();
       await own.stop();
     }
+  }
+
+  it('completes the payment when the provider answers 200 (it already had the same payment)', async () => {
+    await withPaymentAtProvider(
+      (request) => request,
+      async ({ own, id, settlement }) => {
+        await settlement.settle(id, { askFirst: false });
+        const done = await own.db.payment.findUniqueOrThrow({ where: { id }, include: { attempts: true, ledgerEntries: true } });
+        expect(done.status).toBe('COMPLETED');
+        expect(done.attempts.map((a) => [a.outcome, a.internalDetail])).toEqual([['COMPLETED', 'the provider already had the payment']]);
+        expect(done.ledgerEntries.map((e) => e.kind)).toEqual(['PAYMENT_DEBIT']);
+      },
+    );
   });
 
   it('does not take a 422 (the key holds another body) for a rejection: no refund, retried, and the retry asks first', async () => {
-    const own = await startStack({ worker: false });
-    try {
-      const [id = ''] = await sendPayments(own, 1);
-      const provider = createProviderClient({ baseUrl: own.emulator.url, apiKey: own.config.providerApiKey, timeoutMs: 2_000 });
-      const payment = await own.db.payment.findUniqueOrThrow({ where: { id }, include: WITH_SENDER });
-      await provider.createPayment({ ...providerRequestOf(payment), amount: 1 });
+    await withPaymentAtProvider(
+      (request) => ({ ...request, amount: 1 }),
+      async ({ own, id, settlement }) => {
+        await expect(settlement.settle(id, { askFirst: false })).rejects.toThrow(/different payment under this key/);
+        const after = await own.db.payment.findUniqueOrThrow({ where: { id }, include: { attempts: true, ledgerEntries: true } });
+        expect(after.status).toBe('PENDING');
+        expect(after.attempts.map((a) => a.outcome)).toEqual(['RETRY']);
+        expect(after.ledgerEntries.map((e) => e.kind)).toEqual(['PAYMENT_DEBIT']);
 
-      const settlement = createSettlement({ prisma: own.db, provider, logger: own.logger, metrics: createMetrics() });
-      await expect(settlement.settle(id, { askFirst: false })).rejects.toThrow(/different payment under this key/);
-      const after = await own.db.payment.findUniqueOrThrow({ where: { id }, include: { attempts: true, ledgerEntries: true } });
-      expect(after.status).toBe('PENDING');
-      expect(after.attempts.map((a) => a.outcome)).toEqual(['RETRY']);
-      expect(after.ledgerEntries.map((e) => e.kind)).toEqual(['PAYMENT_DEBIT']);
-
-      await settlement.settle(id, { askFirst: true });
-      expect(own.emulator.requests().byKey[id]).toEqual({ get: 1, create: 2, void: 0 });
-      await provider.close();
-    } finally {
-      await own.stop();
-    }
+        await settlement.settle(id, { askFirst: true });
+        expect(own.emulator.requests().byKey[id]).toEqual({ get: 1, create: 2, void: 0 });
+      },
+    );
   });
 });
 
