@@ -289,8 +289,9 @@ function observeApiGauges(metrics: Metrics, prisma: PrismaClient, events: EventF
   // Depth and age come from one query; both gauges of a scrape share it. The age is how long the
   // oldest job that is due (new, or a retry whose backoff has passed) has waited for a worker: a
   // retry waiting out its backoff is not a backlog. The predicate is exactly
-  // that of pg-boss's fetch index (job_i11: name, priority, created_on WHERE state < 'active' AND NOT
-  // blocked), so this reads only the waiting jobs' index entries, never the completed history.
+  // that of pg-boss's fetch index (job_i11: name, priority, created_on, start_after WHERE state <
+  // 'active' AND NOT blocked), so it is answered by an index-only scan of the waiting jobs' entries
+  // whenever they are a small part of the table, never by reading the completed history.
   const queueRows = sharedRead(
     () => prisma.$queryRaw<{ name: string; depth: bigint; age: number }[]>`
           SELECT name, count(*) AS depth,
