@@ -146,8 +146,9 @@ export async function runPgbench(options: {
 }
 
 /**
- * The minimal Node baseline: one pg.Client per simulated client, each running BEGIN, the three
- * statements with the captured text (unnamed, as Prisma's pg adapter sends them), COMMIT.
+ * The minimal Node baseline: one pg.Client per simulated client, each running BEGIN, the two
+ * statements with the captured text as named prepared statements (parsed once per connection, as
+ * the service's Prisma adapter does with `statementNameGenerator`), COMMIT.
  */
 export async function runNodeBaseline(options: {
   databaseUrl: string;
@@ -190,11 +191,11 @@ export async function runNodeBaseline(options: {
             values[1] = customerIdOf(n);
             values[2] = key;
             values[4] = amount;
-            const inserted = await client.query<{ id: string; balanceAfter: string | null }>(sql.insertPayment.text, values);
+            const inserted = await client.query<{ id: string; balanceAfter: string | null }>({ name: 'bench_insert_payment', text: sql.insertPayment.text, values });
             const payment = inserted.rows[0];
             if (!payment) throw new Error('payment not inserted');
             if (payment.balanceAfter === null) throw new Error('debit refused');
-            await client.query(sql.enqueue.text, [sql.jobJsonTemplate.replaceAll('PAYMENT_ID', payment.id)]);
+            await client.query({ name: 'bench_enqueue', text: sql.enqueue.text, values: [sql.jobJsonTemplate.replaceAll('PAYMENT_ID', payment.id)] });
             await client.query('COMMIT');
             accepted++;
             latencies.push(performance.now() - t0);

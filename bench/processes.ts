@@ -69,6 +69,21 @@ export function rssMb(pid: number): number {
   }
 }
 
+/** CPU time (user + system) a process has used so far, in seconds, from /proc (Linux); NaN elsewhere. */
+export function cpuSeconds(pid: number): number {
+  try {
+    // Fields after the command name (which may hold spaces, hence the last ')'): utime is the 12th, stime the 13th.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
+  } catch {
+    return NaN;
+  }
+}
+
+/** Linux's USER_HZ: 100 on every mainstream architecture. */
+const CLOCK_TICKS_PER_SECOND = 100;
+
 /** Samples a process's RSS every 200 ms; `stop()` returns the peak seen. */
 export function sampleRss(pid: number): { stop(): number } {
   let peak = rssMb(pid);

@@ -16,25 +16,86 @@ export interface ScenarioResult {
   errorSamples: string[];
   /** Peak RSS of the API process (the worker process for settlement). */
   rssMb: number | null;
+  /** CPU time of the API process per accepted payment (user + system). */
+  apiCpuMsPerPayment?: number | null;
   /** Database transaction time of the API's payments, from PostgreSQL commit timestamps. */
   txP50Ms: number | null;
   txP99Ms: number | null;
   /** The same for pgbench's transactions, for comparison. */
   baselineTxP99Ms: number | null;
+  /** Lowest and highest API accepted/s over the repeated runs of this point (the median is `acceptedPerSec`). */
+  acceptedSpread?: [number, number];
+  /** Lowest and highest baseline/s over the repeated runs. */
+  baselineSpread?: [number, number];
+  runs?: number;
   notes?: string;
+}
+
+/** One steady-state point: API and worker together, an open loop at a fixed offered rate. */
+export interface SteadyResult {
+  name: string;
+  providerLatencyMs: number;
+  /** The offered rate as a share of the measured maximum acceptance rate. */
+  loadShare: number;
+  offeredPerSec: number;
+  acceptedPerSec: number;
+  settledPerSec: number;
+  /** Settlement jobs waiting (created or retry) when the load stopped. */
+  queueDepthAtEnd: number;
+  /** Seconds from the end of the load until the queue was empty again (null: not within the cap). */
+  drainSeconds: number | null;
+  /** Latency from when each request was due. */
+  p50Ms: number;
+  p95Ms: number;
+  p99Ms: number;
+  errors: number;
+  errorSamples: string[];
+  /** CPU time the process spent per payment accepted (API) or settled (worker) in the window. */
+  apiCpuMsPerPayment: number;
+  workerCpuMsPerPayment: number;
+  apiRssMb: number;
+  workerRssMb: number;
+}
+
+/** pgbench at one client count: median and spread over the rounds. */
+export interface PgbenchPoint {
+  clients: number;
+  tps: number;
+  spread: [number, number];
+  /** Why this count was run: the API's pool size, or the sweep for pgbench's best. */
+  role: string;
 }
 
 const fmt = (v: number | null, digits = 1) => (v === null || Number.isNaN(v) ? '-' : v.toFixed(digits));
 
+const range = (r: [number, number] | undefined) => (r ? `${fmt(r[0], 0)}-${fmt(r[1], 0)}` : '-');
+
+/** Closed-loop points: medians over the rounds, with the spread (lowest-highest) of the rates. */
 export function markdownTable(results: ScenarioResult[]): string {
   const head =
-    '| scenario | clients | API accepted/s | pgbench/s | node pg/s | API / pgbench | p50 ms | p95 ms | p99 ms | tx p50 ms | tx p99 ms | pgbench tx p99 ms | errors | API RSS MB |';
-  const rule = '|' + '---|'.repeat(14);
+    '| scenario | clients | runs | API accepted/s | spread | pgbench/s (same clients) | spread | node pg/s | API / pgbench | p50 ms | p95 ms | p99 ms | tx p50 ms | tx p99 ms | pgbench tx p99 ms | errors | API CPU ms/payment | API RSS MB |';
+  const rule = '|' + '---|'.repeat(18);
   const rows = results.map(
     (r) =>
-      `| ${r.name} | ${r.clients ?? '-'} | ${fmt(r.acceptedPerSec, 0)} | ${fmt(r.baselinePerSec, 0)} | ${fmt(r.nodeBaselinePerSec, 0)} | ${fmt(r.ratio, 2)} | ${fmt(r.p50Ms)} | ${fmt(r.p95Ms)} | ${fmt(r.p99Ms)} | ${fmt(r.txP50Ms)} | ${fmt(r.txP99Ms)} | ${fmt(r.baselineTxP99Ms)} | ${r.errors} | ${fmt(r.rssMb, 0)} |`,
+      `| ${r.name} | ${r.clients ?? '-'} | ${r.runs ?? 1} | ${fmt(r.acceptedPerSec, 0)} | ${range(r.acceptedSpread)} | ${fmt(r.baselinePerSec, 0)} | ${range(r.baselineSpread)} | ${fmt(r.nodeBaselinePerSec, 0)} | ${fmt(r.ratio, 2)} | ${fmt(r.p50Ms)} | ${fmt(r.p95Ms)} | ${fmt(r.p99Ms)} | ${fmt(r.txP50Ms)} | ${fmt(r.txP99Ms)} | ${fmt(r.baselineTxP99Ms)} | ${r.errors} | ${fmt(r.apiCpuMsPerPayment ?? null, 2)} | ${fmt(r.rssMb, 0)} |`,
   );
   return [head, rule, ...rows].join('\n');
+}
+
+export function pgbenchTable(points: PgbenchPoint[]): string {
+  const head = '| pgbench clients | tps (median) | spread | why |';
+  const rows = points.map((p) => `| ${p.clients} | ${fmt(p.tps, 0)} | ${range(p.spread)} | ${p.role} |`);
+  return [head, '|---|---|---|---|', ...rows].join('\n');
+}
+
+export function steadyTable(results: SteadyResult[]): string {
+  const head =
+    '| steady state | provider ms | load | offered/s | accepted/s | settled/s | settled / accepted | queue at end | drain s | p50 ms | p95 ms | p99 ms | errors | API CPU ms/payment | worker CPU ms/payment | API RSS MB | worker RSS MB |';
+  const rows = results.map(
+    (r) =>
+      `| ${r.name} | ${r.providerLatencyMs} | ${fmt(r.loadShare * 100, 0)} % | ${fmt(r.offeredPerSec, 0)} | ${fmt(r.acceptedPerSec, 0)} | ${fmt(r.settledPerSec, 0)} | ${fmt(r.settledPerSec / r.acceptedPerSec, 2)} | ${r.queueDepthAtEnd} | ${fmt(r.drainSeconds)} | ${fmt(r.p50Ms)} | ${fmt(r.p95Ms)} | ${fmt(r.p99Ms)} | ${r.errors} | ${fmt(r.apiCpuMsPerPayment, 2)} | ${fmt(r.workerCpuMsPerPayment, 2)} | ${fmt(r.apiRssMb, 0)} | ${fmt(r.workerRssMb, 0)} |`,
+  );
+  return [head, '|' + '---|'.repeat(17), ...rows].join('\n');
 }
 
 /** A line chart of throughput against concurrency: API, pgbench and the Node baseline. */

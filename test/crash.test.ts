@@ -83,4 +83,38 @@ describe('a worker killed with SIGKILL', () => {
     expect(settled.account.balance).toBe(10_000n);
     expect(heldAtEnd).toBe(0);
   });
+
+  it('in the middle of its first provider call: the next worker asks first and the payment is sent once', async () => {
+    const alice = await stack.newCustomer(10_000);
+    stack.emulator.setFaults({ holdKeys: ['*'] });
+    const doomed = await startRole('main-worker.ts', workerEnv(''), 'worker started');
+    let paymentId = '';
+    try {
+      const sent = await stack.send(alice.token, paymentInput(alice.accountId, { amount: 3_000 }));
+      paymentId = sent.payment?.id ?? '';
+      // The worker's POST has reached the provider and waits there for its answer.
+      await vi.waitFor(() => expect(stack.emulator.requests().byKey[paymentId]?.create).toBe(1), { timeout: 30_000, interval: 50 });
+      await doomed.kill();
+    } finally {
+      // The provider goes on to accept the POST whose sender is gone.
+      stack.emulator.setFaults({ holdKeys: [] });
+    }
+    await vi.waitFor(async () => expect(await providerHolds(paymentId)).toBe(1), { timeout: 30_000, interval: 50 });
+
+    const rescuer = await startRole('main-worker.ts', workerEnv(''), 'worker started');
+    try {
+      await vi.waitFor(
+        async () => expect((await stack.db.payment.findUniqueOrThrow({ where: { id: paymentId } })).status).toBe('COMPLETED'),
+        { timeout: 30_000, interval: 100 },
+      );
+    } finally {
+      expect(await rescuer.stop()).toBe(0);
+    }
+    expect(stack.emulator.requests().byKey[paymentId]).toEqual({ get: 1, create: 1, void: 0 });
+    const settled = await stack.db.payment.findUniqueOrThrow({ where: { id: paymentId }, include: { attempts: true, account: true } });
+    expect(settled.attempts.map((a) => a.outcome)).toEqual(['COMPLETED']);
+    expect(settled.account.balance).toBe(7_000n);
+    const report = await audit({ prisma: stack.db, provider: { url: stack.emulator.url, apiKey: stack.config.providerApiKey } });
+    expect(report.ok, formatAudit(report)).toBe(true);
+  });
 });

@@ -171,9 +171,19 @@ describe('docker-compose.yml', () => {
 
   it('only starts commands that exist in this repository', () => {
     for (const service of Object.values(compose.services)) {
-      const [program, file] = service.command ?? [];
+      const [program, ...args] = service.command ?? [];
+      const file = args.find((a) => !a.startsWith('--'));
       if (program === 'node' && file) expect(() => readFileSync(new URL(`../${file}`, import.meta.url))).not.toThrow();
     }
+  });
+
+  it('starts the API with the heap settings of npm run start:api, as the Dockerfile does', () => {
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { scripts: Record<string, string> };
+    const flags = pkg.scripts['start:api']?.split(' ').filter((a) => a.startsWith('--')) ?? [];
+    expect(flags).toEqual(expect.arrayContaining([expect.stringMatching(/^--max-old-space-size=\d+$/)]));
+    expect(compose.services.api?.command).toEqual(['node', ...flags, 'src/main-api.ts']);
+    const dockerfile = readFileSync(new URL('../Dockerfile', import.meta.url), 'utf8');
+    expect(dockerfile).toContain(`CMD ${JSON.stringify(['node', ...flags, 'src/main-api.ts']).replaceAll(',', ', ')}`);
   });
 });
 

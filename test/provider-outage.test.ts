@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { PgBoss } from 'pg-boss';
 import { loadConfig } from '../src/config.ts';
-import { startWorkers } from '../src/jobs/worker.ts';
+import { startWorkers, type RunningWorkers } from '../src/jobs/worker.ts';
 import { createMetrics } from '../src/ops/metrics.ts';
 import { createSettlement } from '../src/payments/settlement.ts';
 import { createProviderClient, type ProviderClientOptions } from '../src/provider/client.ts';
@@ -13,10 +13,13 @@ import { paymentInput, startStack, type Stack } from './helpers.ts';
 // must not spend that budget.
 let stack: Stack;
 let boss: PgBoss | null = null;
+let workers: RunningWorkers | null = null;
 beforeEach(async () => {
   stack = await startStack({ worker: false, env: { PAYMENT_RETRY_LIMIT: '2', PAYMENT_RETRY_DELAY_SECONDS: '1', PAYMENT_RETRY_DELAY_MAX_SECONDS: '1' } });
 });
 afterEach(async () => {
+  await workers?.stop();
+  workers = null;
   await boss?.stop({ graceful: false, close: true });
   boss = null;
   await stack?.stop();
@@ -26,7 +29,7 @@ afterEach(async () => {
 async function startWorker(client: Partial<ProviderClientOptions>) {
   const provider = createProviderClient({ baseUrl: stack.emulator.url, apiKey: stack.config.providerApiKey, timeoutMs: 1_000, ...client });
   boss = await startBoss({ databaseUrl: stack.databaseUrl, config: stack.config, logger: stack.logger });
-  await startWorkers({
+  workers = await startWorkers({
     boss,
     prisma: stack.db,
     queue: queuePolicy(stack.config),

@@ -76,7 +76,7 @@ describe('when the retries run out', () => {
         async () => {
           const attempts = await stack.db.paymentAttempt.findMany({ where: { paymentId }, orderBy: { id: 'asc' } });
           expect(attempts.map((a) => a.internalDetail)).toEqual(
-            expect.arrayContaining([expect.stringMatching(/^checking the provider/), expect.stringMatching(/^reconciling/)]),
+            expect.arrayContaining([expect.stringMatching(/^sending to the provider/), expect.stringMatching(/^reconciling/)]),
           );
         },
         { timeout: 30_000, interval: 100 },

@@ -19,6 +19,7 @@ import { HELD_NAMES, heldNameKey, matchPayeeName } from './payee-names.ts';
  *   PUT  /admin/payee-names {sortCode, accountNumber, name}  the name held for an account
  *   POST /admin/payments/:key/return       returns an accepted payment (event payment.returned)
  *   POST /admin/credits  GET /admin/credits queues an inbound credit (event credit.received) / lists them
+ *   GET  /admin/requests                    request counts per payment, and how many were in flight at most
  *
  * Every request needs `x-api-key`. A recipient sort code of 000000 is always rejected (400).
  * With the `returnRate` fault, that share of newly accepted payments is returned `returnDelayMs` later.
@@ -39,6 +40,12 @@ export const faultsSchema = z
     returnRate: z.number().min(0).max(1).default(0),
     /** Extension: how much later (ms) a payment picked by `returnRate` is returned. */
     returnDelayMs: z.number().int().min(0).max(600_000).default(500),
+    /**
+     * Extension: requests for these payments (idempotency keys) are held, unanswered, until the key
+     * is taken off the list ("*" holds every payment request): a call that hangs, for as long as a
+     * test needs it to.
+     */
+    holdKeys: z.array(z.string()).default([]),
   })
   .strict();
 export type Faults = z.output<typeof faultsSchema>;
@@ -111,10 +118,19 @@ export interface EmulatorOptions {
   random?: () => number;
 }
 
+/** What reached the emulator: payment requests in progress now and at most, and per payment. */
+export interface RequestCounts {
+  inFlight: number;
+  maxInFlight: number;
+  byKey: Record<string, { get: number; create: number; void: number }>;
+}
+
 export interface RunningEmulator {
   url: string;
   server: Server;
   setFaults(faults: Partial<Faults>): Faults;
+  /** The counts behind GET /admin/requests. */
+  requests(): RequestCounts;
   close(): Promise<void>;
 }
 
@@ -149,6 +165,22 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
     const cursor = nextCursor();
     events.push({ cursor, body: { id: `rt_${cursor.slice(2)}`, type: 'payment.returned', idempotencyKey: record.idempotencyKey, returnCode } });
   }
+  const counts: RequestCounts = { inFlight: 0, maxInFlight: 0, byKey: {} };
+  // Held requests wait for the next change of faults, then look again at whether they are held.
+  let released: { promise: Promise<void>; resolve: () => void } = Promise.withResolvers<void>();
+  const setFaultsTo = (next: Faults) => {
+    faults = next;
+    released.resolve();
+    released = Promise.withResolvers<void>();
+  };
+  const isHeld = (key: string) => faults.holdKeys.includes(key) || faults.holdKeys.includes('*');
+  async function holdWhileListed(key: string): Promise<void> {
+    while (isHeld(key)) await released.promise;
+  }
+  const count = (key: string, kind: 'get' | 'create' | 'void') => {
+    const entry = (counts.byKey[key] ??= { get: 0, create: 0, void: 0 });
+    entry[kind] += 1;
+  };
 
   const send = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) => {
     if (res.destroyed) return;
@@ -231,6 +263,16 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
     return send(res, 201, publicRecord(record));
   }
 
+  /** The idempotency key of a create request, for counting and holding ("" when unreadable). */
+  const keyOf = (raw: string): string => {
+    try {
+      const body: unknown = JSON.parse(raw);
+      return typeof body === 'object' && body !== null && 'idempotencyKey' in body && typeof body.idempotencyKey === 'string' ? body.idempotencyKey : '';
+    } catch {
+      return '';
+    }
+  };
+
   async function route(req: IncomingMessage, res: ServerResponse, raw: string) {
     if (req.headers['x-api-key'] !== options.apiKey) return error(res, 401, 'UNAUTHORIZED', 'missing or wrong x-api-key');
     const url = new URL(req.url ?? '/', 'http://emulator');
@@ -240,12 +282,13 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
     if (path === '/admin/faults' && method === 'GET') return send(res, 200, faults);
     if (path === '/admin/faults' && method === 'PUT') {
       try {
-        faults = faultsSchema.parse(JSON.parse(raw || '{}'));
+        setFaultsTo(faultsSchema.parse(JSON.parse(raw || '{}')));
       } catch (e) {
         return error(res, 400, 'INVALID_FAULTS', e instanceof Error ? e.message : 'invalid');
       }
       return send(res, 200, faults);
     }
+    if (path === '/admin/requests' && method === 'GET') return send(res, 200, counts);
     if (path === '/admin/payments' && method === 'GET') {
       return send(
         res,
@@ -317,12 +360,17 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
     }
 
     if (path === '/v1/payments' && method === 'POST') {
+      const key = keyOf(raw);
+      count(key, 'create');
+      await holdWhileListed(key);
       if (await injectFault(res, true)) return;
       return create(res, raw);
     }
     const match = /^\/v1\/payments\/([^/]+)(\/void)?$/.exec(path);
     if (match) {
       const key = decodeURIComponent(match[1] ?? '');
+      count(key, match[2] ? 'void' : 'get');
+      await holdWhileListed(key);
       if (method === 'GET' && !match[2]) {
         if (await injectFault(res)) return;
         if (voided.has(key)) return error(res, 410, 'VOIDED', 'this payment was voided');
@@ -353,10 +401,16 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
       chunks.push(chunk);
     });
     req.on('end', () => {
-      route(req, res, Buffer.concat(chunks).toString('utf8')).catch((e: unknown) => {
-        options.logger?.error({ err: e }, 'emulator request failed');
-        error(res, 500, 'INTERNAL', 'emulator error');
-      });
+      const payments = req.url?.startsWith('/v1/') ?? false;
+      if (payments) counts.maxInFlight = Math.max(counts.maxInFlight, ++counts.inFlight);
+      route(req, res, Buffer.concat(chunks).toString('utf8'))
+        .catch((e: unknown) => {
+          options.logger?.error({ err: e }, 'emulator request failed');
+          error(res, 500, 'INTERNAL', 'emulator error');
+        })
+        .finally(() => {
+          if (payments) counts.inFlight -= 1;
+        });
     });
   });
   // Keep-alive sockets would hold close() open for their idle timeout.
@@ -374,12 +428,14 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
     url,
     server,
     setFaults(next) {
-      faults = faultsSchema.parse({ ...faults, ...next });
+      setFaultsTo(faultsSchema.parse({ ...faults, ...next }));
       return faults;
     },
+    requests: () => counts,
     close: () =>
       new Promise<void>((resolve) => {
         for (const timer of timers) clearTimeout(timer);
+        setFaultsTo({ ...faults, holdKeys: [] });
         server.closeAllConnections();
         server.close(() => resolve());
       }),

@@ -59,6 +59,8 @@ export const settlePaymentJob = z.object({
   deferrals: z.number().int().min(0).optional(),
   /** The trace of the request that made the payment (W3C trace context), continued by the worker. */
   trace: z.record(z.string(), z.string()).optional(),
+  /** Set by the sweeper: the payment lost its job, and may have reached the provider before. */
+  swept: z.literal(true).optional(),
 });
 export type SettlePaymentJob = z.infer<typeof settlePaymentJob>;
 

@@ -42,7 +42,7 @@ export async function sweepOrphanedPayments(deps: {
       LIMIT ${deps.limit ?? 500}`;
     const db = fromPrisma(tx);
     for (const { id } of orphans) {
-      const job: SettlePaymentJob = { paymentId: id };
+      const job: SettlePaymentJob = { paymentId: id, swept: true };
       await boss.send(QUEUES.settle, job, { ...settleJobOptions(deps.queue), db });
     }
     const unscheduled = await tx.$queryRaw<{ id: string; execute_on: string }[]>`

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fromPrisma, type Job, type JobResult, type PgBoss } from 'pg-boss';
 import { z } from 'zod';
 import type { PrismaClient } from '../db/prisma.ts';
@@ -22,14 +23,25 @@ import {
   type SettlePaymentJob,
 } from './queues.ts';
 
-/** Jobs fetched at once by one fetch loop. */
-const BATCH_SIZE = 4;
+/** Most jobs claimed by one fetch: a large backlog is taken in steps, not all at once. */
+const MAX_FETCH = 100;
+
+/** How long `stop()` lets jobs in flight finish; any still running then expire back to the queue. */
+const STOP_GRACE_MS = 15_000;
+
+export interface RunningWorkers {
+  /** Jobs being settled right now, per queue. */
+  inFlight(): Record<string, number>;
+  /** Stops fetching, lets the jobs in flight finish (up to 15 s), then returns. */
+  stop(): Promise<void>;
+}
 
 /**
- * Subscribes the settlement and reconciliation handlers. Each fetch takes a small batch and
- * settles its payments concurrently; each job succeeds or fails on its own (a failed one is
- * retried with the queue's backoff). While fetches come back full, the loop fetches again at once,
- * so a backlog drains at the speed of settlement, not of polling.
+ * Subscribes the settlement and reconciliation handlers. Each queue is consumed with a bounded set
+ * of jobs in flight (`concurrency` for settlement): as soon as any one job ends, its slot is
+ * refilled, so one slow provider call holds back nothing but itself (pg-boss's `work()` waits for a
+ * whole batch before it fetches again). A job is claimed only when a slot is free, so its expiry
+ * (`jobExpireSeconds`) runs from when it really starts: a dead worker's jobs are handed on as before.
  */
 export async function startWorkers(deps: {
   boss: PgBoss;
@@ -40,49 +52,58 @@ export async function startWorkers(deps: {
   clock?: Clock;
   logger: Logger;
   concurrency: number;
-  /** How often idle workers look for due retries (new jobs wake them at once). */
+  /** How often an idle queue is looked at again for new jobs and due retries. */
   pollingIntervalSeconds: number;
   /** The sweeper re-enqueues PENDING payments without a live job once they are this old. */
   sweepMinAgeSeconds: number;
-}): Promise<void> {
+}): Promise<RunningWorkers> {
   const { boss, settlement, logger } = deps;
   const reschedule = createRescheduler(deps);
 
-  const runOne = async (queue: string, run: (paymentId: string) => Promise<void>, job: Job<unknown>): Promise<JobResult> => {
+  /** One attempt at one job, settled with pg-boss on its own (fenced to this attempt). */
+  const runOne = async (queue: string, run: (data: SettlePaymentJob, job: Job<unknown>) => Promise<void>, job: Job<unknown>): Promise<void> => {
+    const attempt = { id: job.id, retryCount: job.retryCount };
     const data = settlePaymentJob.safeParse(job.data);
     if (!data.success) {
-      // A malformed payload can never succeed: log it loudly and send it to the dead letter queue.
-      logger.error({ jobId: job.id, queue, issues: data.error.issues }, 'malformed job payload');
-      return { id: job.id, status: 'deadletter', output: { error: 'malformed payload' } };
+      // A malformed payload can never succeed (and names no payment to reconcile): log it loudly, end it.
+      logger.error({ jobId: job.id, queue, issues: data.error.issues }, 'malformed job payload; job cancelled');
+      await boss.cancel(queue, job.id);
+      return;
     }
     const log = logger.child({ jobId: job.id, paymentId: data.data.paymentId, queue, retryCount: job.retryCount });
     try {
-      await withTraceFrom(data.data.trace, queue, { 'payment.id': data.data.paymentId, 'job.id': job.id }, () => run(data.data.paymentId));
-      return { id: job.id, status: 'completed' };
+      await withTraceFrom(data.data.trace, queue, { 'payment.id': data.data.paymentId, 'job.id': job.id }, () => run(data.data, job));
     } catch (error) {
       if (error instanceof Deferred && queue === QUEUES.settle) {
+        // Completed (or, had its claim lapsed, left alone) by the rescheduling transaction.
         await reschedule(job, data.data, error, log);
-        // Already completed (or, had its claim lapsed, left alone) by the rescheduling transaction.
-        return { id: job.id, status: 'completed' };
+        return;
       }
       if (error instanceof RetryLater) log.warn({ reason: error.message }, 'provider unavailable; will retry');
       else log.error({ err: error }, 'settlement attempt failed; will retry');
-      return { id: job.id, status: 'failed', output: { error: error instanceof Error ? error.message : String(error) } };
+      await boss.fail(queue, attempt, { error: error instanceof Error ? error.message : String(error) });
+      return;
     }
+    await boss.complete(queue, attempt);
   };
-  const handle = (queue: string, run: (paymentId: string) => Promise<void>) => (jobs: Job<unknown>[]) =>
-    Promise.all(jobs.map((job) => runOne(queue, run, job)));
 
-  const options = {
-    batchSize: BATCH_SIZE,
-    perJobResults: true,
-    burstWhenBatchFull: true,
-    localConcurrency: Math.max(1, Math.ceil(deps.concurrency / BATCH_SIZE)),
+  const settleQueue = consumeQueue({
+    boss,
+    logger,
+    queue: QUEUES.settle,
+    capacity: deps.concurrency,
     pollingIntervalSeconds: deps.pollingIntervalSeconds,
-    notifyPollingIntervalSeconds: deps.pollingIntervalSeconds,
-  } as const;
-  await boss.work(QUEUES.settle, options, handle(QUEUES.settle, settlement.settle));
-  await boss.work(QUEUES.reconcile, { ...options, localConcurrency: 1 }, handle(QUEUES.reconcile, settlement.reconcile));
+    run: (job) =>
+      runOne(QUEUES.settle, (data) => settlement.settle(data.paymentId, { askFirst: mayHaveRunBefore(data, job) }), job),
+  });
+  const reconcileQueue = consumeQueue({
+    boss,
+    logger,
+    queue: QUEUES.reconcile,
+    capacity: Math.max(1, Math.min(deps.concurrency, 16)),
+    pollingIntervalSeconds: deps.pollingIntervalSeconds,
+    run: (job) => runOne(QUEUES.reconcile, (data) => settlement.reconcile(data.paymentId), job),
+  });
 
   // Every minute, one sweep (pg-boss sends one job per tick whoever schedules it; the sweep itself
   // holds an advisory lock) finds PENDING payments that lost their job.
@@ -90,6 +111,102 @@ export async function startWorkers(deps: {
   await boss.work(QUEUES.sweep, { pollingIntervalSeconds: 30 }, async () => {
     await sweepOrphanedPayments({ prisma: deps.prisma, boss, queue: deps.queue, minAgeSeconds: deps.sweepMinAgeSeconds, clock: deps.clock ?? systemClock, logger });
   });
+
+  return {
+    inFlight: () => ({ [QUEUES.settle]: settleQueue.inFlight(), [QUEUES.reconcile]: reconcileQueue.inFlight() }),
+    async stop() {
+      await Promise.all([settleQueue.stop(), reconcileQueue.stop()]);
+    },
+  };
+}
+
+/**
+ * Whether this job may have reached the provider before, so the provider must be asked before the
+ * payment is created (the crash-recovery rule: ask before you create when in doubt). Only a job on
+ * its very first claim, never retried, deferred or re-enqueued, cannot have: pg-boss counts every
+ * claim after the first in `retryCount`, including the one after a dead worker's job expired.
+ */
+export function mayHaveRunBefore(data: SettlePaymentJob, job: Pick<Job<unknown>, 'retryCount'>): boolean {
+  return job.retryCount > 0 || data.retriesSpent !== undefined || data.deferrals !== undefined || data.swept === true;
+}
+
+/**
+ * Consumes one queue with at most `capacity` jobs in flight. Fetches claim only as many jobs as
+ * there are free slots; while slots are full it waits for one to free up (no polling), and when a
+ * fetch comes back short the queue is drained, so it looks again after the polling interval.
+ */
+function consumeQueue(options: {
+  boss: PgBoss;
+  logger: Logger;
+  queue: string;
+  capacity: number;
+  pollingIntervalSeconds: number;
+  run: (job: Job<unknown>) => Promise<void>;
+}) {
+  const { boss, logger, queue, capacity } = options;
+  // Refill once a few slots are free, so a busy queue is not fetched one job at a time.
+  const refillAt = Math.max(1, Math.min(16, Math.floor(capacity / 8)));
+  const inFlight = new Set<Promise<void>>();
+  const stopping = new AbortController();
+  let slotFreed: (() => void) | null = null;
+
+  const start = (job: Job<unknown>) => {
+    const running: Promise<void> = options
+      .run(job)
+      .catch((error: unknown) => {
+        // Settling the job with pg-boss failed (the database is unreachable): it stays claimed,
+        // expires and is retried, and the retry asks the provider first.
+        logger.error({ err: error, jobId: job.id, queue }, 'could not record a job outcome; the job will expire and be retried');
+      })
+      .finally(() => {
+        inFlight.delete(running);
+        slotFreed?.();
+      });
+    inFlight.add(running);
+  };
+
+  const waitForSlot = () =>
+    new Promise<void>((resolve) => {
+      slotFreed = () => {
+        slotFreed = null;
+        resolve();
+      };
+    });
+
+  const pause = (ms: number) => sleep(ms, undefined, { signal: stopping.signal }).catch(() => undefined);
+
+  const loop = (async () => {
+    while (!stopping.signal.aborted) {
+      const free = capacity - inFlight.size;
+      if (free < refillAt) {
+        await waitForSlot();
+        continue;
+      }
+      const wanted = Math.min(free, MAX_FETCH);
+      let jobs: Job<unknown>[];
+      try {
+        jobs = await boss.fetch<unknown>(queue, { batchSize: wanted });
+      } catch (error) {
+        logger.error({ err: error, queue }, 'fetching jobs failed; trying again');
+        await pause(options.pollingIntervalSeconds * 1000);
+        continue;
+      }
+      for (const job of jobs) start(job);
+      if (jobs.length < wanted) await pause(options.pollingIntervalSeconds * 1000);
+    }
+  })();
+
+  return {
+    inFlight: () => inFlight.size,
+    async stop() {
+      stopping.abort();
+      slotFreed?.();
+      await loop;
+      const grace = sleep(STOP_GRACE_MS, undefined, { ref: false });
+      await Promise.race([Promise.allSettled([...inFlight]), grace]);
+      if (inFlight.size > 0) logger.warn({ queue, inFlight: inFlight.size }, 'stopped with jobs in flight; they expire back to the queue');
+    },
+  };
 }
 
 /**
@@ -110,10 +227,13 @@ export async function startMoneyMovementWorkers(deps: {
   pollingIntervalSeconds: number;
 }): Promise<void> {
   const { boss, logger } = deps;
+  // These queues are small and their jobs quick (no provider call waits in a batch): pg-boss's own
+  // batches do, a few at a time.
+  const batchSize = 4;
   const options = {
-    batchSize: BATCH_SIZE,
+    batchSize,
     pollingIntervalSeconds: deps.pollingIntervalSeconds,
-    localConcurrency: Math.max(1, Math.ceil(deps.concurrency / BATCH_SIZE)),
+    localConcurrency: Math.max(1, Math.min(4, Math.ceil(deps.concurrency / batchSize))),
   };
   const each =
     <T>(queue: string, schema: z.ZodType<T>, run: (data: T) => Promise<void>) =>

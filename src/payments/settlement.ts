@@ -9,9 +9,12 @@ import { completePayment, recordAttempt, refundPayment } from './repository.ts';
 /**
  * Settlement: what the worker does with a PENDING payment, as the lifecycle says.
  *
- * `settle` runs on every attempt of a `payment.settle` job. It asks the provider first (a
- * previous attempt may have died after the provider accepted), creates the payment only if the
- * provider has never seen it, and throws `RetryLater` for anything transient so the queue retries
+ * `settle` runs on every attempt of a `payment.settle` job. On a payment's first attempt it sends
+ * the payment straight away (the provider is idempotent on the payment id, so even a duplicate send
+ * cannot execute it twice). Any attempt that may follow an earlier one (a retry, a job handed on
+ * after its worker died, a deferred or swept job) asks the provider first (a previous attempt may
+ * have died after the provider accepted) and creates the payment only if the provider has never
+ * seen it. It throws `RetryLater` for anything transient so the queue retries
  * with backoff. `reconcile` runs once those retries are spent: it never leaves a payment PENDING
  * for good, and refunds only once the provider can no longer execute the payment.
  */
@@ -42,9 +45,30 @@ export interface SettlementDeps {
   failpoints?: Failpoints;
 }
 
-// The payer as Faster Payments needs it: the account holder's (customer's) name, never the
-// account's nickname ("Everyday"), with the account's sort code and number.
-type PaymentWithSender = Payment & { account: { sortCode: string; accountNumber: string; customer: { name: string } } };
+/** What `findUnique` must include for `providerRequestOf`. */
+export const WITH_SENDER = { account: { select: { sortCode: true, accountNumber: true, customer: { select: { name: true } } } } } as const;
+
+export type PaymentWithSender = Payment & { account: { sortCode: string; accountNumber: string; customer: { name: string } } };
+
+/**
+ * What the provider is sent for a payment: always the same body for the same payment. The payer as
+ * Faster Payments needs it: the account holder's (customer's) name, never the account's nickname
+ * ("Everyday"), with the account's sort code and number.
+ */
+export function providerRequestOf(payment: PaymentWithSender): ProviderPaymentRequest {
+  return {
+    idempotencyKey: payment.id,
+    amount: Number(payment.amount),
+    currency: payment.currency,
+    sender: { name: payment.account.customer.name, sortCode: payment.account.sortCode, accountNumber: payment.account.accountNumber },
+    recipient: {
+      name: payment.recipientName,
+      sortCode: payment.recipientSortCode,
+      accountNumber: payment.recipientAccountNumber,
+    },
+    reference: payment.reference,
+  };
+}
 
 export function createSettlement(deps: SettlementDeps) {
   const { prisma, provider, logger, metrics } = deps;
@@ -53,7 +77,7 @@ export function createSettlement(deps: SettlementDeps) {
   async function load(paymentId: string): Promise<PaymentWithSender | null> {
     return prisma.payment.findUnique({
       where: { id: paymentId },
-      include: { account: { select: { sortCode: true, accountNumber: true, customer: { select: { name: true } } } } },
+      include: WITH_SENDER,
     });
   }
 
@@ -84,23 +108,11 @@ export function createSettlement(deps: SettlementDeps) {
     throw new RetryLater(`${what}: ${detail}`);
   }
 
-  function toProviderRequest(payment: PaymentWithSender): ProviderPaymentRequest {
-    return {
-      idempotencyKey: payment.id,
-      amount: Number(payment.amount),
-      currency: payment.currency,
-      sender: { name: payment.account.customer.name, sortCode: payment.account.sortCode, accountNumber: payment.account.accountNumber },
-      recipient: {
-        name: payment.recipientName,
-        sortCode: payment.recipientSortCode,
-        accountNumber: payment.recipientAccountNumber,
-      },
-      reference: payment.reference,
-    };
-  }
-
-  /** One attempt at settling a payment. Returns when it is settled (or already was). */
-  async function settle(paymentId: string): Promise<void> {
+  /**
+   * One attempt at settling a payment. Returns when it is settled (or already was). `askFirst`
+   * (the default) asks the provider whether it already holds the payment before sending it.
+   */
+  async function settle(paymentId: string, attempt: { askFirst: boolean } = { askFirst: true }): Promise<void> {
     const payment = await load(paymentId);
     if (!payment) {
       logger.error({ paymentId }, 'settlement job for a payment that does not exist');
@@ -109,27 +121,31 @@ export function createSettlement(deps: SettlementDeps) {
     if (payment.status !== 'PENDING') return;
 
     failpoints.hit('settle.before-provider');
-    const known = await provider.getPayment(payment.id);
-    switch (known.kind) {
-      case 'accepted':
-        return complete(payment, 'the provider already had the payment');
-      case 'voided':
-        return refund(payment, 'FAILED', FAILURE_REASONS.NOT_SENT_VOIDED, 'voided at the provider');
-      case 'absent':
-        break;
-      case 'unavailable':
-        throw new Deferred(`checking the provider: ${known.detail}`, known.resumeInSeconds);
-      default:
-        return retryLater(payment, 'checking the provider', known);
+    if (attempt.askFirst) {
+      const known = await provider.getPayment(payment.id);
+      switch (known.kind) {
+        case 'accepted':
+          return complete(payment, 'the provider already had the payment');
+        case 'voided':
+          return refund(payment, 'FAILED', FAILURE_REASONS.NOT_SENT_VOIDED, 'voided at the provider');
+        case 'absent':
+          break;
+        case 'unavailable':
+          throw new Deferred(`checking the provider: ${known.detail}`, known.resumeInSeconds);
+        default:
+          return retryLater(payment, 'checking the provider', known);
+      }
     }
 
-    const created = await provider.createPayment(toProviderRequest(payment));
+    // A 422 (the provider holds another body under this key) is a `conflict`: retried, and the
+    // retry asks first; it is never taken for a rejection.
+    const created = await provider.createPayment(providerRequestOf(payment));
     switch (created.kind) {
       case 'unavailable':
         throw new Deferred(`sending to the provider: ${created.detail}`, created.resumeInSeconds);
       case 'accepted':
         failpoints.hit('settle.after-provider-accepted');
-        return complete(payment, 'accepted by the provider');
+        return complete(payment, created.replayed ? 'the provider already had the payment' : 'accepted by the provider');
       case 'rejected':
         return refund(payment, 'CANCELLED', FAILURE_REASONS.RECIPIENT_REJECTED, `rejected by the provider: ${created.code}: ${created.message}`);
       case 'voided':

@@ -6,6 +6,7 @@ import {
   type CircuitBreakerPolicy,
   type CircuitState,
 } from 'cockatiel';
+import { Agent, type Dispatcher } from 'undici';
 import { z } from 'zod';
 import type { Metrics } from '../ops/metrics.ts';
 
@@ -31,7 +32,7 @@ export interface ProviderPaymentRequest {
 
 export type ProviderResult =
   /** The provider holds the payment (it accepted it now or earlier). */
-  | { kind: 'accepted'; providerId: string }
+  | { kind: 'accepted'; providerId: string; replayed?: boolean }
   /** The provider has never seen the payment. */
   | { kind: 'absent' }
   /** The payment was voided at the provider: it can never be executed. */
@@ -133,6 +134,11 @@ export interface ProviderClientOptions {
   /** How long the circuit stays open before one probe is let through. */
   breakerHalfOpenAfterMs?: number;
   metrics?: Pick<Metrics, 'providerCalls'>;
+  /**
+   * Most sockets open to the provider at once (keep-alive, reused between calls); calls beyond wait
+   * for a free one, inside their timeout. By default one per call a worker can have in flight.
+   */
+  maxConnections?: number;
 }
 
 export function createProviderClient(options: ProviderClientOptions) {
@@ -141,22 +147,54 @@ export function createProviderClient(options: ProviderClientOptions) {
     halfOpenAfter: halfOpenAfterMs,
     breaker: new ConsecutiveBreaker(options.breakerThreshold ?? 5),
   });
+  // When the circuit last left "closed" (null while it is closed): a half-open probe that fails
+  // opens it again, so this spans the whole outage, not one open period.
+  let notClosedSince: number | null = null;
+  breaker.onBreak(() => {
+    notClosedSince ??= Date.now();
+  });
+  breaker.onReset(() => {
+    notClosedSince = null;
+  });
 
-  async function call(method: string, path: string, body?: unknown): Promise<{ status: number; json: unknown; headers: Headers }> {
-    const response = await fetch(`${options.baseUrl}${path}`, {
-      method,
-      headers: { 'x-api-key': options.apiKey, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(options.timeoutMs),
-    });
-    const text = await response.text();
+  // Keep-alive sockets, at most `maxConnections` of them: a settlement does not pay a TCP (and, in
+  // production, TLS) handshake per call, and hundreds of calls in flight cannot open hundreds of
+  // sockets at once against the provider's connection limits.
+  const origin = new URL(options.baseUrl).origin;
+  const basePath = new URL(options.baseUrl).pathname.replace(/\/+$/, '');
+  const agent = new Agent({ connections: options.maxConnections ?? 256, keepAliveTimeout: 4_000, pipelining: 1 });
+
+  /** One HTTP exchange; a timeout or a network error is a `TransientFailure`. */
+  async function call(method: Dispatcher.HttpMethod, path: string, body?: unknown): Promise<{ status: number; json: unknown; retryAfter: number }> {
+    const signal = AbortSignal.timeout(options.timeoutMs);
+    let status: number;
+    let text: string;
+    let header: string | string[] | undefined;
+    try {
+      const response = await agent.request({
+        origin,
+        path: `${basePath}${path}`,
+        method,
+        headers: { 'x-api-key': options.apiKey, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+        body: body === undefined ? null : JSON.stringify(body),
+        signal,
+      });
+      status = response.statusCode;
+      header = response.headers['retry-after'];
+      text = await response.body.text();
+    } catch (error) {
+      const detail = signal.aborted
+        ? `timed out after ${options.timeoutMs} ms`
+        : `network error: ${error instanceof Error ? (error.cause instanceof Error ? error.cause.message : error.message) : String(error)}`;
+      throw new TransientFailure({ kind: 'transient', detail });
+    }
     let json: unknown = null;
     try {
       json = text === '' ? null : JSON.parse(text);
     } catch {
       json = null;
     }
-    return { status: response.status, json, headers: response.headers };
+    return { status, json, retryAfter: Number(Array.isArray(header) ? header[0] : header) };
   }
 
   type NotCalled = Extract<ProviderResult, { kind: 'transient' | 'unavailable' }>;
@@ -164,7 +202,7 @@ export function createProviderClient(options: ProviderClientOptions) {
   /** Runs one request through the breaker; transient outcomes count against it. */
   async function guarded<T extends { kind: string }>(
     operation: 'get' | 'create' | 'void' | 'events' | 'credit-return' | 'payee-check',
-    method: string,
+    method: Dispatcher.HttpMethod,
     path: string,
     body: unknown,
     classify: (status: number, json: unknown) => T | undefined,
@@ -179,7 +217,7 @@ export function createProviderClient(options: ProviderClientOptions) {
   let pausedUntil = 0;
 
   async function attempt<T>(
-    method: string,
+    method: Dispatcher.HttpMethod,
     path: string,
     body: unknown,
     classify: (status: number, json: unknown) => T | undefined,
@@ -191,20 +229,11 @@ export function createProviderClient(options: ProviderClientOptions) {
     }
     try {
       return await breaker.execute(async () => {
-        let answer: Awaited<ReturnType<typeof call>>;
-        try {
-          answer = await call(method, path, body);
-        } catch (error) {
-          const detail =
-            error instanceof Error && error.name === 'TimeoutError'
-              ? `timed out after ${options.timeoutMs} ms`
-              : `network error: ${error instanceof Error ? (error.cause instanceof Error ? error.cause.message : error.message) : String(error)}`;
-          throw new TransientFailure({ kind: 'transient', detail });
-        }
+        const answer = await call(method, path, body);
         const known = classify(answer.status, answer.json);
         if (known) return known;
         if (answer.status === 429 || answer.status >= 500) {
-          const retryAfter = Number(answer.headers.get('retry-after'));
+          const { retryAfter } = answer;
           if (Number.isFinite(retryAfter) && retryAfter > 0) pausedUntil = Math.max(pausedUntil, Date.now() + Math.min(retryAfter, 300) * 1000);
           throw new TransientFailure({
             kind: 'transient',
@@ -251,7 +280,12 @@ export function createProviderClient(options: ProviderClientOptions) {
     /** Asks the provider to execute the payment; idempotent on `idempotencyKey`. */
     createPayment(request: ProviderPaymentRequest): Promise<ProviderResult> {
       return guarded<ProviderResult>('create', 'POST', '/v1/payments', request, (status, json) => {
-        if (status === 200 || status === 201) return accepted(json);
+        if (status === 201) return accepted(json);
+        // 200: the provider already held this payment (same key, same body): accepted, earlier.
+        if (status === 200) {
+          const known = accepted(json);
+          return known && { ...known, replayed: true };
+        }
         const error = providerError(json);
         if (!error) return undefined;
         if (status === 400) return { kind: 'rejected', code: error.code, message: error.message };
@@ -311,6 +345,16 @@ export function createProviderClient(options: ProviderClientOptions) {
 
     circuitState(): CircuitState {
       return breaker.state;
+    },
+
+    /** How long the circuit has been other than closed (open or probing), in ms; 0 while closed. */
+    circuitNotClosedForMs(): number {
+      return notClosedSince === null ? 0 : Date.now() - notClosedSince;
+    },
+
+    /** Closes the keep-alive sockets (calls still in flight finish first). */
+    close(): Promise<void> {
+      return agent.close();
     },
   };
 }
