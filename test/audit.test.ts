@@ -26,7 +26,7 @@ describe('the audit', () => {
   it('passes on a consistent bank', async () => {
     const report = await audit({ prisma: stack.db, provider: provider() });
     expect(failing(report)).toEqual([]);
-    expect(report.checks).toHaveLength(13);
+    expect(report.checks).toHaveLength(14);
   });
 
   it('finds a balance that no longer matches its ledger', async () => {
@@ -202,6 +202,10 @@ describe('the audit of money movement', () => {
       await stack.db.$executeRaw`DELETE FROM payment_events WHERE payment_id = ${completed.id}::uuid AND status = 'RETURNED'`;
       await stack.db.$executeRaw`UPDATE payments SET status = 'COMPLETED', return_code = NULL WHERE id = ${completed.id}::uuid`;
       await stack.db.$executeRaw`DELETE FROM payment_events WHERE payment_id = ${completed.id}::uuid AND previous_status = 'RETURNED'`;
+      // Leaving COMPLETED gave its amount back to its day (a trigger); coming back by hand takes it again.
+      await stack.db.$executeRaw`UPDATE daily_payment_totals t SET used = t.used + p.amount
+        FROM payments p JOIN accounts a ON a.id = p.account_id
+        WHERE p.id = ${completed.id}::uuid AND t.customer_id = a.customer_id AND t.day = p.limit_day`;
     }
     expect(newly(await audit({ prisma: stack.db }))).toEqual([]);
   });

@@ -125,7 +125,7 @@ describe('the money movement migration', () => {
 
     expect(await migrate(db.url)).toEqual(['20261125040000_money_movement', '20261125050000_payee_safety', '20261125050001_payee_safety_held_index']);
     const statuses = await db.client.query(`SELECT enum_range(NULL::"PaymentStatus")::text AS s, enum_range(NULL::"LedgerEntryKind")::text AS k`);
-    expect(statuses.rows[0]).toEqual({ s: '{SCHEDULED,PENDING,COMPLETED,CANCELLED,FAILED,RETURNED,HELD}', k: '{DEPOSIT,PAYMENT_DEBIT,PAYMENT_REFUND,PAYMENT_RETURN,INBOUND_CREDIT}' });
+    expect(statuses.rows[0]).toEqual({ s: '{SCHEDULED,PENDING,COMPLETED,CANCELLED,FAILED,HELD,RETURNED}', k: '{DEPOSIT,PAYMENT_DEBIT,PAYMENT_REFUND,PAYMENT_RETURN,INBOUND_CREDIT}' });
     const old = await db.client.query(`SELECT status::text, execute_on, return_code, standing_order_id FROM payments`);
     expect(old.rows).toEqual([{ status: 'COMPLETED', execute_on: null, return_code: null, standing_order_id: null }]);
     // The new values are usable once the migration has committed.

@@ -263,7 +263,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     const accounts: Array<{ accountId: string; token: string; sortCode: string; accountNumber: string }> = [];
     for (let i = 0; i < ACCOUNTS; i++) {
       const c = await graphql(apiUrl(0), operator, 'mutation($n: String!) { createCustomer(input: { name: $n }) { id } }', { n: `Chaos ${i}` });
-      const customerId = (c.data?.createCustomer as { id: string }).id;
+      const customerId = (c.data?.createCustomer as { id: string } | undefined)?.id;
+      if (!customerId) throw new Error(`createCustomer failed: ${JSON.stringify(c)}`);
       const a = await graphql(apiUrl(0), operator, 'mutation($c: ID!) { openAccount(input: { customerId: $c, name: "Main" }) { id sortCode accountNumber } }', { c: customerId });
       const opened = a.data?.openAccount as { id: string; sortCode: string; accountNumber: string };
       const accountId = opened.id;
@@ -368,7 +369,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
         await new Promise((r) => setTimeout(r, REVIEW_EVERY_MS));
       }
     })();
-    cleanups.push(() => ((reviewing = false), reviewer));
+    cleanups.push(() => {
+      reviewing = false;
+      return reviewer;
+    });
 
     // SIGKILL, not SIGTERM: a crash, with whatever it had in flight.
     const killAndRestart = async (roles: RoleProcess[], index: number, start: (i: number) => Promise<void>) => {

@@ -178,7 +178,8 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
     while (isHeld(key)) await released.promise;
   }
   const count = (key: string, kind: 'get' | 'create' | 'void') => {
-    const entry = (counts.byKey[key] ??= { get: 0, create: 0, void: 0 });
+    const entry = counts.byKey[key] ?? { get: 0, create: 0, void: 0 };
+    counts.byKey[key] = entry;
     entry[kind] += 1;
   };
 
