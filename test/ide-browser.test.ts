@@ -26,8 +26,8 @@ let browser: Browser;
 
 beforeAll(async () => {
   if (!hasBrowser) return;
-  // A provider timeout well above the latency the test injects below, so the slow provider is slow, not failing.
-  stack = await startStack({ env: { PROVIDER_TIMEOUT_MS: '8000', PAYMENT_JOB_EXPIRE_SECONDS: '30' } });
+  // Retries enough to outlast the outage the test holds the payment PENDING with below.
+  stack = await startStack({ env: { PAYMENT_RETRY_LIMIT: '100' } });
   alice = await stack.newCustomer(50_000);
   // A second API process on the same database whose IDE opens with Alice's token, as `npm start` does.
   ide = await startApiRole({ config: stack.config, databaseUrl: stack.databaseUrl, logger: stack.logger, port: 0, ideToken: alice.token });
@@ -74,15 +74,17 @@ describe('the IDE in a browser', () => {
     await run('query Me { me { name accounts { id balance } } }');
     await expect.poll(responseText, { timeout: 20_000 }).toContain('"balance": 50000');
 
-    // Keep the payment PENDING for a moment at a slow provider, so the subscription watches it move.
-    stack.emulator.setFaults({ latencyMs: 3_000 });
+    // The provider is down until the browser shows the payment PENDING (however slow the machine),
+    // then comes back: the subscription watches it move to COMPLETED.
+    stack.emulator.setFaults({ errorRate: 1 });
     try {
       const sent = await stack.send(alice.token, paymentInput(alice.accountId, { amount: 1_250 }));
       await run(`subscription Watch { paymentUpdated(paymentId: "${sent.payment?.id}") { id status amount } }`);
-      await expect.poll(responseText, { timeout: 20_000 }).toContain('PENDING');
-      await expect.poll(responseText, { timeout: 20_000 }).toContain('COMPLETED');
+      await expect.poll(responseText, { timeout: 30_000 }).toContain('PENDING');
+      stack.emulator.setFaults({ errorRate: 0 });
+      await expect.poll(responseText, { timeout: 30_000 }).toContain('COMPLETED');
     } finally {
-      stack.emulator.setFaults({ latencyMs: 0 });
+      stack.emulator.setFaults({ errorRate: 0 });
     }
     await mkdir(ARTIFACTS, { recursive: true });
     await page.screenshot({ path: new URL('ide-subscription-completed.png', ARTIFACTS).pathname, fullPage: true });
