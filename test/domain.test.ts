@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { isCalendarDate, londonToday, occurrenceDate, secondsUntilDay, startOfLondonDay } from '../src/calendar.ts';
 import { ConfigError, loadConfig } from '../src/config.ts';
 import { canTransition, isRefunded, isSettled, isTerminal, PAYMENT_STATUSES, type PaymentStatus } from '../src/payments/payment-status.ts';
 import { fingerprintOf } from '../src/payments/send-payment.ts';
@@ -146,5 +147,31 @@ describe('configuration', () => {
     expect(() => loadConfig({ PAYMENT_RETRY_DELAY_SECONDS: '10', PAYMENT_RETRY_DELAY_MAX_SECONDS: '5' })).toThrow(
       /PAYMENT_RETRY_DELAY_MAX_SECONDS/,
     );
+  });
+});
+
+describe('the London calendar', () => {
+  it('pays a monthly order on the 31st on the last day of shorter months, and on the 31st again when there is one', () => {
+    const dates = Array.from({ length: 6 }, (_, n) => occurrenceDate('2027-12-31', 'MONTHLY', n));
+    expect(dates).toEqual(['2027-12-31', '2028-01-31', '2028-02-29', '2028-03-31', '2028-04-30', '2028-05-31']);
+    expect(occurrenceDate('2027-01-29', 'MONTHLY', 1)).toBe('2027-02-28');
+  });
+
+  it('pays a weekly order every seven calendar days across the change to summer time', () => {
+    expect(Array.from({ length: 3 }, (_, n) => occurrenceDate('2027-03-21', 'WEEKLY', n))).toEqual(['2027-03-21', '2027-03-28', '2027-04-04']);
+  });
+
+  it('knows which day it is in London, and when a day begins there in winter and in summer', () => {
+    expect(londonToday({ now: () => new Date('2027-06-30T23:30:00Z') })).toBe('2027-07-01');
+    expect(londonToday({ now: () => new Date('2027-12-31T23:30:00Z') })).toBe('2027-12-31');
+    expect(startOfLondonDay('2027-07-01').toISOString()).toBe('2027-06-30T23:00:00.000Z');
+    expect(startOfLondonDay('2027-12-01').toISOString()).toBe('2027-12-01T00:00:00.000Z');
+    expect(secondsUntilDay({ now: () => new Date('2027-06-30T22:59:58Z') }, '2027-07-01')).toBe(2);
+    expect(secondsUntilDay({ now: () => new Date('2027-07-01T10:00:00Z') }, '2027-07-01')).toBe(0);
+  });
+
+  it('accepts only real dates written YYYY-MM-DD', () => {
+    expect(['2028-02-29', '2027-12-31'].every(isCalendarDate)).toBe(true);
+    expect(['2027-02-29', '2027-13-01', '2027-1-01', '27-01-01', '2027-01-01T00:00:00Z', '', 'tomorrow'].some(isCalendarDate)).toBe(false);
   });
 });

@@ -107,7 +107,15 @@ describe('commit order', () => {
     const first = await stack.send(alice.token, paymentInput(alice.accountId, { amount: 100 }));
     const later = await stack.send(alice.token, paymentInput(alice.accountId, { amount: 200 }));
     const sql = prismaSql(stack.db);
-    const before = await readEvents(sql, { after: START, limit: 10_000, accountId: alice.accountId });
+    // Both creations readable: the horizon (cluster-wide, so other tests' transactions hold it too) has passed them.
+    const before = await vi.waitFor(
+      async () => {
+        const rows = await readEvents(sql, { after: START, limit: 10_000, accountId: alice.accountId });
+        expect(rows.map((e) => e.paymentId)).toEqual([first.payment?.id, later.payment?.id]);
+        return rows;
+      },
+      { timeout: 10_000, interval: 20 },
+    );
     const cursor = before.at(-1)?.position ?? START;
 
     const [t1, t2] = [new pg.Client({ connectionString: stack.databaseUrl }), new pg.Client({ connectionString: stack.databaseUrl })];
