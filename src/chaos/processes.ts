@@ -59,8 +59,8 @@ export async function startRole(script: string, env: Record<string, string>, rea
     void exited.then((code) => reject(new Error(`${script} exited with ${code} before it was ready:\n${stderr}`)));
     readyTimer = setTimeout(() => {
       proc.kill('SIGKILL');
-      reject(new Error(`${script} did not log "${readyMessage}" within 30 s:\n${stderr}`));
-    }, 30_000);
+      reject(new Error(`${script} did not log "${readyMessage}" within 60 s:\n${stderr}`));
+    }, 60_000);
   }).finally(() => clearTimeout(readyTimer));
   return {
     proc,
