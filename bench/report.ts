@@ -74,7 +74,7 @@ const range = (r: [number, number] | undefined) => (r ? `${fmt(r[0], 0)}-${fmt(r
 export function markdownTable(results: ScenarioResult[]): string {
   const head =
     '| scenario | clients | runs | API accepted/s | spread | pgbench/s (same clients) | spread | node pg/s | API / pgbench | p50 ms | p95 ms | p99 ms | tx p50 ms | tx p99 ms | pgbench tx p99 ms | errors | API CPU ms/payment | API RSS MB |';
-  const rule = '|' + '---|'.repeat(18);
+  const rule = `|${'---|'.repeat(18)}`;
   const rows = results.map(
     (r) =>
       `| ${r.name} | ${r.clients ?? '-'} | ${r.runs ?? 1} | ${fmt(r.acceptedPerSec, 0)} | ${range(r.acceptedSpread)} | ${fmt(r.baselinePerSec, 0)} | ${range(r.baselineSpread)} | ${fmt(r.nodeBaselinePerSec, 0)} | ${fmt(r.ratio, 2)} | ${fmt(r.p50Ms)} | ${fmt(r.p95Ms)} | ${fmt(r.p99Ms)} | ${fmt(r.txP50Ms)} | ${fmt(r.txP99Ms)} | ${fmt(r.baselineTxP99Ms)} | ${r.errors} | ${fmt(r.apiCpuMsPerPayment ?? null, 2)} | ${fmt(r.rssMb, 0)} |`,
@@ -95,7 +95,7 @@ export function steadyTable(results: SteadyResult[]): string {
     (r) =>
       `| ${r.name} | ${r.providerLatencyMs} | ${fmt(r.loadShare * 100, 0)} % | ${fmt(r.offeredPerSec, 0)} | ${fmt(r.acceptedPerSec, 0)} | ${fmt(r.settledPerSec, 0)} | ${fmt(r.settledPerSec / r.acceptedPerSec, 2)} | ${r.queueDepthAtEnd} | ${fmt(r.drainSeconds)} | ${fmt(r.p50Ms)} | ${fmt(r.p95Ms)} | ${fmt(r.p99Ms)} | ${r.errors} | ${fmt(r.apiCpuMsPerPayment, 2)} | ${fmt(r.workerCpuMsPerPayment, 2)} | ${fmt(r.apiRssMb, 0)} | ${fmt(r.workerRssMb, 0)} |`,
   );
-  return [head, '|' + '---|'.repeat(17), ...rows].join('\n');
+  return [head, `|${'---|'.repeat(17)}`, ...rows].join('\n');
 }
 
 /** A line chart of throughput against concurrency: API, pgbench and the Node baseline. */

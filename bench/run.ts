@@ -158,8 +158,13 @@ async function main(): Promise<void> {
       }
     };
 
-    const spread = () => senders[Math.floor(Math.random() * senders.length)]!;
-    const hot = () => senders[0]!;
+    const senderAt = (i: number): Sender => {
+      const sender = senders[i];
+      if (!sender) throw new Error(`no sender ${i}`);
+      return sender;
+    };
+    const spread = () => senderAt(Math.floor(Math.random() * senders.length));
+    const hot = () => senderAt(0);
     const spreadChoice: AccountChoice = { kind: 'spread', accounts: ACCOUNTS };
     const hotChoice: AccountChoice = { kind: 'hot', account: 1 };
     const warm = (clients: number, pickSender: () => Sender) =>

@@ -4,6 +4,13 @@ import { BANK_SORT_CODE } from '../src/accounts/accounts.ts';
 import { startRole, type RoleProcess } from '../src/chaos/processes.ts';
 import { emulatorCall, startStack, workerProcessEnv, type Stack, type TestCustomer } from './helpers.ts';
 
+/** The element at `i`, which must be there. */
+function at<T>(list: readonly T[], i: number): T {
+  const value = list[i];
+  if (value === undefined) throw new Error(`nothing at ${i}`);
+  return value;
+}
+
 /**
  * 500 inbound credits, one in ten to an account we do not have, taken in by real worker processes
  * that are killed with SIGKILL along the way: one inside the transaction that applies a page of the
@@ -39,7 +46,7 @@ describe('500 inbound credits under worker SIGKILLs', () => {
     stack.emulator.setFaults({ latencyMs: 2 });
     for (let i = 0; i < 500; i++) {
       const amount = 1 + ((i * 7919) % 50_000);
-      const account = accounts[i % accounts.length]!;
+      const account = at(accounts, i % accounts.length);
       const unknown = i % 10 === 3;
       const recipient = unknown ? { sortCode: BANK_SORT_CODE, accountNumber: String(10_000_000 + i) } : { sortCode: account.sortCode, accountNumber: account.accountNumber };
       const posted = await emulatorCall(stack, 'POST', '/admin/credits', {

@@ -7,6 +7,13 @@ import { createSettlement } from '../src/payments/settlement.ts';
 import { createProviderClient } from '../src/provider/client.ts';
 import { gql, paymentInput, startStack, type Stack } from './helpers.ts';
 
+/** The element at `i`, which must be there. */
+function at<T>(list: readonly T[], i: number): T {
+  const value = list[i];
+  if (value === undefined) throw new Error(`nothing at ${i}`);
+  return value;
+}
+
 /**
  * Model-based property test: random sequences of deposits, payments (some to recipients the
  * provider rejects), replays and settlements run against the real service, next to a model that
@@ -70,13 +77,14 @@ describe('money arithmetic against a model', () => {
               expect(r.errors.map((e) => e.code)).toEqual(['INSUFFICIENT_FUNDS']);
             }
           } else if (c.kind === 'replay' && sent.length > 0) {
-            const original = sent[c.index % sent.length]!;
+            const original = at(sent, c.index % sent.length);
             const r = await stack.send(alice.token, original.input);
             expect(r.payment?.id).toBe(original.id);
           } else if (c.kind === 'settle') {
             for (const id of pending) {
               await settlement.settle(id);
-              const s = sent.find((p) => p.id === id)!;
+              const s = sent.find((p) => p.id === id);
+              if (!s) throw new Error(`payment ${id} was not sent here`);
               if (s.rejected) model += s.amount;
             }
             pending.clear();

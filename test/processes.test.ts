@@ -6,6 +6,13 @@ import { createFundedCustomer, createTestDatabase, gql, paymentInput, SEND_PAYME
 import { startRole, type RoleProcess } from '../src/chaos/processes.ts';
 import { ACCOUNT_PAYMENTS_UPDATED, collect, PAYMENT_UPDATED, wsClient, type AccountUpdate, type PaymentUpdate } from './ws-helpers.ts';
 
+/** The element at `i`, which must be there. */
+function at<T>(list: readonly T[], i: number): T {
+  const value = list[i];
+  if (value === undefined) throw new Error(`nothing at ${i}`);
+  return value;
+}
+
 /**
  * The roles as separate operating-system processes, started the way `npm run start:api` and
  * `npm run start:worker` start them: two API processes and two workers on one PostgreSQL,
@@ -87,7 +94,7 @@ describe('many processes on one database', () => {
     const customers = await Promise.all(Array.from({ length: 10 }, (_, i) => fundedCustomer(apiUrl(i % 2), 1_000_000)));
     const { client } = wsClient(apiUrl(0), customers[0]?.token ?? '');
     try {
-      const watched = customers[0]!;
+      const watched = at(customers, 0);
       const seen = collect<AccountUpdate>(client, ACCOUNT_PAYMENTS_UPDATED, { id: watched.accountId });
       // Let the subscription register before the payments start (its first event proves it).
       const probe = await gql<SendPaymentData>(apiUrl(1), watched.token, SEND_PAYMENT, { input: paymentInput(watched.accountId, { amount: 1 }) });
@@ -98,7 +105,7 @@ describe('many processes on one database', () => {
         const results = await Promise.all(
           Array.from({ length: 20 }, (_, i) => {
             const n = batch * 20 + i;
-            const c = customers[n % customers.length]!;
+            const c = at(customers, n % customers.length);
             return gql<SendPaymentData>(apiUrl(n % 2), c.token, SEND_PAYMENT, { input: paymentInput(c.accountId, { amount: 100 + (n % 7) }) });
           }),
         );

@@ -27,8 +27,14 @@ afterAll(async () => {
 });
 
 /** Two schedulers, as two worker processes would run them, each with its own queue connection. */
-const schedulers = () =>
-  bosses.map((boss) => createStandingOrders({ prisma: stack.db, boss, queue: queuePolicy(stack.config), clock, logger: stack.logger, metrics: createMetrics() }));
+const scheduler = (boss: PgBoss) =>
+  createStandingOrders({ prisma: stack.db, boss, queue: queuePolicy(stack.config), clock, logger: stack.logger, metrics: createMetrics() });
+/** Two schedulers, as two worker processes would run them. */
+const schedulers = (): [ReturnType<typeof scheduler>, ReturnType<typeof scheduler>] => {
+  const [one, two] = bosses;
+  if (!one || !two) throw new Error('two pg-boss instances expected');
+  return [scheduler(one), scheduler(two)];
+};
 
 const CREATE = /* GraphQL */ `
   mutation($input: CreateStandingOrderInput!) {
@@ -80,13 +86,13 @@ describe('cancelling a standing order', () => {
     expect(stranger.errors?.[0]?.extensions).toEqual(missing.errors?.[0]?.extensions);
 
     // Today's occurrence is created (no worker runs it yet), then Bob cancels.
-    expect(await schedulers()[0]!.runDue()).toBe(1);
+    expect(await schedulers()[0].runDue()).toBe(1);
     const cancelled = await gql<{ cancelStandingOrder: { id: string; active: boolean; nextPaymentOn: string | null } }>(stack.apiUrl, bob.token, CANCEL, { id });
     expect(cancelled.data?.cancelStandingOrder).toEqual({ id, active: false, nextPaymentOn: null });
     expect((await occurrences(id)).map((p) => p.status)).toEqual(['CANCELLED']);
 
     clock.set(new Date('2027-04-20T08:00:00+01:00'));
-    expect(await schedulers()[0]!.runDue()).toBe(0);
+    expect(await schedulers()[0].runDue()).toBe(0);
     expect(await occurrences(id)).toHaveLength(1);
     expect((await stack.db.account.findUniqueOrThrow({ where: { id: bob.accountId } })).balance).toBe(50_000n);
   });
@@ -104,18 +110,18 @@ describe('a monthly standing order over three months', () => {
 
     // 31 January: two schedulers at once, then both again.
     const [a, b] = schedulers();
-    const firstRun = await Promise.all([a!.runDue(), b!.runDue()]);
+    const firstRun = await Promise.all([a.runDue(), b.runDue()]);
     expect(firstRun.reduce((x, y) => x + y, 0)).toBe(1);
-    expect(await Promise.all([a!.runDue(), b!.runDue()])).toEqual([0, 0]);
+    expect(await Promise.all([a.runDue(), b.runDue()])).toEqual([0, 0]);
     expect((await occurrences(id)).map((p) => p.idempotencyKey)).toEqual([`so:${id}:2027-01-31`]);
 
     // February: no scheduler runs at all (down for the whole month).
     // 31 March: it is back, two of them at once: February's occurrence (the 28th) and March's, once each.
     clock.set(new Date('2027-03-31T09:00:00+01:00'));
     const [c, d] = schedulers();
-    const backRun = await Promise.all([c!.runDue(), d!.runDue()]);
+    const backRun = await Promise.all([c.runDue(), d.runDue()]);
     expect(backRun.reduce((x, y) => x + y, 0)).toBe(2);
-    expect(await Promise.all([c!.runDue(), d!.runDue()])).toEqual([0, 0]);
+    expect(await Promise.all([c.runDue(), d.runDue()])).toEqual([0, 0]);
     const made = await occurrences(id);
     expect(made.map((p) => p.executeOn?.toISOString().slice(0, 10))).toEqual(['2027-01-31', '2027-02-28', '2027-03-31']);
     expect(made.map((p) => p.idempotencyKey)).toEqual(['2027-01-31', '2027-02-28', '2027-03-31'].map((day) => `so:${id}:${day}`));

@@ -44,7 +44,8 @@ export async function startRole(script: string, env: Record<string, string>, rea
   });
   let readyTimer: NodeJS.Timeout | undefined;
   const url = await new Promise<string | null>((resolve, reject) => {
-    const lines = readline.createInterface({ input: proc.stdout! });
+    if (!proc.stdout) throw new Error(`${script}: no stdout to read`);
+    const lines = readline.createInterface({ input: proc.stdout });
     lines.on('line', (line) => {
       let entry: { level?: number; msg?: string; url?: string };
       try {

@@ -19,6 +19,13 @@ import { prismaSql, readEvents } from '../events/store.ts';
 import { verifyWebhookSignature } from '../webhooks/verify.ts';
 import { startRole, type RoleProcess } from './processes.ts';
 
+/** The element at `i`, which must be there. */
+function at<T>(list: readonly T[], i: number): T {
+  const value = list[i];
+  if (value === undefined) throw new Error(`nothing at ${i}`);
+  return value;
+}
+
 /**
  * A Jepsen-style bank workload against real processes: 2 API processes, 2 workers, the provider
  * emulator and PostgreSQL. Concurrent payments across many accounts (some to rejected
@@ -211,7 +218,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     const stopWatching = (proc: RoleProcess) => watched.delete(proc);
 
     const provider = await startRole('main-provider.ts', env, 'provider emulator listening');
-    cleanups.push(() => (stopWatching(provider), provider.stop()));
+    cleanups.push(() => {
+      stopWatching(provider);
+      return provider.stop();
+    });
     // Like an orchestrator: a process that cannot start (its database is restarting, its port is
     // still held by its killed predecessor) is started again until it comes up.
     const startUntilUp = async (script: string, extra: Record<string, string>, ready: string) => {
@@ -237,7 +247,14 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       watch(worker, () => startWorker(i));
     };
     await Promise.all([startApi(0), startApi(1), startWorker(0), startWorker(1)]);
-    cleanups.push(() => Promise.all([...apis, ...workers].map((p) => (stopWatching(p), p.kill()))));
+    cleanups.push(() =>
+      Promise.all(
+        [...apis, ...workers].map((p) => {
+          stopWatching(p);
+          return p.kill();
+        }),
+      ),
+    );
     const apiUrl = (i: number) => `http://127.0.0.1:${apiPorts[i]}/graphql`;
 
     const setFaults = async (faults: Record<string, number>) => {
@@ -303,7 +320,13 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       });
     });
     await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
-    cleanups.push(() => new Promise((resolve) => (receiver.closeAllConnections(), receiver.close(resolve))));
+    cleanups.push(
+      () =>
+        new Promise((resolve) => {
+          receiver.closeAllConnections();
+          receiver.close(resolve);
+        }),
+    );
     const receiverUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks`;
     for (const account of accounts.slice(0, WEBHOOK_ACCOUNTS)) {
       const r = await graphql(
@@ -392,7 +415,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
           headers: { 'content-type': 'application/json', 'x-api-key': API_KEY },
           body: JSON.stringify({
             amount: credit.amount,
-            recipient: to ? { sortCode: to.sortCode, accountNumber: to.accountNumber } : { sortCode: accounts[0]!.sortCode, accountNumber: String(10_000_000 + counters.creditsSent) },
+            recipient: to ? { sortCode: to.sortCode, accountNumber: to.accountNumber } : { sortCode: at(accounts, 0).sortCode, accountNumber: String(10_000_000 + counters.creditsSent) },
             sender: { name: 'Chaos Payer', sortCode: '401234', accountNumber: '87654321' },
             reference: `chaos credit ${counters.creditsSent}`,
           }),
@@ -430,19 +453,19 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     const keys = work.map((_, i) => `chaos-${options.seed}-${i}`);
     const outcome: Array<{ paymentId: string | null; code: string | null }> = [];
     const requestFor = (i: number) => {
-      const item = work[i]!;
+      const item = at(work, i);
       return {
         idempotencyKey: keys[i],
-        fromAccountId: accounts[item.account]!.accountId,
+        fromAccountId: at(accounts, item.account).accountId,
         amount: item.amount,
         recipient: { name: 'Chaos Recipient', sortCode: item.rejected ? '000000' : '112233', accountNumber: '12345678' },
         reference: `chaos ${i}`,
       };
     };
     const send = async (i: number, planned: number): Promise<{ paymentId: string | null; code: string | null }> => {
-      const source = work[i]!.replayOf ?? i;
+      const source = at(work, i).replayOf ?? i;
       const input = requestFor(source);
-      const token = accounts[work[source]!.account]!.token;
+      const token = at(accounts, at(work, source).account).token;
       for (let attempt = 0; attempt < 60; attempt++) {
         try {
           const r = await graphql(
@@ -484,7 +507,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
           void checkpoint(reached);
         }
         // Replays wait for the payment they repeat, so they can be checked against it.
-        const original = work[i]!.replayOf;
+        const original = at(work, i).replayOf;
         if (original !== null) while (outcome[original] === undefined) await new Promise((r) => setTimeout(r, 20));
         outcome[i] = await send(i, i);
         answered++;
@@ -495,7 +518,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     await checkpoint(schedule.length - 1);
 
     for (let i = 0; i < work.length; i++) {
-      const original = work[i]!.replayOf;
+      const original = at(work, i).replayOf;
       if (original === null) continue;
       counters.replaysChecked++;
       if (outcome[i]?.paymentId !== outcome[original]?.paymentId || outcome[i]?.code !== outcome[original]?.code) {

@@ -162,7 +162,7 @@ export function createSettlement(deps: SettlementDeps) {
    */
   async function reconcile(paymentId: string): Promise<void> {
     const payment = await load(paymentId);
-    if (!payment || payment.status !== 'PENDING') return;
+    if (payment?.status !== 'PENDING') return;
 
     const known = await provider.getPayment(payment.id);
     switch (known.kind) {

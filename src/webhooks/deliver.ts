@@ -125,7 +125,7 @@ export function createWebhookDelivery(deps: {
   async function attempt(jobId: string, job: DeliverWebhookJob): Promise<void> {
     const { deliveryId } = job;
     const row = await load(deliveryId);
-    if (!row || row.status !== 'PENDING' || row.jobId !== jobId) return;
+    if (row?.status !== 'PENDING' || row.jobId !== jobId) return;
     const log = logger.child({ deliveryId, endpointId: row.endpointId, eventId: row.eventId, jobId });
     if (row.deletedAt) {
       await abandon(deliveryId, jobId, 'endpoint deleted');

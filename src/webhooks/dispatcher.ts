@@ -87,7 +87,11 @@ export function startDispatcher(deps: {
   const pause = (ms: number) =>
     new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, ms);
-      stopping.signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+      const abort = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      stopping.signal.addEventListener('abort', abort, { once: true });
     });
   let failures = 0;
   const loop = (async () => {
