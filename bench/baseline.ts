@@ -48,10 +48,12 @@ export function pgbenchScript(sql: TransactionSql, choice: AccountChoice): strin
     7: ':rsort',
     8: ':racct',
     9: ':ref',
-    // Payee safety (issue 15): the status the screening chose, and the London day of the limit.
-    10: `'PENDING'`,
-    11: `(now() AT TIME ZONE 'Europe/London')::date`,
-    12: `${String(sql.insertPayment.values[11])}::bigint`,
+    // An immediate payment: no executeOn (issue 14).
+    10: 'NULL',
+    // Payee safety (issue 15): the status the screening chose, the London day of the limit, the limit.
+    11: `'PENDING'`,
+    12: `(now() AT TIME ZONE 'Europe/London')::date`,
+    13: `${String(sql.insertPayment.values[12])}::bigint`,
   });
   const enqueue = params(sql.enqueue.text, { 1: `(replace(:jobjson::text, 'PAYMENT_ID', :p_id::text))` });
   for (const text of [insert, enqueue]) {
