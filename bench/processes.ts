@@ -1,62 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-
-export interface Child {
-  proc: ChildProcess;
-  pid: number;
-  /** stderr and error-level stdout lines, for the report when something goes wrong. */
-  output(): string;
-  stop(): Promise<void>;
-}
-
 /**
- * Runs `node <script>` (a path from the repository root) in its own process, as `npm run start:*` does. Extra node flags
- * (e.g. --cpu-prof) come from BENCH_NODE_FLAGS so a profile can be taken without code changes.
+ * Measuring the bench's processes from the outside (/proc, Linux): memory and CPU time. They are
+ * started by the repository's one launcher, src/chaos/processes.ts.
  */
-export function spawnRole(script: string, env: Record<string, string>, nodeFlags: string[] = []): Child {
-  const proc = spawn(process.execPath, [...nodeFlags, script], {
-    cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let text = '';
-  const keep = (c: Buffer) => {
-    text = (text + c.toString()).slice(-20_000);
-  };
-  proc.stdout?.on('data', keep);
-  proc.stderr?.on('data', keep);
-  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-  if (proc.pid === undefined) throw new Error(`could not start ${script}`);
-  return {
-    proc,
-    pid: proc.pid,
-    output: () => text,
-    async stop() {
-      if (proc.exitCode !== null || proc.signalCode !== null) return;
-      proc.kill('SIGTERM');
-      const timer = setTimeout(() => proc.kill('SIGKILL'), 20_000);
-      await exited;
-      clearTimeout(timer);
-    },
-  };
-}
-
-/** Polls `url` until it answers 200, or fails after `timeoutMs` or when the child exits. */
-export async function waitReady(url: string, child: Child, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (child.proc.exitCode !== null) throw new Error(`process exited before it was ready:\n${child.output()}`);
-    const ok = await fetch(url)
-      .then((r) => r.status === 200)
-      .catch(() => false);
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`${url} not ready after ${timeoutMs} ms:\n${child.output()}`);
-}
+import { readFileSync } from 'node:fs';
 
 /** Resident memory of a process in MB, from /proc (Linux). */
 export function rssMb(pid: number): number {

@@ -24,7 +24,8 @@ import {
   transactionTimes,
 } from './database.ts';
 import { runLoad, type Sender } from './load.ts';
-import { cpuSeconds, sampleRss, spawnRole, waitReady, type Child } from './processes.ts';
+import { startRole, type RoleProcess } from '../src/chaos/processes.ts';
+import { cpuSeconds, sampleRss } from './processes.ts';
 import { markdownTable, pgbenchTable, steadyTable, throughputSvg, type PgbenchPoint, type ScenarioResult, type SteadyResult } from './report.ts';
 import { steadyPoint } from './steady.ts';
 import { captureTransactionSql } from './transaction-sql.ts';
@@ -106,7 +107,7 @@ async function main(): Promise<void> {
   }
   log(config.databaseUrl ? 'using a new database on DATABASE_URL' : 'starting embedded PostgreSQL');
   const db = await startBenchDatabase(config, log);
-  const children: Child[] = [];
+  const children: RoleProcess[] = [];
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'payments-bench-'));
   const emulator = await startEmulator({ apiKey: config.providerApiKey, port: 0, host: '127.0.0.1' });
   try {
@@ -145,14 +146,13 @@ async function main(): Promise<void> {
     const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
     const apiUrl = `http://127.0.0.1:${port}/graphql`;
     const startApi = async () => {
-      const child = spawnRole('bench/role-api.ts', apiEnv, nodeFlags);
+      const child = await startRole('bench/role-api.ts', apiEnv, { url: `http://127.0.0.1:${port}/readyz` }, { nodeFlags });
       children.push(child);
-      await waitReady(`http://127.0.0.1:${port}/readyz`, child);
       log(`API pid ${child.pid} at ${apiUrl} (NODE_OPTIONS ${apiEnv.NODE_OPTIONS || '-'})`);
       return child;
     };
     let api = await startApi();
-    const alive = (child: Child, what: string) => {
+    const alive = (child: RoleProcess, what: string) => {
       if (child.proc.exitCode !== null || child.proc.signalCode !== null) {
         throw new Error(`the ${what} process exited (${child.proc.exitCode ?? child.proc.signalCode}):\n${child.output()}`);
       }
@@ -279,17 +279,16 @@ async function main(): Promise<void> {
       // The closed loops' payments have no worker behind them: their jobs go, the payments stay PENDING.
       await queryOnce(db.url, 'DELETE FROM pgboss.job WHERE name = $1', [QUEUES.settle]);
       const workerPort = await freePort();
-      const worker = spawnRole('bench/role-worker.ts', {
+      const workerOpsUrl = `http://127.0.0.1:${workerPort}`;
+      const worker = await startRole('bench/role-worker.ts', {
         DATABASE_URL: db.url,
         PROVIDER_URL: emulator.url,
         PROVIDER_API_KEY: config.providerApiKey,
         LOG_LEVEL: 'warn',
         WORKER_PORT: String(workerPort),
         ...pick(process.env, ['WORKER_CONCURRENCY', 'DATABASE_POOL_SIZE', 'PROVIDER_MAX_CONNECTIONS']),
-      });
+      }, { url: `${workerOpsUrl}/readyz` });
       children.push(worker);
-      const workerOpsUrl = `http://127.0.0.1:${workerPort}`;
-      await waitReady(`${workerOpsUrl}/readyz`, worker);
       log(`worker pid ${worker.pid}; steady state from a maximum of ${maxRate.toFixed(0)}/s, ${STEADY_SECONDS} s per point`);
       // Interleaved: the provider latency alternates at each load level.
       for (const share of STEADY_SHARES) {

@@ -2,7 +2,8 @@ import { QUEUES } from '../src/jobs/queues.ts';
 import type { RunningEmulator } from '../src/emulator/server.ts';
 import { queryOnce } from './database.ts';
 import { runOpenLoop, type Sender } from './load.ts';
-import { cpuSeconds, sampleRss, type Child } from './processes.ts';
+import type { RoleProcess } from '../src/chaos/processes.ts';
+import { cpuSeconds, sampleRss } from './processes.ts';
 import type { SteadyResult } from './report.ts';
 
 /**
@@ -43,8 +44,8 @@ export async function steadyPoint(options: {
   name: string;
   databaseUrl: string;
   apiUrl: string;
-  api: Child;
-  worker: Child;
+  api: RoleProcess;
+  worker: RoleProcess;
   workerOpsUrl: string;
   emulator: RunningEmulator;
   providerLatencyMs: number;
