@@ -228,8 +228,8 @@ export async function startWorkerRole(options: {
   /** Serve /healthz, /readyz and /metrics on this port (0: any free one). */
   opsPort?: number;
   pollingIntervalSeconds?: number;
-  /** The clock of webhook signatures and retry windows (tests move it forward). */
-  now?: () => Date;
+  /** The clock of webhook signatures and retry windows, when not `clock` (tests move it alone). */
+  webhookClock?: Clock;
   /** Resolves webhook hosts (the system resolver by default). */
   resolveHost?: Resolver;
   /** What time it is: scheduled payments, standing orders, hold expiry; the system clock by default. */
@@ -294,7 +294,7 @@ export async function startWorkerRole(options: {
     logger,
     metrics,
     resolve: options.resolveHost ?? systemResolver,
-    now: options.now ?? (() => new Date()),
+    clock: options.webhookClock ?? clock,
     pollingIntervalSeconds: options.pollingIntervalSeconds ?? 0.5,
   });
   const holds = createHoldService({

@@ -139,11 +139,23 @@ describe('commit order', () => {
       expect(page.data?.paymentEvents.edges).toEqual([]);
 
       await t1.query('COMMIT');
-      const after = await readEvents(sql, { after: cursor, limit: 100, accountId: alice.accountId });
-      expect(after.map((e) => [e.paymentId, e.previousStatus, e.status])).toEqual([
-        [first.payment?.id, 'PENDING', 'COMPLETED'],
-        [later.payment?.id, 'PENDING', 'COMPLETED'],
-      ]);
+      // Once the horizon (cluster-wide: other test files' transactions hold it too) passes T1, both
+      // come, the earlier-numbered first. Never only T2's: that would be the skip.
+      const reads: string[][] = [];
+      await expect
+        .poll(
+          async () => {
+            const read = (await readEvents(sql, { after: cursor, limit: 100, accountId: alice.accountId })).map((e) => [e.paymentId, e.previousStatus, e.status]);
+            reads.push(read.map((r) => String(r[0])));
+            return read;
+          },
+          { timeout: 10_000, interval: 20 },
+        )
+        .toEqual([
+          [first.payment?.id, 'PENDING', 'COMPLETED'],
+          [later.payment?.id, 'PENDING', 'COMPLETED'],
+        ]);
+      expect(reads.every((read) => read.length === 0 || read.length === 2)).toBe(true);
     } finally {
       await Promise.all([t1.end(), t2.end()]);
     }

@@ -195,8 +195,8 @@ export async function startStack(
     eventsDatabaseUrl?: (databaseUrl: string) => string;
     /** Sees every SQL statement the API sends. */
     onApiQuery?: (sql: string) => void;
-    /** The worker's clock for webhook signatures and retry windows. */
-    workerNow?: () => Date;
+    /** The worker's clock for webhook signatures and retry windows alone. */
+    webhookClock?: Clock;
     /** The API's and the worker's clock (see `testClock`): London days, payee safety, hold expiry; the system clock by default. */
     clock?: Clock;
   } = {},
@@ -237,7 +237,7 @@ export async function startStack(
         providerUrl: emulator.url,
         logger,
         pollingIntervalSeconds: 0.5,
-        ...(options.workerNow ? { now: options.workerNow } : {}),
+        ...(options.webhookClock ? { webhookClock: options.webhookClock } : {}),
         ...(options.clock ? { clock: options.clock } : {}),
       });
       return stack.worker;

@@ -3,7 +3,9 @@ import { mkdir } from 'node:fs/promises';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startApiRole, type ApiRole } from '../src/roles.ts';
+import { parse, validate } from 'graphql';
 import { renderIde } from '../src/graphql/ide/page.ts';
+import { buildSchema } from '../src/graphql/server.ts';
 import { gql, paymentInput, startStack, type Stack, type TestCustomer } from './helpers.ts';
 
 /**
@@ -99,6 +101,15 @@ describe('the IDE page', () => {
     const anonymous = renderIde();
     expect(anonymous.includes('PASTE-ACCOUNT-ID')).toBe(true);
     expect(anonymous.includes('"headers":"{}"')).toBe(true);
+  });
+
+  it('opens on a walk-through whose every operation is valid against the schema', () => {
+    const html = renderIde({ token: 't', accountId: '00000000-0000-4000-8000-0000000acc01' });
+    const quoted = /"defaultQuery":"((?:[^"\\]|\\.)*)"/.exec(html)?.[1];
+    expect(quoted).toBeDefined();
+    const walkthrough = JSON.parse(`"${quoted ?? ''}"`) as string;
+    expect(walkthrough.includes('createStandingOrder')).toBe(true);
+    expect(validate(buildSchema(), parse(walkthrough)).map((e) => e.message)).toEqual([]);
   });
 
   it('answers the Docs panel’s introspection without a token in development', async () => {

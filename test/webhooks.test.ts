@@ -68,7 +68,7 @@ beforeAll(async () => {
       WEBHOOK_TIMEOUT_MS: '10000',
       WEBHOOK_DISPATCH_INTERVAL_MS: '50',
     },
-    workerNow: () => new Date(Date.now() + clockOffsetMs),
+    webhookClock: { now: () => new Date(Date.now() + clockOffsetMs) },
   });
 });
 afterAll(async () => {

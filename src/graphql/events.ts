@@ -1,5 +1,4 @@
 import { GraphQLError } from 'graphql';
-import { z } from 'zod';
 import { comparePositions, decodeCursor, START, type EventPosition } from '../events/cursor.ts';
 import type { FeedEvent } from '../events/feed.ts';
 import { withPayments } from '../events/feed.ts';
@@ -8,6 +7,7 @@ import { accountEventStream } from '../events/stream.ts';
 import { ownedAccountWhere, requireViewer, type Context } from './context.ts';
 import { edgesPage } from './pagination.ts';
 import { budgeted } from './subscription-budget.ts';
+import { isUuid } from '../validation.ts';
 
 /**
  * The durable payment events over GraphQL: the `paymentEvents` page and the `accountEvents`
@@ -20,7 +20,6 @@ export const MAX_EVENTS_PAGE = 500;
 const badInput = (message: string, field: string) =>
   new GraphQLError(message, { extensions: { code: 'BAD_USER_INPUT', field: [field] } });
 
-const isUuid = (id: string) => z.uuid().safeParse(id).success;
 
 /** Throws unless the caller may read the account's events (its owner, or an operator). */
 export async function requireEventAccount(ctx: Context, accountId: string): Promise<void> {

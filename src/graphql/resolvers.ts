@@ -1,5 +1,4 @@
 import type { Resolvers } from './generated/types.ts';
-import { z } from 'zod';
 import { RateLimiterRes } from 'rate-limiter-flexible';
 import type { Account, Customer, LedgerEntry, OperatorAction, Payee, PayeeCheck, Payment, StandingOrder } from '../db/prisma.ts';
 import type { Prisma } from '../generated/prisma/client.ts';
@@ -12,8 +11,8 @@ import { DateScalar, DateTimeScalar, MoneyScalar } from './scalars.ts';
 import { eventResolvers } from './events.ts';
 import { subscriptionResolvers } from './subscriptions.ts';
 import { webhookResolvers } from './webhooks.ts';
+import { isUuid } from '../validation.ts';
 
-const isUuid = (id: string) => z.uuid().safeParse(id).success;
 
 async function visibleAccount(ctx: Context, id: string): Promise<Account | null> {
   const viewer = requireViewer(ctx);

@@ -1,6 +1,5 @@
 import { Repeater } from '@repeaterjs/repeater';
 import { GraphQLError } from 'graphql';
-import { z } from 'zod';
 import type { Payment } from '../db/prisma.ts';
 import type { FeedEvent } from '../events/feed.ts';
 import { accountEventStream } from '../events/stream.ts';
@@ -8,6 +7,7 @@ import { isSettled } from '../payments/payment-status.ts';
 import { ownedAccountWhere, requireViewer, type Context } from './context.ts';
 import { requireEventAccount } from './events.ts';
 import { budgeted } from './subscription-budget.ts';
+import { isUuid } from '../validation.ts';
 
 /**
  * Live payment updates, both on the durable event stream (events/feed.ts): the process's feed
@@ -21,7 +21,6 @@ import { budgeted } from './subscription-budget.ts';
  *   subscription skips a state it has just sent).
  */
 
-const isUuid = (id: string) => z.uuid().safeParse(id).success;
 const version = (p: Payment) => `${p.status}@${p.updatedAt.toISOString()}`;
 
 /** Most payments an account subscription remembers the last sent state of. */

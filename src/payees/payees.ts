@@ -1,7 +1,7 @@
 import type { Payee, PayeeCheck, PrismaClient } from '../db/prisma.ts';
 import { DomainError, userError, type UserError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
-import type { Clock } from '../payments/limits.ts';
+import type { Clock } from '../calendar.ts';
 import type { PayeeChecker } from '../provider/client.ts';
 import { isUuid, parseInput, recipientInput, type RecipientCommand, type SendPaymentCommand } from '../validation.ts';
 

@@ -1,4 +1,3 @@
-import { z } from 'zod';
 import type { Payment, PrismaClient } from '../db/prisma.ts';
 import { userError, type UserError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
@@ -7,6 +6,7 @@ import type { Metrics } from '../ops/metrics.ts';
 import type { ProviderClient } from '../provider/client.ts';
 import { FAILURE_REASONS } from './outcomes.ts';
 import { cancelScheduledPayment, completePayment, recordAttempt, refundPayment, requestCancellation } from './repository.ts';
+import { isUuid } from '../validation.ts';
 
 /**
  * cancelPayment: the customer stops a payment that has not gone yet.
@@ -25,7 +25,6 @@ import { cancelScheduledPayment, completePayment, recordAttempt, refundPayment, 
 
 export type CancelPaymentResult = { payment: Payment | null; errors: UserError[] };
 
-const isUuid = (id: string) => z.uuid().safeParse(id).success;
 
 export function createCancellation(deps: {
   prisma: PrismaClient;

@@ -8,7 +8,7 @@ import type { Metrics } from '../ops/metrics.ts';
 import { recordOperatorAction, type Operator } from '../operator-actions.ts';
 import type { SavedPayee } from '../payees/payees.ts';
 import { isUuid, parseInput, rejectReason } from '../validation.ts';
-import type { Clock } from './limits.ts';
+import type { Clock } from '../calendar.ts';
 import { FAILURE_REASONS, type FailureReason } from './outcomes.ts';
 import { PAYMENT_COLUMNS, refundPayment } from './repository.ts';
 

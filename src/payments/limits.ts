@@ -1,4 +1,5 @@
 import type { Tx } from '../db/prisma.ts';
+import { londonToday } from '../calendar.ts';
 
 /**
  * The daily payment limit (issue 15): per customer per London calendar day, the sum of its
@@ -11,17 +12,9 @@ import type { Tx } from '../db/prisma.ts';
  * customer take turns at the total, so no interleaving passes the limit by a penny.
  */
 
-/** The time now; tests pass a clock they control. */
-export type { Clock } from '../calendar.ts';
-
-export { systemClock } from '../calendar.ts';
-
-// ICU's time-zone data (built into Node) knows Britain's summer time; no arithmetic of ours.
-const LONDON_DATE = new Intl.DateTimeFormat('en-CA', { timeZone: 'Europe/London', year: 'numeric', month: '2-digit', day: '2-digit' });
-
-/** The calendar day in London at `at`, as YYYY-MM-DD. */
+/** The calendar day in London at `at`, as YYYY-MM-DD (the calendar's, which knows summer time). */
 export function londonDay(at: Date): string {
-  return LONDON_DATE.format(at);
+  return londonToday({ now: () => at });
 }
 
 /**

@@ -1,5 +1,4 @@
 import { fromPrisma, type PgBoss } from 'pg-boss';
-import { z } from 'zod';
 import type { PrismaClient, Tx } from '../db/prisma.ts';
 import { noFailpoints, type Failpoints } from '../failpoints.ts';
 import { creditReturnJobOptions, QUEUES, type CreditReturnJob, type QueuePolicy } from '../jobs/queues.ts';
@@ -8,6 +7,7 @@ import type { Metrics } from '../ops/metrics.ts';
 import type { ProviderClient, ProviderEvent } from '../provider/client.ts';
 import { completePayment, markCreditReturned, recordAttempt, recordInboundCredit, returnPayment } from './repository.ts';
 import { TX_OPTIONS } from './scheduled.ts';
+import { isUuid } from '../validation.ts';
 
 /**
  * What the provider tells us after the fact, from its event feed (`GET /v1/events`):
@@ -30,7 +30,6 @@ import { TX_OPTIONS } from './scheduled.ts';
 
 export const EVENTS_PAGE_SIZE = 100;
 
-const isUuid = (id: string) => z.uuid().safeParse(id).success;
 
 export function createProviderFeed(deps: {
   prisma: PrismaClient;

@@ -3,7 +3,8 @@ import type { UserError } from '../errors.ts';
 import type { PayeeService } from '../payees/payees.ts';
 import type { SendPaymentCommand } from '../validation.ts';
 import { holdReason, type HoldPolicy, type HoldReason } from './holds.ts';
-import { londonDay, type Clock } from './limits.ts';
+import type { Clock } from '../calendar.ts';
+import { londonDay } from './limits.ts';
 
 /**
  * Payee safety before a payment is taken (issue 15): is the recipient confirmed, must the payment

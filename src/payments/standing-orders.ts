@@ -1,12 +1,11 @@
 import { fromPrisma, type PgBoss } from 'pg-boss';
-import { z } from 'zod';
 import { addCalendarDays, londonToday, occurrenceDate, type CalendarDate, type Clock, type Frequency } from '../calendar.ts';
 import type { PrismaClient, StandingOrder } from '../db/prisma.ts';
 import { DomainError, userError, type UserError } from '../errors.ts';
 import { QUEUES, type QueuePolicy } from '../jobs/queues.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
-import { createStandingOrderInput, parseInput, STANDING_ORDER_KEY_PREFIX, type CreateStandingOrderCommand } from '../validation.ts';
+import { parseInput, type CreateStandingOrderCommand, createStandingOrderInput, isUuid, STANDING_ORDER_KEY_PREFIX } from '../validation.ts';
 import { FAILURE_REASONS } from './outcomes.ts';
 import { enqueueExecution, MAX_SCHEDULE_DAYS, TX_OPTIONS } from './scheduled.ts';
 import { fingerprintOf, hashOf } from './send-payment.ts';
@@ -27,7 +26,6 @@ import { fingerprintOf, hashOf } from './send-payment.ts';
 
 export type CreateStandingOrderResult = { standingOrder: StandingOrder; errors: [] } | { standingOrder: null; errors: [UserError] };
 
-const isUuid = (id: string) => z.uuid().safeParse(id).success;
 
 const asDate = (date: CalendarDate) => new Date(`${date}T00:00:00.000Z`);
 

@@ -8,6 +8,7 @@ import type { AddressGuard } from './address.ts';
 import { postWebhook, type PostOutcome } from './http.ts';
 import { decryptSecret } from './secrets.ts';
 import { signatureHeader } from './verify.ts';
+import type { Clock } from '../calendar.ts';
 
 /**
  * Delivering one event to one endpoint: one attempt per `webhook.deliver` job.
@@ -96,10 +97,12 @@ export function createWebhookDelivery(deps: {
   secretKey: Buffer;
   settings: WebhookSettings;
   jobOptions: Record<string, number | boolean>;
-  now: () => Date;
+  /** Signature timestamps and retry windows (tests move it forward). */
+  clock: Clock;
   random?: () => number;
 }) {
-  const { prisma, boss, logger, metrics, settings, now } = deps;
+  const { prisma, boss, logger, metrics, settings } = deps;
+  const now = () => deps.clock.now();
   const random = deps.random ?? (() => randomInt(0, 1_000_000) / 1_000_000);
 
   const load = async (deliveryId: string) =>

@@ -7,6 +7,7 @@ import { observeGauge, sharedRead, type Metrics } from '../ops/metrics.ts';
 import { createAddressGuard, type Resolver } from './address.ts';
 import { createWebhookDelivery } from './deliver.ts';
 import { startDispatcher } from './dispatcher.ts';
+import type { Clock } from '../calendar.ts';
 
 /**
  * The worker's half of webhooks: the dispatcher (event stream -> deliveries) and the
@@ -22,7 +23,7 @@ export async function startWebhookWorker(deps: {
   logger: Logger;
   metrics: Metrics;
   resolve: Resolver;
-  now: () => Date;
+  clock: Clock;
   pollingIntervalSeconds: number;
 }): Promise<{ stop(): Promise<void> }> {
   const { config, prisma, boss, metrics } = deps;
@@ -38,7 +39,7 @@ export async function startWebhookWorker(deps: {
     secretKey: settings.secretKey,
     settings,
     jobOptions,
-    now: deps.now,
+    clock: deps.clock,
   });
   await boss.work(
     QUEUES.deliverWebhook,

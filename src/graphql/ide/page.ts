@@ -79,6 +79,23 @@ mutation Cancel {
   }
 }
 
+# 2d. Pay every month: a standing order makes one payment on each due day (keyed so:<id>:<date>;
+#     a 31st falls on the last day of shorter months). Put a future date in firstPaymentOn.
+mutation StandingOrder {
+  createStandingOrder(input: {
+    idempotencyKey: "walkthrough-rent"
+    fromAccountId: "PASTE-ACCOUNT-ID"
+    amount: 50000
+    recipient: { name: "Landlord Ltd", sortCode: "20-00-00", accountNumber: "66666666" }
+    reference: "Rent"
+    frequency: MONTHLY
+    firstPaymentOn: "YYYY-MM-DD"
+  }) {
+    standingOrder { id frequency nextPaymentOn active }
+    errors { code message field }
+  }
+}
+
 # 3. Watch a payment: paste the payment id from step 2. You get its state now, every change,
 #    and the subscription ends at COMPLETED, CANCELLED, FAILED or RETURNED.
 subscription Watch {
@@ -115,7 +132,7 @@ query Payment {
   }
 }
 
-# 6. The account's event stream: every status change of every payment, in commit order, kept for
+# 7. The account's event stream: every status change of every payment, in commit order, kept for
 #    30 days. Page through it; each event's id is a cursor.
 query Events {
   paymentEvents(accountId: "PASTE-ACCOUNT-ID", first: 10) {
@@ -124,13 +141,13 @@ query Events {
   }
 }
 
-# 7. Follow it live. Give the last id you saw as after (or leave it out for "from now"): you get
+# 8. Follow it live. Give the last id you saw as after (or leave it out for "from now"): you get
 #    every event since, exactly once and in order, then new ones as they happen, from any server.
 subscription FollowEvents {
   accountEvents(accountId: "PASTE-ACCOUNT-ID", after: null) { id paymentId previousStatus status amount }
 }
 
-# 8. Confirmation of Payee: is this the name on that account? A near miss is CLOSE_MATCH, with the
+# 9. Confirmation of Payee: is this the name on that account? A near miss is CLOSE_MATCH, with the
 #    name the recipient's bank holds. Over £1,000 (100000 pence) to someone who is not a saved
 #    payee, sendPayment needs a check's id as payeeCheckId (valid 24 hours); a NO_MATCH one is refused.
 mutation Check {
@@ -139,7 +156,7 @@ mutation Check {
   }
 }
 
-# 9. Save the recipient as a payee (it is checked again), then pay it: the first payment to a payee
+# 10. Save the recipient as a payee (it is checked again), then pay it: the first payment to a payee
 #    saved less than 24 hours ago is HELD for the bank's review (so is any payment of £10,000 or
 #    more). It is debited now, and sent only once an operator approves it. Watch it with step 3.
 mutation SavePayee {
@@ -159,7 +176,7 @@ mutation PayNewPayee {
   }
 }
 
-# 10. As the operator (put the operator token that npm start printed in the Headers tab): the held
+# 11. As the operator (put the operator token that npm start printed in the Headers tab): the held
 #     payments, and approving one (HELD -> PENDING with its settlement job; it then COMPLETES), or
 #     rejecting it with a reason (CANCELLED, money back). Both are in the operator action log.
 query Held {
