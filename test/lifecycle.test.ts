@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { buildSchema, GraphQLEnumType } from 'graphql';
 import pg from 'pg';
@@ -131,6 +131,16 @@ describe('the transition table', () => {
     expect(sqlStatuses(LET_THROUGH)).toBe(`'PENDING', 'COMPLETED'`);
     expect(() => sqlStatuses(["PENDING') OR true --" as PaymentStatus])).toThrow(/not a payment status/);
     expect(() => sqlStatuses([])).toThrow(/empty/);
+  });
+});
+
+describe('one module for the statements', () => {
+  it('writes payments (an insert, or any update) only in src/payments/transitions.ts', () => {
+    const src = new URL('../src/', import.meta.url);
+    const writers = readdirSync(src, { recursive: true, encoding: 'utf8' })
+      .filter((file) => file.endsWith('.ts') && !file.startsWith('generated/') && !file.includes('/generated/'))
+      .filter((file) => /\b(UPDATE|INSERT\s+INTO)\s+"?payments"?\b/i.test(readFileSync(new URL(file, src), 'utf8')));
+    expect(writers).toEqual(['payments/transitions.ts']);
   });
 });
 
