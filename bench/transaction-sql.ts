@@ -3,7 +3,7 @@ import type { Config } from '../src/config.ts';
 import type { Payment, Tx } from '../src/db/prisma.ts';
 import { QUEUES, settleJobOptions, type SettlePaymentJob } from '../src/jobs/queues.ts';
 import { londonDay } from '../src/payments/limits.ts';
-import { insertPaymentAndDebit } from '../src/payments/repository.ts';
+import { take } from '../src/payments/transitions.ts';
 import { fingerprintOf } from '../src/payments/send-payment.ts';
 import { queuePolicy } from '../src/roles.ts';
 import type { SendPaymentCommand } from '../src/validation.ts';
@@ -36,7 +36,7 @@ export function sampleCommand(accountId: string, key: string, amount: number): S
 }
 
 /**
- * Records the SQL text and parameters that the service's own functions (repository.ts and
+ * Records the SQL text and parameters that the service's own functions (transitions.ts and
  * pg-boss's send with fromPrisma(tx)) would send, by handing them a recording transaction.
  * The baselines replay exactly this, so they stay in step with the code.
  */
@@ -56,7 +56,7 @@ export async function captureTransactionSql(boss: PgBoss, config: Config, custom
   } as unknown as Tx;
 
   // The insert statement includes the daily limit's upsert (issue 15), so the baselines pay for it too.
-  await insertPaymentAndDebit(recorder, customerId, cmd, fingerprintOf(cmd), { status: 'PENDING', limitDay: londonDay(new Date()), dailyLimit: config.payeeSafety.dailyLimit });
+  await take(recorder, customerId, cmd, fingerprintOf(cmd), { status: 'PENDING', limitDay: londonDay(new Date()), dailyLimit: config.payeeSafety.dailyLimit });
   const job: SettlePaymentJob = { paymentId: SAMPLE_PAYMENT_ID };
   await boss.send(QUEUES.settle, job, {
     ...settleJobOptions(queuePolicy(config)),

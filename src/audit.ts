@@ -1,7 +1,9 @@
 import { z } from 'zod';
 import { occurrenceDate, type Frequency } from './calendar.ts';
 import type { PrismaClient } from './db/prisma.ts';
+import { Prisma } from './generated/prisma/client.ts';
 import { QUEUES } from './jobs/queues.ts';
+import { COUNTS_AGAINST_DAILY_LIMIT, EXECUTED, isIn, sqlStatuses, STOPPED } from './payments/lifecycle.ts';
 
 /**
  * The bank's invariants, checked from the outside against the database (and the provider, when
@@ -139,8 +141,10 @@ export async function audit(options: {
   );
 
   // What each status implies: SCHEDULED, and a scheduled payment cancelled before its day or failed
-  // for funds on it, moved no money; every other payment has exactly one debit; CANCELLED and FAILED
-  // after a debit exactly one refund; RETURNED exactly one return entry; nothing else gets either.
+  // for funds on it, moved no money; every other payment has exactly one debit; a stopped one
+  // (CANCELLED, FAILED) after a debit exactly one refund; RETURNED exactly one return entry;
+  // nothing else gets either.
+  const stopped = Prisma.raw(sqlStatuses(STOPPED));
   const entries = await prisma.$queryRaw<{ id: string; status: string; problem: string }[]>`
     WITH agg AS (
       SELECT p.id, p.status::text AS status, p.amount, p.execute_on IS NOT NULL AS scheduled,
@@ -155,14 +159,14 @@ export async function audit(options: {
       GROUP BY p.id),
     checked AS (
       SELECT id, status, concat_ws('; ',
-        CASE WHEN debits = 0 AND NOT (status = 'SCHEDULED' OR (scheduled AND status IN ('CANCELLED', 'FAILED'))) THEN 'no debit while ' || status END,
+        CASE WHEN debits = 0 AND NOT (status = 'SCHEDULED' OR (scheduled AND status IN (${stopped}))) THEN 'no debit while ' || status END,
         CASE WHEN debits > 0 AND status = 'SCHEDULED' THEN 'debited while SCHEDULED' END,
         CASE WHEN debits = 0 AND refunds + returns > 0 THEN 'money back without a debit' END,
         CASE WHEN debits > 1 THEN debits || ' debits' END,
         CASE WHEN debits = 1 AND debit <> -amount THEN 'debit amount differs' END,
-        CASE WHEN debits = 1 AND status IN ('CANCELLED', 'FAILED') AND refunds <> 1 THEN refunds || ' refunds' END,
+        CASE WHEN debits = 1 AND status IN (${stopped}) AND refunds <> 1 THEN refunds || ' refunds' END,
         CASE WHEN refunds = 1 AND refund <> amount THEN 'refund amount differs' END,
-        CASE WHEN refunds > 0 AND status NOT IN ('CANCELLED', 'FAILED') THEN 'refunded while ' || status END,
+        CASE WHEN refunds > 0 AND status NOT IN (${stopped}) THEN 'refunded while ' || status END,
         CASE WHEN status = 'RETURNED' AND returns <> 1 THEN returns || ' return entries' END,
         CASE WHEN returns = 1 AND returned <> amount THEN 'return amount differs' END,
         CASE WHEN returns > 0 AND status <> 'RETURNED' THEN 'return entry while ' || status END,
@@ -250,7 +254,7 @@ export async function audit(options: {
   const days = await prisma.$queryRaw<{ customer: string; day: string; counted: bigint; used: bigint | null }[]>`
     WITH sums AS (
       SELECT a.customer_id, p.limit_day AS day,
-        coalesce(sum(p.amount) FILTER (WHERE p.status IN ('PENDING', 'COMPLETED', 'HELD')), 0)::bigint AS counted
+        coalesce(sum(p.amount) FILTER (WHERE p.status IN (${Prisma.raw(sqlStatuses(COUNTS_AGAINST_DAILY_LIMIT))})), 0)::bigint AS counted
       FROM payments p JOIN accounts a ON a.id = p.account_id WHERE p.limit_day IS NOT NULL GROUP BY 1, 2)
     SELECT coalesce(s.customer_id, t.customer_id)::text AS customer, coalesce(s.day, t.day)::text AS day,
       coalesce(s.counted, 0)::bigint AS counted, t.used
@@ -275,7 +279,7 @@ export async function audit(options: {
     for (const p of rows) {
       const n = byKey.get(p.id) ?? 0;
       // A returned payment was executed by the provider like a completed one, then came back.
-      const sent = p.status === 'COMPLETED' || p.status === 'RETURNED';
+      const sent = isIn(EXECUTED, p.status);
       if (sent && n !== 1) problems.push(`payment ${p.id} ${p.status} but held ${n} times by the provider`);
       if (!sent && n !== 0) problems.push(`payment ${p.id} ${p.status} (never sent or refunded) but held by the provider`);
       if (p.status === 'RETURNED' && !returnedThere.has(p.id)) problems.push(`payment ${p.id} RETURNED but not returned at the provider`);

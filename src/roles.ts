@@ -14,7 +14,7 @@ import { startMoneyMovementWorkers, startWorkers } from './jobs/worker.ts';
 import type { Logger } from './logger.ts';
 import { startOpsServer } from './ops/http.ts';
 import { createMetrics, observeGauge, sharedRead, type Metrics } from './ops/metrics.ts';
-import { PAYMENT_STATUSES } from './payments/payment-status.ts';
+import { PAYMENT_STATUSES } from './payments/lifecycle.ts';
 import { createPaymentService } from './payments/send-payment.ts';
 import { createSettlement } from './payments/settlement.ts';
 import { createProviderClient, noPayeeChecks } from './provider/client.ts';

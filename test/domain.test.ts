@@ -3,49 +3,9 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { isCalendarDate, londonToday, occurrenceDate, secondsUntilDay, startOfLondonDay } from '../src/calendar.ts';
 import { ConfigError, loadConfig } from '../src/config.ts';
-import { canTransition, isRefunded, isSettled, isTerminal, PAYMENT_STATUSES, type PaymentStatus } from '../src/payments/payment-status.ts';
 import { fingerprintOf } from '../src/payments/send-payment.ts';
 import { londonDay } from '../src/payments/limits.ts';
 import { parseInput, sendPaymentInput } from '../src/validation.ts';
-
-describe('the payment status machine', () => {
-  it('moves a payment only along the lifecycle: SCHEDULED to its day, PENDING to settlement, HELD to review, COMPLETED to a return', () => {
-    const allowed = new Set([
-      'SCHEDULED>PENDING', 'SCHEDULED>CANCELLED', 'SCHEDULED>FAILED',
-      'PENDING>COMPLETED', 'PENDING>CANCELLED', 'PENDING>FAILED',
-      'HELD>PENDING', 'HELD>CANCELLED',
-      'COMPLETED>RETURNED',
-    ]);
-    for (const from of PAYMENT_STATUSES) {
-      for (const to of PAYMENT_STATUSES) {
-        expect(canTransition(from, to), `${from} > ${to}`).toBe(allowed.has(`${from}>${to}`));
-      }
-    }
-  });
-
-  it('ends paymentUpdated at COMPLETED or any terminal status, and has the money back in CANCELLED, FAILED and RETURNED', () => {
-    expect(PAYMENT_STATUSES.filter(isTerminal)).toEqual(['CANCELLED', 'FAILED', 'RETURNED']);
-    expect(PAYMENT_STATUSES.filter(isSettled)).toEqual(['COMPLETED', 'CANCELLED', 'FAILED', 'RETURNED']);
-    expect(PAYMENT_STATUSES.filter(isRefunded)).toEqual(['CANCELLED', 'FAILED', 'RETURNED']);
-  });
-
-  it('changes a payment at most three times along any sequence of attempted transitions, and never leaves a terminal status', () => {
-    fc.assert(
-      fc.property(fc.constantFrom<PaymentStatus>('SCHEDULED', 'PENDING', 'HELD'), fc.array(fc.constantFrom(...PAYMENT_STATUSES)), (start, attempts) => {
-        let status = start;
-        let changes = 0;
-        for (const next of attempts) {
-          if (isTerminal(status)) expect(canTransition(status, next)).toBe(false);
-          if (canTransition(status, next)) {
-            status = next;
-            changes++;
-          }
-        }
-        return changes <= 3;
-      }),
-    );
-  });
-});
 
 describe('the London day of the daily limit', () => {
   it('turns at midnight in London: 00:00 UTC in winter, 23:00 UTC in summer, across both clock changes', () => {

@@ -57,6 +57,7 @@ describe('the migration runner', () => {
       'payment_attempts',
       'payment_event_retention',
       'payment_events',
+      'payment_transitions',
       'payments',
       'provider_credits',
       'provider_event_cursor',
@@ -112,9 +113,10 @@ describe('the money movement migration', () => {
     const db = await emptyDatabase();
     const dir = await mkdtemp(path.join(os.tmpdir(), 'migrations-'));
     await cp(MIGRATIONS_DIR, dir, { recursive: true });
-    // A database from before money movement and payee safety.
-    for (const later of ['20261125040000_money_movement', '20261125050000_payee_safety', '20261125050001_payee_safety_held_index']) {
-      await rm(path.join(dir, later), { recursive: true });
+    // A database from before money movement, payee safety and the transition guard.
+    const later = ['20261125040000_money_movement', '20261125050000_payee_safety', '20261125050001_payee_safety_held_index', '20261126000000_payment_transitions'];
+    for (const name of later) {
+      await rm(path.join(dir, name), { recursive: true });
     }
     await migrate(db.url, dir);
     await db.client.query(`INSERT INTO customers (id, name) VALUES ('00000000-0000-4000-8000-000000000001', 'Old')`);
@@ -123,12 +125,13 @@ describe('the money movement migration', () => {
     await db.client.query(`INSERT INTO payments (id, account_id, idempotency_key, fingerprint, amount, recipient_name, recipient_sort_code, recipient_account_number, status)
       VALUES ('00000000-0000-4000-8000-000000000003', '00000000-0000-4000-8000-000000000002', 'k', repeat('a', 64), 100, 'R', '123456', '12345678', 'COMPLETED')`);
 
-    expect(await migrate(db.url)).toEqual(['20261125040000_money_movement', '20261125050000_payee_safety', '20261125050001_payee_safety_held_index']);
+    expect(await migrate(db.url)).toEqual(later);
     const statuses = await db.client.query(`SELECT enum_range(NULL::"PaymentStatus")::text AS s, enum_range(NULL::"LedgerEntryKind")::text AS k`);
     expect(statuses.rows[0]).toEqual({ s: '{SCHEDULED,PENDING,COMPLETED,CANCELLED,FAILED,HELD,RETURNED}', k: '{DEPOSIT,PAYMENT_DEBIT,PAYMENT_REFUND,PAYMENT_RETURN,INBOUND_CREDIT}' });
     const old = await db.client.query(`SELECT status::text, execute_on, return_code, standing_order_id FROM payments`);
     expect(old.rows).toEqual([{ status: 'COMPLETED', execute_on: null, return_code: null, standing_order_id: null }]);
-    // The new values are usable once the migration has committed.
+    // The new values are usable once the migration has committed; the old payment moves only along the lifecycle.
+    await expect(db.client.query(`UPDATE payments SET status = 'PENDING'`)).rejects.toMatchObject({ code: '23514' });
     await db.client.query(`UPDATE payments SET status = 'RETURNED', return_code = 'AC01'`);
     expect((await db.client.query(`SELECT cursor FROM provider_event_cursor`)).rows).toEqual([{ cursor: null }]);
   });

@@ -3,7 +3,7 @@ import { parse, type ObjectTypeDefinitionNode } from 'graphql';
 import { readFileSync } from 'node:fs';
 import { signToken } from '../src/auth.ts';
 import { loadConfig } from '../src/config.ts';
-import { refundPayment } from '../src/payments/repository.ts';
+import { refund } from '../src/payments/transitions.ts';
 import { expectNoErrorLogs, gql, paymentInput, rowCounts, startStack, TEST_OPERATOR, TEST_SECRET, type Stack, type TestCustomer } from './helpers.ts';
 
 /**
@@ -286,7 +286,7 @@ describe('the daily limit', () => {
     for (let i = 0; i < 2; i++) expect((await pay(alice, { amount: CHECK_THRESHOLD })).errors).toEqual([]);
     expect(codes(await pay(alice, { amount: 1 }))).toEqual([['LIMIT_EXCEEDED', ['amount']]]);
     // The worker's refund of a payment the recipient's bank rejected.
-    await stack.db.$transaction((tx) => refundPayment(tx, sent.payment?.id ?? '', 'CANCELLED', 'RECIPIENT_REJECTED'));
+    await stack.db.$transaction((tx) => refund(tx, sent.payment?.id ?? '', 'CANCELLED', 'RECIPIENT_REJECTED'));
     expect((await pay(alice, { amount: CHECK_THRESHOLD })).errors).toEqual([]);
     const rejected = await gql(stack.apiUrl, stack.operatorToken, REJECT, { id: held.payment?.id, reason: 'Looks like a scam' });
     expect(rejected.errors).toBeUndefined();

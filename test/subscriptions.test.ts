@@ -2,7 +2,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import { signToken } from '../src/auth.ts';
 import { WS_LIMITS } from '../src/graphql/server.ts';
 import { SUBSCRIPTION_BUDGET } from '../src/graphql/subscription-budget.ts';
-import { completePayment } from '../src/payments/repository.ts';
+import { complete } from '../src/payments/transitions.ts';
 import { paymentInput, startStack, TEST_SECRET, type Stack } from './helpers.ts';
 import { ACCOUNT_PAYMENTS_UPDATED, collect, PAYMENT_UPDATED, wsClient, type AccountUpdate, type PaymentUpdate } from './ws-helpers.ts';
 
@@ -191,7 +191,7 @@ describe("when the event feed's connection dies", () => {
       SELECT pg_terminate_backend(pid) AS killed FROM pg_stat_activity
       WHERE application_name = 'payments-events' AND datname = current_database()`;
     expect(killed).toEqual([{ killed: true }]);
-    await completePayment(stack.db, paymentId, 'completed by the test');
+    await complete(stack.db, paymentId, 'completed by the test');
 
     await sub.done;
     expect(statuses(sub.values)).toEqual(['PENDING', 'COMPLETED']);

@@ -1,4 +1,4 @@
-import type { PaymentStatus } from '../payments/payment-status.ts';
+import type { PaymentStatus } from '../payments/lifecycle.ts';
 import { encodeCursor, type EventPosition } from './cursor.ts';
 
 /**

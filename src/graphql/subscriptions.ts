@@ -3,7 +3,7 @@ import { GraphQLError } from 'graphql';
 import type { Payment } from '../db/prisma.ts';
 import type { FeedEvent } from '../events/feed.ts';
 import { accountEventStream } from '../events/stream.ts';
-import { isSettled } from '../payments/payment-status.ts';
+import { isSettled } from '../payments/lifecycle.ts';
 import { ownedAccountWhere, requireViewer, type Context } from './context.ts';
 import { requireEventAccount } from './events.ts';
 import { budgeted } from './subscription-budget.ts';

@@ -66,7 +66,7 @@ export function createMetrics() {
     }),
     holdDecisions: new Counter({
       name: 'payments_hold_decisions_total',
-      help: 'Held payments released, by decision (APPROVED, REJECTED_IN_REVIEW, HOLD_EXPIRED, CANCELLED_BY_CUSTOMER)',
+      help: 'Held payments approved or cancelled, by decision (APPROVED, REJECTED_IN_REVIEW, HOLD_EXPIRED, CANCELLED_BY_CUSTOMER)',
       labelNames: ['decision'] as const,
       registers: [registry],
     }),

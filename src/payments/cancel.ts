@@ -4,8 +4,9 @@ import type { Logger } from '../logger.ts';
 import type { HoldService } from './holds.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import type { ProviderClient } from '../provider/client.ts';
-import { FAILURE_REASONS } from './outcomes.ts';
-import { cancelScheduledPayment, completePayment, recordAttempt, refundPayment, requestCancellation } from './repository.ts';
+import { canTransition } from './lifecycle.ts';
+import { recordAttempt } from './repository.ts';
+import { cancelScheduled, cancelVoided, complete, requestCancellation } from './transitions.ts';
 import { isUuid } from '../validation.ts';
 
 /**
@@ -19,8 +20,8 @@ import { isUuid } from '../validation.ts';
  *   racing this cannot also win: after the void the provider answers its POST with 410 (the worker
  *   then refunds, guarded on PENDING, so the money comes back once), and once the provider accepted,
  *   the void answers 409.
- * - Already CANCELLED: answered as cancelled (a retried request). Anything else:
- *   PAYMENT_NOT_CANCELLABLE, with the payment as it is.
+ * - Already CANCELLED: answered as cancelled (a retried request). Any status the lifecycle cannot
+ *   move to CANCELLED: PAYMENT_NOT_CANCELLABLE, with the payment as it is.
  */
 
 export type CancelPaymentResult = { payment: Payment | null; errors: UserError[] };
@@ -58,7 +59,7 @@ export function createCancellation(deps: {
     const voided = await provider.voidPayment(payment.id);
     if (voided.kind === 'voided') {
       const refunded = await prisma.$transaction(async (tx) => {
-        const updated = await refundPayment(tx, payment.id, 'CANCELLED', FAILURE_REASONS.CANCELLED_BY_CUSTOMER);
+        const updated = await cancelVoided(tx, payment.id);
         if (updated) await recordAttempt(tx, payment.id, 'CANCELLED_BY_CUSTOMER', 'voided at the provider at the customer\'s request');
         return updated;
       });
@@ -67,7 +68,7 @@ export function createCancellation(deps: {
       return done(refunded ?? (await prisma.payment.findUniqueOrThrow({ where: { id: payment.id } })));
     }
     if (voided.kind === 'accepted') {
-      await completePayment(prisma, payment.id, 'the provider had accepted the payment when the customer asked to cancel it');
+      await complete(prisma, payment.id, 'the provider had accepted the payment when the customer asked to cancel it');
       const now = await prisma.payment.findUniqueOrThrow({ where: { id: payment.id } });
       log.info({ paymentId: payment.id }, 'cancellation refused: the provider had already accepted the payment');
       return refused(now, 'already-accepted', 'The payment provider has already accepted this payment; it can no longer be cancelled');
@@ -83,9 +84,12 @@ export function createCancellation(deps: {
     for (let look = 0; look < 2; look++) {
       const payment = await prisma.payment.findFirst({ where: { id: paymentId, account: { customerId } } });
       if (!payment) return notFound();
+      if (payment.status === 'CANCELLED') return { payment, errors: [] };
+      // What may be cancelled is what the lifecycle lets move to CANCELLED.
+      if (!canTransition(payment.status, 'CANCELLED')) return refused(payment, payment.status, `A ${payment.status} payment cannot be cancelled`);
       switch (payment.status) {
         case 'SCHEDULED': {
-          const cancelled = await cancelScheduledPayment(prisma, paymentId);
+          const cancelled = await cancelScheduled(prisma, paymentId);
           if (cancelled) {
             log.info({ paymentId }, 'scheduled payment cancelled by the customer');
             return done(cancelled);
@@ -102,10 +106,6 @@ export function createCancellation(deps: {
           if (held.kind === 'cancelled') return done(held.payment);
           continue; // approved, rejected or expired meanwhile: look again
         }
-        case 'CANCELLED':
-          return { payment, errors: [] };
-        default:
-          return refused(payment, payment.status, `A ${payment.status} payment cannot be cancelled`);
       }
     }
     const now = await prisma.payment.findUniqueOrThrow({ where: { id: paymentId } });

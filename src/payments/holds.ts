@@ -1,6 +1,7 @@
 import { fromPrisma, type PgBoss } from 'pg-boss';
 import { z } from 'zod';
 import type { Payment, PrismaClient, Tx } from '../db/prisma.ts';
+import { Prisma } from '../generated/prisma/client.ts';
 import { DomainError, userError } from '../errors.ts';
 import { QUEUES, settleJobOptions, type QueuePolicy, type SettlePaymentJob } from '../jobs/queues.ts';
 import type { Logger } from '../logger.ts';
@@ -9,8 +10,9 @@ import { recordOperatorAction, type Operator } from '../operator-actions.ts';
 import type { SavedPayee } from '../payees/payees.ts';
 import { isUuid, parseInput, rejectReason } from '../validation.ts';
 import type { Clock } from '../calendar.ts';
-import { FAILURE_REASONS, type FailureReason } from './outcomes.ts';
-import { PAYMENT_COLUMNS, refundPayment } from './repository.ts';
+import { LET_THROUGH, sqlStatuses } from './lifecycle.ts';
+import type { FailureReason } from './outcomes.ts';
+import { approve, cancelHeld, expire, reject } from './transitions.ts';
 
 /**
  * Risk holds (issue 15).
@@ -23,7 +25,8 @@ import { PAYMENT_COLUMNS, refundPayment } from './repository.ts';
  *
  * A payment is held when its amount is REVIEW_THRESHOLD or more, or when it goes to a payee saved
  * less than NEW_PAYEE_HOURS ago and no payment to that payee since it was saved has been let
- * through (PENDING or COMPLETED): its first payment, however many are tried while that one waits.
+ * through (LET_THROUGH: PENDING or COMPLETED): its first payment, however many are tried while that
+ * one waits.
  */
 
 export type HoldReason = 'amount' | 'new-payee';
@@ -47,13 +50,13 @@ export async function holdReason(
 ): Promise<HoldReason | null> {
   if (payment.amount >= policy.reviewThreshold) return 'amount';
   if (!payee || now.getTime() - payee.createdAt.getTime() >= policy.newPayeeSeconds * 1000) return null;
-  const [released] = await prisma.$queryRaw<{ found: boolean }[]>`
+  const [letThrough] = await prisma.$queryRaw<{ found: boolean }[]>`
     SELECT EXISTS (
       SELECT 1 FROM payments p JOIN accounts a ON a.id = p.account_id
       WHERE a.customer_id = ${payment.customerId}::uuid AND p.created_at >= ${payee.createdAt}
         AND p.recipient_sort_code = ${payment.recipient.sortCode} AND p.recipient_account_number = ${payment.recipient.accountNumber}
-        AND p.status IN ('PENDING', 'COMPLETED')) AS found`;
-  return released?.found ? null : 'new-payee';
+        AND p.status IN (${Prisma.raw(sqlStatuses(LET_THROUGH))})) AS found`;
+  return letThrough?.found ? null : 'new-payee';
 }
 
 export type CancelHeldResult = { kind: 'cancelled'; payment: Payment } | { kind: 'not-found' } | { kind: 'not-held'; payment: Payment };
@@ -80,17 +83,24 @@ export function createHoldService(deps: {
     throw noSuchHeldPayment(paymentId, exists);
   }
 
-  /** HELD -> CANCELLED with the refund, then `after` in the same transaction; null when it was not HELD. */
-  async function release(paymentId: string, reason: FailureReason, after: (tx: Tx, payment: Payment) => Promise<unknown>) {
+  /**
+   * `end` (reject, expire or cancelHeld: HELD -> CANCELLED, money back), then `after` in the same
+   * transaction; null when it was not HELD.
+   */
+  async function refundHeld(
+    paymentId: string,
+    end: (tx: Tx, paymentId: string) => Promise<(Payment & { failureReason: FailureReason }) | null>,
+    after: (tx: Tx, payment: Payment) => Promise<unknown>,
+  ) {
     if (!isUuid(paymentId)) return null;
     const payment = await prisma.$transaction(async (tx) => {
-      const cancelled = await refundPayment(tx, paymentId, 'CANCELLED', reason, 'HELD');
+      const cancelled = await end(tx, paymentId);
       if (cancelled) await after(tx, cancelled);
       return cancelled;
     });
     if (payment) {
-      metrics.holdDecisions.inc({ decision: reason });
-      logger.info({ paymentId, reason }, 'held payment cancelled; money back');
+      metrics.holdDecisions.inc({ decision: payment.failureReason });
+      logger.info({ paymentId, reason: payment.failureReason }, 'held payment cancelled; money back');
     }
     return payment;
   }
@@ -99,10 +109,7 @@ export function createHoldService(deps: {
   async function approvePayment(operator: Operator, paymentId: string): Promise<Payment> {
     const approved = isUuid(paymentId)
       ? await prisma.$transaction(async (tx) => {
-          const [payment] = await tx.$queryRawUnsafe<Payment[]>(
-            `UPDATE payments SET status = 'PENDING', updated_at = now() WHERE id = $1::uuid AND status = 'HELD' RETURNING ${PAYMENT_COLUMNS}`,
-            paymentId,
-          );
+          const payment = await approve(tx, paymentId);
           if (!payment) return null;
           const job: SettlePaymentJob = { paymentId };
           await boss.send(QUEUES.settle, job, { ...settleJobOptions(deps.queue), id: paymentId, db: fromPrisma(tx) });
@@ -120,7 +127,7 @@ export function createHoldService(deps: {
   async function rejectPayment(operator: Operator, paymentId: string, reason: unknown): Promise<Payment> {
     const why = parseInput(rejectInput, { reason });
     if (!why.ok) throw new DomainError(why.error);
-    const rejected = await release(paymentId, FAILURE_REASONS.REJECTED_IN_REVIEW, (tx) =>
+    const rejected = await refundHeld(paymentId, reject, (tx) =>
       recordOperatorAction(tx, operator, 'rejectPayment', paymentId, why.value.reason),
     );
     return rejected ?? refuse(paymentId);
@@ -135,7 +142,7 @@ export function createHoldService(deps: {
     if (!isUuid(paymentId)) return { kind: 'not-found' };
     const owned = await prisma.payment.findFirst({ where: { id: paymentId, account: { customerId } }, select: { id: true } });
     if (!owned) return { kind: 'not-found' };
-    const cancelled = await release(paymentId, FAILURE_REASONS.CANCELLED_BY_CUSTOMER, async () => undefined);
+    const cancelled = await refundHeld(paymentId, cancelHeld, async () => undefined);
     if (cancelled) return { kind: 'cancelled', payment: cancelled };
     return { kind: 'not-held', payment: await prisma.payment.findUniqueOrThrow({ where: { id: paymentId } }) };
   }
@@ -151,7 +158,7 @@ export function createHoldService(deps: {
     const hours = deps.policy.holdMaxSeconds / 3600;
     const expired: string[] = [];
     for (const { id } of due) {
-      const done = await release(id, FAILURE_REASONS.HOLD_EXPIRED, (tx) =>
+      const done = await refundHeld(id, expire, (tx) =>
         recordOperatorAction(tx, HOLD_EXPIRY_OPERATOR, 'expireHold', id, `not reviewed within ${hours} hours`),
       );
       if (done) expired.push(id);

@@ -20,7 +20,7 @@ export function londonDay(at: Date): string {
 /**
  * The guarded upsert, as SQL over the given expressions: adds `amount` to the customer's total for
  * `day` unless that would pass `limit`, returning the new `used` (no row when it would). sendPayment
- * runs it inside its one statement, after the debit (repository.ts).
+ * runs it inside its one statement, after the debit (transitions.ts `take`).
  */
 export function raiseDayTotalSql(e: { customerId: string; day: string; amount: string; limit: string; from?: string }): string {
   return `INSERT INTO daily_payment_totals AS t (customer_id, day, used)

@@ -5,7 +5,8 @@ import { creditReturnJobOptions, QUEUES, type CreditReturnJob, type QueuePolicy 
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import type { ProviderClient, ProviderEvent } from '../provider/client.ts';
-import { completePayment, markCreditReturned, recordAttempt, recordInboundCredit, returnPayment } from './repository.ts';
+import { markCreditReturned, recordAttempt, recordInboundCredit } from './repository.ts';
+import { complete, returnPayment } from './transitions.ts';
 import { TX_OPTIONS } from './scheduled.ts';
 import { isUuid } from '../validation.ts';
 
@@ -52,7 +53,7 @@ export function createProviderFeed(deps: {
       return 'unknown-payment';
     }
     if (payment.status === 'PENDING') {
-      await completePayment(tx, paymentId, 'the provider reported a return, so it had accepted the payment');
+      await complete(tx, paymentId, 'the provider reported a return, so it had accepted the payment');
     }
     const returned = await returnPayment(tx, paymentId, event.returnCode);
     if (returned) {

@@ -7,7 +7,7 @@ import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import { reserveDailyLimit } from './limits.ts';
 import { FAILURE_REASONS } from './outcomes.ts';
-import { executeScheduledPayment, failScheduledPayment } from './repository.ts';
+import { executeOnDay, failOnDay } from './transitions.ts';
 
 /**
  * Scheduled payments: a SCHEDULED payment moves no money until its London day. Its execution job
@@ -66,7 +66,7 @@ export function createScheduledExecution(deps: {
   async function execute(paymentId: string): Promise<void> {
     const today = londonToday(clock);
     const moved = await prisma.$transaction(async (tx) => {
-      const payment = await executeScheduledPayment(tx, paymentId, today, deps.policy.reviewThreshold);
+      const payment = await executeOnDay(tx, paymentId, today, deps.policy.reviewThreshold);
       if (payment && payment.status !== 'FAILED') {
         // It counts against the customer's limit on the day it runs; past it, nothing may move.
         const { customerId } = await tx.account.findUniqueOrThrow({ where: { id: payment.accountId }, select: { customerId: true } });
@@ -88,7 +88,7 @@ export function createScheduledExecution(deps: {
     }, TX_OPTIONS).catch(async (error: unknown) => {
       if (!(error instanceof OverDailyLimit)) throw error;
       // The debit above was rolled back with the transaction: fail it with nothing moved.
-      return failScheduledPayment(prisma, paymentId, FAILURE_REASONS.LIMIT_EXCEEDED);
+      return failOnDay(prisma, paymentId, FAILURE_REASONS.LIMIT_EXCEEDED);
     });
     if (!moved) return;
     deps.metrics.scheduledExecuted.inc({ status: moved.status });

@@ -8,9 +8,10 @@ import type { Metrics } from '../ops/metrics.ts';
 import { currentTraceCarrier } from '../telemetry/propagation.ts';
 import { addCalendarDays, londonToday, type Clock } from '../calendar.ts';
 import { parseInput, sendPaymentInput, type SendPaymentCommand } from '../validation.ts';
-import { findPaymentByKey, insertPaymentAndDebit, insertScheduledPayment } from './repository.ts';
+import { findPaymentByKey } from './repository.ts';
 import { enqueueExecution, MAX_SCHEDULE_DAYS, TX_OPTIONS } from './scheduled.ts';
 import type { ScreenPayment } from './screening.ts';
+import { schedule, take } from './transitions.ts';
 
 export type SendPaymentResult = { payment: Payment; replayed: boolean; errors: [] } | { payment: null; errors: [UserError] };
 
@@ -85,11 +86,11 @@ export function createPaymentService(deps: PaymentServiceDeps) {
       const payment = await prisma.$transaction(async (tx) => {
         if (executeOn !== null && executeOn > today) {
           // Screened now for the payee (a refusal above); the limit and a hold apply on its day.
-          const scheduled = await insertScheduledPayment(tx, customerId, { ...cmd, executeOn }, fingerprint);
+          const scheduled = await schedule(tx, customerId, { ...cmd, executeOn }, fingerprint);
           if (scheduled) await enqueueExecution(boss, tx, { paymentId: scheduled.id, executeOn, clock: deps.clock, queue: deps.queue });
           return scheduled;
         }
-        const inserted = await insertPaymentAndDebit(tx, customerId, cmd, fingerprint, screened);
+        const inserted = await take(tx, customerId, cmd, fingerprint, screened);
         if (!inserted) return null;
         const { payment: created, balanceAfter, dayTotal } = inserted;
         if (balanceAfter === null) {

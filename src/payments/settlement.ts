@@ -4,7 +4,8 @@ import type { Metrics } from '../ops/metrics.ts';
 import { noFailpoints, type Failpoints } from '../failpoints.ts';
 import type { ProviderClient, ProviderPaymentRequest, ProviderResult } from '../provider/client.ts';
 import { FAILURE_REASONS, type FailureReason } from './outcomes.ts';
-import { completePayment, recordAttempt, refundPayment } from './repository.ts';
+import { recordAttempt } from './repository.ts';
+import * as transitions from './transitions.ts';
 
 /**
  * Settlement: what the worker does with a PENDING payment, as the lifecycle says.
@@ -82,7 +83,7 @@ export function createSettlement(deps: SettlementDeps) {
   }
 
   async function complete(payment: Payment, detail: string): Promise<void> {
-    const done = await completePayment(prisma, payment.id, detail);
+    const done = await transitions.complete(prisma, payment.id, detail);
     if (done) metrics.settled.inc({ status: 'COMPLETED' });
     logger.info({ paymentId: payment.id, applied: done !== null }, 'payment completed');
   }
@@ -90,9 +91,9 @@ export function createSettlement(deps: SettlementDeps) {
   /** `reason` is the customer's code; `internal` says what happened, for operators and logs. */
   async function refund(payment: Payment, to: 'CANCELLED' | 'FAILED', reason: FailureReason, internal: string): Promise<void> {
     const done = await prisma.$transaction(async (tx) => {
-      const updated = await refundPayment(tx, payment.id, to, reason);
+      const updated = await transitions.refund(tx, payment.id, to, reason);
       failpoints.hit('settle.during-refund');
-      // A payment the customer asked to cancel is refunded as their cancellation (see refundPayment).
+      // A payment the customer asked to cancel is refunded as their cancellation (see transitions.refund).
       const byCustomer = updated?.failureReason === FAILURE_REASONS.CANCELLED_BY_CUSTOMER;
       if (updated) await recordAttempt(tx, payment.id, byCustomer ? 'CANCELLED_BY_CUSTOMER' : to, internal);
       return updated;

@@ -6,9 +6,9 @@ import { QUEUES, type QueuePolicy } from '../jobs/queues.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import { parseInput, type CreateStandingOrderCommand, createStandingOrderInput, isUuid, STANDING_ORDER_KEY_PREFIX } from '../validation.ts';
-import { FAILURE_REASONS } from './outcomes.ts';
 import { enqueueExecution, MAX_SCHEDULE_DAYS, TX_OPTIONS } from './scheduled.ts';
 import { fingerprintOf, hashOf } from './send-payment.ts';
+import { cancelOccurrences, scheduleOccurrence } from './transitions.ts';
 
 /**
  * Standing orders: pay the same recipient every week or month, from `firstPaymentOn` to
@@ -132,9 +132,7 @@ export function createStandingOrders(deps: {
         WHERE id = ${orderId}::uuid AND active AND account_id IN (SELECT id FROM accounts WHERE customer_id = ${customerId}::uuid)`;
       if (stopped === 0) return;
       // A statement of its own, so it sees an occurrence a scheduler committed just before.
-      const occurrences = await tx.$executeRaw`
-        UPDATE payments SET status = 'CANCELLED', failure_reason = ${FAILURE_REASONS.CANCELLED_BY_CUSTOMER}, updated_at = now()
-        WHERE standing_order_id = ${orderId}::uuid AND status = 'SCHEDULED'`;
+      const occurrences = await cancelOccurrences(tx, orderId);
       log.info({ standingOrderId: orderId, occurrencesCancelled: occurrences }, 'standing order cancelled');
     }, TX_OPTIONS);
     const order = await prisma.standingOrder.findFirst({ where: { id: orderId, account: { customerId } } });
@@ -160,14 +158,7 @@ export function createStandingOrders(deps: {
       const date = order.next;
       // The occurrence's fingerprint: the order's and the date, so a clash with anything else shows.
       const fingerprint = hashOf([order.fingerprint, date]);
-      const [payment] = await tx.$queryRaw<Array<{ id: string }>>`
-        INSERT INTO payments (account_id, idempotency_key, fingerprint, amount, recipient_name, recipient_sort_code,
-          recipient_account_number, reference, status, execute_on, standing_order_id)
-        SELECT account_id, ${occurrenceKey(order.id, date)}, ${fingerprint}, amount, recipient_name, recipient_sort_code,
-          recipient_account_number, reference, 'SCHEDULED', ${date}::date, id
-        FROM standing_orders WHERE id = ${order.id}::uuid
-        ON CONFLICT DO NOTHING
-        RETURNING id::text`;
+      const payment = await scheduleOccurrence(tx, { orderId: order.id, key: occurrenceKey(order.id, date), fingerprint, date });
       if (payment) await enqueueExecution(boss, tx, { paymentId: payment.id, executeOn: date, clock, queue: deps.queue });
       const next = following(order.first, order.frequency, order.last, order.n + 1);
       await tx.$executeRaw`
