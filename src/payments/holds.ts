@@ -1,5 +1,6 @@
 import { fromPrisma, type PgBoss } from 'pg-boss';
 import { z } from 'zod';
+import type { KeysetPage } from '../db/keyset.ts';
 import type { Payment, PrismaClient, Tx } from '../db/prisma.ts';
 import { DomainError, userError } from '../errors.ts';
 import { QUEUES, settleJobOptions, type QueuePolicy, type SettlePaymentJob } from '../jobs/queues.ts';
@@ -68,6 +69,8 @@ export function createHoldService(deps: {
   clock: Clock;
   logger: Logger;
   metrics: Pick<Metrics, 'holdDecisions'>;
+  /** Called after an operator's decision commits (the API wakes its event feed); nothing by default. */
+  afterCommit?: () => void;
 }) {
   const { prisma, boss, logger, metrics } = deps;
 
@@ -111,6 +114,7 @@ export function createHoldService(deps: {
         })
       : null;
     if (!approved) return refuse(paymentId);
+    deps.afterCommit?.();
     metrics.holdDecisions.inc({ decision: 'APPROVED' });
     logger.info({ paymentId, operator }, 'held payment approved');
     return approved;
@@ -123,6 +127,7 @@ export function createHoldService(deps: {
     const rejected = await release(paymentId, FAILURE_REASONS.REJECTED_IN_REVIEW, (tx) =>
       recordOperatorAction(tx, operator, 'rejectPayment', paymentId, why.value.reason),
     );
+    if (rejected) deps.afterCommit?.();
     return rejected ?? refuse(paymentId);
   }
 
@@ -160,7 +165,22 @@ export function createHoldService(deps: {
     return expired;
   }
 
-  return { approvePayment, rejectPayment, cancelHeldPayment, expireHolds };
+  /** Operators' review queue: HELD payments, oldest first, keyed by (createdAt, id). */
+  async function heldPayments(page: KeysetPage<[string, string]>): Promise<Payment[]> {
+    const { after } = page;
+    return prisma.payment.findMany({
+      where: {
+        status: 'HELD',
+        ...(after
+          ? { OR: [{ createdAt: { gt: new Date(after[0]) } }, { createdAt: new Date(after[0]), id: { gt: after[1] } }] }
+          : {}),
+      },
+      orderBy: [{ createdAt: 'asc' }, { id: 'asc' }],
+      take: page.limit + 1,
+    });
+  }
+
+  return { approvePayment, rejectPayment, cancelHeldPayment, expireHolds, heldPayments };
 }
 
 export type HoldService = ReturnType<typeof createHoldService>;
