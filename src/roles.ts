@@ -28,6 +28,7 @@ import { createScheduledExecution } from './payments/scheduled.ts';
 import { createStandingOrders } from './payments/standing-orders.ts';
 import { systemClock, type Clock } from './calendar.ts';
 import { startEventFeed, type EventFeed } from './events/feed.ts';
+import { createAccountEvents } from './events/stream.ts';
 import { prismaSql, pruneEvents } from './events/store.ts';
 import { createAddressGuard, systemResolver, type Resolver } from './webhooks/address.ts';
 import { createWebhookService } from './webhooks/endpoints.ts';
@@ -149,17 +150,17 @@ export async function startApiRole(options: {
   const checker = provider ?? noPayeeChecks;
   const payees = createPayeeService({ prisma, checker, clock, logger });
   const screen = createScreening({ prisma, payees, clock, policy: config.payeeSafety });
-  const holds = createHoldService({ prisma, boss, queue, policy: config.payeeSafety, clock, logger, metrics });
+  const holds = createHoldService({ prisma, boss, queue, policy: config.payeeSafety, clock, logger, metrics, afterCommit: () => events.wake() });
   const api = await startApi({
     services: {
       prisma,
       logger,
       metrics,
-      payments: createPaymentService({ prisma, boss, queue, logger, metrics, screen, clock }),
+      payments: createPaymentService({ prisma, boss, queue, logger, metrics, screen, clock, afterCommit: () => events.wake() }),
       payees,
       holds,
-      cancellation: createCancellation({ prisma, provider, holds, logger, metrics }),
-      standingOrders: createStandingOrders({ prisma, boss, queue, clock, logger, metrics }),
+      cancellation: createCancellation({ prisma, provider, holds, logger, metrics, afterCommit: () => events.wake() }),
+      standingOrders: createStandingOrders({ prisma, boss, queue, clock, logger, metrics, afterCommit: () => events.wake() }),
       accounts: createAccountService({ prisma, logger }),
       sendPaymentLimiter: limiterPool
         ? new RateLimiterPostgres({
@@ -173,6 +174,7 @@ export async function startApiRole(options: {
           })
         : null,
       events,
+      accountEvents: createAccountEvents({ feed: events, prisma }),
       subscriptionBudget: budget,
       webhooks: createWebhookService({
         prisma,

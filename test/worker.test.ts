@@ -8,7 +8,7 @@ import { expectNoErrorLogs, paymentInput, startStack, type Stack } from './helpe
 /**
  * The settlement worker under load and in trouble: many payments in flight at once, a hanging
  * provider call that holds back no other payment, one provider call per first attempt, a graceful
- * stop, and readiness while the provider's circuit stays open. The emulator holds chosen requests
+ * stop, and readiness while the provider's circuit stays open. The emulator stalls chosen requests
  * unanswered (`holdKeys`) and counts what reached it, so nothing here depends on timing.
  */
 let stack: Stack;

@@ -1,11 +1,14 @@
 import { randomInt } from 'node:crypto';
-import type { Account, Customer, PrismaClient } from '../db/prisma.ts';
+import type { Viewer } from '../auth.ts';
+import type { KeysetPage } from '../db/keyset.ts';
+import type { Account, Customer, LedgerEntry, OperatorAction, PrismaClient } from '../db/prisma.ts';
 import { DomainError, userError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
-import { recordOperatorAction as recordAction, type Operator } from '../operator-actions.ts';
+import { listOperatorActions, recordOperatorAction as recordAction, type Operator } from '../operator-actions.ts';
 import {
   createCustomerInput,
   depositFundsInput,
+  isUuid,
   openAccountInput,
   parseInput,
   type Parsed,
@@ -24,6 +27,14 @@ export type { Operator } from '../operator-actions.ts';
 
 /** This bank's sort code; the bank allocates account numbers under it. */
 export const BANK_SORT_CODE = '608371';
+
+/**
+ * The `where` that limits a query to what the viewer may see: a customer only their own
+ * accounts, an operator (bank staff) every account.
+ */
+export function ownedAccountWhere(viewer: Viewer): { customerId?: string } {
+  return viewer.role === 'customer' ? { customerId: viewer.customerId } : {};
+}
 
 export function createAccountService(deps: { prisma: PrismaClient; logger: Logger }) {
   const { prisma, logger } = deps;
@@ -115,7 +126,29 @@ export function createAccountService(deps: { prisma: PrismaClient; logger: Logge
     return prisma.account.findUniqueOrThrow({ where: { id: cmd.accountId } });
   }
 
-  return { createCustomer, openAccount, depositFunds };
+  const findCustomer = (id: string): Promise<Customer | null> => prisma.customer.findUnique({ where: { id } });
+
+  /** The account when the viewer may see it; null when it is not theirs, does not exist, or the id is malformed (all alike). */
+  async function visibleAccount(viewer: Viewer, id: string): Promise<Account | null> {
+    if (!isUuid(id)) return null;
+    return prisma.account.findFirst({ where: { id, ...ownedAccountWhere(viewer) } });
+  }
+
+  /** A customer's accounts, oldest first. */
+  const accountsOf = (customerId: string): Promise<Account[]> =>
+    prisma.account.findMany({ where: { customerId }, orderBy: [{ createdAt: 'asc' }, { id: 'asc' }] });
+
+  /** An account's ledger entries, newest first, keyed by entry id. */
+  const ledgerPage = (accountId: string, page: KeysetPage<[string]>): Promise<LedgerEntry[]> =>
+    prisma.ledgerEntry.findMany({
+      where: { accountId, ...(page.after ? { id: { lt: BigInt(page.after[0]) } } : {}) },
+      orderBy: { id: 'desc' },
+      take: page.limit + 1,
+    });
+
+  const operatorActions = (page: KeysetPage<[string]>): Promise<OperatorAction[]> => listOperatorActions(prisma, page);
+
+  return { createCustomer, openAccount, depositFunds, findCustomer, visibleAccount, accountsOf, ledgerPage, operatorActions };
 }
 
 export type AccountService = ReturnType<typeof createAccountService>;

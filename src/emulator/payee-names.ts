@@ -1,27 +1,28 @@
 /**
- * Confirmation of Payee in the emulator: the names "the recipient's bank" holds, and the fixed rule
- * that compares a name given by a payer with the one held for that sort code and account number.
+ * Confirmation of Payee in the emulator: the account holders' names "the recipient's bank" has on
+ * record, and the fixed rule that compares a name given by a payer with the account holder's name
+ * for that sort code and account number.
  *
  * The rule (also in the README's emulator section):
  * - Names are compared after normalising: lower case, `.`, `,` and `'` removed, runs of spaces
  *   made one, leading and trailing spaces dropped.
- * - The same normalised name as the one held: MATCH.
+ * - The same normalised name as the account holder's: MATCH.
  * - Otherwise the same surname (last word) or at most 2 edits apart (Levenshtein, on the
- *   normalised names): CLOSE_MATCH, answered with the held name.
- * - Otherwise, and for an account the emulator holds no name for: NO_MATCH.
+ *   normalised names): CLOSE_MATCH, answered with the account holder's name.
+ * - Otherwise, and for an account the emulator has no holder's name for: NO_MATCH.
  */
 
 export type PayeeMatchResult = 'MATCH' | 'CLOSE_MATCH' | 'NO_MATCH';
 
-/** The accounts the emulator holds names for at start, by `sortCode:accountNumber`. */
-export const HELD_NAMES: Readonly<Record<string, string>> = {
+/** The account holders' names the emulator starts with, by `sortCode:accountNumber`. */
+export const ACCOUNT_HOLDER_NAMES: Readonly<Record<string, string>> = {
   '123456:12345678': 'Grace Hopper',
   '112233:12345678': 'Chaos Recipient',
   '203040:11112222': 'Ada Lovelace',
   '203040:33334444': 'Alan Turing',
 };
 
-export const heldNameKey = (sortCode: string, accountNumber: string) => `${sortCode}:${accountNumber}`;
+export const accountKey = (sortCode: string, accountNumber: string) => `${sortCode}:${accountNumber}`;
 
 const normalise = (name: string) =>
   name
@@ -44,13 +45,13 @@ export function levenshtein(a: string, b: string): number {
   return previous[b.length] ?? 0;
 }
 
-/** The fixed rule: how `given` compares with `held` (null: no name held for the account). */
-export function matchPayeeName(given: string, held: string | null): { result: PayeeMatchResult; matchedName: string | null } {
-  if (held === null) return { result: 'NO_MATCH', matchedName: null };
+/** The fixed rule: how `given` compares with the account holder's name (null: none on record for the account). */
+export function matchPayeeName(given: string, holder: string | null): { result: PayeeMatchResult; matchedName: string | null } {
+  if (holder === null) return { result: 'NO_MATCH', matchedName: null };
   const a = normalise(given);
-  const b = normalise(held);
+  const b = normalise(holder);
   if (a === b) return { result: 'MATCH', matchedName: null };
   const surname = (s: string) => s.split(' ').at(-1) ?? '';
-  if (surname(a) === surname(b) || levenshtein(a, b) <= 2) return { result: 'CLOSE_MATCH', matchedName: held };
+  if (surname(a) === surname(b) || levenshtein(a, b) <= 2) return { result: 'CLOSE_MATCH', matchedName: holder };
   return { result: 'NO_MATCH', matchedName: null };
 }

@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
 import type { Logger } from '../logger.ts';
-import { HELD_NAMES, heldNameKey, matchPayeeName } from './payee-names.ts';
+import { ACCOUNT_HOLDER_NAMES, accountKey, matchPayeeName } from './payee-names.ts';
 
 /**
  * An emulator of the outside payment provider, over real HTTP, with fault injection.
@@ -16,7 +16,7 @@ import { HELD_NAMES, heldNameKey, matchPayeeName } from './payee-names.ts';
  *   PUT  /admin/faults  GET /admin/faults  GET /admin/payments
  *   POST /v1/payee-checks {name, sortCode, accountNumber}  200 {result, matchedName} (payee-names.ts);
  *        503 {result: "UNAVAILABLE"} under an injected error
- *   PUT  /admin/payee-names {sortCode, accountNumber, name}  the name held for an account
+ *   PUT  /admin/payee-names {sortCode, accountNumber, name}  sets an account holder's name
  *   POST /admin/payments/:key/return       returns an accepted payment (event payment.returned)
  *   POST /admin/credits  GET /admin/credits queues an inbound credit (event credit.received) / lists them
  *   GET  /admin/requests                    request counts per payment, and how many were in flight at most
@@ -41,9 +41,9 @@ export const faultsSchema = z
     /** Extension: how much later (ms) a payment picked by `returnRate` is returned. */
     returnDelayMs: z.number().int().min(0).max(600_000).default(500),
     /**
-     * Extension: requests for these payments (idempotency keys) are held, unanswered, until the key
-     * is taken off the list ("*" holds every payment request): a call that hangs, for as long as a
-     * test needs it to.
+     * Extension: requests for these payments (idempotency keys) stall, unanswered, until the key
+     * is taken off the list ("*" stalls every payment request): a call that hangs, for as long as a
+     * test needs it to. The field keeps its name: clients send it to PUT /admin/faults.
      */
     holdKeys: z.array(z.string()).default([]),
   })
@@ -152,7 +152,7 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
   const events: FeedEvent[] = [];
   const timers = new Set<NodeJS.Timeout>();
   let faults: Faults = faultsSchema.parse(options.faults ?? {});
-  const heldNames = new Map(Object.entries(HELD_NAMES));
+  const holderNames = new Map(Object.entries(ACCOUNT_HOLDER_NAMES));
   let sequence = 0;
   let eventSequence = 0;
   let creditSequence = 0;
@@ -166,16 +166,16 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
     events.push({ cursor, body: { id: `rt_${cursor.slice(2)}`, type: 'payment.returned', idempotencyKey: record.idempotencyKey, returnCode } });
   }
   const counts: RequestCounts = { inFlight: 0, maxInFlight: 0, byKey: {} };
-  // Held requests wait for the next change of faults, then look again at whether they are held.
-  let released: { promise: Promise<void>; resolve: () => void } = Promise.withResolvers<void>();
+  // Stalled requests wait for the next change of faults, then look again at whether they still stall.
+  let faultsChanged: { promise: Promise<void>; resolve: () => void } = Promise.withResolvers<void>();
   const setFaultsTo = (next: Faults) => {
     faults = next;
-    released.resolve();
-    released = Promise.withResolvers<void>();
+    faultsChanged.resolve();
+    faultsChanged = Promise.withResolvers<void>();
   };
-  const isHeld = (key: string) => faults.holdKeys.includes(key) || faults.holdKeys.includes('*');
-  async function holdWhileListed(key: string): Promise<void> {
-    while (isHeld(key)) await released.promise;
+  const isStalled = (key: string) => faults.holdKeys.includes(key) || faults.holdKeys.includes('*');
+  async function stallWhileListed(key: string): Promise<void> {
+    while (isStalled(key)) await faultsChanged.promise;
   }
   const count = (key: string, kind: 'get' | 'create' | 'void') => {
     const entry = counts.byKey[key] ?? { get: 0, create: 0, void: 0 };
@@ -264,7 +264,7 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
     return send(res, 201, publicRecord(record));
   }
 
-  /** The idempotency key of a create request, for counting and holding ("" when unreadable). */
+  /** The idempotency key of a create request, for counting and stalling ("" when unreadable). */
   const keyOf = (raw: string): string => {
     try {
       const body: unknown = JSON.parse(raw);
@@ -346,7 +346,7 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
     if (path === '/admin/payee-names' && method === 'PUT') {
       const parsed = payeeCheckRequest.safeParse(parseJson(raw));
       if (!parsed.success) return error(res, 400, 'INVALID_PAYEE', parsed.error.issues[0]?.message ?? 'invalid');
-      heldNames.set(heldNameKey(parsed.data.sortCode, parsed.data.accountNumber), parsed.data.name);
+      holderNames.set(accountKey(parsed.data.sortCode, parsed.data.accountNumber), parsed.data.name);
       return send(res, 200, parsed.data);
     }
     if (path === '/v1/payee-checks' && method === 'POST') {
@@ -357,13 +357,13 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
         return error(res, 400, 'INVALID_PAYEE_CHECK', `${issue?.path.join('.') ?? 'body'}: ${issue?.message ?? 'invalid'}`);
       }
       const { name, sortCode, accountNumber } = parsed.data;
-      return send(res, 200, matchPayeeName(name, heldNames.get(heldNameKey(sortCode, accountNumber)) ?? null));
+      return send(res, 200, matchPayeeName(name, holderNames.get(accountKey(sortCode, accountNumber)) ?? null));
     }
 
     if (path === '/v1/payments' && method === 'POST') {
       const key = keyOf(raw);
       count(key, 'create');
-      await holdWhileListed(key);
+      await stallWhileListed(key);
       if (await injectFault(res, true)) return;
       return create(res, raw);
     }
@@ -371,7 +371,7 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
     if (match) {
       const key = decodeURIComponent(match[1] ?? '');
       count(key, match[2] ? 'void' : 'get');
-      await holdWhileListed(key);
+      await stallWhileListed(key);
       if (method === 'GET' && !match[2]) {
         if (await injectFault(res)) return;
         if (voided.has(key)) return error(res, 410, 'VOIDED', 'this payment was voided');

@@ -2,7 +2,7 @@ import { Repeater } from '@repeaterjs/repeater';
 import type { PrismaClient } from '../db/prisma.ts';
 import { isAfter, type EventPosition } from './cursor.ts';
 import { withPayments, type EventFeed, type FeedEvent } from './feed.ts';
-import { prismaSql, readEvents } from './store.ts';
+import { prismaSql, prunedThrough, readEvents } from './store.ts';
 
 /**
  * One account's events for one subscriber: replayed from the database after a position, then
@@ -86,3 +86,21 @@ export function accountEventStream(options: StreamOptions): Repeater<FeedEvent> 
     }
   });
 }
+
+/**
+ * One account's events as the API serves them: a page of its history, how far retention has
+ * deleted, and a stream (replay after a position, then live from the process's feed).
+ */
+export function createAccountEvents(deps: { feed: EventFeed; prisma: PrismaClient }) {
+  const sql = prismaSql(deps.prisma);
+  return {
+    /** At most `limit` events after `after`, oldest first; each one's payment is read, in one query for the page, when first asked for. */
+    page: async (accountId: string, after: EventPosition, limit: number): Promise<FeedEvent[]> =>
+      withPayments(deps.prisma, await readEvents(sql, { after, limit, accountId })),
+    prunedThrough: (): Promise<EventPosition | null> => prunedThrough(sql),
+    follow: (accountId: string, after: EventPosition | null): Repeater<FeedEvent> =>
+      accountEventStream({ feed: deps.feed, prisma: deps.prisma, accountId, after }),
+  };
+}
+
+export type AccountEvents = ReturnType<typeof createAccountEvents>;

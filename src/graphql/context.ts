@@ -10,13 +10,15 @@ import type { PayeeService } from '../payees/payees.ts';
 import type { Cancellation } from '../payments/cancel.ts';
 import type { StandingOrders } from '../payments/standing-orders.ts';
 import type { EventFeed } from '../events/feed.ts';
+import type { AccountEvents } from '../events/stream.ts';
 import type { WebhookService } from '../webhooks/endpoints.ts';
 import { forbidden, unauthenticated } from './errors.ts';
 import type { SubscriptionBudget } from './subscription-budget.ts';
 import type { Loaders } from './loaders.ts';
 
-/** Everything a resolver may use: built once per process, plus the caller of this request. */
+/** Everything a request is served with, built once per process. */
 export interface Services {
+  /** For the per-operation loaders only: resolvers read through the services below. */
   prisma: PrismaClient;
   payments: PaymentService;
   cancellation: Cancellation;
@@ -30,6 +32,8 @@ export interface Services {
   sendPaymentLimiter: RateLimiterAbstract | null;
   /** The durable payment event stream, followed live by this process, for subscriptions. */
   events: EventFeed;
+  /** An account's events: pages of its history and live streams. */
+  accountEvents: AccountEvents;
   /** Live subscriptions each caller may hold on this process. */
   subscriptionBudget: SubscriptionBudget;
   metrics: Metrics;
@@ -39,7 +43,8 @@ export interface Services {
   logger: Logger;
 }
 
-export interface Context extends Services {
+/** Everything a resolver may use: the process's services (not the database), plus the caller of this request. */
+export interface Context extends Omit<Services, 'prisma'> {
   viewer: Viewer | null;
   /** Batched reads for nested fields, made for this operation only. */
   loaders: Loaders;
@@ -62,12 +67,4 @@ export function requireCustomer(ctx: Context): string {
   const viewer = requireViewer(ctx);
   if (viewer.role !== 'customer') throw forbidden('Only a customer may do this');
   return viewer.customerId;
-}
-
-/**
- * The `where` that limits a query to what the caller may see: a customer only their own
- * accounts, an operator (bank staff) every account.
- */
-export function ownedAccountWhere(viewer: Viewer): { customerId?: string } {
-  return viewer.role === 'customer' ? { customerId: viewer.customerId } : {};
 }

@@ -23,12 +23,6 @@ export const serialCursorKey = z.tuple([z.string().refine((id) => /^\d{1,19}$/.t
 /** Sort key of a webhook delivery: [createdAt as ISO-8601, id], like a payment's. */
 export const deliveryCursorKey = paymentCursorKey;
 
-/** The Prisma `where` for rows after `after` in (createdAt desc, id desc) order; empty for the first page. */
-export function afterCreatedAtId(after: [string, string] | null) {
-  if (!after) return {};
-  const createdAt = new Date(after[0]);
-  return { OR: [{ createdAt: { lt: createdAt } }, { createdAt, id: { lt: after[1] } }] };
-}
 
 
 export const encodeCursor = (key: readonly unknown[]) => Buffer.from(JSON.stringify(key)).toString('base64url');

@@ -1,7 +1,7 @@
 import { GraphQLError } from 'graphql';
 import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import type { Viewer } from '../auth.ts';
-import { requireViewer, type Context } from './context.ts';
+import { unauthenticated } from './errors.ts';
 
 /**
  * Bounds what one caller can hold open on one API process, whatever number of WebSocket
@@ -79,10 +79,17 @@ export function releasing<T>(iterable: AsyncIterable<T>, release: () => void): A
   return iterator;
 }
 
+/** What `budgeted` needs of a request's context: the caller and the process's budget (not the whole Context, which names this module). */
+export interface BudgetedContext {
+  viewer: Viewer | null;
+  subscriptionBudget: SubscriptionBudget;
+}
+
 /** A subscribe resolver that first takes one subscription from the caller's budget, and gives it back when it ends. */
-export function budgeted<A, T>(subscribe: (parent: unknown, args: A, ctx: Context) => Promise<AsyncIterable<T>>) {
-  return async (parent: unknown, args: A, ctx: Context): Promise<AsyncIterable<T>> => {
-    const release = await ctx.subscriptionBudget.open(requireViewer(ctx));
+export function budgeted<P, A, C extends BudgetedContext, T>(subscribe: (parent: P, args: A, ctx: C) => Promise<AsyncIterable<T>>) {
+  return async (parent: P, args: A, ctx: C): Promise<AsyncIterable<T>> => {
+    if (!ctx.viewer) throw unauthenticated();
+    const release = await ctx.subscriptionBudget.open(ctx.viewer);
     try {
       return releasing(await subscribe(parent, args, ctx), release);
     } catch (error) {

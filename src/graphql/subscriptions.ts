@@ -2,12 +2,11 @@ import { Repeater } from '@repeaterjs/repeater';
 import { GraphQLError } from 'graphql';
 import type { Payment } from '../db/prisma.ts';
 import type { FeedEvent } from '../events/feed.ts';
-import { accountEventStream } from '../events/stream.ts';
 import { isSettled } from '../payments/lifecycle.ts';
-import { ownedAccountWhere, requireViewer, type Context } from './context.ts';
+import { requireViewer, type Context } from './context.ts';
 import { requireEventAccount } from './events.ts';
+import type { SubscriptionResolvers } from './generated/types.ts';
 import { budgeted } from './subscription-budget.ts';
-import { isUuid } from '../validation.ts';
 
 /**
  * Live payment updates, both on the durable event stream (events/feed.ts): the process's feed
@@ -26,18 +25,16 @@ const version = (p: Payment) => `${p.status}@${p.updatedAt.toISOString()}`;
 /** Most payments an account subscription remembers the last sent state of. */
 const REMEMBERED = 1_000;
 
-async function paymentUpdated(_: unknown, args: { paymentId: string }, ctx: Context): Promise<AsyncIterable<Payment>> {
-  const viewer = requireViewer(ctx);
-  const where = { id: args.paymentId, account: ownedAccountWhere(viewer) };
+async function paymentUpdated(ctx: Context, paymentId: string): Promise<AsyncIterable<Payment>> {
   // Not yours looks exactly like not there.
-  if (!isUuid(args.paymentId) || !(await ctx.prisma.payment.findFirst({ where, select: { id: true } }))) {
+  if (!(await ctx.payments.visiblePayment(requireViewer(ctx), paymentId))) {
     throw new GraphQLError('No such payment', { extensions: { code: 'BAD_USER_INPUT' } });
   }
   return new Repeater<Payment>(async (push, stop) => {
     const arrived: FeedEvent[] = [];
     let signal: (() => void) | null = null;
     // Listen before the first read, so a change between the two is not missed.
-    const unsubscribe = ctx.events.subscribe({ paymentId: args.paymentId }, (events) => {
+    const unsubscribe = ctx.events.subscribe({ paymentId }, (events) => {
       arrived.push(...events);
       signal?.();
     });
@@ -55,7 +52,7 @@ async function paymentUpdated(_: unknown, args: { paymentId: string }, ctx: Cont
       if (isSettled(payment.status)) stop();
     };
     try {
-      const current = await ctx.prisma.payment.findUniqueOrThrow({ where: { id: args.paymentId } });
+      const current = await ctx.payments.currentPayment(paymentId);
       await send(current);
       while (!stopped) {
         const event = arrived.shift();
@@ -75,9 +72,9 @@ async function paymentUpdated(_: unknown, args: { paymentId: string }, ctx: Cont
   });
 }
 
-async function accountPaymentsUpdated(_: unknown, args: { accountId: string }, ctx: Context): Promise<AsyncIterable<Payment>> {
-  await requireEventAccount(ctx, args.accountId);
-  const events = accountEventStream({ feed: ctx.events, prisma: ctx.prisma, accountId: args.accountId, after: null });
+async function accountPaymentsUpdated(ctx: Context, accountId: string): Promise<AsyncIterable<Payment>> {
+  await requireEventAccount(ctx, accountId);
+  const events = ctx.accountEvents.follow(accountId, null);
   return new Repeater<Payment>(async (push, stop) => {
     void stop.then(() => events.return());
     const sent = new Map<string, string>();
@@ -96,7 +93,14 @@ async function accountPaymentsUpdated(_: unknown, args: { accountId: string }, c
   });
 }
 
+// The generated type leaves `resolve`'s parent untyped: it is what `subscribe` yields.
 export const subscriptionResolvers = {
-  paymentUpdated: { subscribe: budgeted(paymentUpdated), resolve: (payment: Payment) => payment },
-  accountPaymentsUpdated: { subscribe: budgeted(accountPaymentsUpdated), resolve: (payment: Payment) => payment },
-};
+  paymentUpdated: {
+    subscribe: budgeted((_, args, ctx) => paymentUpdated(ctx, args.paymentId)),
+    resolve: (payment: Payment) => payment,
+  },
+  accountPaymentsUpdated: {
+    subscribe: budgeted((_, args, ctx) => accountPaymentsUpdated(ctx, args.accountId)),
+    resolve: (payment: Payment) => payment,
+  },
+} satisfies SubscriptionResolvers;

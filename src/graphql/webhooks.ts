@@ -1,7 +1,6 @@
-import type { Account } from '../db/prisma.ts';
-import type { WebhookDelivery, WebhookEndpoint } from '../generated/prisma/client.ts';
-import { requireCustomer, type Context } from './context.ts';
-import { afterCreatedAtId, connection, decodeCursor, deliveryCursorKey, pageSize } from './pagination.ts';
+import { requireCustomer } from './context.ts';
+import type { AccountResolvers, MutationResolvers, WebhookEndpointResolvers } from './generated/types.ts';
+import { connection, decodeCursor, deliveryCursorKey, pageSize } from './pagination.ts';
 
 /**
  * Webhooks over GraphQL (the contract's "Webhooks" section): customers manage their own
@@ -9,36 +8,20 @@ import { afterCreatedAtId, connection, decodeCursor, deliveryCursorKey, pageSize
  * may see (a customer its own accounts, an operator every account).
  */
 
-interface PageArgs {
-  first?: number | null;
-  after?: string | null;
-}
-
 export const webhookResolvers = {
   Mutation: {
-    createWebhookEndpoint: (_: unknown, args: { input: unknown }, ctx: Context) =>
-      ctx.webhooks.createEndpoint(requireCustomer(ctx), args.input),
-    deleteWebhookEndpoint: (_: unknown, args: { id: string }, ctx: Context) => ctx.webhooks.deleteEndpoint(requireCustomer(ctx), args.id),
-    redeliverWebhookEvent: (_: unknown, args: { endpointId: string; eventId: string }, ctx: Context) =>
-      ctx.webhooks.redeliver(requireCustomer(ctx), args.endpointId, args.eventId),
-  },
+    createWebhookEndpoint: (_, args, ctx) => ctx.webhooks.createEndpoint(requireCustomer(ctx), args.input),
+    deleteWebhookEndpoint: (_, args, ctx) => ctx.webhooks.deleteEndpoint(requireCustomer(ctx), args.id),
+    redeliverWebhookEvent: (_, args, ctx) => ctx.webhooks.redeliver(requireCustomer(ctx), args.endpointId, args.eventId),
+  } satisfies MutationResolvers,
   Account: {
-    webhookEndpoints: (account: Account, _: unknown, ctx: Context) =>
-      ctx.prisma.webhookEndpoint.findMany({ where: { accountId: account.id, deletedAt: null }, orderBy: [{ createdAt: 'asc' }, { id: 'asc' }] }),
-  },
+    webhookEndpoints: (account, _, ctx) => ctx.webhooks.listEndpoints(account.id),
+  } satisfies AccountResolvers,
   WebhookEndpoint: {
-    deliveries: async (endpoint: WebhookEndpoint, args: PageArgs, ctx: Context) => {
+    deliveries: async (endpoint, args, ctx) => {
       const limit = pageSize(args.first);
-      const after = decodeCursor(args.after, deliveryCursorKey);
-      const rows = await ctx.prisma.webhookDelivery.findMany({
-        where: {
-          endpointId: endpoint.id,
-          ...afterCreatedAtId(after),
-        },
-        orderBy: [{ createdAt: 'desc' }, { id: 'desc' }],
-        take: limit + 1,
-      });
-      return connection(rows, limit, (d: WebhookDelivery) => [d.createdAt.toISOString(), d.id]);
+      const rows = await ctx.webhooks.deliveryPage(endpoint.id, { after: decodeCursor(args.after, deliveryCursorKey), limit });
+      return connection(rows, limit, (d) => [d.createdAt.toISOString(), d.id]);
     },
-  },
+  } satisfies WebhookEndpointResolvers,
 };

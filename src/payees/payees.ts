@@ -30,6 +30,9 @@ export interface SavedPayee {
   createdAt: Date;
 }
 
+/** A saved payee with the check made when it was saved, as listPayees and addPayee return it. */
+export type PayeeWithCheck = Payee & { lastCheck: PayeeCheck | null };
+
 export type Confirmation = { ok: true; payee: SavedPayee | null } | { ok: false; error: UserError };
 
 
@@ -63,7 +66,7 @@ export function createPayeeService(deps: { prisma: PrismaClient; checker: PayeeC
    * first payment is held for review like any new payee's). Saving the same sort code and account
    * number again renames it and keeps its first `createdAt`, so re-saving never restarts the clock.
    */
-  async function addPayee(customerId: string, input: unknown): Promise<Payee & { lastCheck: PayeeCheck | null }> {
+  async function addPayee(customerId: string, input: unknown): Promise<PayeeWithCheck> {
     const recipient = parseRecipient(input);
     const lastCheck = await check(customerId, recipient);
     const { sortCode, accountNumber, name } = recipient;
@@ -82,7 +85,7 @@ export function createPayeeService(deps: { prisma: PrismaClient; checker: PayeeC
     return count === 1;
   }
 
-  function listPayees(customerId: string) {
+  function listPayees(customerId: string): Promise<PayeeWithCheck[]> {
     return prisma.payee.findMany({ where: { customerId }, include: { lastCheck: true }, orderBy: [{ createdAt: 'asc' }, { id: 'asc' }] });
   }
 

@@ -35,11 +35,14 @@ export function createCancellation(deps: {
   holds: Pick<HoldService, 'cancelHeldPayment'>;
   logger: Logger;
   metrics: Pick<Metrics, 'cancellations'>;
+  /** Called after a cancellation changed the payment (the API wakes its event feed); nothing by default. */
+  afterCommit?: () => void;
 }) {
   const { prisma, provider, logger } = deps;
 
   const notFound = (): CancelPaymentResult => ({ payment: null, errors: [userError('INVALID_INPUT', 'No such payment', ['paymentId'])] });
   const done = (payment: Payment): CancelPaymentResult => {
+    deps.afterCommit?.();
     deps.metrics.cancellations.inc({ outcome: 'CANCELLED' });
     return { payment, errors: [] };
   };
@@ -69,6 +72,7 @@ export function createCancellation(deps: {
     }
     if (voided.kind === 'accepted') {
       await complete(prisma, payment.id, 'the provider had accepted the payment when the customer asked to cancel it');
+      deps.afterCommit?.();
       const now = await prisma.payment.findUniqueOrThrow({ where: { id: payment.id } });
       log.info({ paymentId: payment.id }, 'cancellation refused: the provider had already accepted the payment');
       return refused(now, 'already-accepted', 'The payment provider has already accepted this payment; it can no longer be cancelled');

@@ -1,5 +1,6 @@
 import { fromPrisma, type PgBoss } from 'pg-boss';
 import { z } from 'zod';
+import type { KeysetPage } from '../db/keyset.ts';
 import type { Payment, PrismaClient, Tx } from '../db/prisma.ts';
 import { Prisma } from '../generated/prisma/client.ts';
 import { DomainError, userError } from '../errors.ts';
@@ -71,6 +72,8 @@ export function createHoldService(deps: {
   clock: Clock;
   logger: Logger;
   metrics: Pick<Metrics, 'holdDecisions'>;
+  /** Called after an operator's decision commits (the API wakes its event feed); nothing by default. */
+  afterCommit?: () => void;
 }) {
   const { prisma, boss, logger, metrics } = deps;
 
@@ -118,6 +121,7 @@ export function createHoldService(deps: {
         })
       : null;
     if (!approved) return refuse(paymentId);
+    deps.afterCommit?.();
     metrics.holdDecisions.inc({ decision: 'APPROVED' });
     logger.info({ paymentId, operator }, 'held payment approved');
     return approved;
@@ -130,6 +134,7 @@ export function createHoldService(deps: {
     const rejected = await refundHeld(paymentId, reject, (tx) =>
       recordOperatorAction(tx, operator, 'rejectPayment', paymentId, why.value.reason),
     );
+    if (rejected) deps.afterCommit?.();
     return rejected ?? refuse(paymentId);
   }
 
@@ -167,7 +172,22 @@ export function createHoldService(deps: {
     return expired;
   }
 
-  return { approvePayment, rejectPayment, cancelHeldPayment, expireHolds };
+  /** Operators' review queue: HELD payments, oldest first, keyed by (createdAt, id). */
+  async function heldPayments(page: KeysetPage<[string, string]>): Promise<Payment[]> {
+    const { after } = page;
+    return prisma.payment.findMany({
+      where: {
+        status: 'HELD',
+        ...(after
+          ? { OR: [{ createdAt: { gt: new Date(after[0]) } }, { createdAt: new Date(after[0]), id: { gt: after[1] } }] }
+          : {}),
+      },
+      orderBy: [{ createdAt: 'asc' }, { id: 'asc' }],
+      take: page.limit + 1,
+    });
+  }
+
+  return { approvePayment, rejectPayment, cancelHeldPayment, expireHolds, heldPayments };
 }
 
 export type HoldService = ReturnType<typeof createHoldService>;

@@ -1,5 +1,8 @@
 import { createHash } from 'node:crypto';
 import { fromPrisma, type PgBoss } from 'pg-boss';
+import { ownedAccountWhere } from '../accounts/accounts.ts';
+import type { Viewer } from '../auth.ts';
+import { afterCreatedAtId, type KeysetPage } from '../db/keyset.ts';
 import type { Payment, PrismaClient } from '../db/prisma.ts';
 import { DomainError, userError, type UserError } from '../errors.ts';
 import { settleJobOptions, QUEUES, type QueuePolicy, type SettlePaymentJob } from '../jobs/queues.ts';
@@ -7,7 +10,8 @@ import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import { currentTraceCarrier } from '../telemetry/propagation.ts';
 import { addCalendarDays, londonToday, type Clock } from '../calendar.ts';
-import { parseInput, sendPaymentInput, type SendPaymentCommand } from '../validation.ts';
+import { isUuid, parseInput, sendPaymentInput, type SendPaymentCommand } from '../validation.ts';
+import type { PaymentStatus } from './lifecycle.ts';
 import { findPaymentByKey } from './repository.ts';
 import { enqueueExecution, MAX_SCHEDULE_DAYS, TX_OPTIONS } from './scheduled.ts';
 import type { ScreenPayment } from './screening.ts';
@@ -25,7 +29,12 @@ export interface PaymentServiceDeps {
   screen: ScreenPayment;
   /** Decides what "today" is in London for scheduled payments. */
   clock: Clock;
+  /** Called after a new payment commits (the API wakes its event feed); nothing by default. */
+  afterCommit?: () => void;
 }
+
+/** Whose payments a page lists: an account's (of one status, when given) or a standing order's. */
+export type PaymentFilter = { accountId: string; status?: PaymentStatus | null } | { standingOrderId: string };
 
 /**
  * What makes two requests "the same payment" for idempotency. `executeOn` counts only when given,
@@ -111,6 +120,7 @@ export function createPaymentService(deps: PaymentServiceDeps) {
       }, TX_OPTIONS).finally(() => endTransaction());
 
       if (payment) {
+        deps.afterCommit?.();
         if (screened.holdReason && payment.status === 'HELD') deps.metrics.held.inc({ reason: screened.holdReason });
         log.info({ paymentId: payment.id, accountId: payment.accountId, amount: cmd.amount, status: payment.status, executeOn }, 'payment accepted');
         return { payment, replayed: false, errors: [] };
@@ -146,7 +156,29 @@ export function createPaymentService(deps: PaymentServiceDeps) {
     return { payment: existing, replayed: true, errors: [] };
   }
 
-  return { sendPayment };
+  /** The payment when the viewer may see it; null when it is not theirs, does not exist, or the id is malformed (all alike). */
+  async function visiblePayment(viewer: Viewer, id: string): Promise<Payment | null> {
+    if (!isUuid(id)) return null;
+    return prisma.payment.findFirst({ where: { id, account: ownedAccountWhere(viewer) } });
+  }
+
+  /** The payment as it is now; throws when there is none. */
+  const currentPayment = (id: string): Promise<Payment> => prisma.payment.findUniqueOrThrow({ where: { id } });
+
+  /** Payments newest first, keyed by (createdAt, id). */
+  function paymentPage(filter: PaymentFilter, page: KeysetPage<[string, string]>): Promise<Payment[]> {
+    const where =
+      'standingOrderId' in filter
+        ? { standingOrderId: filter.standingOrderId }
+        : { accountId: filter.accountId, ...(filter.status ? { status: filter.status } : {}) };
+    return prisma.payment.findMany({
+      where: { ...where, ...afterCreatedAtId(page.after) },
+      orderBy: [{ createdAt: 'desc' }, { id: 'desc' }],
+      take: page.limit + 1,
+    });
+  }
+
+  return { sendPayment, visiblePayment, currentPayment, paymentPage };
 }
 
 export type PaymentService = ReturnType<typeof createPaymentService>;

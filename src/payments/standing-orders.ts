@@ -52,6 +52,8 @@ export function createStandingOrders(deps: {
   clock: Clock;
   logger: Logger;
   metrics: Pick<Metrics, 'standingOrderOccurrences'>;
+  /** Called after a cancellation commits (the API wakes its event feed); nothing by default. */
+  afterCommit?: () => void;
 }) {
   const { prisma, boss, clock, logger } = deps;
 
@@ -125,16 +127,18 @@ export function createStandingOrders(deps: {
   async function cancel(customerId: string, orderId: string, log: Logger = logger): Promise<StandingOrder> {
     const notFound = () => new DomainError(userError('INVALID_INPUT', 'No such standing order', ['id']));
     if (!isUuid(orderId)) throw notFound();
-    await prisma.$transaction(async (tx) => {
+    const ended = await prisma.$transaction(async (tx) => {
       // Waits for a scheduler holding the order, then re-checks `active`.
       const stopped = await tx.$executeRaw`
         UPDATE standing_orders SET active = false, next_payment_on = NULL, cancelled_at = now(), updated_at = now()
         WHERE id = ${orderId}::uuid AND active AND account_id IN (SELECT id FROM accounts WHERE customer_id = ${customerId}::uuid)`;
-      if (stopped === 0) return;
+      if (stopped === 0) return false;
       // A statement of its own, so it sees an occurrence a scheduler committed just before.
       const occurrences = await cancelOccurrences(tx, orderId);
       log.info({ standingOrderId: orderId, occurrencesCancelled: occurrences }, 'standing order cancelled');
+      return true;
     }, TX_OPTIONS);
+    if (ended) deps.afterCommit?.();
     const order = await prisma.standingOrder.findFirst({ where: { id: orderId, account: { customerId } } });
     if (!order) throw notFound();
     return order;
@@ -187,7 +191,13 @@ export function createStandingOrders(deps: {
     return created;
   }
 
-  return { create, cancel, runDue };
+  /** An account's standing orders, oldest first. */
+  const listForAccount = (accountId: string): Promise<StandingOrder[]> =>
+    prisma.standingOrder.findMany({ where: { accountId }, orderBy: [{ createdAt: 'asc' }, { id: 'asc' }] });
+
+  const findById = (id: string): Promise<StandingOrder | null> => prisma.standingOrder.findUnique({ where: { id } });
+
+  return { create, cancel, runDue, listForAccount, findById };
 }
 
 export type StandingOrders = ReturnType<typeof createStandingOrders>;

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { fromPrisma, type PgBoss } from 'pg-boss';
 import { z } from 'zod';
+import { afterCreatedAtId, type KeysetPage } from '../db/keyset.ts';
 import type { PrismaClient } from '../db/prisma.ts';
 import { DomainError, userError, type UserError } from '../errors.ts';
 import { decodeCursor } from '../events/cursor.ts';
@@ -127,7 +128,19 @@ export function createWebhookService(deps: {
     return delivery;
   }
 
-  return { createEndpoint, deleteEndpoint, redeliver };
+  /** An account's live endpoints, oldest first. */
+  const listEndpoints = (accountId: string): Promise<WebhookEndpoint[]> =>
+    prisma.webhookEndpoint.findMany({ where: { accountId, deletedAt: null }, orderBy: [{ createdAt: 'asc' }, { id: 'asc' }] });
+
+  /** An endpoint's deliveries, newest first, keyed by (createdAt, id). */
+  const deliveryPage = (endpointId: string, page: KeysetPage<[string, string]>): Promise<WebhookDelivery[]> =>
+    prisma.webhookDelivery.findMany({
+      where: { endpointId, ...afterCreatedAtId(page.after) },
+      orderBy: [{ createdAt: 'desc' }, { id: 'desc' }],
+      take: page.limit + 1,
+    });
+
+  return { createEndpoint, deleteEndpoint, redeliver, listEndpoints, deliveryPage };
 }
 
 export type WebhookService = ReturnType<typeof createWebhookService>;
