@@ -1,6 +1,6 @@
 /**
  * Measuring the bench's processes from the outside (/proc, Linux): memory and CPU time. They are
- * started by the repository's one launcher, src/chaos/processes.ts.
+ * started by the repository's one launcher, tools/processes.ts.
  */
 import { readFileSync } from 'node:fs';
 

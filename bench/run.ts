@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { signToken } from '../src/auth.ts';
 import { loadConfig } from '../src/config.ts';
-import { freePort } from '../src/db/embedded.ts';
+import { freePort } from '../tools/free-port.ts';
 import { startEmulator } from '../src/emulator/server.ts';
 import { QUEUES } from '../src/jobs/queues.ts';
 import { createLogger } from '../src/logger.ts';
@@ -24,7 +24,7 @@ import {
   transactionTimes,
 } from './database.ts';
 import { runLoad, type Sender } from './load.ts';
-import { startRole, type RoleProcess } from '../src/chaos/processes.ts';
+import { startProcess, type StartedProcess } from '../tools/processes.ts';
 import { cpuSeconds, sampleRss } from './processes.ts';
 import { markdownTable, pgbenchTable, steadyTable, throughputSvg, type PgbenchPoint, type ScenarioResult, type SteadyResult } from './report.ts';
 import { steadyPoint } from './steady.ts';
@@ -107,7 +107,7 @@ async function main(): Promise<void> {
   }
   log(config.databaseUrl ? 'using a new database on DATABASE_URL' : 'starting embedded PostgreSQL');
   const db = await startBenchDatabase(config, log);
-  const children: RoleProcess[] = [];
+  const children: StartedProcess[] = [];
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'payments-bench-'));
   const emulator = await startEmulator({ apiKey: config.providerApiKey, port: 0, host: '127.0.0.1' });
   try {
@@ -146,13 +146,13 @@ async function main(): Promise<void> {
     const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
     const apiUrl = `http://127.0.0.1:${port}/graphql`;
     const startApi = async () => {
-      const child = await startRole('bench/role-api.ts', apiEnv, { url: `http://127.0.0.1:${port}/readyz` }, { nodeFlags });
+      const child = await startProcess('bench/role-api.ts', apiEnv, { url: `http://127.0.0.1:${port}/readyz` }, { nodeFlags });
       children.push(child);
       log(`API pid ${child.pid} at ${apiUrl} (NODE_OPTIONS ${apiEnv.NODE_OPTIONS || '-'})`);
       return child;
     };
     let api = await startApi();
-    const alive = (child: RoleProcess, what: string) => {
+    const alive = (child: StartedProcess, what: string) => {
       if (child.proc.exitCode !== null || child.proc.signalCode !== null) {
         throw new Error(`the ${what} process exited (${child.proc.exitCode ?? child.proc.signalCode}):\n${child.output()}`);
       }
@@ -280,7 +280,7 @@ async function main(): Promise<void> {
       await queryOnce(db.url, 'DELETE FROM pgboss.job WHERE name = $1', [QUEUES.settle]);
       const workerPort = await freePort();
       const workerOpsUrl = `http://127.0.0.1:${workerPort}`;
-      const worker = await startRole('bench/role-worker.ts', {
+      const worker = await startProcess('bench/role-worker.ts', {
         DATABASE_URL: db.url,
         PROVIDER_URL: emulator.url,
         PROVIDER_API_KEY: config.providerApiKey,

@@ -2,7 +2,7 @@ import { QUEUES } from '../src/jobs/queues.ts';
 import type { RunningEmulator } from '../src/emulator/server.ts';
 import { queryOnce } from './database.ts';
 import { runOpenLoop, type Sender } from './load.ts';
-import type { RoleProcess } from '../src/chaos/processes.ts';
+import type { StartedProcess } from '../tools/processes.ts';
 import { cpuSeconds, sampleRss } from './processes.ts';
 import type { SteadyResult } from './report.ts';
 
@@ -44,8 +44,8 @@ export async function steadyPoint(options: {
   name: string;
   databaseUrl: string;
   apiUrl: string;
-  api: RoleProcess;
-  worker: RoleProcess;
+  api: StartedProcess;
+  worker: StartedProcess;
   workerOpsUrl: string;
   emulator: RunningEmulator;
   providerLatencyMs: number;

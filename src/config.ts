@@ -245,7 +245,7 @@ export class ConfigError extends Error {
 export interface LoadConfigOptions {
   /**
    * Sign and verify with the repository's development secret when AUTH_JWT_SECRET is unset (never
-   * in production). Only the local all-in-one demo (`npm start`, src/main.ts) passes this.
+   * in production). Only the local all-in-one demo (`npm start`, tools/start.ts) passes this.
    */
   allowDevSecret?: boolean;
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { plan, runChaos } from '../src/chaos/run.ts';
+import { plan, runChaos } from '../tools/chaos/run.ts';
 
 describe('the chaos run', () => {
   it('plans the same workload and schedule for the same seed, and another for another seed', () => {

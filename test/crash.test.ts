@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { audit, formatAudit } from '../src/audit.ts';
 import type { Failpoint } from '../src/failpoints.ts';
 import { paymentInput, startStack, workerProcessEnv, type Stack } from './helpers.ts';
-import { startRole } from '../src/chaos/processes.ts';
+import { startProcess } from '../tools/processes.ts';
 
 /**
  * A worker is killed with SIGKILL at each dangerous point of settlement (a failpoint makes it
@@ -27,7 +27,7 @@ async function providerHolds(paymentId: string): Promise<number> {
 
 async function crashThenRecover(failpoint: Failpoint, recipientSortCode: string) {
   const alice = await stack.newCustomer(10_000);
-  const doomed = await startRole('main-worker.ts', workerEnv(failpoint), 'worker started');
+  const doomed = await startProcess('main-worker.ts', workerEnv(failpoint), 'worker started');
   const sent = await stack.send(
     alice.token,
     paymentInput(alice.accountId, { amount: 3_000, recipient: { name: 'Grace', sortCode: recipientSortCode, accountNumber: '12345678' } }),
@@ -42,7 +42,7 @@ async function crashThenRecover(failpoint: Failpoint, recipientSortCode: string)
   expect(afterCrash.account.balance).toBe(7_000n);
   const heldAfterCrash = await providerHolds(paymentId);
 
-  const rescuer = await startRole('main-worker.ts', workerEnv(''), 'worker started');
+  const rescuer = await startProcess('main-worker.ts', workerEnv(''), 'worker started');
   try {
     const settled = await vi.waitFor(
       async () => {
@@ -87,7 +87,7 @@ describe('a worker killed with SIGKILL', () => {
   it('in the middle of its first provider call: the next worker asks first and the payment is sent once', async () => {
     const alice = await stack.newCustomer(10_000);
     stack.emulator.setFaults({ holdKeys: ['*'] });
-    const doomed = await startRole('main-worker.ts', workerEnv(''), 'worker started');
+    const doomed = await startProcess('main-worker.ts', workerEnv(''), 'worker started');
     let paymentId = '';
     try {
       const sent = await stack.send(alice.token, paymentInput(alice.accountId, { amount: 3_000 }));
@@ -101,7 +101,7 @@ describe('a worker killed with SIGKILL', () => {
     }
     await vi.waitFor(async () => expect(await providerHolds(paymentId)).toBe(1), { timeout: 30_000, interval: 50 });
 
-    const rescuer = await startRole('main-worker.ts', workerEnv(''), 'worker started');
+    const rescuer = await startProcess('main-worker.ts', workerEnv(''), 'worker started');
     try {
       await vi.waitFor(
         async () => expect((await stack.db.payment.findUniqueOrThrow({ where: { id: paymentId } })).status).toBe('COMPLETED'),

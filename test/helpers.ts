@@ -260,7 +260,7 @@ export async function startStack(
   return stack;
 }
 
-/** The environment of a worker process (`startRole('main-worker.ts', ...)`) on the stack's database and emulator. */
+/** The environment of a worker process (`startProcess('main-worker.ts', ...)`) on the stack's database and emulator. */
 export function workerProcessEnv(stack: Pick<Stack, 'databaseUrl' | 'emulator' | 'config'>, extra: Record<string, string> = {}): Record<string, string> {
   return {
     DATABASE_URL: stack.databaseUrl,

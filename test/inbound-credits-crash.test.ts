@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { audit, formatAudit } from '../src/audit.ts';
 import { BANK_SORT_CODE } from '../src/accounts/accounts.ts';
-import { startRole, type RoleProcess } from '../src/chaos/processes.ts';
+import { startProcess, type StartedProcess } from '../tools/processes.ts';
 import { emulatorCall, startStack, workerProcessEnv, type Stack, type TestCustomer } from './helpers.ts';
 
 /** The element at `i`, which must be there. */
@@ -61,21 +61,21 @@ describe('500 inbound credits under worker SIGKILLs', () => {
     }
 
     // A worker that dies inside the first page's transaction: nothing of that page may remain.
-    const doomed = await startRole('main-worker.ts', workerEnv('provider-events.before-cursor'), 'worker started');
+    const doomed = await startProcess('main-worker.ts', workerEnv('provider-events.before-cursor'), 'worker started');
     expect(await doomed.exited).toEqual({ code: null, signal: 'SIGKILL' });
     expect(await recorded()).toBe(0);
     expect((await stack.db.providerEventCursor.findUniqueOrThrow({ where: { id: true } })).cursor).toBeNull();
 
     // Two workers killed at whatever they are doing, once each part of the feed is in.
-    const workers: RoleProcess[] = [];
+    const workers: StartedProcess[] = [];
     try {
       for (const threshold of [100, 300]) {
-        const worker = await startRole('main-worker.ts', workerEnv(''), 'worker started');
+        const worker = await startProcess('main-worker.ts', workerEnv(''), 'worker started');
         workers.push(worker);
         await vi.waitFor(async () => expect(await recorded()).toBeGreaterThanOrEqual(threshold), { timeout: 60_000, interval: 20 });
         await worker.kill();
       }
-      workers.push(await startRole('main-worker.ts', workerEnv(''), 'worker started'));
+      workers.push(await startProcess('main-worker.ts', workerEnv(''), 'worker started'));
       await vi.waitFor(
         async () => {
           expect(await recorded()).toBe(500);

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { parse } from 'yaml';
 import { signToken } from '../src/auth.ts';
 import { gql, paymentInput, startStack, TEST_SECRET, type Stack, type TestCustomer } from './helpers.ts';
-import { startRole } from '../src/chaos/processes.ts';
+import { startProcess } from '../tools/processes.ts';
 import { startWorkerRole } from '../src/roles.ts';
 import { startStallingProxy } from './tcp-proxy.ts';
 
@@ -120,7 +120,7 @@ describe('graceful shutdown of a worker', () => {
       PROVIDER_API_KEY: stack.config.providerApiKey,
       WORKER_PORT: '0',
     };
-    const worker = await startRole('main-worker.ts', env, 'worker started');
+    const worker = await startProcess('main-worker.ts', env, 'worker started');
     try {
       stack.emulator.setFaults({ latencyMs: 1_500 });
       const sent = await stack.send(alice.token, paymentInput(alice.accountId, { amount: 55 }));

@@ -3,7 +3,7 @@ import { signToken } from '../src/auth.ts';
 import { startEmulator, type RunningEmulator } from '../src/emulator/server.ts';
 import { createPrisma, type PrismaClient } from '../src/db/prisma.ts';
 import { createFundedCustomer, createTestDatabase, gql, paymentInput, SEND_PAYMENT, TEST_SECRET, type SendPaymentData } from './helpers.ts';
-import { startRole, type RoleProcess } from '../src/chaos/processes.ts';
+import { startProcess, type StartedProcess } from '../tools/processes.ts';
 import { ACCOUNT_PAYMENTS_UPDATED, collect, PAYMENT_UPDATED, wsClient, type AccountUpdate, type PaymentUpdate } from './ws-helpers.ts';
 
 /** The element at `i`, which must be there. */
@@ -22,8 +22,8 @@ const API_KEY = 'process-test-key';
 let database: { url: string; drop(): Promise<void> };
 let db: PrismaClient;
 let emulator: RunningEmulator;
-let apis: RoleProcess[] = [];
-let workers: RoleProcess[] = [];
+let apis: StartedProcess[] = [];
+let workers: StartedProcess[] = [];
 let operatorToken: string;
 
 const env = () => ({
@@ -43,10 +43,10 @@ beforeAll(async () => {
   db = createPrisma({ databaseUrl: database.url, poolSize: 2 });
   emulator = await startEmulator({ apiKey: API_KEY, port: 0 });
   const started = await Promise.all([
-    startRole('main-api.ts', env(), 'API listening'),
-    startRole('main-api.ts', env(), 'API listening'),
-    startRole('main-worker.ts', env(), 'worker started'),
-    startRole('main-worker.ts', env(), 'worker started'),
+    startProcess('main-api.ts', env(), 'API listening'),
+    startProcess('main-api.ts', env(), 'API listening'),
+    startProcess('main-worker.ts', env(), 'worker started'),
+    startProcess('main-worker.ts', env(), 'worker started'),
   ]);
   apis = started.slice(0, 2);
   workers = started.slice(2);
@@ -65,7 +65,7 @@ const apiUrl = (i: number) => apis[i]?.url ?? '';
 const fundedCustomer = (url: string, pence: number) => createFundedCustomer(url, operatorToken, pence);
 
 /** Payment ids each worker process logged as completed. */
-function completedBy(worker: RoleProcess): Set<string> {
+function completedBy(worker: StartedProcess): Set<string> {
   return new Set(worker.logs.filter((l) => l.msg === 'payment completed' && l.applied === true).map((l) => String(l.paymentId)));
 }
 

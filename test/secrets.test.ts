@@ -4,7 +4,7 @@ import { SignJWT } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { createTokenVerifier, signToken } from '../src/auth.ts';
 import { loadConfig } from '../src/config.ts';
-import { demoAllowed } from '../src/demo.ts';
+import { demoAllowed } from '../tools/demo.ts';
 import { TEST_SECRET, TEST_WEBHOOK_KEY } from './helpers.ts';
 
 // The development secret that src/config.ts used to fall back to: a token signed with it must

@@ -3,7 +3,7 @@ import { createMetrics } from '../src/ops/metrics.ts';
 import { createSettlement } from '../src/payments/settlement.ts';
 import { createProviderClient } from '../src/provider/client.ts';
 import { startWorkerRole } from '../src/roles.ts';
-import { freePort } from '../src/db/embedded.ts';
+import { freePort } from '../tools/free-port.ts';
 import { expectNoErrorLogs, gql, paymentInput, startStack, type Stack } from './helpers.ts';
 
 const PAYMENT_QUERY = /* GraphQL */ `

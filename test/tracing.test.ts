@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startRole, type RoleProcess } from '../src/chaos/processes.ts';
+import { startProcess, type StartedProcess } from '../tools/processes.ts';
 import { startEmulator, type RunningEmulator } from '../src/emulator/server.ts';
 import { createFundedCustomer, createTestDatabase, gql, paymentInput, SEND_PAYMENT, TEST_OPERATOR, TEST_SECRET } from './helpers.ts';
 import { signToken } from '../src/auth.ts';
@@ -32,7 +32,7 @@ let collector: Server;
 let collectorUrl: string;
 let database: { url: string; drop(): Promise<void> };
 let emulator: RunningEmulator;
-let roles: RoleProcess[] = [];
+let roles: StartedProcess[] = [];
 
 beforeAll(async () => {
   collector = createServer((req, res) => {
@@ -63,7 +63,7 @@ beforeAll(async () => {
     SEND_PAYMENT_RATE_LIMIT_PER_MINUTE: '0',
     OTEL_EXPORTER_OTLP_ENDPOINT: collectorUrl,
   };
-  roles = await Promise.all([startRole('main-api.ts', env, 'API listening'), startRole('main-worker.ts', env, 'worker started')]);
+  roles = await Promise.all([startProcess('main-api.ts', env, 'API listening'), startProcess('main-worker.ts', env, 'worker started')]);
 });
 afterAll(async () => {
   await Promise.all(roles.map((r) => r.stop()));

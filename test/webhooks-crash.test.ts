@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { audit, formatAudit } from '../src/audit.ts';
-import { startRole } from '../src/chaos/processes.ts';
+import { startProcess } from '../tools/processes.ts';
 import { START } from '../src/events/cursor.ts';
 import { prismaSql, readEvents } from '../src/events/store.ts';
 import { verifyWebhookSignature } from '../src/webhooks/verify.ts';
@@ -45,7 +45,7 @@ describe('a worker killed with SIGKILL during webhook deliveries', () => {
       { input: { accountId: alice.accountId, url: hooks.url } },
     );
     const secret = created.data?.createWebhookEndpoint.secret ?? '';
-    const doomed = await startRole('main-worker.ts', workerEnv(), 'worker started');
+    const doomed = await startProcess('main-worker.ts', workerEnv(), 'worker started');
     for (let i = 0; i < 30; i++) await stack.send(alice.token, paymentInput(alice.accountId, { amount: 100 }));
 
     await vi.waitFor(() => {
@@ -55,7 +55,7 @@ describe('a worker killed with SIGKILL during webhook deliveries', () => {
     await doomed.kill();
     const deliveredAtKill = hooks.delivered().size;
 
-    const rescuer = await startRole('main-worker.ts', workerEnv(), 'worker started');
+    const rescuer = await startProcess('main-worker.ts', workerEnv(), 'worker started');
     try {
       const events = await vi.waitFor(
         async () => {

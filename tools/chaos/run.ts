@@ -8,16 +8,17 @@ import pg from 'pg';
 import { uniformFloat64 } from 'pure-rand/distribution/uniformFloat64';
 import { uniformInt } from 'pure-rand/distribution/uniformInt';
 import { xoroshiro128plus } from 'pure-rand/generator/xoroshiro128plus';
-import { audit, formatAudit, type AuditReport } from '../audit.ts';
-import { signToken } from '../auth.ts';
-import { ensureDatabase, freePort, startEmbeddedPostgres, type EmbeddedDatabase } from '../db/embedded.ts';
-import { createPrisma } from '../db/prisma.ts';
-import { migrate } from '../db/migrate.ts';
+import { audit, formatAudit, type AuditReport } from '../../src/audit.ts';
+import { signToken } from '../../src/auth.ts';
+import { ensureDatabase, startEmbeddedPostgres, type EmbeddedDatabase } from '../embedded-postgres.ts';
+import { freePort } from '../free-port.ts';
+import { createPrisma } from '../../src/db/prisma.ts';
+import { migrate } from '../../src/db/migrate.ts';
 import { accountEventIds, compareStreams, followAccountEvents, type EventFollower } from './event-follower.ts';
-import { START } from '../events/cursor.ts';
-import { prismaSql, readEvents } from '../events/store.ts';
-import { verifyWebhookSignature } from '../webhooks/verify.ts';
-import { startRole, type RoleProcess } from './processes.ts';
+import { START } from '../../src/events/cursor.ts';
+import { prismaSql, readEvents } from '../../src/events/store.ts';
+import { verifyWebhookSignature } from '../../src/webhooks/verify.ts';
+import { startProcess, type StartedProcess } from '../processes.ts';
 
 /** The element at `i`, which must be there. */
 function at<T>(list: readonly T[], i: number): T {
@@ -202,8 +203,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       LOG_LEVEL: 'info',
     };
     // Processes that die without being told to are a finding, not noise: count them, restart them.
-    const watched = new Set<RoleProcess>();
-    const watch = (proc: RoleProcess, restart: () => Promise<void>) => {
+    const watched = new Set<StartedProcess>();
+    const watch = (proc: StartedProcess, restart: () => Promise<void>) => {
       watched.add(proc);
       void proc.exited.then(async (exit) => {
         if (!watched.has(proc)) return;
@@ -215,9 +216,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
         await restart().catch(() => undefined);
       });
     };
-    const stopWatching = (proc: RoleProcess) => watched.delete(proc);
+    const stopWatching = (proc: StartedProcess) => watched.delete(proc);
 
-    const provider = await startRole('main-provider.ts', env, 'provider emulator listening');
+    const provider = await startProcess('main-provider.ts', env, 'provider emulator listening');
     cleanups.push(() => {
       stopWatching(provider);
       return provider.stop();
@@ -227,20 +228,20 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     const startUntilUp = async (script: string, extra: Record<string, string>, ready: string) => {
       for (let attempt = 1; ; attempt++) {
         try {
-          return await startRole(script, { ...env, ...extra }, ready);
+          return await startProcess(script, { ...env, ...extra }, ready);
         } catch (error) {
           if (attempt >= 30) throw error;
           await new Promise((r) => setTimeout(r, 500));
         }
       }
     };
-    const apis: RoleProcess[] = [];
+    const apis: StartedProcess[] = [];
     const startApi = async (i: number) => {
       const api = await startUntilUp('main-api.ts', { PORT: String(apiPorts[i]) }, 'API listening');
       apis[i] = api;
       watch(api, () => startApi(i));
     };
-    const workers: RoleProcess[] = [];
+    const workers: StartedProcess[] = [];
     const startWorker = async (i: number) => {
       const worker = await startUntilUp('main-worker.ts', {}, 'worker started');
       workers[i] = worker;
@@ -398,8 +399,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     });
 
     // SIGKILL, not SIGTERM: a crash, with whatever it had in flight.
-    const killAndRestart = async (roles: RoleProcess[], index: number, start: (i: number) => Promise<void>) => {
-      const victim = roles[index];
+    const killAndRestart = async (processes: StartedProcess[], index: number, start: (i: number) => Promise<void>) => {
+      const victim = processes[index];
       if (victim) {
         stopWatching(victim);
         await victim.kill();

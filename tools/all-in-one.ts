@@ -1,13 +1,14 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BANK_SORT_CODE, createAccountService } from './accounts/accounts.ts';
-import { requireJwtSecret, type Config } from './config.ts';
+import { BANK_SORT_CODE, createAccountService } from '../src/accounts/accounts.ts';
+import { requireJwtSecret, type Config } from '../src/config.ts';
 import { demoAllowed, demoTokens, seedDemo } from './demo.ts';
-import { migrate } from './db/migrate.ts';
-import { startEmulator } from './emulator/server.ts';
-import type { Logger } from './logger.ts';
-import { createMetrics } from './ops/metrics.ts';
-import { startApiRole, startWorkerRole } from './roles.ts';
+import { ensureDatabase, startEmbeddedPostgres } from './embedded-postgres.ts';
+import { migrate } from '../src/db/migrate.ts';
+import { startEmulator } from '../src/emulator/server.ts';
+import type { Logger } from '../src/logger.ts';
+import { createMetrics } from '../src/ops/metrics.ts';
+import { startApiRole, startWorkerRole } from '../src/roles.ts';
 
 /**
  * Everything in one process, for a newcomer's machine: embedded PostgreSQL (unless
@@ -24,8 +25,6 @@ export async function runAllInOne(config: Config, logger: Logger, stops: Array<(
   if (!databaseUrl) {
     const dataDir = path.join(ROOT, '.data', 'postgres');
     logger.info({ dataDir, port: EMBEDDED_PORT }, 'DATABASE_URL is unset: starting embedded PostgreSQL');
-    // Loaded only here: embedded PostgreSQL is a development dependency, absent from production installs.
-    const { ensureDatabase, startEmbeddedPostgres } = await import('./db/embedded.ts');
     const pg = await startEmbeddedPostgres({ dataDir, port: EMBEDDED_PORT, onLog: (line) => logger.debug({ postgres: line.trim() }) });
     stops.push(() => pg.stop());
     await ensureDatabase(pg.adminUrl, 'payments');

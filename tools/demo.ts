@@ -1,7 +1,7 @@
-import type { AccountService } from './accounts/accounts.ts';
-import { signToken, type Viewer } from './auth.ts';
-import type { Config } from './config.ts';
-import type { PrismaClient } from './db/prisma.ts';
+import type { AccountService } from '../src/accounts/accounts.ts';
+import { signToken, type Viewer } from '../src/auth.ts';
+import type { Config } from '../src/config.ts';
+import type { PrismaClient } from '../src/db/prisma.ts';
 
 /**
  * Demo data for `npm start`: two customers with funded accounts. Fixed ids, so the printed

@@ -1,6 +1,6 @@
 import { createClient, type Client } from 'graphql-ws';
 import WebSocket from 'ws';
-import { encodeCursor, START } from '../events/cursor.ts';
+import { encodeCursor, START } from '../../src/events/cursor.ts';
 
 /**
  * A client of `accountEvents` as an integrator would write one: it remembers the id of the last

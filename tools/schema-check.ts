@@ -2,14 +2,14 @@ import { readdir, readFile } from 'node:fs/promises';
 import { CriticalityLevel, diff } from '@graphql-inspector/core';
 import { mergeTypeDefs } from '@graphql-tools/merge';
 import { buildASTSchema, buildSchema } from 'graphql';
-import { runMain } from '../run-main.ts';
+import { runMain } from '../src/run-main.ts';
 
 /**
  * `npm run schema:check`: schema.graphql against the contract's surface (docs/contract/*.graphql,
  * the SDL of shared docs/api-contract.md, one file per part built so far). Adding to the contract is
  * fine; removing, renaming or retyping anything in it is a breaking change and exits 1.
  */
-const ROOT = new URL('../../', import.meta.url);
+const ROOT = new URL('../', import.meta.url);
 
 runMain(async () => {
   const dir = new URL('docs/contract/', ROOT);

@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
-import { runChaos } from '../chaos/run.ts';
-import { runMain } from '../run-main.ts';
+import { runChaos } from './run.ts';
+import { runMain } from '../../src/run-main.ts';
 
 /** npm run chaos -- --payments 2000 --seed 7   (exit code 1 on any violated invariant) */
 runMain(async () => {

@@ -1,12 +1,13 @@
-import { loadConfig } from './config.ts';
-import { createLogger } from './logger.ts';
-import { runMain } from './run-main.ts';
-import { onShutdown } from './shutdown.ts';
-import { startTracing } from './telemetry/tracing.ts';
+import { loadConfig } from '../src/config.ts';
+import { createLogger } from '../src/logger.ts';
+import { runMain } from '../src/run-main.ts';
+import { onShutdown } from '../src/shutdown.ts';
+import { startTracing } from '../src/telemetry/tracing.ts';
 
 /**
  * `npm start`: everything in one process for a newcomer's machine (all-in-one.ts): embedded
- * PostgreSQL, migrations, the emulator, the API, the worker and demo data.
+ * PostgreSQL, migrations, the emulator, the API, the worker and demo data. A development tool, not
+ * product code: embedded PostgreSQL is a development dependency, absent from the production image.
  */
 runMain(async () => {
   // The one entry point allowed the repository's development secret: a local demo.
@@ -18,7 +19,7 @@ runMain(async () => {
   const stops: Array<() => Promise<void>> = [];
   await runAllInOne(config, logger, stops);
   // After starting: this takes the signals over from the libraries that registered their own
-  // (embedded PostgreSQL would stop itself under a draining API), see shutdown.ts.
+  // (embedded PostgreSQL would stop itself under a draining API), see src/shutdown.ts.
   onShutdown(logger, async () => {
     for (const stop of stops) await stop();
     await tracing?.shutdown();

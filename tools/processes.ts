@@ -2,9 +2,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import readline from 'node:readline';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
-export interface RoleProcess {
+/** A node process started by `startProcess`: its output, and how to stop or kill it. */
+export interface StartedProcess {
   proc: ChildProcess;
   pid: number;
   /** The API URL, for API processes. */
@@ -35,12 +36,12 @@ export type Readiness = string | { url: string };
  * ready: its log says `ready` (at the default LOG_LEVEL info), or `ready.url` answers 200.
  * `nodeFlags` go before the script (e.g. --cpu-prof for the bench).
  */
-export async function startRole(
+export async function startProcess(
   script: string,
   env: Record<string, string>,
   ready: Readiness,
   options: { nodeFlags?: string[] } = {},
-): Promise<RoleProcess> {
+): Promise<StartedProcess> {
   const proc = spawn(process.execPath, [...(options.nodeFlags ?? []), script.includes('/') ? script : `src/${script}`], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...env },
