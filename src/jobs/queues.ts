@@ -1,6 +1,13 @@
 import type { Job, PgBoss, Queue, SendOptions } from 'pg-boss';
 import { z } from 'zod';
 
+/**
+ * The job registry: every queue of the service, declared once in `JOBS` below with its payload
+ * schema, its options, its schedule and how it is consumed (graphile-worker's task list and
+ * crontab in one table). A payload is typed when it is sent (src/jobs/enqueue.ts, the only place
+ * jobs are sent from) and parsed when a worker reads it back (src/jobs/worker.ts).
+ */
+
 /** Jobs waiting (created or retry) are kept this long; pg-boss's default (14 days) would drop a payment's only job. */
 const WAITING_JOB_RETENTION_SECONDS = 365 * 24 * 3600;
 
@@ -59,7 +66,7 @@ export interface QueuePolicy {
   jobExpireSeconds: number;
 }
 
-export function settleJobOptions({ retry, jobExpireSeconds }: QueuePolicy): SendOptions {
+function settleJobOptions({ retry, jobExpireSeconds }: QueuePolicy): SendOptions {
   return {
     retryLimit: retry.limit,
     retryDelay: retry.delaySeconds,
@@ -72,12 +79,12 @@ export function settleJobOptions({ retry, jobExpireSeconds }: QueuePolicy): Send
 }
 
 /** A poll of the provider's events whose worker died frees the feed after this long. */
-export function providerEventsExpireSeconds(policy: QueuePolicy): number {
+function providerEventsExpireSeconds(policy: QueuePolicy): number {
   return Math.max(policy.jobExpireSeconds, 5);
 }
 
 /** A scheduled payment's execution job: DB work only, retried with backoff; kept until long after its day. */
-export function executeJobOptions({ retry, jobExpireSeconds }: QueuePolicy): SendOptions {
+function executeJobOptions({ retry, jobExpireSeconds }: QueuePolicy): SendOptions {
   return {
     retryLimit: 1_000,
     retryDelay: retry.delaySeconds,
@@ -89,7 +96,7 @@ export function executeJobOptions({ retry, jobExpireSeconds }: QueuePolicy): Sen
 }
 
 /** Returning a credit to the provider: retried (capped backoff) until the provider confirms. */
-export function creditReturnJobOptions({ retry, jobExpireSeconds }: QueuePolicy): SendOptions {
+function creditReturnJobOptions({ retry, jobExpireSeconds }: QueuePolicy): SendOptions {
   return {
     retryLimit: 1_000_000,
     retryDelay: retry.delaySeconds,
