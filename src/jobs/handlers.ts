@@ -8,8 +8,7 @@ import type { ProviderFeed } from '../payments/provider-feed.ts';
 import type { ScheduledExecution } from '../payments/scheduled.ts';
 import type { Settlement } from '../payments/settlement.ts';
 import type { StandingOrders } from '../payments/standing-orders.ts';
-import type { WebhookDelivery } from '../webhooks/deliver.ts';
-import type { JobHandlers, QueuePolicy, SettlePaymentJob } from './queues.ts';
+import type { DeliverWebhookJob, JobHandlers, QueuePolicy, SettlePaymentJob } from './queues.ts';
 import { sweepOrphanedPayments } from './sweeper.ts';
 
 /**
@@ -42,7 +41,8 @@ export function createJobHandlers(deps: {
   standingOrders: StandingOrders;
   providerFeed: ProviderFeed;
   holds: Pick<HoldService, 'expireHolds'>;
-  webhooks: Pick<WebhookDelivery, 'attempt'>;
+  /** One webhook delivery attempt (src/webhooks/deliver.ts), if `jobId` is still the job allowed to make it. */
+  webhooks: { attempt(jobId: string, job: DeliverWebhookJob): Promise<void> };
   /** The sweeper re-enqueues PENDING payments without a live job once they are this old. */
   sweepMinAgeSeconds: number;
   /** Payment events are kept this long (EVENT_RETENTION_DAYS). */
