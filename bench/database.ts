@@ -7,7 +7,7 @@ import { ensureDatabase, startEmbeddedPostgres, type EmbeddedDatabase } from '..
 import { freePort } from '../tools/free-port.ts';
 import { migrate } from '../src/db/migrate.ts';
 import { createLogger } from '../src/logger.ts';
-import { startBoss } from '../src/roles.ts';
+import { startQueue } from '../src/app/queue.ts';
 
 export const ACCOUNTS = 10_000;
 /** Opening balance of every bench account, in pence: no payment in the run can exhaust it. */
@@ -80,7 +80,7 @@ export async function startBenchDatabase(config: Config, log: (line: string) => 
 /** Migrations, pg-boss's schema and queues, then 10,000 funded customers with one account each. */
 export async function prepareDatabase(url: string, config: Config): Promise<void> {
   await migrate(url);
-  const boss = await startBoss({
+  const boss = await startQueue({
     databaseUrl: url,
     config,
     logger: createLogger({ level: 'silent', name: 'bench' }),

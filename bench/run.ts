@@ -10,7 +10,7 @@ import { freePort } from '../tools/free-port.ts';
 import { startEmulator } from '../src/emulator/server.ts';
 import { QUEUES } from '../src/jobs/queues.ts';
 import { createLogger } from '../src/logger.ts';
-import { startBoss } from '../src/roles.ts';
+import { startQueue } from '../src/app/queue.ts';
 import { findPgbench, runNodeBaseline, runPgbench, type AccountChoice } from './baseline.ts';
 import {
   ACCOUNTS,
@@ -114,7 +114,7 @@ async function main(): Promise<void> {
     await prepareDatabase(db.url, config);
     log(`seeded ${ACCOUNTS} accounts`);
 
-    const boss = await startBoss({ databaseUrl: db.url, config, logger: createLogger({ level: 'silent', name: 'bench' }) });
+    const boss = await startQueue({ databaseUrl: db.url, config, logger: createLogger({ level: 'silent', name: 'bench' }) });
     const sql = await captureTransactionSql(boss, config, customerIdOf(1), accountIdOf(1));
     await boss.stop({ graceful: false, close: true });
 

@@ -1,11 +1,11 @@
 import type { PgBoss } from 'pg-boss';
 import type { Config } from '../src/config.ts';
 import type { Payment, Tx } from '../src/db/prisma.ts';
-import { QUEUES, settleJobOptions, type SettlePaymentJob } from '../src/jobs/queues.ts';
+import { enqueueSettlement } from '../src/jobs/enqueue.ts';
 import { londonDay } from '../src/payments/limits.ts';
 import { take } from '../src/payments/transitions.ts';
 import { fingerprintOf } from '../src/payments/send-payment.ts';
-import { queuePolicy } from '../src/roles.ts';
+import { queuePolicy } from '../src/app/queue.ts';
 import type { SendPaymentCommand } from '../src/validation.ts';
 
 export interface Statement {
@@ -51,23 +51,13 @@ export async function captureTransactionSql(boss: PgBoss, config: Config, custom
   const recorder = {
     $queryRawUnsafe: async (text: string, ...values: unknown[]) => {
       recorded.push({ text, values });
-      return recorded.length === 1 ? [{ ...fakePayment, balanceAfter: 1n }] : [];
+      return recorded.length === 1 ? [{ ...fakePayment, balanceAfter: 1n }] : [{ id: SAMPLE_PAYMENT_ID }];
     },
   } as unknown as Tx;
 
   // The insert statement includes the daily limit's upsert (issue 15), so the baselines pay for it too.
   await take(recorder, customerId, cmd, fingerprintOf(cmd), { status: 'PENDING', limitDay: londonDay(new Date()), dailyLimit: config.payeeSafety.dailyLimit });
-  const job: SettlePaymentJob = { paymentId: SAMPLE_PAYMENT_ID };
-  await boss.send(QUEUES.settle, job, {
-    ...settleJobOptions(queuePolicy(config)),
-    id: SAMPLE_PAYMENT_ID,
-    db: {
-      executeSql: async (text: string, values: unknown[]) => {
-        recorded.push({ text, values });
-        return { rows: [{ id: SAMPLE_PAYMENT_ID }] };
-      },
-    },
-  });
+  await enqueueSettlement(boss, recorder, queuePolicy(config), { paymentId: SAMPLE_PAYMENT_ID });
   const [insert, enqueue] = recorded;
   if (!insert || !enqueue || recorded.length !== 2) {
     throw new Error(`expected 2 statements in the sendPayment transaction, recorded ${recorded.length}`);

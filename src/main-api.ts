@@ -10,8 +10,8 @@ runMain(async () => {
   const logger = createLogger({ level: config.logLevel, name: 'payments' });
   const tracing = await startTracing({ serviceName: 'payments-api', endpoint: config.telemetry.endpoint });
   // Imported once tracing has started, so what it instruments (http, pg, graphql) is patched as it loads.
-  const { startApiRole } = await import('./roles.ts');
-  const api = await startApiRole({ config, databaseUrl: requireSetting(config.databaseUrl, 'DATABASE_URL'), logger });
+  const { startApiProcess } = await import('./app/api.ts');
+  const api = await startApiProcess({ config, databaseUrl: requireSetting(config.databaseUrl, 'DATABASE_URL'), logger });
   onShutdown(logger, async () => {
     await api.stop();
     await tracing?.shutdown();

@@ -10,8 +10,8 @@ runMain(async () => {
   const logger = createLogger({ level: config.logLevel, name: 'payments' });
   const tracing = await startTracing({ serviceName: 'payments-worker', endpoint: config.telemetry.endpoint });
   // Imported once tracing has started, so what it instruments (pg, fetch) is patched as it loads.
-  const { startWorkerRole } = await import('./roles.ts');
-  const worker = await startWorkerRole({
+  const { startWorkerProcess } = await import('./app/worker.ts');
+  const worker = await startWorkerProcess({
     config,
     databaseUrl: requireSetting(config.databaseUrl, 'DATABASE_URL'),
     providerUrl: requireSetting(config.providerUrl, 'PROVIDER_URL'),

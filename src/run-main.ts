@@ -10,8 +10,8 @@ export function runMain(main: () => Promise<void>): void {
   });
 }
 
-/** A setting that this role cannot run without. */
+/** A setting that this process cannot run without. */
 export function requireSetting<T>(value: T | undefined, name: string): T {
-  if (value === undefined) throw new ConfigError(`Invalid environment:\n  ${name}: is required for this role`);
+  if (value === undefined) throw new ConfigError(`Invalid environment:\n  ${name}: is required for this process`);
   return value;
 }

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished, vi }
 import { comparePositions, decodeCursor, encodeCursor, START } from '../src/events/cursor.ts';
 import { startEventFeed } from '../src/events/feed.ts';
 import { prismaSql, pruneEvents, readEvents } from '../src/events/store.ts';
-import { startApiRole, type ApiRole } from '../src/roles.ts';
+import { startApiProcess, type ApiProcess } from '../src/app/api.ts';
 import { gql, paymentInput, startStack, type Stack, type TestCustomer } from './helpers.ts';
 import { startStallingProxy, type StallingProxy } from './tcp-proxy.ts';
 import { collect, wsClient } from './ws-helpers.ts';
@@ -42,7 +42,7 @@ interface EventsPage {
 
 let stack: Stack;
 let proxy: StallingProxy;
-let second: ApiRole;
+let second: ApiProcess;
 let secondUrl: string;
 
 beforeAll(async () => {
@@ -53,7 +53,7 @@ beforeAll(async () => {
     env: { EVENT_POLL_INTERVAL_MS: '50', EVENT_QUERY_TIMEOUT_MS: '1000' },
     eventsDatabaseUrl: (url) => proxy.via(url),
   });
-  second = await startApiRole({ config: stack.config, databaseUrl: stack.databaseUrl, logger: stack.logger, port: 0 });
+  second = await startApiProcess({ config: stack.config, databaseUrl: stack.databaseUrl, logger: stack.logger, port: 0 });
   secondUrl = second.api.url.replace('localhost', '127.0.0.1');
 });
 afterAll(async () => {

@@ -8,7 +8,7 @@ import { startEmbeddedPostgres } from '../tools/embedded-postgres.ts';
 import { freePort } from '../tools/free-port.ts';
 import { migrate } from '../src/db/migrate.ts';
 import { createLogger } from '../src/logger.ts';
-import { startBoss } from '../src/roles.ts';
+import { startQueue } from '../src/app/queue.ts';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -50,7 +50,7 @@ export default async function setup(project: TestProject) {
   const templateUrl = withDatabase(adminUrl, templateDb);
   await migrate(templateUrl);
   // Install pg-boss's schema and our queues once, so clones start with them.
-  const boss = await startBoss({
+  const boss = await startQueue({
     databaseUrl: templateUrl,
     config: loadConfig({}),
     logger: createLogger({ level: 'silent', name: 'test-setup' }),

@@ -3,7 +3,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.ts';
 import { COST_LIMITS, queryCost } from '../src/graphql/cost.ts';
 import { buildSchema } from '../src/graphql/server.ts';
-import { startApiRole } from '../src/roles.ts';
+import { startApiProcess } from '../src/app/api.ts';
 import { expectNoErrorLogs, gql, paymentInput, startStack, TEST_SECRET, TEST_WEBHOOK_KEY, type Stack, type TestCustomer } from './helpers.ts';
 import { collect, PAYMENT_UPDATED, wsClient, type PaymentUpdate } from './ws-helpers.ts';
 
@@ -201,7 +201,7 @@ describe('production settings', () => {
   it('gives no "did you mean" hints over HTTP or the WebSocket when introspection is off', async () => {
     const config = loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET, WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY, METRICS_PORT: '0' });
     expect(config.introspection).toBe(false);
-    const api = await startApiRole({ config, databaseUrl: stack.databaseUrl, logger: stack.logger, port: 0 });
+    const api = await startApiProcess({ config, databaseUrl: stack.databaseUrl, logger: stack.logger, port: 0 });
     const url = api.api.url.replace('localhost', '127.0.0.1');
     const { client } = wsClient(url, alice.token);
     try {
@@ -244,7 +244,7 @@ describe('metrics', () => {
 
   it('reads the count again once the window has passed', async () => {
     let counted = 0;
-    const api = await startApiRole({
+    const api = await startApiProcess({
       config: stack.config,
       databaseUrl: stack.databaseUrl,
       logger: stack.logger,
@@ -271,7 +271,7 @@ describe('metrics', () => {
     expect(() => loadConfig({ METRICS_PORT: 'ninety' })).toThrow(/METRICS_PORT/);
 
     const config = loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET, WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY, METRICS_PORT: '0' });
-    const api = await startApiRole({ config, databaseUrl: stack.databaseUrl, logger: stack.logger, port: 0 });
+    const api = await startApiProcess({ config, databaseUrl: stack.databaseUrl, logger: stack.logger, port: 0 });
     try {
       const publicBase = api.api.url.replace('localhost', '127.0.0.1').replace(/\/graphql$/, '');
       expect((await fetch(`${publicBase}/metrics`)).status).toBe(404);

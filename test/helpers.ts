@@ -7,7 +7,8 @@ import { createPrisma, type PrismaClient } from '../src/db/prisma.ts';
 import { startEmulator, type RunningEmulator } from '../src/emulator/server.ts';
 import { createLogger, type Logger } from '../src/logger.ts';
 import type { Clock } from '../src/calendar.ts';
-import { startApiRole, startWorkerRole, type ApiRole, type WorkerRole } from '../src/roles.ts';
+import { startApiProcess, type ApiProcess } from '../src/app/api.ts';
+import { startWorkerProcess, type WorkerProcess } from '../src/app/worker.ts';
 import { withDatabase } from './global-setup.ts';
 
 export const TEST_SECRET = 'test-secret-that-is-at-least-32-bytes-long!!';
@@ -169,14 +170,14 @@ export interface Stack {
   emulator: RunningEmulator;
   /** A client of the test's own, for looking at the database. */
   db: PrismaClient;
-  api: ApiRole;
-  worker: WorkerRole | null;
+  api: ApiProcess;
+  worker: WorkerProcess | null;
   operatorToken: string;
   errorLogs: string[];
   /** Every log line, when started with `logLevel`. */
   logLines: string[];
   logger: Logger;
-  startWorker(): Promise<WorkerRole>;
+  startWorker(): Promise<WorkerProcess>;
   newCustomer(fundPence: number): Promise<TestCustomer>;
   send(token: string, input: Record<string, unknown>): Promise<SendPaymentData['sendPayment']>;
   stop(): Promise<void>;
@@ -205,7 +206,7 @@ export async function startStack(
   const config = testConfig(options.env);
   const { logger, errors, lines } = captureLogger(options.logLevel ? { level: options.logLevel, keepAll: true } : {});
   const emulator = await startEmulator({ apiKey: config.providerApiKey, port: 0 });
-  const api = await startApiRole({
+  const api = await startApiProcess({
     config,
     databaseUrl: database.url,
     logger,
@@ -231,7 +232,7 @@ export async function startStack(
     logLines: lines,
     logger,
     async startWorker() {
-      stack.worker = await startWorkerRole({
+      stack.worker = await startWorkerProcess({
         config,
         databaseUrl: database.url,
         providerUrl: emulator.url,

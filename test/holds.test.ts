@@ -3,7 +3,8 @@ import { audit } from '../src/audit.ts';
 import { QUEUES } from '../src/jobs/queues.ts';
 import { createMetrics } from '../src/ops/metrics.ts';
 import { createHoldService, HOLD_EXPIRY_OPERATOR, type HoldService } from '../src/payments/holds.ts';
-import { queuePolicy } from '../src/roles.ts';
+import { queuePolicy } from '../src/app/queue.ts';
+import { createPaymentJobs } from '../src/jobs/enqueue.ts';
 import { expectNoErrorLogs, gql, paymentInput, startStack, type Stack, type TestCustomer } from './helpers.ts';
 import { collect, PAYMENT_UPDATED, wsClient, type PaymentUpdate } from './ws-helpers.ts';
 
@@ -27,8 +28,7 @@ beforeAll(async () => {
   // The customer's side (cancelPayment of contract v2 hands HELD payments to cancelHeldPayment).
   holds = createHoldService({
     prisma: stack.db,
-    boss,
-    queue: queuePolicy(stack.config),
+    jobs: createPaymentJobs({ boss, policy: queuePolicy(stack.config), clock: now }),
     policy: stack.config.payeeSafety,
     clock: now,
     logger: stack.logger,

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startApiRole, type ApiRole } from '../src/roles.ts';
+import { startApiProcess, type ApiProcess } from '../src/app/api.ts';
 import { parse, validate } from 'graphql';
 import { renderIde } from '../src/graphql/ide/page.ts';
 import { buildSchema } from '../src/graphql/server.ts';
@@ -24,7 +24,7 @@ const ARTIFACTS = new URL('../test-results/', import.meta.url);
 
 let stack: Stack;
 let alice: TestCustomer;
-let ide: ApiRole;
+let ide: ApiProcess;
 let browser: Browser;
 
 beforeAll(async () => {
@@ -33,7 +33,7 @@ beforeAll(async () => {
   stack = await startStack({ worker: false });
   alice = await stack.newCustomer(50_000);
   // A second API process on the same database whose IDE opens with Alice's token, as `npm start` does.
-  ide = await startApiRole({ config: stack.config, databaseUrl: stack.databaseUrl, logger: stack.logger, port: 0, ideDemo: { token: alice.token, accountId: alice.accountId } });
+  ide = await startApiProcess({ config: stack.config, databaseUrl: stack.databaseUrl, logger: stack.logger, port: 0, ideDemo: { token: alice.token, accountId: alice.accountId } });
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],

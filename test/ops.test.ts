@@ -5,7 +5,7 @@ import { parse } from 'yaml';
 import { signToken } from '../src/auth.ts';
 import { gql, paymentInput, startStack, TEST_SECRET, type Stack, type TestCustomer } from './helpers.ts';
 import { startProcess } from '../tools/processes.ts';
-import { startWorkerRole } from '../src/roles.ts';
+import { startWorkerProcess } from '../src/app/worker.ts';
 import { startStallingProxy } from './tcp-proxy.ts';
 
 let stack: Stack;
@@ -45,7 +45,7 @@ describe('metrics', () => {
   });
 
   it("shows provider calls by outcome, retries and the circuit's state on the worker", async () => {
-    const own = await startWorkerRole({ config: stack.config, databaseUrl: stack.databaseUrl, providerUrl: stack.emulator.url, logger: stack.logger, opsPort: 0, pollingIntervalSeconds: 0.5 });
+    const own = await startWorkerProcess({ config: stack.config, databaseUrl: stack.databaseUrl, providerUrl: stack.emulator.url, logger: stack.logger, opsPort: 0, pollingIntervalSeconds: 0.5 });
     try {
       stack.emulator.setFaults({ failNextCreates: 1 });
       const sent = await stack.send(alice.token, paymentInput(alice.accountId, { amount: 77 }));

@@ -14,7 +14,7 @@ function at<T>(list: readonly T[], i: number): T {
 }
 
 /**
- * The roles as separate operating-system processes, started the way `npm run start:api` and
+ * The API and the worker as separate operating-system processes, started the way `npm run start:api` and
  * `npm run start:worker` start them: two API processes and two workers on one PostgreSQL,
  * with the provider emulator.
  */
@@ -148,7 +148,7 @@ describe('many processes on one database', () => {
     }
   });
 
-  it('stops every role cleanly on SIGTERM, with exit code 0 and no error logs', async () => {
+  it('stops every process cleanly on SIGTERM, with exit code 0 and no error logs', async () => {
     const codes = await Promise.all([...apis, ...workers].map((p) => p.stop()));
     expect(codes).toEqual([0, 0, 0, 0]);
     expect([...apis, ...workers].flatMap((p) => p.errors)).toEqual([]);

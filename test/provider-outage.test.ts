@@ -1,11 +1,12 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { PgBoss } from 'pg-boss';
 import { loadConfig } from '../src/config.ts';
-import { startWorkers, type RunningWorkers } from '../src/jobs/worker.ts';
+import { settlementHandlers } from '../src/jobs/handlers.ts';
+import { startConsumers, type RunningJobs } from '../src/jobs/worker.ts';
 import { createMetrics } from '../src/ops/metrics.ts';
 import { createSettlement } from '../src/payments/settlement.ts';
 import { createProviderClient, type ProviderClientOptions } from '../src/provider/client.ts';
-import { queuePolicy, startBoss } from '../src/roles.ts';
+import { queuePolicy, startQueue } from '../src/app/queue.ts';
 import { paymentInput, startStack, type Stack } from './helpers.ts';
 
 // A retry budget of about three seconds (2 retries, 1 s apart), and a provider that stops calls
@@ -13,7 +14,7 @@ import { paymentInput, startStack, type Stack } from './helpers.ts';
 // must not spend that budget.
 let stack: Stack;
 let boss: PgBoss | null = null;
-let workers: RunningWorkers | null = null;
+let workers: RunningJobs | null = null;
 beforeEach(async () => {
   stack = await startStack({ worker: false, env: { PAYMENT_RETRY_LIMIT: '2', PAYMENT_RETRY_DELAY_SECONDS: '1', PAYMENT_RETRY_DELAY_MAX_SECONDS: '1' } });
 });
@@ -28,16 +29,17 @@ afterEach(async () => {
 /** A worker on this stack's queue whose provider client has the given breaker settings. */
 async function startWorker(client: Partial<ProviderClientOptions>) {
   const provider = createProviderClient({ baseUrl: stack.emulator.url, apiKey: stack.config.providerApiKey, timeoutMs: 1_000, ...client });
-  boss = await startBoss({ databaseUrl: stack.databaseUrl, config: stack.config, logger: stack.logger });
-  workers = await startWorkers({
+  boss = await startQueue({ databaseUrl: stack.databaseUrl, config: stack.config, logger: stack.logger });
+  workers = await startConsumers({
     boss,
     prisma: stack.db,
-    queue: queuePolicy(stack.config),
-    settlement: createSettlement({ prisma: stack.db, provider, logger: stack.logger, metrics: createMetrics() }),
+    policy: queuePolicy(stack.config),
+    handlers: settlementHandlers(createSettlement({ prisma: stack.db, provider, logger: stack.logger, metrics: createMetrics() })),
     logger: stack.logger,
     concurrency: 2,
-    pollingIntervalSeconds: 0.5,
-    sweepMinAgeSeconds: 300,
+    polling: { busySeconds: 0.5, idleSeconds: 0.5 },
+    providerEventsPollSeconds: 1,
+    webhooks: { concurrency: 1, endpointConcurrency: 1 },
   });
 }
 

@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.ts';
 import { QUERY_LIMITS } from '../src/graphql/limits.ts';
-import { startApiRole } from '../src/roles.ts';
+import { startApiProcess } from '../src/app/api.ts';
 import { gql, paymentInput, rowCounts, SEND_PAYMENT, startStack, TEST_SECRET, TEST_WEBHOOK_KEY, type SendPaymentData, type Stack, type TestCustomer } from './helpers.ts';
 import { collect, wsClient } from './ws-helpers.ts';
 
@@ -82,7 +82,7 @@ describe('rate limits', () => {
 
   it('holds the limit across API processes that share the database', async () => {
     const own = await startStack({ worker: false, env: { SEND_PAYMENT_RATE_LIMIT_PER_MINUTE: '3' } });
-    const second = await startApiRole({ config: own.config, databaseUrl: own.databaseUrl, logger: own.logger, port: 0 });
+    const second = await startApiProcess({ config: own.config, databaseUrl: own.databaseUrl, logger: own.logger, port: 0 });
     try {
       const secondUrl = second.api.url.replace('localhost', '127.0.0.1');
       const bob = await own.newCustomer(10_000);
@@ -111,7 +111,7 @@ describe('production mode', () => {
     expect(config).toMatchObject({ ide: false, introspection: false });
     expect(loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET, WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY, GRAPHQL_IDE: 'true' })).toMatchObject({ ide: true, introspection: true });
 
-    const api = await startApiRole({ config, databaseUrl: stack.databaseUrl, logger: stack.logger, port: 0 });
+    const api = await startApiProcess({ config, databaseUrl: stack.databaseUrl, logger: stack.logger, port: 0 });
     try {
       const url = api.api.url.replace('localhost', '127.0.0.1');
       const page = await fetch(url, { headers: { accept: 'text/html' } });

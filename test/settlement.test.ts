@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createMetrics } from '../src/ops/metrics.ts';
 import { createSettlement } from '../src/payments/settlement.ts';
 import { createProviderClient } from '../src/provider/client.ts';
-import { startWorkerRole } from '../src/roles.ts';
+import { startWorkerProcess } from '../src/app/worker.ts';
 import { freePort } from '../tools/free-port.ts';
 import { expectNoErrorLogs, gql, paymentInput, startStack, type Stack } from './helpers.ts';
 
@@ -210,7 +210,7 @@ describe('what customers are told about their payment', () => {
     const own = await startStack({ worker: false, env: { PAYMENT_RETRY_LIMIT: '0' } });
     // A provider address where nothing listens: every call is a network error naming it.
     const unreachable = `http://127.0.0.1:${await freePort()}`;
-    const worker = await startWorkerRole({ config: own.config, databaseUrl: own.databaseUrl, providerUrl: unreachable, logger: own.logger, pollingIntervalSeconds: 0.5 });
+    const worker = await startWorkerProcess({ config: own.config, databaseUrl: own.databaseUrl, providerUrl: unreachable, logger: own.logger, pollingIntervalSeconds: 0.5 });
     try {
       const dora = await own.newCustomer(10_000);
       const sent = await own.send(dora.token, paymentInput(dora.accountId));

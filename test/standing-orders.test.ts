@@ -3,7 +3,8 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { audit, formatAudit } from '../src/audit.ts';
 import { createMetrics } from '../src/ops/metrics.ts';
 import { createStandingOrders } from '../src/payments/standing-orders.ts';
-import { queuePolicy, startBoss } from '../src/roles.ts';
+import { queuePolicy, startQueue } from '../src/app/queue.ts';
+import { createPaymentJobs } from '../src/jobs/enqueue.ts';
 import { gql, rowCounts, startStack, testClock, type Stack, type TestCustomer } from './helpers.ts';
 
 /**
@@ -17,8 +18,8 @@ let bosses: PgBoss[] = [];
 beforeAll(async () => {
   stack = await startStack({ worker: false, clock });
   bosses = [
-    await startBoss({ databaseUrl: stack.databaseUrl, config: stack.config, logger: stack.logger }),
-    await startBoss({ databaseUrl: stack.databaseUrl, config: stack.config, logger: stack.logger }),
+    await startQueue({ databaseUrl: stack.databaseUrl, config: stack.config, logger: stack.logger }),
+    await startQueue({ databaseUrl: stack.databaseUrl, config: stack.config, logger: stack.logger }),
   ];
 });
 afterAll(async () => {
@@ -28,7 +29,7 @@ afterAll(async () => {
 
 /** Two schedulers, as two worker processes would run them, each with its own queue connection. */
 const scheduler = (boss: PgBoss) =>
-  createStandingOrders({ prisma: stack.db, boss, queue: queuePolicy(stack.config), clock, logger: stack.logger, metrics: createMetrics() });
+  createStandingOrders({ prisma: stack.db, jobs: createPaymentJobs({ boss, policy: queuePolicy(stack.config), clock }), clock, logger: stack.logger, metrics: createMetrics() });
 /** Two schedulers, as two worker processes would run them. */
 const schedulers = (): [ReturnType<typeof scheduler>, ReturnType<typeof scheduler>] => {
   const [one, two] = bosses;

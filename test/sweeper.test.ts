@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { systemClock } from '../src/calendar.ts';
 import { sweepOrphanedPayments } from '../src/jobs/sweeper.ts';
-import { queuePolicy, startBoss } from '../src/roles.ts';
+import { queuePolicy, startQueue } from '../src/app/queue.ts';
 import { paymentInput, startStack, type Stack } from './helpers.ts';
 import type { PgBoss } from 'pg-boss';
 
@@ -9,7 +9,7 @@ let stack: Stack;
 let boss: PgBoss;
 beforeAll(async () => {
   stack = await startStack({ worker: false });
-  boss = await startBoss({ databaseUrl: stack.databaseUrl, config: stack.config, logger: stack.logger });
+  boss = await startQueue({ databaseUrl: stack.databaseUrl, config: stack.config, logger: stack.logger });
 });
 afterAll(async () => {
   await boss?.stop({ graceful: false, close: true });

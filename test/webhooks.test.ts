@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { loadConfig } from '../src/config.ts';
 import { START } from '../src/events/cursor.ts';
 import { prismaSql, readEvents, type StoredEvent } from '../src/events/store.ts';
-import { startApiRole } from '../src/roles.ts';
+import { startApiProcess } from '../src/app/api.ts';
 import { createAddressGuard, refusedRange, type Resolver } from '../src/webhooks/address.ts';
 import { retryDelayMs } from '../src/webhooks/deliver.ts';
 import { postWebhook } from '../src/webhooks/http.ts';
@@ -299,7 +299,7 @@ describe('registering endpoints', () => {
     };
     const resolveHost: Resolver = async (host) => (names[host] ?? []).map((address) => ({ address, family: address.includes(':') ? 6 : 4 }));
     const config = loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET, WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY, METRICS_PORT: '0' });
-    const api = await startApiRole({ config, databaseUrl: stack.databaseUrl, logger: stack.logger, port: 0, resolveHost });
+    const api = await startApiProcess({ config, databaseUrl: stack.databaseUrl, logger: stack.logger, port: 0, resolveHost });
     try {
       const url = api.api.url.replace('localhost', '127.0.0.1');
       const alice = await stack.newCustomer(0);

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createMetrics } from '../src/ops/metrics.ts';
 import { createSettlement, providerRequestOf, WITH_SENDER, type Settlement } from '../src/payments/settlement.ts';
 import { createProviderClient, type ProviderPaymentRequest } from '../src/provider/client.ts';
-import { startWorkerRole } from '../src/roles.ts';
+import { startWorkerProcess } from '../src/app/worker.ts';
 import { expectNoErrorLogs, paymentInput, startStack, type Stack } from './helpers.ts';
 
 /**
@@ -169,7 +169,7 @@ describe('stopping a worker', () => {
 describe("the worker's readiness", () => {
   it('turns not ready while the provider circuit stays open too long, and ready again once it closes', async () => {
     const own = await startStack({ worker: false, env: { WORKER_CIRCUIT_UNREADY_SECONDS: '1', PAYMENT_RETRY_DELAY_SECONDS: '1' } });
-    const worker = await startWorkerRole({
+    const worker = await startWorkerProcess({
       config: own.config,
       databaseUrl: own.databaseUrl,
       providerUrl: own.emulator.url,

@@ -8,7 +8,8 @@ import { migrate } from '../src/db/migrate.ts';
 import { startEmulator } from '../src/emulator/server.ts';
 import type { Logger } from '../src/logger.ts';
 import { createMetrics } from '../src/ops/metrics.ts';
-import { startApiRole, startWorkerRole } from '../src/roles.ts';
+import { startApiProcess } from '../src/app/api.ts';
+import { startWorkerProcess } from '../src/app/worker.ts';
 
 /**
  * Everything in one process, for a newcomer's machine: embedded PostgreSQL (unless
@@ -39,7 +40,7 @@ export async function runAllInOne(config: Config, logger: Logger, stops: Array<(
       apiKey: config.providerApiKey,
       port: config.providerPort,
       faults: config.providerFaults,
-      logger: logger.child({ role: 'provider' }),
+      logger: logger.child({ process: 'provider' }),
     });
     stops.push(() => emulator.close());
     providerUrl = emulator.url;
@@ -50,11 +51,11 @@ export async function runAllInOne(config: Config, logger: Logger, stops: Array<(
   if (!demo) logger.warn('NODE_ENV is production: no demo data is seeded and no tokens are printed');
   const tokens = demo ? await demoTokens(requireJwtSecret(config)) : null;
   const alice = tokens?.customers[0];
-  // One metrics registry for both roles, so the API's /metrics shows the worker's too.
+  // One metrics registry for both processes, so the API's /metrics shows the worker's too.
   const metrics = createMetrics();
-  const worker = await startWorkerRole({ config, databaseUrl, providerUrl, logger, metrics });
+  const worker = await startWorkerProcess({ config, databaseUrl, providerUrl, logger, metrics });
   stops.unshift(() => worker.stop());
-  const api = await startApiRole({ config, databaseUrl, logger, metrics, providerUrl, ...(alice ? { ideDemo: { token: alice.token, accountId: alice.account.id } } : {}) });
+  const api = await startApiProcess({ config, databaseUrl, logger, metrics, providerUrl, ...(alice ? { ideDemo: { token: alice.token, accountId: alice.account.id } } : {}) });
   stops.unshift(() => api.stop());
 
   if (tokens) await seedDemo(api.prisma, createAccountService({ prisma: api.prisma, logger }), BANK_SORT_CODE);

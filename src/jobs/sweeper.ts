@@ -1,9 +1,9 @@
-import { fromPrisma, type PgBoss } from 'pg-boss';
+import type { PgBoss } from 'pg-boss';
 import type { Clock } from '../calendar.ts';
 import type { PrismaClient } from '../db/prisma.ts';
 import type { Logger } from '../logger.ts';
-import { enqueueExecution } from '../payments/scheduled.ts';
-import { QUEUES, settleJobOptions, type QueuePolicy, type SettlePaymentJob } from './queues.ts';
+import { enqueueExecution, enqueueSettlement } from './enqueue.ts';
+import { QUEUES, type QueuePolicy } from './queues.ts';
 
 /**
  * The sweeper: a PENDING payment must always have a live job (created, retry or active) in the
@@ -40,11 +40,7 @@ export async function sweepOrphanedPayments(deps: {
             AND j.data->>'paymentId' = p.id::text)
       ORDER BY p.created_at
       LIMIT ${deps.limit ?? 500}`;
-    const db = fromPrisma(tx);
-    for (const { id } of orphans) {
-      const job: SettlePaymentJob = { paymentId: id, swept: true };
-      await boss.send(QUEUES.settle, job, { ...settleJobOptions(deps.queue), db });
-    }
+    for (const { id } of orphans) await enqueueSettlement(boss, tx, deps.queue, { paymentId: id, swept: true }, { fresh: true });
     const unscheduled = await tx.$queryRaw<{ id: string; execute_on: string }[]>`
       SELECT p.id::text AS id, to_char(p.execute_on, 'YYYY-MM-DD') AS execute_on FROM payments p
       WHERE p.status = 'SCHEDULED' AND p.created_at < now() - make_interval(secs => ${deps.minAgeSeconds})
@@ -54,7 +50,7 @@ export async function sweepOrphanedPayments(deps: {
       ORDER BY p.execute_on
       LIMIT ${deps.limit ?? 500}`;
     for (const { id, execute_on } of unscheduled) {
-      await enqueueExecution(boss, tx, { paymentId: id, executeOn: execute_on, clock: deps.clock, queue: deps.queue, fresh: true });
+      await enqueueExecution(boss, tx, { policy: deps.queue, clock: deps.clock }, { paymentId: id, executeOn: execute_on, fresh: true });
     }
     return [...orphans, ...unscheduled].map((o) => o.id);
   });

@@ -3,25 +3,10 @@ import { fromPrisma, type Job, type JobResult, type PgBoss } from 'pg-boss';
 import { z } from 'zod';
 import type { PrismaClient } from '../db/prisma.ts';
 import type { Logger } from '../logger.ts';
-import { systemClock, type Clock } from '../calendar.ts';
-import type { ProviderFeed } from '../payments/provider-feed.ts';
-import type { ScheduledExecution } from '../payments/scheduled.ts';
-import { Deferred, RetryLater, type Settlement } from '../payments/settlement.ts';
+import { Deferred, RetryLater } from '../payments/settlement.ts';
 import { withTraceFrom } from '../telemetry/propagation.ts';
-import type { StandingOrders } from '../payments/standing-orders.ts';
-import { sweepOrphanedPayments } from './sweeper.ts';
-import {
-  creditReturnJob,
-  deferralDelaySeconds,
-  executePaymentJob,
-  providerEventsExpireSeconds,
-  QUEUES,
-  settleJobOptions,
-  settlePaymentJob,
-  STANDING_ORDERS_CRON,
-  type QueuePolicy,
-  type SettlePaymentJob,
-} from './queues.ts';
+import { enqueueSettlement } from './enqueue.ts';
+import { deferralDelaySeconds, JOBS, type JobDefinition, type JobHandlers, type QueueKey, type QueuePolicy, type SettlePaymentJob } from './queues.ts';
 
 /** Most jobs claimed by one fetch: a large backlog is taken in steps, not all at once. */
 const MAX_FETCH = 100;
@@ -29,41 +14,175 @@ const MAX_FETCH = 100;
 /** How long `stop()` lets jobs in flight finish; any still running then expire back to the queue. */
 const STOP_GRACE_MS = 15_000;
 
-export interface RunningWorkers {
-  /** Jobs being settled right now, per queue. */
+/** Jobs of the `batch` queues per pg-boss batch: their jobs are small and quick (no provider call waits in a batch). */
+const BATCH_SIZE = 4;
+
+export interface RunningJobs {
+  /** Jobs being run right now by the `bounded` consumers, per queue. */
   inFlight(): Record<string, number>;
   /** Stops fetching, lets the jobs in flight finish (up to 15 s), then returns. */
   stop(): Promise<void>;
 }
 
-/**
- * Subscribes the settlement and reconciliation handlers. Each queue is consumed with a bounded set
- * of jobs in flight (`concurrency` for settlement): as soon as any one job ends, its slot is
- * refilled, so one slow provider call holds back nothing but itself (pg-boss's `work()` waits for a
- * whole batch before it fetches again). A job is claimed only when a slot is free, so its expiry
- * (`jobExpireSeconds`) runs from when it really starts: a dead worker's jobs are handed on as before.
- */
-export async function startWorkers(deps: {
+export interface JobsOptions {
   boss: PgBoss;
+  /** For the rescheduler's transaction (a deferred settlement's successor). */
   prisma: PrismaClient;
-  queue: QueuePolicy;
-  settlement: Settlement;
-  /** For the sweeper's SCHEDULED payments; the system clock by default. */
-  clock?: Clock;
+  policy: QueuePolicy;
   logger: Logger;
+  /** Settlement jobs in flight in this process (WORKER_CONCURRENCY); other queues take a share of it. */
   concurrency: number;
-  /** How often an idle queue is looked at again for new jobs and due retries. */
-  pollingIntervalSeconds: number;
-  /** The sweeper re-enqueues PENDING payments without a live job once they are this old. */
-  sweepMinAgeSeconds: number;
-}): Promise<RunningWorkers> {
-  const { boss, settlement, logger } = deps;
-  const reschedule = createRescheduler(deps);
+  /** How often an idle queue is looked at again: `busy` for queues sent to by requests, `idle` for what only a schedule sends. */
+  polling: { busySeconds: number; idleSeconds: number };
+  /** Pause between two polls of the provider's event feed. */
+  providerEventsPollSeconds: number;
+  /** Webhook deliveries in flight in this process, and of those at most `endpointConcurrency` per endpoint. */
+  webhooks: { concurrency: number; endpointConcurrency: number };
+}
 
-  /** One attempt at one job, settled with pg-boss on its own (fenced to this attempt). */
-  const runOne = async (queue: string, run: (data: SettlePaymentJob, job: Job<unknown>) => Promise<void>, job: Job<unknown>): Promise<void> => {
+/**
+ * Starts the worker process's jobs: a consumer for every queue of the registry (src/jobs/queues.ts),
+ * as its definition says, and every schedule. Every queue has a handler (the type says so).
+ */
+export function startJobs(options: JobsOptions & { handlers: JobHandlers }): Promise<RunningJobs> {
+  return startConsumers(options);
+}
+
+/**
+ * Starts consumers (and schedules) for the queues given a handler, and only those: the worker
+ * process gives them all (`startJobs`); a test may run a part of the worker on its own.
+ */
+export async function startConsumers(options: JobsOptions & { handlers: Partial<JobHandlers> }): Promise<RunningJobs> {
+  const { boss, handlers } = options;
+  const bounded: Array<{ name: string; consumer: ReturnType<typeof consumeQueue> }> = [];
+  for (const key of Object.keys(JOBS) as QueueKey[]) {
+    const handler = handlers[key] as Handler | undefined;
+    if (!handler) continue;
+    const definition: JobDefinition<unknown> = JOBS[key];
+    const consumer = await startConsumer(options, key, definition, handler);
+    if (consumer) bounded.push({ name: definition.name, consumer });
+    if (definition.schedule) await boss.schedule(definition.name, definition.schedule, {}, definition.job?.(options.policy));
+  }
+  return {
+    inFlight: () => Object.fromEntries(bounded.map(({ name, consumer }) => [name, consumer.inFlight()])),
+    async stop() {
+      await Promise.all(bounded.map(({ consumer }) => consumer.stop()));
+    },
+  };
+}
+
+type Handler = (data: unknown, job: Job<unknown>) => Promise<void>;
+
+/** Starts one queue's consumer; returns it when this process runs its fetch loop itself (`bounded`). */
+async function startConsumer(options: JobsOptions, key: QueueKey, definition: JobDefinition<unknown>, handler: Handler) {
+  const { boss, logger, policy } = options;
+  const { name, payload, consumer } = definition;
+  const busy = options.polling.busySeconds;
+  switch (consumer.kind) {
+    case 'bounded':
+      return consumeQueue({
+        boss,
+        logger,
+        queue: name,
+        capacity: consumer.capacity(options.concurrency),
+        pollingIntervalSeconds: busy,
+        run: createSettlementRunner(options, key, handler),
+      });
+    case 'batch': {
+      const workOptions = {
+        batchSize: BATCH_SIZE,
+        pollingIntervalSeconds: busy,
+        localConcurrency: Math.max(1, Math.min(4, Math.ceil(options.concurrency / BATCH_SIZE))),
+        perJobResults: true,
+      } as const;
+      await boss.work(name, workOptions, async (jobs: Job<unknown>[]) =>
+        Promise.all(
+          jobs.map(async (job): Promise<JobResult> => {
+            const data = payload.safeParse(job.data);
+            if (!data.success) {
+              logger.error({ jobId: job.id, queue: name, issues: data.error.issues }, 'malformed job payload');
+              return { id: job.id, status: 'deadletter', output: { error: 'malformed payload' } };
+            }
+            try {
+              await handler(data.data, job);
+              return { id: job.id, status: 'completed' };
+            } catch (error) {
+              logger.warn({ jobId: job.id, queue: name, err: error }, 'job failed; will retry');
+              return { id: job.id, status: 'failed', output: { error: error instanceof Error ? error.message : String(error) } };
+            }
+          }),
+        ),
+      );
+      return null;
+    }
+    case 'single': {
+      const pollingIntervalSeconds = consumer.polling === 'busy' ? busy : consumer.polling === 'idle' ? options.polling.idleSeconds : consumer.polling;
+      await boss.work(name, { pollingIntervalSeconds }, async (jobs: Job<unknown>[]) => {
+        for (const job of jobs) await runParsed(logger, definition, handler, job);
+      });
+      return null;
+    }
+    case 'chain': {
+      // Each poll queues the next one (the queue is stately, so all workers together keep one
+      // waiting); the schedule restarts the chain should every worker have been down.
+      const jobOptions = definition.job?.(policy) ?? {};
+      const next = () =>
+        boss.send(name, {}, { ...jobOptions, startAfter: options.providerEventsPollSeconds }).catch((error: unknown) => {
+          logger.error({ err: error, queue: name }, 'could not queue the next run of a chained job');
+        });
+      await boss.work(name, { pollingIntervalSeconds: busy }, async (jobs: Job<unknown>[]) => {
+        try {
+          for (const job of jobs) await runParsed(logger, definition, handler, job);
+        } finally {
+          await next();
+        }
+      });
+      await boss.send(name, {}, jobOptions);
+      return null;
+    }
+    case 'grouped': {
+      await boss.work(
+        name,
+        {
+          batchSize: 1,
+          localConcurrency: options.webhooks.concurrency,
+          // Exact within this process (pg-boss tracks it in memory and skips full groups when fetching).
+          // The database-tracked groupConcurrency was measured letting a third job through under
+          // concurrent fetches, and pg-boss allows only one of the two.
+          localGroupConcurrency: options.webhooks.endpointConcurrency,
+          pollingIntervalSeconds: busy,
+          notifyPollingIntervalSeconds: busy,
+        },
+        async ([job]: Job<unknown>[]) => {
+          if (job) await runParsed(logger, definition, handler, job);
+        },
+      );
+      return null;
+    }
+  }
+}
+
+/** Runs the handler on a job's parsed payload; a malformed payload can never succeed: logged loudly, and the job ends. */
+async function runParsed(logger: Logger, definition: JobDefinition<unknown>, handler: Handler, job: Job<unknown>): Promise<void> {
+  const data = definition.payload.safeParse(job.data);
+  if (!data.success) {
+    logger.error({ jobId: job.id, queue: definition.name, issues: data.error.issues }, 'malformed job payload');
+    return;
+  }
+  await handler(data.data, job);
+}
+
+/**
+ * One attempt at one settlement (or reconciliation) job, settled with pg-boss on its own (fenced
+ * to this attempt), in the trace of the request that made the payment.
+ */
+function createSettlementRunner(options: JobsOptions, key: QueueKey, handler: Handler) {
+  const { boss, logger } = options;
+  const queue = JOBS[key].name;
+  const reschedule = createRescheduler(options);
+  return async (job: Job<unknown>): Promise<void> => {
     const attempt = { id: job.id, retryCount: job.retryCount };
-    const data = settlePaymentJob.safeParse(job.data);
+    const data = JOBS.settle.payload.safeParse(job.data);
     if (!data.success) {
       // A malformed payload can never succeed (and names no payment to reconcile): log it loudly, end it.
       logger.error({ jobId: job.id, queue, issues: data.error.issues }, 'malformed job payload; job cancelled');
@@ -72,9 +191,9 @@ export async function startWorkers(deps: {
     }
     const log = logger.child({ jobId: job.id, paymentId: data.data.paymentId, queue, retryCount: job.retryCount });
     try {
-      await withTraceFrom(data.data.trace, queue, { 'payment.id': data.data.paymentId, 'job.id': job.id }, () => run(data.data, job));
+      await withTraceFrom(data.data.trace, queue, { 'payment.id': data.data.paymentId, 'job.id': job.id }, () => handler(data.data, job));
     } catch (error) {
-      if (error instanceof Deferred && queue === QUEUES.settle) {
+      if (error instanceof Deferred && key === 'settle') {
         // Completed (or, had its claim lapsed, left alone) by the rescheduling transaction.
         await reschedule(job, data.data, error, log);
         return;
@@ -86,54 +205,15 @@ export async function startWorkers(deps: {
     }
     await boss.complete(queue, attempt);
   };
-
-  const settleQueue = consumeQueue({
-    boss,
-    logger,
-    queue: QUEUES.settle,
-    capacity: deps.concurrency,
-    pollingIntervalSeconds: deps.pollingIntervalSeconds,
-    run: (job) =>
-      runOne(QUEUES.settle, (data) => settlement.settle(data.paymentId, { askFirst: mayHaveRunBefore(data, job) }), job),
-  });
-  const reconcileQueue = consumeQueue({
-    boss,
-    logger,
-    queue: QUEUES.reconcile,
-    capacity: Math.max(1, Math.min(deps.concurrency, 16)),
-    pollingIntervalSeconds: deps.pollingIntervalSeconds,
-    run: (job) => runOne(QUEUES.reconcile, (data) => settlement.reconcile(data.paymentId), job),
-  });
-
-  // Every minute, one sweep (pg-boss sends one job per tick whoever schedules it; the sweep itself
-  // holds an advisory lock) finds PENDING payments that lost their job.
-  await boss.schedule(QUEUES.sweep, '* * * * *');
-  await boss.work(QUEUES.sweep, { pollingIntervalSeconds: 30 }, async () => {
-    await sweepOrphanedPayments({ prisma: deps.prisma, boss, queue: deps.queue, minAgeSeconds: deps.sweepMinAgeSeconds, clock: deps.clock ?? systemClock, logger });
-  });
-
-  return {
-    inFlight: () => ({ [QUEUES.settle]: settleQueue.inFlight(), [QUEUES.reconcile]: reconcileQueue.inFlight() }),
-    async stop() {
-      await Promise.all([settleQueue.stop(), reconcileQueue.stop()]);
-    },
-  };
 }
 
 /**
- * Whether this job may have reached the provider before, so the provider must be asked before the
- * payment is created (the crash-recovery rule: ask before you create when in doubt). Only a job on
- * its very first claim, never retried, deferred or re-enqueued, cannot have: pg-boss counts every
- * claim after the first in `retryCount`, including the one after a dead worker's job expired.
- */
-export function mayHaveRunBefore(data: SettlePaymentJob, job: Pick<Job<unknown>, 'retryCount'>): boolean {
-  return job.retryCount > 0 || data.retriesSpent !== undefined || data.deferrals !== undefined || data.swept === true;
-}
-
-/**
- * Consumes one queue with at most `capacity` jobs in flight. Fetches claim only as many jobs as
- * there are free slots; while slots are full it waits for one to free up (no polling), and when a
- * fetch comes back short the queue is drained, so it looks again after the polling interval.
+ * Consumes one queue with at most `capacity` jobs in flight. As soon as any one job ends, its slot
+ * is refilled, so one slow provider call holds back nothing but itself (pg-boss's `work()` waits
+ * for a whole batch before it fetches again). Fetches claim only as many jobs as there are free
+ * slots, so a job's expiry (`jobExpireSeconds`) runs from when it really starts: a dead worker's
+ * jobs are handed on as before. While slots are full it waits for one to free up (no polling), and
+ * when a fetch comes back short the queue is drained, so it looks again after the polling interval.
  */
 function consumeQueue(options: {
   boss: PgBoss;
@@ -209,109 +289,31 @@ function consumeQueue(options: {
   };
 }
 
-/**
- * Scheduled payments on their day, the standing-order scheduler, the provider's event feed and the
- * return of credits we cannot take. Each job validates its payload; a failure is retried by its
- * queue's policy (a failed scheduler run or feed poll is simply replaced by the next).
- */
-export async function startMoneyMovementWorkers(deps: {
-  boss: PgBoss;
-  queue: QueuePolicy;
-  scheduled: ScheduledExecution;
-  standingOrders: StandingOrders;
-  providerFeed: ProviderFeed;
-  /** Pause between two polls of the provider's event feed. */
-  providerEventsPollSeconds: number;
-  logger: Logger;
-  concurrency: number;
-  pollingIntervalSeconds: number;
-}): Promise<void> {
-  const { boss, logger } = deps;
-  // These queues are small and their jobs quick (no provider call waits in a batch): pg-boss's own
-  // batches do, a few at a time.
-  const batchSize = 4;
-  const options = {
-    batchSize,
-    pollingIntervalSeconds: deps.pollingIntervalSeconds,
-    localConcurrency: Math.max(1, Math.min(4, Math.ceil(deps.concurrency / batchSize))),
-  };
-  const each =
-    <T>(queue: string, schema: z.ZodType<T>, run: (data: T) => Promise<void>) =>
-    async (jobs: Job<unknown>[]): Promise<JobResult[]> =>
-      Promise.all(
-        jobs.map(async (job): Promise<JobResult> => {
-          const data = schema.safeParse(job.data);
-          if (!data.success) {
-            logger.error({ jobId: job.id, queue, issues: data.error.issues }, 'malformed job payload');
-            return { id: job.id, status: 'deadletter', output: { error: 'malformed payload' } };
-          }
-          try {
-            await run(data.data);
-            return { id: job.id, status: 'completed' };
-          } catch (error) {
-            logger.warn({ jobId: job.id, queue, err: error }, 'job failed; will retry');
-            return { id: job.id, status: 'failed', output: { error: error instanceof Error ? error.message : String(error) } };
-          }
-        }),
-      );
-  const perJob = { ...options, perJobResults: true } as const;
-  await boss.work(QUEUES.execute, perJob, each(QUEUES.execute, executePaymentJob, ({ paymentId }) => deps.scheduled.execute(paymentId)));
-  await boss.work(QUEUES.creditReturn, perJob, each(QUEUES.creditReturn, creditReturnJob, ({ creditId }) => deps.providerFeed.returnCredit(creditId)));
-
-  await boss.work(QUEUES.standingOrders, { pollingIntervalSeconds: options.pollingIntervalSeconds }, async () => {
-    await deps.standingOrders.runDue();
-  });
-  await boss.schedule(QUEUES.standingOrders, STANDING_ORDERS_CRON);
-
-  // The feed is polled by a chain of jobs: each poll queues the next one `providerEventsPollSeconds`
-  // later (the queue is stately, so all workers together keep one waiting). The minute's schedule
-  // restarts the chain should every worker have been down.
-  // This process's expiry, not the queue's (made by whichever process came first): a poll whose
-  // worker died must not hold the feed for long.
-  const pollOptions = { expireInSeconds: providerEventsExpireSeconds(deps.queue) };
-  const nextPoll = () =>
-    boss.send(QUEUES.providerEvents, {}, { ...pollOptions, startAfter: deps.providerEventsPollSeconds }).catch((error: unknown) => {
-      logger.error({ err: error }, 'could not queue the next poll of the provider events');
-    });
-  await boss.work(QUEUES.providerEvents, { pollingIntervalSeconds: options.pollingIntervalSeconds }, async () => {
-    try {
-      const applied = await deps.providerFeed.poll();
-      if (applied > 0) logger.info({ applied }, 'provider events applied');
-    } catch (error) {
-      logger.warn({ err: error }, 'polling the provider events failed; the next poll tries again');
-    } finally {
-      await nextPoll();
-    }
-  });
-  await boss.schedule(QUEUES.providerEvents, '* * * * *', {}, pollOptions);
-  await boss.send(QUEUES.providerEvents, {}, pollOptions);
-}
-
 const commandResponse = z.object({ affected: z.number() });
 
 /**
  * Puts off a settlement whose provider could not be called, without spending a retry: in one
  * transaction, completes this job (fenced to this attempt) and enqueues its successor for when the
  * provider can be called again, carrying the retries spent so far (pg-boss would otherwise count a
- * failed attempt against the retry limit). Only one job per payment is live at any time: the
- * successor is sent only if this attempt still held the job.
+ * failed attempt against the retry limit) and the predecessor's trace. Only one job per payment is
+ * live at any time: the successor is sent only if this attempt still held the job.
  */
-function createRescheduler(deps: { boss: PgBoss; prisma: PrismaClient; queue: QueuePolicy }) {
-  const { boss, prisma, queue } = deps;
+function createRescheduler(deps: { boss: PgBoss; prisma: PrismaClient; policy: QueuePolicy }) {
+  const { boss, prisma, policy } = deps;
   return async (job: Job<unknown>, data: SettlePaymentJob, deferred: Deferred, log: Logger): Promise<void> => {
     const retriesSpent = (data.retriesSpent ?? 0) + job.retryCount;
     const deferrals = (data.deferrals ?? 0) + 1;
-    const delay = deferralDelaySeconds(queue.retry, deferred.resumeInSeconds, deferrals - 1);
+    const delay = deferralDelaySeconds(policy.retry, deferred.resumeInSeconds, deferrals - 1);
     const next: SettlePaymentJob = { paymentId: data.paymentId, retriesSpent, deferrals, ...(data.trace ? { trace: data.trace } : {}) };
     const sent = await prisma.$transaction(async (tx) => {
-      const db = fromPrisma(tx);
-      const done = commandResponse.parse(await boss.complete(QUEUES.settle, { id: job.id, retryCount: job.retryCount }, { deferred: deferred.message }, { db }));
+      const done = commandResponse.parse(
+        await boss.complete(JOBS.settle.name, { id: job.id, retryCount: job.retryCount }, { deferred: deferred.message }, { db: fromPrisma(tx) }),
+      );
       if (done.affected !== 1) return false;
-      await boss.send(QUEUES.settle, next, {
-        ...settleJobOptions(queue),
-        retryLimit: Math.max(0, queue.retry.limit - retriesSpent),
+      await enqueueSettlement(boss, tx, policy, next, {
+        fresh: true,
+        retryLimit: Math.max(0, policy.retry.limit - retriesSpent),
         startAfter: new Date(Date.now() + delay * 1000),
-        db,
       });
       return true;
     });

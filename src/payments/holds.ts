@@ -1,10 +1,8 @@
-import { fromPrisma, type PgBoss } from 'pg-boss';
 import { z } from 'zod';
 import type { KeysetPage } from '../db/keyset.ts';
 import type { Payment, PrismaClient, Tx } from '../db/prisma.ts';
 import { Prisma } from '../generated/prisma/client.ts';
 import { DomainError, userError } from '../errors.ts';
-import { QUEUES, settleJobOptions, type QueuePolicy, type SettlePaymentJob } from '../jobs/queues.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import { recordOperatorAction, type Operator } from '../operator-actions.ts';
@@ -12,6 +10,7 @@ import type { SavedPayee } from '../payees/payees.ts';
 import { isUuid, parseInput, rejectReason } from '../validation.ts';
 import type { Clock } from '../calendar.ts';
 import { LET_THROUGH, sqlStatuses } from './lifecycle.ts';
+import type { PaymentJobs } from './outbox.ts';
 import type { FailureReason } from './outcomes.ts';
 import { approve, cancelHeld, expire, reject } from './transitions.ts';
 
@@ -66,8 +65,7 @@ const rejectInput = z.object({ reason: rejectReason });
 
 export function createHoldService(deps: {
   prisma: PrismaClient;
-  boss: PgBoss;
-  queue: QueuePolicy;
+  jobs: Pick<PaymentJobs, 'settle'>;
   policy: HoldPolicy;
   clock: Clock;
   logger: Logger;
@@ -75,7 +73,7 @@ export function createHoldService(deps: {
   /** Called after an operator's decision commits (the API wakes its event feed); nothing by default. */
   afterCommit?: () => void;
 }) {
-  const { prisma, boss, logger, metrics } = deps;
+  const { prisma, jobs, logger, metrics } = deps;
 
   const noSuchHeldPayment = (paymentId: string, exists: boolean) =>
     new DomainError(userError('INVALID_INPUT', exists ? `Payment ${paymentId} is not HELD` : 'No such payment', ['paymentId']));
@@ -114,8 +112,7 @@ export function createHoldService(deps: {
       ? await prisma.$transaction(async (tx) => {
           const payment = await approve(tx, paymentId);
           if (!payment) return null;
-          const job: SettlePaymentJob = { paymentId };
-          await boss.send(QUEUES.settle, job, { ...settleJobOptions(deps.queue), id: paymentId, db: fromPrisma(tx) });
+          await jobs.settle(tx, paymentId);
           await recordOperatorAction(tx, operator, 'approvePayment', paymentId, `${payment.amount} pence`);
           return payment;
         })

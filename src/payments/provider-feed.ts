@@ -1,10 +1,9 @@
-import { fromPrisma, type PgBoss } from 'pg-boss';
 import type { PrismaClient, Tx } from '../db/prisma.ts';
 import { noFailpoints, type Failpoints } from '../failpoints.ts';
-import { creditReturnJobOptions, QUEUES, type CreditReturnJob, type QueuePolicy } from '../jobs/queues.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import type { ProviderClient, ProviderEvent } from '../provider/client.ts';
+import type { PaymentJobs } from './outbox.ts';
 import { markCreditReturned, recordAttempt, recordInboundCredit } from './repository.ts';
 import { complete, returnPayment } from './transitions.ts';
 import { TX_OPTIONS } from './scheduled.ts';
@@ -34,15 +33,14 @@ export const EVENTS_PAGE_SIZE = 100;
 
 export function createProviderFeed(deps: {
   prisma: PrismaClient;
-  boss: PgBoss;
+  jobs: Pick<PaymentJobs, 'returnCredit'>;
   provider: ProviderClient;
-  queue: QueuePolicy;
   logger: Logger;
   metrics: Pick<Metrics, 'providerEvents' | 'creditReturns' | 'settled'>;
   failpoints?: Failpoints;
   pageSize?: number;
 }) {
-  const { prisma, boss, provider, logger, metrics } = deps;
+  const { prisma, jobs, provider, logger, metrics } = deps;
   const failpoints = deps.failpoints ?? noFailpoints;
 
   async function applyReturn(tx: Tx, event: Extract<ProviderEvent, { type: 'payment.returned' }>): Promise<string> {
@@ -72,8 +70,7 @@ export function createProviderFeed(deps: {
     const recorded = await recordInboundCredit(tx, event);
     if (!recorded) return 'already-recorded';
     if (recorded.outcome === 'RETURNING') {
-      const job: CreditReturnJob = { creditId: event.id };
-      await boss.send(QUEUES.creditReturn, job, { ...creditReturnJobOptions(deps.queue), db: fromPrisma(tx) });
+      await jobs.returnCredit(tx, event.id);
       logger.info({ creditId: event.id, amount: event.amount }, 'inbound credit for no account of ours: returning it');
       return 'returning';
     }

@@ -1,11 +1,9 @@
-import { randomUUID } from 'node:crypto';
-import { fromPrisma, type PgBoss } from 'pg-boss';
-import { calendarDateOf, londonToday, secondsUntilDay, type CalendarDate, type Clock } from '../calendar.ts';
-import type { PrismaClient, Tx } from '../db/prisma.ts';
-import { executeJobOptions, QUEUES, settleJobOptions, type ExecutePaymentJob, type QueuePolicy, type SettlePaymentJob } from '../jobs/queues.ts';
+import { calendarDateOf, londonToday, type Clock } from '../calendar.ts';
+import type { PrismaClient } from '../db/prisma.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import { reserveDailyLimit } from './limits.ts';
+import type { PaymentJobs } from './outbox.ts';
 import { FAILURE_REASONS } from './outcomes.ts';
 import { executeOnDay, failOnDay } from './transitions.ts';
 
@@ -21,25 +19,6 @@ export const MAX_SCHEDULE_DAYS = 366;
 // As for sendPayment: wait for a pooled connection under a burst, never hold one for long.
 export const TX_OPTIONS = { maxWait: 15_000, timeout: 10_000 } as const;
 
-/**
- * Enqueues the execution of a SCHEDULED payment for when `executeOn` begins in London (by `clock`),
- * inside the caller's transaction. The job id is the payment id, so a second enqueue is a no-op;
- * pass `fresh` to replace a job that is gone or ran too early.
- */
-export async function enqueueExecution(
-  boss: PgBoss,
-  tx: Tx,
-  options: { paymentId: string; executeOn: CalendarDate; clock: Clock; queue: QueuePolicy; fresh?: boolean },
-): Promise<void> {
-  const job: ExecutePaymentJob = { paymentId: options.paymentId };
-  await boss.send(QUEUES.execute, job, {
-    ...executeJobOptions(options.queue),
-    id: options.fresh ? randomUUID() : options.paymentId,
-    startAfter: secondsUntilDay(options.clock, options.executeOn),
-    db: fromPrisma(tx),
-  });
-}
-
 /** Thrown inside the execution's transaction to undo its debit: the payment would pass the daily limit. */
 class OverDailyLimit extends Error {
   override name = 'OverDailyLimit';
@@ -47,15 +26,15 @@ class OverDailyLimit extends Error {
 
 export function createScheduledExecution(deps: {
   prisma: PrismaClient;
-  boss: PgBoss;
-  queue: QueuePolicy;
+  /** Its settlement job once debited, or a fresh execution job when it ran before its day. */
+  jobs: Pick<PaymentJobs, 'settle' | 'execute'>;
   clock: Clock;
   /** Payee safety on the payment's day (issue 15): its daily limit, and the amount that is held for review. */
   policy: { dailyLimit: number; reviewThreshold: number };
   logger: Logger;
   metrics: Pick<Metrics, 'scheduledExecuted'>;
 }) {
-  const { prisma, boss, clock, logger } = deps;
+  const { prisma, jobs, clock, logger } = deps;
 
   /**
    * Runs a SCHEDULED payment whose day has come: debit + ledger + settlement job (-> PENDING), or
@@ -73,15 +52,12 @@ export function createScheduledExecution(deps: {
         const fits = await reserveDailyLimit(tx, { customerId, day: today, amount: Number(payment.amount), limit: deps.policy.dailyLimit });
         if (!fits) throw new OverDailyLimit();
       }
-      if (payment?.status === 'PENDING') {
-        const job: SettlePaymentJob = { paymentId };
-        await boss.send(QUEUES.settle, job, { ...settleJobOptions(deps.queue), id: paymentId, db: fromPrisma(tx) });
-      }
+      if (payment?.status === 'PENDING') await jobs.settle(tx, paymentId);
       if (payment) return payment;
       const current = await tx.payment.findUnique({ where: { id: paymentId }, select: { status: true, executeOn: true } });
       if (current?.status === 'SCHEDULED' && current.executeOn) {
         const executeOn = calendarDateOf(current.executeOn);
-        await enqueueExecution(boss, tx, { paymentId, executeOn, clock, queue: deps.queue, fresh: true });
+        await jobs.execute(tx, { paymentId, executeOn, fresh: true });
         logger.warn({ paymentId, executeOn, today }, 'scheduled payment job ran before its day; put off to its day');
       }
       return null;

@@ -1,19 +1,17 @@
 import { createHash } from 'node:crypto';
-import { fromPrisma, type PgBoss } from 'pg-boss';
 import { ownedAccountWhere } from '../accounts/accounts.ts';
 import type { Viewer } from '../auth.ts';
 import { afterCreatedAtId, type KeysetPage } from '../db/keyset.ts';
 import type { Payment, PrismaClient } from '../db/prisma.ts';
 import { DomainError, userError, type UserError } from '../errors.ts';
-import { settleJobOptions, QUEUES, type QueuePolicy, type SettlePaymentJob } from '../jobs/queues.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
-import { currentTraceCarrier } from '../telemetry/propagation.ts';
 import { addCalendarDays, londonToday, type Clock } from '../calendar.ts';
 import { isUuid, parseInput, sendPaymentInput, type SendPaymentCommand } from '../validation.ts';
 import type { PaymentStatus } from './lifecycle.ts';
 import { findPaymentByKey } from './repository.ts';
-import { enqueueExecution, MAX_SCHEDULE_DAYS, TX_OPTIONS } from './scheduled.ts';
+import type { PaymentJobs } from './outbox.ts';
+import { MAX_SCHEDULE_DAYS, TX_OPTIONS } from './scheduled.ts';
 import type { ScreenPayment } from './screening.ts';
 import { schedule, take } from './transitions.ts';
 
@@ -21,8 +19,8 @@ export type SendPaymentResult = { payment: Payment; replayed: boolean; errors: [
 
 export interface PaymentServiceDeps {
   prisma: PrismaClient;
-  boss: PgBoss;
-  queue: QueuePolicy;
+  /** The settlement and execution jobs, written in the payment's transaction. */
+  jobs: PaymentJobs;
   logger: Logger;
   metrics: Pick<Metrics, 'transactionSeconds' | 'held' | 'refusals'>;
   /** Payee safety (issue 15): confirmation of payee, holds, the limit's day. */
@@ -56,8 +54,7 @@ export function fingerprintOf(cmd: SendPaymentCommand): string {
 export const hashOf = (parts: unknown[]): string => createHash('sha256').update(JSON.stringify(parts)).digest('hex');
 
 export function createPaymentService(deps: PaymentServiceDeps) {
-  const { prisma, boss, logger } = deps;
-  const jobOptions = settleJobOptions(deps.queue);
+  const { prisma, jobs, logger } = deps;
 
   /**
    * Takes a payment: in one transaction with no network I/O, the payment row, the guarded
@@ -96,7 +93,7 @@ export function createPaymentService(deps: PaymentServiceDeps) {
         if (executeOn !== null && executeOn > today) {
           // Screened now for the payee (a refusal above); the limit and a hold apply on its day.
           const scheduled = await schedule(tx, customerId, { ...cmd, executeOn }, fingerprint);
-          if (scheduled) await enqueueExecution(boss, tx, { paymentId: scheduled.id, executeOn, clock: deps.clock, queue: deps.queue });
+          if (scheduled) await jobs.execute(tx, { paymentId: scheduled.id, executeOn });
           return scheduled;
         }
         const inserted = await take(tx, customerId, cmd, fingerprint, screened);
@@ -113,9 +110,7 @@ export function createPaymentService(deps: PaymentServiceDeps) {
         }
         // A HELD payment gets its job only when an operator approves it (holds.ts).
         if (created.status === 'HELD') return created;
-        const trace = currentTraceCarrier();
-        const job: SettlePaymentJob = { paymentId: created.id, ...(trace ? { trace } : {}) };
-        await boss.send(QUEUES.settle, job, { ...jobOptions, id: created.id, db: fromPrisma(tx) });
+        await jobs.settle(tx, created.id);
         return created;
       }, TX_OPTIONS).finally(() => endTransaction());
 

@@ -1,12 +1,11 @@
-import { fromPrisma, type PgBoss } from 'pg-boss';
 import { addCalendarDays, londonToday, occurrenceDate, type CalendarDate, type Clock, type Frequency } from '../calendar.ts';
 import type { PrismaClient, StandingOrder } from '../db/prisma.ts';
 import { DomainError, userError, type UserError } from '../errors.ts';
-import { QUEUES, type QueuePolicy } from '../jobs/queues.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import { parseInput, type CreateStandingOrderCommand, createStandingOrderInput, isUuid, STANDING_ORDER_KEY_PREFIX } from '../validation.ts';
-import { enqueueExecution, MAX_SCHEDULE_DAYS, TX_OPTIONS } from './scheduled.ts';
+import type { PaymentJobs } from './outbox.ts';
+import { MAX_SCHEDULE_DAYS, TX_OPTIONS } from './scheduled.ts';
 import { fingerprintOf, hashOf } from './send-payment.ts';
 import { cancelOccurrences, scheduleOccurrence } from './transitions.ts';
 
@@ -47,15 +46,14 @@ const MAX_PER_RUN = 1_000;
 
 export function createStandingOrders(deps: {
   prisma: PrismaClient;
-  boss: PgBoss;
-  queue: QueuePolicy;
+  jobs: Pick<PaymentJobs, 'execute' | 'runStandingOrders'>;
   clock: Clock;
   logger: Logger;
   metrics: Pick<Metrics, 'standingOrderOccurrences'>;
   /** Called after a cancellation commits (the API wakes its event feed); nothing by default. */
   afterCommit?: () => void;
 }) {
-  const { prisma, boss, clock, logger } = deps;
+  const { prisma, jobs, clock, logger } = deps;
 
   async function create(customerId: string, input: unknown, log: Logger = logger): Promise<CreateStandingOrderResult> {
     const parsed = parseInput(createStandingOrderInput, input);
@@ -95,7 +93,7 @@ export function createStandingOrders(deps: {
         skipDuplicates: true,
       });
       // Due today: the scheduler runs now rather than at the next minute.
-      if (order && cmd.firstPaymentOn === today) await boss.send(QUEUES.standingOrders, {}, { db: fromPrisma(tx) });
+      if (order && cmd.firstPaymentOn === today) await jobs.runStandingOrders(tx);
       return order ?? null;
     }, TX_OPTIONS);
     if (created) {
@@ -163,7 +161,7 @@ export function createStandingOrders(deps: {
       // The occurrence's fingerprint: the order's and the date, so a clash with anything else shows.
       const fingerprint = hashOf([order.fingerprint, date]);
       const payment = await scheduleOccurrence(tx, { orderId: order.id, key: occurrenceKey(order.id, date), fingerprint, date });
-      if (payment) await enqueueExecution(boss, tx, { paymentId: payment.id, executeOn: date, clock, queue: deps.queue });
+      if (payment) await jobs.execute(tx, { paymentId: payment.id, executeOn: date });
       const next = following(order.first, order.frequency, order.last, order.n + 1);
       await tx.$executeRaw`
         UPDATE standing_orders SET occurrences_created = ${order.n + 1}, next_payment_on = ${next}::date,

@@ -6,7 +6,7 @@ import type { SpanExporter } from '@opentelemetry/sdk-trace-node';
  * unless an endpoint (OTEL_EXPORTER_OTLP_ENDPOINT) or an exporter is given.
  *
  * Call it before the rest of the process is imported: instrumentations patch libraries as they
- * load (the entry points import their roles after it, main-*.ts).
+ * load (the entry points import their process composition, src/app/, after it: main-*.ts).
  */
 export interface Tracing {
   /** Flushes spans still buffered and stops exporting. */

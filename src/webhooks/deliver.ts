@@ -1,7 +1,8 @@
 import { randomInt, randomUUID } from 'node:crypto';
-import { fromPrisma, type PgBoss } from 'pg-boss';
+import type { PgBoss } from 'pg-boss';
 import type { PrismaClient } from '../db/prisma.ts';
-import { QUEUES, type DeliverWebhookJob } from '../jobs/queues.ts';
+import { enqueueWebhookDelivery } from '../jobs/enqueue.ts';
+import type { DeliverWebhookJob } from '../jobs/queues.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import type { AddressGuard } from './address.ts';
@@ -199,13 +200,7 @@ export function createWebhookDelivery(deps: {
           last_attempt_at = ${at}, next_attempt_at = ${next}, retry_until = ${retryUntil}, job_id = ${nextJobId}::uuid
         WHERE id = ${deliveryId}::uuid AND job_id = ${jobId}::uuid AND status = 'PENDING'`;
       if (updated === 0) return false;
-      await boss.send(QUEUES.deliverWebhook, job, {
-        ...deps.jobOptions,
-        id: nextJobId,
-        group: { id: row.endpointId },
-        startAfter: delay / 1000,
-        db: fromPrisma(tx),
-      });
+      await enqueueWebhookDelivery(boss, tx, deps.jobOptions, { deliveryId: job.deliveryId, endpointId: row.endpointId, jobId: nextJobId, startAfterSeconds: delay / 1000 });
       return true;
     });
     if (!recorded) return;

@@ -1,7 +1,7 @@
-import { fromPrisma, type PgBoss } from 'pg-boss';
+import type { PgBoss } from 'pg-boss';
 import type { PrismaClient } from '../db/prisma.ts';
 import { prismaSql, readEvents } from '../events/store.ts';
-import { QUEUES, type DeliverWebhookJob } from '../jobs/queues.ts';
+import { enqueueWebhookDeliveries } from '../jobs/enqueue.ts';
 import type { Logger } from '../logger.ts';
 
 /**
@@ -50,18 +50,7 @@ export async function dispatchOnce(deps: { prisma: PrismaClient; boss: PgBoss; j
         events.map((e) => e.accountId),
         events.map((e) => e.occurredAt),
       );
-      if (created.length > 0) {
-        await deps.boss.insert(
-          QUEUES.deliverWebhook,
-          created.map((d) => ({
-            ...deps.jobOptions,
-            id: d.jobId,
-            data: { deliveryId: d.id } satisfies DeliverWebhookJob,
-            group: { id: d.endpointId },
-          })),
-          { db: fromPrisma(tx) },
-        );
-      }
+      await enqueueWebhookDeliveries(deps.boss, tx, deps.jobOptions, created.map((d) => ({ deliveryId: d.id, endpointId: d.endpointId, jobId: d.jobId })));
       await tx.$executeRaw`
         UPDATE webhook_dispatch_cursor SET xid = ${last.position.xid.toString()}::xid8, seq = ${last.position.seq}, updated_at = now()`;
       return events.length;

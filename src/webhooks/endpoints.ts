@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import { fromPrisma, type PgBoss } from 'pg-boss';
+import type { PgBoss } from 'pg-boss';
 import { z } from 'zod';
 import { afterCreatedAtId, type KeysetPage } from '../db/keyset.ts';
 import type { PrismaClient } from '../db/prisma.ts';
 import { DomainError, userError, type UserError } from '../errors.ts';
 import { decodeCursor } from '../events/cursor.ts';
 import type { WebhookDelivery, WebhookEndpoint } from '../generated/prisma/client.ts';
-import { QUEUES, type DeliverWebhookJob } from '../jobs/queues.ts';
+import { enqueueWebhookDelivery } from '../jobs/enqueue.ts';
 import type { Logger } from '../logger.ts';
 import { parseInput, uuid } from '../validation.ts';
 import { hostOf, type AddressGuard } from './address.ts';
@@ -120,8 +120,7 @@ export function createWebhookService(deps: {
           status = 'PENDING', retry_until = NULL, next_attempt_at = now(), job_id = excluded.job_id
         RETURNING id::text AS id`;
       if (!row) throw new Error('redelivery upsert returned nothing');
-      const job: DeliverWebhookJob = { deliveryId: row.id };
-      await deps.boss.send(QUEUES.deliverWebhook, job, { ...deps.jobOptions, id: jobId, group: { id: endpointId }, db: fromPrisma(tx) });
+      await enqueueWebhookDelivery(deps.boss, tx, deps.jobOptions, { deliveryId: row.id, endpointId, jobId });
       return tx.webhookDelivery.findUniqueOrThrow({ where: { id: row.id } });
     });
     logger.info({ endpointId, eventId, deliveryId: delivery.id }, 'webhook redelivery queued');
