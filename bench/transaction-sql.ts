@@ -4,7 +4,7 @@ import type { Payment, Tx } from '../src/db/prisma.ts';
 import { enqueueSettlement } from '../src/jobs/enqueue.ts';
 import { londonDay } from '../src/payments/limits.ts';
 import { take } from '../src/payments/transitions.ts';
-import { fingerprintOf } from '../src/payments/send-payment.ts';
+import { fingerprintOf } from '../src/payments/payment-service.ts';
 import { queuePolicy } from '../src/app/queue.ts';
 import type { SendPaymentCommand } from '../src/validation.ts';
 

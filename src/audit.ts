@@ -240,7 +240,7 @@ export async function audit(options: {
     WHERE d.status = 'PENDING'`;
   check('every PENDING webhook delivery has a live job and is within its retry window', Number(owed[0]?.checked ?? 0), owed[0]?.stuck ?? []);
 
-  // Payee safety (issue 15). A HELD payment is debited (checked above) and waits for an operator:
+  // Payee safety. A HELD payment is debited (checked above) and waits for an operator:
   // it has never had a settlement job (approval moves it to PENDING with its first one).
   const queued = await prisma.$queryRaw<{ id: string; jobs: bigint }[]>`
     SELECT p.id::text AS id, count(j.id) AS jobs FROM payments p

@@ -217,7 +217,7 @@ const configSchema = z
       endpointConcurrency: env.WEBHOOK_ENDPOINT_CONCURRENCY,
       dispatchIntervalMs: env.WEBHOOK_DISPATCH_INTERVAL_MS,
     },
-    // Payee safety (issue 15), amounts in pence: see src/payees/ and src/payments/limits.ts, holds.ts.
+    // Payee safety, amounts in pence: see src/payees/ and src/payments/limits.ts, holds.ts.
     payeeSafety: {
       /** A payment above this to a recipient that is not a saved payee needs a payee check. */
       checkThreshold: env.PAYEE_CHECK_THRESHOLD,

@@ -9,10 +9,10 @@ export type UserErrorCode =
   | 'INVALID_INPUT'
   | 'IDEMPOTENCY_KEY_REUSED'
   | 'RATE_LIMITED'
-  // Payee safety (issue 15).
+  // Payee safety.
   | 'LIMIT_EXCEEDED'
   | 'PAYEE_NOT_CONFIRMED'
-  // Cancellation (issue 14).
+  // Cancellation.
   | 'PAYMENT_NOT_CANCELLABLE';
 
 export type ErrorCode =

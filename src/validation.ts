@@ -67,7 +67,7 @@ export const sendPaymentInput = z.object({
   amount: pence,
   recipient,
   reference: reference.nullish().transform((r) => r ?? null),
-  /** Payee safety (issue 15): a Confirmation of Payee check of this recipient. Not part of the fingerprint. */
+  /** A Confirmation of Payee check of this recipient. Not part of the fingerprint. */
   payeeCheckId: uuid.nullish(),
   executeOn: calendarDate.nullish().transform((d) => d ?? null),
 });

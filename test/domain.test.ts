@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { isCalendarDate, londonToday, occurrenceDate, secondsUntilDay, startOfLondonDay } from '../src/calendar.ts';
 import { ConfigError, loadConfig } from '../src/config.ts';
-import { fingerprintOf } from '../src/payments/send-payment.ts';
+import { fingerprintOf } from '../src/payments/payment-service.ts';
 import { londonDay } from '../src/payments/limits.ts';
 import { parseInput, sendPaymentInput } from '../src/validation.ts';
 

@@ -39,4 +39,14 @@ describe('the source layout', () => {
     const offending = sourceFiles('.').filter((file) => file !== registry && cron.test(readFileSync(file, 'utf8')));
     expect(offending.map((file) => path.relative(SRC, file))).toEqual([]);
   });
+
+  it('tells no history in product code: comments say the rule, not which issue or version brought it', () => {
+    const narration = /\b(?:issue|ticket)\s+#?\d+|\b(?:contract\s+)?version\s+\d+\b|\bcontract\s+v\d+\b/i;
+    const offending = sourceFiles('.').flatMap((file) =>
+      readFileSync(file, 'utf8')
+        .split('\n')
+        .flatMap((line, i) => (narration.test(line) ? [`${path.relative(SRC, file)}:${i + 1}: ${line.trim()}`] : [])),
+    );
+    expect(offending).toEqual([]);
+  });
 });

@@ -19,7 +19,7 @@ import { createPayeeService } from '../payees/payees.ts';
 import { createCancellation } from '../payments/cancel.ts';
 import { createHoldService } from '../payments/holds.ts';
 import { createScreening } from '../payments/screening.ts';
-import { createPaymentService } from '../payments/send-payment.ts';
+import { createPaymentService } from '../payments/payment-service.ts';
 import { createStandingOrders } from '../payments/standing-orders.ts';
 import { createProviderClient, noPayeeChecks } from '../provider/client.ts';
 import { createAddressGuard } from '../webhooks/address.ts';

@@ -11,7 +11,7 @@ import { observeWorkerGauges } from '../ops/gauges.ts';
 import { startOpsServer } from '../ops/http.ts';
 import { createMetrics, type Metrics } from '../ops/metrics.ts';
 import { createHoldService } from '../payments/holds.ts';
-import { createProviderFeed } from '../payments/provider-feed.ts';
+import { createProviderEvents } from '../payments/provider-events.ts';
 import { createScheduledExecution } from '../payments/scheduled.ts';
 import { createSettlement } from '../payments/settlement.ts';
 import { createStandingOrders } from '../payments/standing-orders.ts';
@@ -85,7 +85,7 @@ export async function startWorkerProcess(
       settlement: createSettlement({ prisma, provider, logger, metrics, failpoints }),
       scheduled: createScheduledExecution({ prisma, jobs, clock, policy: config.payeeSafety, logger, metrics }),
       standingOrders: createStandingOrders({ prisma, jobs, clock, logger, metrics }),
-      providerFeed: createProviderFeed({ prisma, jobs, provider, logger, metrics, failpoints }),
+      providerEvents: createProviderEvents({ prisma, jobs, provider, logger, metrics, failpoints }),
       holds: createHoldService({ prisma, jobs, policy: config.payeeSafety, clock, logger, metrics }),
       webhooks,
       sweepMinAgeSeconds: config.queue.sweepMinAgeSeconds,

@@ -4,7 +4,7 @@ import type { Viewer } from '../auth.ts';
 import type { PrismaClient } from '../db/prisma.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
-import type { PaymentService } from '../payments/send-payment.ts';
+import type { PaymentService } from '../payments/payment-service.ts';
 import type { HoldService } from '../payments/holds.ts';
 import type { PayeeService } from '../payees/payees.ts';
 import type { Cancellation } from '../payments/cancel.ts';
@@ -24,9 +24,9 @@ export interface Services {
   cancellation: Cancellation;
   standingOrders: StandingOrders;
   accounts: AccountService;
-  /** Payee checks and saved payees (issue 15). */
+  /** Payee checks and saved payees. */
   payees: PayeeService;
-  /** Held payments: operators approve or reject them (issue 15). */
+  /** Held payments: operators approve or reject them. */
   holds: HoldService;
   /** Per-customer limit on sendPayment, shared by every API process; null when SEND_PAYMENT_RATE_LIMIT_PER_MINUTE is 0. */
   sendPaymentLimiter: RateLimiterAbstract | null;

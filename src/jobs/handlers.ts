@@ -4,7 +4,7 @@ import type { PrismaClient } from '../db/prisma.ts';
 import { prismaSql, pruneEvents } from '../events/store.ts';
 import type { Logger } from '../logger.ts';
 import type { HoldService } from '../payments/holds.ts';
-import type { ProviderFeed } from '../payments/provider-feed.ts';
+import type { ProviderEventsService } from '../payments/provider-events.ts';
 import type { ScheduledExecution } from '../payments/scheduled.ts';
 import type { Settlement } from '../payments/settlement.ts';
 import type { StandingOrders } from '../payments/standing-orders.ts';
@@ -39,7 +39,7 @@ export function createJobHandlers(deps: {
   settlement: Settlement;
   scheduled: ScheduledExecution;
   standingOrders: StandingOrders;
-  providerFeed: ProviderFeed;
+  providerEvents: ProviderEventsService;
   holds: Pick<HoldService, 'expireHolds'>;
   /** One webhook delivery attempt (src/webhooks/deliver.ts), if `jobId` is still the job allowed to make it. */
   webhooks: { attempt(jobId: string, job: DeliverWebhookJob): Promise<void> };
@@ -66,12 +66,12 @@ export function createJobHandlers(deps: {
       logger.debug({ expired: expired.length }, 'hold expiry ran');
     },
     execute: ({ paymentId }) => deps.scheduled.execute(paymentId),
-    creditReturn: ({ creditId }) => deps.providerFeed.returnCredit(creditId),
+    creditReturn: ({ creditId }) => deps.providerEvents.returnCredit(creditId),
     standingOrders: () => deps.standingOrders.runDue().then(() => undefined),
     // A poll that fails is replaced by the next one in the chain (src/jobs/worker.ts).
     async providerEvents() {
       try {
-        const applied = await deps.providerFeed.poll();
+        const applied = await deps.providerEvents.poll();
         if (applied > 0) logger.info({ applied }, 'provider events applied');
       } catch (error) {
         logger.warn({ err: error }, 'polling the provider events failed; the next poll tries again');

@@ -57,7 +57,7 @@ export function createMetrics() {
       labelNames: ['status'] as const,
       registers: [registry],
     }),
-    // Payee safety (issue 15).
+    // Payee safety: refusals, holds and operators' decisions on them.
     held: new Counter({
       name: 'payments_held_total',
       help: 'Payments taken as HELD for review, by reason (amount, new-payee)',

@@ -6,7 +6,7 @@ import type { PayeeChecker } from '../provider/client.ts';
 import { isUuid, parseInput, recipientInput, type RecipientCommand, type SendPaymentCommand } from '../validation.ts';
 
 /**
- * Confirmation of Payee and saved payees (issue 15).
+ * Confirmation of Payee and saved payees.
  *
  * Glossary: a *payee check* asks the recipient's bank (through the provider) whether the name a
  * customer typed is the name on that sort code and account number: MATCH, CLOSE_MATCH (with the

@@ -31,7 +31,7 @@ export function createCancellation(deps: {
   prisma: PrismaClient;
   /** Null when this process has no provider URL: a PENDING payment then cannot be voided. */
   provider: ProviderClient | null;
-  /** A HELD payment (issue 15) is cancelled by the hold service: money back, nothing at the provider. */
+  /** A HELD payment is cancelled by the hold service: money back, nothing at the provider. */
   holds: Pick<HoldService, 'cancelHeldPayment'>;
   logger: Logger;
   metrics: Pick<Metrics, 'cancellations'>;

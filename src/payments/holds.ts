@@ -11,11 +11,11 @@ import { isUuid, parseInput, rejectReason } from '../validation.ts';
 import type { Clock } from '../calendar.ts';
 import { LET_THROUGH, sqlStatuses } from './lifecycle.ts';
 import type { PaymentJobs } from './outbox.ts';
-import type { FailureReason } from './outcomes.ts';
+import type { FailureReason } from './failure-reasons.ts';
 import { approve, cancelHeld, expire, reject } from './transitions.ts';
 
 /**
- * Risk holds (issue 15).
+ * Risk holds.
  *
  * Glossary: a *held* payment (status HELD) is debited, with its ledger entry, but has no
  * settlement job: nothing is sent to the provider until an operator *approves* it (HELD -> PENDING
@@ -136,7 +136,7 @@ export function createHoldService(deps: {
   }
 
   /**
-   * Customer: their own HELD payment -> CANCELLED, money back. For contract v2's `cancelPayment`
+   * Customer: their own HELD payment -> CANCELLED, money back. For `cancelPayment`
    * (SCHEDULED, HELD or PENDING), which hands HELD payments here. Another customer's payment is
    * `not-found`, exactly like a missing one.
    */

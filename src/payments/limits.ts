@@ -2,7 +2,7 @@ import type { Tx } from '../db/prisma.ts';
 import { londonToday } from '../calendar.ts';
 
 /**
- * The daily payment limit (issue 15): per customer per London calendar day, the sum of its
+ * The daily payment limit: per customer per London calendar day, the sum of its
  * PENDING, COMPLETED and HELD payments may not pass DAILY_PAYMENT_LIMIT.
  *
  * Glossary: a customer's *day total* is one row of `daily_payment_totals` (customer, London day,

@@ -1,6 +1,6 @@
 import type { Payment, PrismaClient, Tx } from '../db/prisma.ts';
 import type { ProviderEvent } from '../provider/client.ts';
-import { CUSTOMER_ATTEMPT_DETAIL, type AttemptOutcome } from './outcomes.ts';
+import { CUSTOMER_ATTEMPT_DETAIL, type AttemptOutcome } from './failure-reasons.ts';
 
 /**
  * The SQL about payments that changes no status (transitions.ts holds every statement that does):

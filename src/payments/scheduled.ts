@@ -4,7 +4,7 @@ import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import { reserveDailyLimit } from './limits.ts';
 import type { PaymentJobs } from './outbox.ts';
-import { FAILURE_REASONS } from './outcomes.ts';
+import { FAILURE_REASONS } from './failure-reasons.ts';
 import { executeOnDay, failOnDay } from './transitions.ts';
 
 /**
@@ -29,7 +29,7 @@ export function createScheduledExecution(deps: {
   /** Its settlement job once debited, or a fresh execution job when it ran before its day. */
   jobs: Pick<PaymentJobs, 'settle' | 'execute'>;
   clock: Clock;
-  /** Payee safety on the payment's day (issue 15): its daily limit, and the amount that is held for review. */
+  /** Payee safety on the payment's day : its daily limit, and the amount that is held for review. */
   policy: { dailyLimit: number; reviewThreshold: number };
   logger: Logger;
   metrics: Pick<Metrics, 'scheduledExecuted'>;

@@ -7,7 +7,7 @@ import type { Clock } from '../calendar.ts';
 import { londonDay } from './limits.ts';
 
 /**
- * Payee safety before a payment is taken (issue 15): is the recipient confirmed, must the payment
+ * Payee safety before a payment is taken: is the recipient confirmed, must the payment
  * be held, and which London day's limit does it count against. Reads only; the limit itself is
  * taken inside the payment's transaction (limits.ts).
  */

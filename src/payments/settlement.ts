@@ -3,7 +3,7 @@ import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import { noFailpoints, type Failpoints } from '../failpoints.ts';
 import type { ProviderClient, ProviderPaymentRequest, ProviderResult } from '../provider/client.ts';
-import { FAILURE_REASONS, type FailureReason } from './outcomes.ts';
+import { FAILURE_REASONS, type FailureReason } from './failure-reasons.ts';
 import { recordAttempt } from './repository.ts';
 import * as transitions from './transitions.ts';
 

@@ -6,7 +6,7 @@ import type { Metrics } from '../ops/metrics.ts';
 import { parseInput, type CreateStandingOrderCommand, createStandingOrderInput, isUuid, STANDING_ORDER_KEY_PREFIX } from '../validation.ts';
 import type { PaymentJobs } from './outbox.ts';
 import { MAX_SCHEDULE_DAYS, TX_OPTIONS } from './scheduled.ts';
-import { fingerprintOf, hashOf } from './send-payment.ts';
+import { fingerprintOf, hashOf } from './payment-service.ts';
 import { cancelOccurrences, scheduleOccurrence } from './transitions.ts';
 
 /**

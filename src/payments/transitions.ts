@@ -2,7 +2,7 @@ import type { Payment, PrismaClient, Tx } from '../db/prisma.ts';
 import type { SendPaymentCommand } from '../validation.ts';
 import { raiseDayTotalSql } from './limits.ts';
 import { canTransition, type Arrow, type INITIAL, type PaymentStatus } from './lifecycle.ts';
-import { CUSTOMER_ATTEMPT_DETAIL, FAILURE_REASONS, type FailureReason } from './outcomes.ts';
+import { CUSTOMER_ATTEMPT_DETAIL, FAILURE_REASONS, type FailureReason } from './failure-reasons.ts';
 
 /**
  * Every statement that creates a payment or changes its status: one function per arrow of the

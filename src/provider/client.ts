@@ -49,7 +49,7 @@ export type ProviderResult =
   /** Worth retrying later: 429, 5xx, a timeout, a network error, the circuit is open, or an answer that is not the provider's. */
   | { kind: 'transient'; detail: string; retryAfterSeconds?: number };
 
-/** A Confirmation of Payee answer (issue 15). UNAVAILABLE: the provider could not answer (a fault, a timeout, the circuit open). */
+/** A Confirmation of Payee answer. UNAVAILABLE: the provider could not answer (a fault, a timeout, the circuit open). */
 export type PayeeMatch = 'MATCH' | 'CLOSE_MATCH' | 'NO_MATCH' | 'UNAVAILABLE';
 export interface PayeeCheckAnswer {
   result: PayeeMatch;

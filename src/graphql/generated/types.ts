@@ -3,7 +3,7 @@ import type { GraphQLResolveInfo, GraphQLScalarType, GraphQLScalarTypeConfig } f
 import type { Customer as CustomerModel, Account as AccountModel, Payment as PaymentModel, LedgerEntry as LedgerEntryModel, OperatorAction as OperatorActionModel, StandingOrder as StandingOrderModel, PayeeCheck as PayeeCheckModel, WebhookEndpoint as WebhookEndpointModel, WebhookDelivery as WebhookDeliveryModel } from '../../db/prisma.ts';
 import type { FeedEvent } from '../../events/feed.ts';
 import type { PayeeWithCheck } from '../../payees/payees.ts';
-import type { SendPaymentResult } from '../../payments/send-payment.ts';
+import type { SendPaymentResult } from '../../payments/payment-service.ts';
 import type { Context } from '../context.ts';
 export type Maybe<T> = T | null;
 export type InputMaybe<T> = Maybe<T>;

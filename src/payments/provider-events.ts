@@ -31,7 +31,7 @@ import { isUuid } from '../validation.ts';
 export const EVENTS_PAGE_SIZE = 100;
 
 
-export function createProviderFeed(deps: {
+export function createProviderEvents(deps: {
   prisma: PrismaClient;
   jobs: Pick<PaymentJobs, 'returnCredit'>;
   provider: ProviderClient;
@@ -148,4 +148,4 @@ export function createProviderFeed(deps: {
   return { poll, returnCredit, applyPage };
 }
 
-export type ProviderFeed = ReturnType<typeof createProviderFeed>;
+export type ProviderEventsService = ReturnType<typeof createProviderEvents>;

@@ -7,7 +7,7 @@
 
 /**
  * `Payment.failureReason` of a CANCELLED or FAILED payment. Codes, not prose: clients can branch on
- * them. (Contract v2 adds `INSUFFICIENT_FUNDS` for scheduled payments.)
+ * them.
  */
 export const FAILURE_REASONS = {
   /** The provider (the recipient's bank) refused the payment. CANCELLED. */
@@ -16,7 +16,7 @@ export const FAILURE_REASONS = {
   NOT_SENT_PROVIDER_UNAVAILABLE: 'NOT_SENT_PROVIDER_UNAVAILABLE',
   /** The payment was found voided at the provider, so it can never be executed. FAILED. */
   NOT_SENT_VOIDED: 'NOT_SENT_VOIDED',
-  // Payee safety (issue 15): the ends of a HELD payment that was never sent. CANCELLED.
+  // The ends of a HELD payment that was never sent. CANCELLED.
   /** An operator rejected the held payment. */
   REJECTED_IN_REVIEW: 'REJECTED_IN_REVIEW',
   /** Nobody reviewed the held payment within HOLD_MAX_HOURS. */

@@ -23,7 +23,7 @@ export interface PaymentServiceDeps {
   jobs: PaymentJobs;
   logger: Logger;
   metrics: Pick<Metrics, 'transactionSeconds' | 'held' | 'refusals'>;
-  /** Payee safety (issue 15): confirmation of payee, holds, the limit's day. */
+  /** Payee safety: confirmation of payee, holds, the limit's day. */
   screen: ScreenPayment;
   /** Decides what "today" is in London for scheduled payments. */
   clock: Clock;
@@ -79,7 +79,7 @@ export function createPaymentService(deps: PaymentServiceDeps) {
       return { payment: null, errors: [userError('INVALID_INPUT', `executeOn must be at most ${MAX_SCHEDULE_DAYS} days ahead`, ['executeOn'])] };
     }
 
-    // Payee safety (issue 15): a refusal writes nothing, but a replay still gets its payment.
+    // Payee safety: a refusal writes nothing, but a replay still gets its payment.
     const screened = await deps.screen(customerId, cmd);
     if (!screened.ok) {
       if (await findPaymentByKey(prisma, customerId, cmd.fromAccountId, cmd.idempotencyKey)) return replay(customerId, cmd, fingerprint);
@@ -104,7 +104,7 @@ export function createPaymentService(deps: PaymentServiceDeps) {
             userError('INSUFFICIENT_FUNDS', 'The account balance is lower than the amount', ['amount']),
           );
         }
-        // Payee safety (issue 15): the day's total, raised in the same statement after the debit.
+        // The day's total, raised in the same statement after the debit.
         if (dayTotal === null) {
           throw new DomainError(userError('LIMIT_EXCEEDED', `This payment would pass your daily limit of ${screened.dailyLimit} pence`, ['amount']));
         }
