@@ -63,7 +63,7 @@ export interface PgbenchPoint {
   tps: number;
   spread: [number, number];
   /** Why this count was run: the API's pool size, or the sweep for pgbench's best. */
-  role: string;
+  why: string;
 }
 
 const fmt = (v: number | null, digits = 1) => (v === null || Number.isNaN(v) ? '-' : v.toFixed(digits));
@@ -84,7 +84,7 @@ export function markdownTable(results: ScenarioResult[]): string {
 
 export function pgbenchTable(points: PgbenchPoint[]): string {
   const head = '| pgbench clients | tps (median) | spread | why |';
-  const rows = points.map((p) => `| ${p.clients} | ${fmt(p.tps, 0)} | ${range(p.spread)} | ${p.role} |`);
+  const rows = points.map((p) => `| ${p.clients} | ${fmt(p.tps, 0)} | ${range(p.spread)} | ${p.why} |`);
   return [head, '|---|---|---|---|', ...rows].join('\n');
 }
 

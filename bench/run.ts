@@ -146,7 +146,7 @@ async function main(): Promise<void> {
     const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
     const apiUrl = `http://127.0.0.1:${port}/graphql`;
     const startApi = async () => {
-      const child = await startProcess('bench/role-api.ts', apiEnv, { url: `http://127.0.0.1:${port}/readyz` }, { nodeFlags });
+      const child = await startProcess('bench/process-api.ts', apiEnv, { url: `http://127.0.0.1:${port}/readyz` }, { nodeFlags });
       children.push(child);
       log(`API pid ${child.pid} at ${apiUrl} (NODE_OPTIONS ${apiEnv.NODE_OPTIONS || '-'})`);
       return child;
@@ -241,8 +241,8 @@ async function main(): Promise<void> {
       }
       for (const [, list] of runs) results.push(aggregate(list));
       for (const [clients, list] of [...pgbenchRuns].sort((a, b) => a[0] - b[0])) {
-        const roles = [clients === poolSize ? `the API's pool size (${poolSize})` : '', CONCURRENCY.includes(clients) ? 'a table point' : '', PGBENCH_SWEEP.includes(clients) ? 'sweep' : ''];
-        pgbenchPoints.push({ clients, tps: median(list), spread: [Math.min(...list), Math.max(...list)], role: roles.filter(Boolean).join(', ') });
+        const whys = [clients === poolSize ? `the API's pool size (${poolSize})` : '', CONCURRENCY.includes(clients) ? 'a table point' : '', PGBENCH_SWEEP.includes(clients) ? 'sweep' : ''];
+        pgbenchPoints.push({ clients, tps: median(list), spread: [Math.min(...list), Math.max(...list)], why: whys.filter(Boolean).join(', ') });
       }
 
       // What PostgreSQL's notification lock cost: the same two points with a NOTIFY in every
@@ -280,7 +280,7 @@ async function main(): Promise<void> {
       await queryOnce(db.url, 'DELETE FROM pgboss.job WHERE name = $1', [QUEUES.settle]);
       const workerPort = await freePort();
       const workerOpsUrl = `http://127.0.0.1:${workerPort}`;
-      const worker = await startProcess('bench/role-worker.ts', {
+      const worker = await startProcess('bench/process-worker.ts', {
         DATABASE_URL: db.url,
         PROVIDER_URL: emulator.url,
         PROVIDER_API_KEY: config.providerApiKey,
@@ -420,7 +420,7 @@ function targets(run: {
   const check = (ok: boolean) => (ok ? 'met' : 'NOT met');
   const c32 = results.find((r) => r.name === 'spread-c32');
   const best = pgbenchPoints.reduce<PgbenchPoint | null>((b, p) => (b === null || p.tps > b.tps ? p : b), null);
-  const atPool = pgbenchPoints.find((p) => p.role.includes('pool size'));
+  const atPool = pgbenchPoints.find((p) => p.why.includes('pool size'));
   const c32VsBest = c32 && best ? c32.acceptedPerSec / best.tps : NaN;
   const at80slow = steady.find((r) => r.loadShare === 0.8 && r.providerLatencyMs === 50);
   const settleRatio = at80slow ? at80slow.settledPerSec / at80slow.acceptedPerSec : NaN;

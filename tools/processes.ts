@@ -32,7 +32,7 @@ export type Readiness = string | { url: string };
 /**
  * The one process launcher of the repository (tests, the chaos run, the bench). Starts
  * `node src/<script>` (or `node <script>` for a path from the repository root, such as
- * `bench/role-api.ts`) as its own process, the way `npm run start:*` does, and resolves once it is
+ * `bench/process-api.ts`) as its own process, the way `npm run start:*` does, and resolves once it is
  * ready: its log says `ready` (at the default LOG_LEVEL info), or `ready.url` answers 200.
  * `nodeFlags` go before the script (e.g. --cpu-prof for the bench).
  */
