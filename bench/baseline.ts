@@ -4,7 +4,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
 import { accountIdOf, accountIdSql, customerIdOf, customerIdSql } from './database.ts';
-import { summarize, type LoadResult } from './load.ts';
+import { type LoadResult, summarize } from './load.ts';
 import type { TransactionSql } from './transaction-sql.ts';
 
 /** Debian's pgbench, the newest installed, or null. */
@@ -58,7 +58,9 @@ export function pgbenchScript(sql: TransactionSql, choice: AccountChoice): strin
   const enqueue = params(sql.enqueue.text, { 1: `(replace(:jobjson::text, 'PAYMENT_ID', :p_id::text))` });
   for (const text of [insert, enqueue]) {
     // pgbench reads ":name" as a variable anywhere in a command; make sure only ours are there.
-    const stray = oneLine(text).match(/(?<!:):(?!:)[A-Za-z0-9_]+/g)?.filter((v) => !/^:(n|k|keyprefix|client_id|fingerprint|amount|rname|rsort|racct|ref|jobjson|p_\w+)$/.test(v));
+    const stray = oneLine(text)
+      .match(/(?<!:):(?!:)[A-Za-z0-9_]+/g)
+      ?.filter((v) => !/^:(n|k|keyprefix|client_id|fingerprint|amount|rname|rsort|racct|ref|jobjson|p_\w+)$/.test(v));
     if (stray && stray.length > 0) throw new Error(`pgbench would read ${stray.join(', ')} as variables`);
   }
   return [
@@ -193,11 +195,19 @@ export async function runNodeBaseline(options: {
             values[1] = customerIdOf(n);
             values[2] = key;
             values[4] = amount;
-            const inserted = await client.query<{ id: string; balanceAfter: string | null }>({ name: 'bench_insert_payment', text: sql.insertPayment.text, values });
+            const inserted = await client.query<{ id: string; balanceAfter: string | null }>({
+              name: 'bench_insert_payment',
+              text: sql.insertPayment.text,
+              values,
+            });
             const payment = inserted.rows[0];
             if (!payment) throw new Error('payment not inserted');
             if (payment.balanceAfter === null) throw new Error('debit refused');
-            await client.query({ name: 'bench_enqueue', text: sql.enqueue.text, values: [sql.jobJsonTemplate.replaceAll('PAYMENT_ID', payment.id)] });
+            await client.query({
+              name: 'bench_enqueue',
+              text: sql.enqueue.text,
+              values: [sql.jobJsonTemplate.replaceAll('PAYMENT_ID', payment.id)],
+            });
             await client.query('COMMIT');
             accepted++;
             latencies.push(performance.now() - t0);

@@ -2,12 +2,12 @@ import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
+import { startQueue } from '../src/app/queue.ts';
 import type { Config } from '../src/config.ts';
-import { ensureDatabase, startEmbeddedPostgres, type EmbeddedDatabase } from '../tools/embedded-postgres.ts';
-import { freePort } from '../tools/free-port.ts';
 import { migrate } from '../src/db/migrate.ts';
 import { createLogger } from '../src/logger.ts';
-import { startQueue } from '../src/app/queue.ts';
+import { type EmbeddedDatabase, ensureDatabase, startEmbeddedPostgres } from '../tools/embedded-postgres.ts';
+import { freePort } from '../tools/free-port.ts';
 
 export const ACCOUNTS = 10_000;
 /** Opening balance of every bench account, in pence: no payment in the run can exhaust it. */
@@ -158,10 +158,7 @@ export async function transactionTimes(url: string, prefix: string): Promise<TxT
 
 /** Deadlocks PostgreSQL has detected in this database so far. */
 export async function deadlocks(url: string): Promise<number> {
-  const rows = await queryOnce<{ n: string }>(
-    url,
-    'SELECT deadlocks::text AS n FROM pg_stat_database WHERE datname = current_database()',
-  );
+  const rows = await queryOnce<{ n: string }>(url, 'SELECT deadlocks::text AS n FROM pg_stat_database WHERE datname = current_database()');
   return Number(rows[0]?.n ?? 0);
 }
 

@@ -4,14 +4,15 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { startQueue } from '../src/app/queue.ts';
 import { signToken } from '../src/auth.ts';
 import { loadConfig } from '../src/config.ts';
-import { freePort } from '../tools/free-port.ts';
 import { startEmulator } from '../src/emulator/server.ts';
 import { QUEUES } from '../src/jobs/queues.ts';
 import { createLogger } from '../src/logger.ts';
-import { startQueue } from '../src/app/queue.ts';
-import { findPgbench, runNodeBaseline, runPgbench, type AccountChoice } from './baseline.ts';
+import { freePort } from '../tools/free-port.ts';
+import { type StartedProcess, startProcess } from '../tools/processes.ts';
+import { type AccountChoice, findPgbench, runNodeBaseline, runPgbench } from './baseline.ts';
 import {
   ACCOUNTS,
   accountIdOf,
@@ -24,9 +25,16 @@ import {
   transactionTimes,
 } from './database.ts';
 import { runLoad, type Sender } from './load.ts';
-import { startProcess, type StartedProcess } from '../tools/processes.ts';
 import { cpuSeconds, sampleRss } from './processes.ts';
-import { markdownTable, pgbenchTable, steadyTable, throughputSvg, type PgbenchPoint, type ScenarioResult, type SteadyResult } from './report.ts';
+import {
+  markdownTable,
+  type PgbenchPoint,
+  pgbenchTable,
+  type ScenarioResult,
+  type SteadyResult,
+  steadyTable,
+  throughputSvg,
+} from './report.ts';
 import { steadyPoint } from './steady.ts';
 import { captureTransactionSql } from './transaction-sql.ts';
 
@@ -68,7 +76,9 @@ const log = (line: string) => process.stderr.write(`[bench] ${line}\n`);
 const API_NODE_OPTIONS = apiNodeFlags();
 
 function apiNodeFlags(): string {
-  const pkg = JSON.parse(readFileSync(fileURLToPath(new URL('../package.json', import.meta.url)), 'utf8')) as { scripts?: Record<string, string> };
+  const pkg = JSON.parse(readFileSync(fileURLToPath(new URL('../package.json', import.meta.url)), 'utf8')) as {
+    scripts?: Record<string, string>;
+  };
   const script = pkg.scripts?.['start:api'] ?? '';
   const match = /^node\s+(.*?)\s*src\/main-api\.ts$/.exec(script.trim());
   if (!match) throw new Error(`package.json start:api is not "node [flags] src/main-api.ts": ${script}`);
@@ -96,7 +106,10 @@ const BENCH_DAILY_LIMIT = '1000000000000';
 
 async function main(): Promise<void> {
   const startedAt = Date.now();
-  const load = os.loadavg().map((l) => l.toFixed(2)).join(' ');
+  const load = os
+    .loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ');
   log(`load average at the start: ${load}`);
   // The hot account pays far past a customer's daily limit in a run: the limit is still taken on every
   // payment (and in the baselines' SQL), just never reached.
@@ -171,7 +184,16 @@ async function main(): Promise<void> {
       runLoad({ url: apiUrl, clients, seconds: WARMUP_SECONDS, keyPrefix: `warmup-${Date.now()}-`, pickSender });
     const pgbenchAt = (name: string, clients: number, choice: AccountChoice) =>
       pgbench
-        ? runPgbench({ pgbench, databaseUrl: db.url, sql, choice, clients, seconds: BASELINE_SECONDS, keyPrefix: `${name}-pgb-`, scriptFile: path.join(tmp, `${name}.sql`) })
+        ? runPgbench({
+            pgbench,
+            databaseUrl: db.url,
+            sql,
+            choice,
+            clients,
+            seconds: BASELINE_SECONDS,
+            keyPrefix: `${name}-pgb-`,
+            scriptFile: path.join(tmp, `${name}.sql`),
+          })
         : null;
 
     const deadlocksBefore = await deadlocks(db.url);
@@ -181,7 +203,14 @@ async function main(): Promise<void> {
     let peakApiRss = 0;
 
     /** One closed-loop point: warm-up, the API, then pgbench and the Node client at the same clients. */
-    const point = async (name: string, round: number, clients: number, choice: AccountChoice, pickSender: () => Sender, baselines = true) => {
+    const point = async (
+      name: string,
+      round: number,
+      clients: number,
+      choice: AccountChoice,
+      pickSender: () => Sender,
+      baselines = true,
+    ) => {
       await warm(clients, pickSender);
       const prefix = `${name}-r${round}`;
       const rss = sampleRss(api.pid);
@@ -241,8 +270,17 @@ async function main(): Promise<void> {
       }
       for (const [, list] of runs) results.push(aggregate(list));
       for (const [clients, list] of [...pgbenchRuns].sort((a, b) => a[0] - b[0])) {
-        const whys = [clients === poolSize ? `the API's pool size (${poolSize})` : '', CONCURRENCY.includes(clients) ? 'a table point' : '', PGBENCH_SWEEP.includes(clients) ? 'sweep' : ''];
-        pgbenchPoints.push({ clients, tps: median(list), spread: [Math.min(...list), Math.max(...list)], why: whys.filter(Boolean).join(', ') });
+        const whys = [
+          clients === poolSize ? `the API's pool size (${poolSize})` : '',
+          CONCURRENCY.includes(clients) ? 'a table point' : '',
+          PGBENCH_SWEEP.includes(clients) ? 'sweep' : '',
+        ];
+        pgbenchPoints.push({
+          clients,
+          tps: median(list),
+          spread: [Math.min(...list), Math.max(...list)],
+          why: whys.filter(Boolean).join(', '),
+        });
       }
 
       // What PostgreSQL's notification lock cost: the same two points with a NOTIFY in every
@@ -254,7 +292,10 @@ async function main(): Promise<void> {
         await point('spread-c32-notify', 1, 32, spreadChoice, spread, false);
         await point(`hot-c${HOT_CLIENTS}-notify`, 1, HOT_CLIENTS, hotChoice, hot, false);
         await queryOnce(db.url, WITHOUT_NOTIFY_SQL);
-        for (const [name, against] of [['spread-c32-notify', 'spread-c32'], [`hot-c${HOT_CLIENTS}-notify`, `hot-c${HOT_CLIENTS}`]] as const) {
+        for (const [name, against] of [
+          ['spread-c32-notify', 'spread-c32'],
+          [`hot-c${HOT_CLIENTS}-notify`, `hot-c${HOT_CLIENTS}`],
+        ] as const) {
           const run = runs.get(name)?.[0];
           const base = results.find((r) => r.name === against);
           if (!run || !base) continue;
@@ -269,7 +310,9 @@ async function main(): Promise<void> {
         api = await startApi();
       }
       // The maximum acceptance rate: the best closed-loop median (the API alone, no worker).
-      maxRate = Math.max(...results.filter((r) => r.name.startsWith('spread-c') && !r.name.endsWith('-notify')).map((r) => r.acceptedPerSec));
+      maxRate = Math.max(
+        ...results.filter((r) => r.name.startsWith('spread-c') && !r.name.endsWith('-notify')).map((r) => r.acceptedPerSec),
+      );
     }
     const deadlocksSeen = (await deadlocks(db.url)) - deadlocksBefore;
 
@@ -280,14 +323,18 @@ async function main(): Promise<void> {
       await queryOnce(db.url, 'DELETE FROM pgboss.job WHERE name = $1', [QUEUES.settle]);
       const workerPort = await freePort();
       const workerOpsUrl = `http://127.0.0.1:${workerPort}`;
-      const worker = await startProcess('bench/process-worker.ts', {
-        DATABASE_URL: db.url,
-        PROVIDER_URL: emulator.url,
-        PROVIDER_API_KEY: config.providerApiKey,
-        LOG_LEVEL: 'warn',
-        WORKER_PORT: String(workerPort),
-        ...pick(process.env, ['WORKER_CONCURRENCY', 'DATABASE_POOL_SIZE', 'PROVIDER_MAX_CONNECTIONS']),
-      }, { url: `${workerOpsUrl}/readyz` });
+      const worker = await startProcess(
+        'bench/process-worker.ts',
+        {
+          DATABASE_URL: db.url,
+          PROVIDER_URL: emulator.url,
+          PROVIDER_API_KEY: config.providerApiKey,
+          LOG_LEVEL: 'warn',
+          WORKER_PORT: String(workerPort),
+          ...pick(process.env, ['WORKER_CONCURRENCY', 'DATABASE_POOL_SIZE', 'PROVIDER_MAX_CONNECTIONS']),
+        },
+        { url: `${workerOpsUrl}/readyz` },
+      );
       children.push(worker);
       log(`worker pid ${worker.pid}; steady state from a maximum of ${maxRate.toFixed(0)}/s, ${STEADY_SECONDS} s per point`);
       // Interleaved: the provider latency alternates at each load level.
@@ -325,7 +372,10 @@ async function main(): Promise<void> {
     await api.stop();
 
     const mismatches = await ledgerMismatches(db.url);
-    const loadAtEnd = os.loadavg().map((l) => l.toFixed(2)).join(' ');
+    const loadAtEnd = os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ');
     const summary = targets({ results, pgbenchPoints, steady, peakApiRss, deadlocksSeen, mismatches });
     process.stdout.write(
       `\n${markdownTable(results)}\n\n${pgbenchTable(pgbenchPoints)}\n\n${steadyTable(steady)}\n\n${summary}\n\n` +
@@ -338,7 +388,13 @@ async function main(): Promise<void> {
       `${JSON.stringify(
         {
           date: new Date().toISOString(),
-          machine: { cpus: os.cpus().length, node: process.version, database: db.embedded ? 'embedded-postgres' : 'DATABASE_URL', loadAverageAtStart: load, loadAverageAtEnd: loadAtEnd },
+          machine: {
+            cpus: os.cpus().length,
+            node: process.version,
+            database: db.embedded ? 'embedded-postgres' : 'DATABASE_URL',
+            loadAverageAtStart: load,
+            loadAverageAtEnd: loadAtEnd,
+          },
           rounds: ROUNDS,
           apiSeconds: API_SECONDS,
           baselineSeconds: BASELINE_SECONDS,

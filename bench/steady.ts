@@ -1,8 +1,8 @@
-import { QUEUES } from '../src/jobs/queues.ts';
 import type { RunningEmulator } from '../src/emulator/server.ts';
+import { QUEUES } from '../src/jobs/queues.ts';
+import type { StartedProcess } from '../tools/processes.ts';
 import { queryOnce } from './database.ts';
 import { runOpenLoop, type Sender } from './load.ts';
-import type { StartedProcess } from '../tools/processes.ts';
 import { cpuSeconds, sampleRss } from './processes.ts';
 import type { SteadyResult } from './report.ts';
 
@@ -60,7 +60,13 @@ export async function steadyPoint(options: {
   const rate = Math.max(1, Math.round(options.maxRate * options.loadShare));
   options.emulator.setFaults({ latencyMs: options.providerLatencyMs });
   // Warm-up at the same rate, then start from an empty queue.
-  await runOpenLoop({ url: options.apiUrl, rate, seconds: options.warmupSeconds, keyPrefix: `${name}-warm-`, pickSender: options.pickSender });
+  await runOpenLoop({
+    url: options.apiUrl,
+    rate,
+    seconds: options.warmupSeconds,
+    keyPrefix: `${name}-warm-`,
+    pickSender: options.pickSender,
+  });
   await drain(databaseUrl, options.drainCapSeconds);
 
   const apiRss = sampleRss(options.api.pid);
@@ -68,7 +74,13 @@ export async function steadyPoint(options: {
   const settledBefore = await settledSoFar(options.workerOpsUrl);
   const cpuBefore = { api: cpuSeconds(options.api.pid), worker: cpuSeconds(options.worker.pid) };
   const started = performance.now();
-  const load = await runOpenLoop({ url: options.apiUrl, rate, seconds: options.seconds, keyPrefix: `${name}-`, pickSender: options.pickSender });
+  const load = await runOpenLoop({
+    url: options.apiUrl,
+    rate,
+    seconds: options.seconds,
+    keyPrefix: `${name}-`,
+    pickSender: options.pickSender,
+  });
   const settledAfter = await settledSoFar(options.workerOpsUrl);
   const elapsedSeconds = (performance.now() - started) / 1000;
   const apiCpu = cpuSeconds(options.api.pid) - cpuBefore.api;

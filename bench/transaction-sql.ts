@@ -1,11 +1,11 @@
 import type { PgBoss } from 'pg-boss';
+import { queuePolicy } from '../src/app/queue.ts';
 import type { Config } from '../src/config.ts';
 import type { Payment, Tx } from '../src/db/prisma.ts';
 import { enqueueSettlement } from '../src/jobs/enqueue.ts';
 import { londonDay } from '../src/payments/limits.ts';
-import { take } from '../src/payments/transitions.ts';
 import { fingerprintOf } from '../src/payments/payment-service.ts';
-import { queuePolicy } from '../src/app/queue.ts';
+import { take } from '../src/payments/transitions.ts';
 import type { SendPaymentCommand } from '../src/validation.ts';
 
 export interface Statement {
@@ -56,7 +56,11 @@ export async function captureTransactionSql(boss: PgBoss, config: Config, custom
   } as unknown as Tx;
 
   // The insert statement includes the daily limit's upsert (issue 15), so the baselines pay for it too.
-  await take(recorder, customerId, cmd, fingerprintOf(cmd), { status: 'PENDING', limitDay: londonDay(new Date()), dailyLimit: config.payeeSafety.dailyLimit });
+  await take(recorder, customerId, cmd, fingerprintOf(cmd), {
+    status: 'PENDING',
+    limitDay: londonDay(new Date()),
+    dailyLimit: config.payeeSafety.dailyLimit,
+  });
   await enqueueSettlement(boss, recorder, queuePolicy(config), { paymentId: SAMPLE_PAYMENT_ID });
   const [insert, enqueue] = recorded;
   if (!insert || !enqueue || recorded.length !== 2) {

@@ -1,9 +1,9 @@
 import { z } from 'zod';
-import { occurrenceDate, type Frequency } from './calendar.ts';
+import { type Frequency, occurrenceDate } from './calendar.ts';
 import type { PrismaClient } from './db/prisma.ts';
 import { Prisma } from './generated/prisma/client.ts';
 import { QUEUES } from './jobs/queues.ts';
-import { COUNTS_AGAINST_DAILY_LIMIT, EXECUTED, isIn, sqlStatuses, STOPPED } from './payments/lifecycle.ts';
+import { COUNTS_AGAINST_DAILY_LIMIT, EXECUTED, isIn, STOPPED, sqlStatuses } from './payments/lifecycle.ts';
 
 /**
  * The bank's invariants, checked from the outside against the database (and the provider, when
@@ -26,7 +26,9 @@ const MAX_LISTED = 20;
 const providerPayments = z.array(
   z.object({ idempotencyKey: z.string(), amount: z.number(), status: z.string(), returnCode: z.string().nullish() }),
 );
-const providerCreditList = z.array(z.object({ id: z.string(), amount: z.number(), receivedAt: z.string(), returned: z.object({}).loose().nullable() }));
+const providerCreditList = z.array(
+  z.object({ id: z.string(), amount: z.number(), receivedAt: z.string(), returned: z.object({}).loose().nullable() }),
+);
 
 type Check = (name: string, checked: number, violations: string[]) => void;
 
@@ -75,14 +77,21 @@ async function checkStandingOrders(prisma: PrismaClient, check: Check): Promise<
   for (const order of orders) {
     const expected = Array.from({ length: order.n }, (_, i) => occurrenceDate(order.first, order.frequency, i));
     if (JSON.stringify(order.dates) !== JSON.stringify(expected)) {
-      problems.push(`standing order ${order.id}: occurrences ${order.dates.join(', ') || 'none'}, expected ${expected.join(', ') || 'none'}`);
+      problems.push(
+        `standing order ${order.id}: occurrences ${order.dates.join(', ') || 'none'}, expected ${expected.join(', ') || 'none'}`,
+      );
     }
   }
   check('every standing-order occurrence exists exactly once, on its date', orders.length, problems);
 }
 
 /** Our record of credits against the provider's: returned there exactly when returned here. */
-async function checkCreditsAtProvider(prisma: PrismaClient, provider: { url: string; apiKey: string }, check: Check, pendingMaxAgeSeconds: number): Promise<void> {
+async function checkCreditsAtProvider(
+  prisma: PrismaClient,
+  provider: { url: string; apiKey: string },
+  check: Check,
+  pendingMaxAgeSeconds: number,
+): Promise<void> {
   const response = await fetch(`${provider.url}/admin/credits`, { headers: { 'x-api-key': provider.apiKey } });
   if (!response.ok) throw new Error(`provider answered ${response.status} to GET /admin/credits`);
   const theirs = providerCreditList.parse(await response.json());
@@ -91,7 +100,8 @@ async function checkCreditsAtProvider(prisma: PrismaClient, provider: { url: str
   for (const credit of theirs) {
     const mine = ours.get(credit.id);
     if (!mine) {
-      if (Date.now() - Date.parse(credit.receivedAt) > pendingMaxAgeSeconds * 1000) problems.push(`credit ${credit.id} sent by the provider but never read`);
+      if (Date.now() - Date.parse(credit.receivedAt) > pendingMaxAgeSeconds * 1000)
+        problems.push(`credit ${credit.id} sent by the provider but never read`);
       continue;
     }
     if (BigInt(credit.amount) !== mine.amount) problems.push(`credit ${credit.id}: provider amount ${credit.amount}, ours ${mine.amount}`);
@@ -124,10 +134,18 @@ export async function audit(options: {
     SELECT a.id, a.balance, coalesce(sum(l.amount), 0)::bigint AS ledger
     FROM accounts a LEFT JOIN ledger_entries l ON l.account_id = a.id
     GROUP BY a.id HAVING a.balance <> coalesce(sum(l.amount), 0)`;
-  check('every balance equals the sum of its ledger', accounts, drift.map((r) => `account ${r.id}: balance ${r.balance}, ledger ${r.ledger}`));
+  check(
+    'every balance equals the sum of its ledger',
+    accounts,
+    drift.map((r) => `account ${r.id}: balance ${r.balance}, ledger ${r.ledger}`),
+  );
 
   const negative = await prisma.$queryRaw<{ id: string; balance: bigint }[]>`SELECT id, balance FROM accounts WHERE balance < 0`;
-  check('no balance is negative', accounts, negative.map((r) => `account ${r.id}: ${r.balance}`));
+  check(
+    'no balance is negative',
+    accounts,
+    negative.map((r) => `account ${r.id}: ${r.balance}`),
+  );
 
   const chain = await prisma.$queryRaw<{ id: bigint; account_id: string; balance_after: bigint; running: bigint }[]>`
     SELECT id, account_id, balance_after, running FROM (
@@ -206,7 +224,11 @@ export async function audit(options: {
       OR bool_or(e.n > 1 AND e.previous_status IS NULL)
       OR bool_or(e.n > 1 AND e.previous_status IS DISTINCT FROM e.prior)
       OR bool_or(e.back = 1 AND e.status <> p.status)`;
-  check('each payment has events that retrace its status history', payments, history.map((r) => `payment ${r.id}: ${r.problem}`));
+  check(
+    'each payment has events that retrace its status history',
+    payments,
+    history.map((r) => `payment ${r.id}: ${r.problem}`),
+  );
 
   const pendingMaxAge = options.pendingMaxAgeSeconds ?? DEFAULT_PENDING_MAX_AGE_SECONDS;
   const stale = await prisma.$queryRaw<{ id: string; created_at: Date; minutes: number }[]>`
@@ -228,7 +250,11 @@ export async function audit(options: {
     JOIN payment_events ev ON (ev.xid, ev.seq) > (c.started_xid, 0::bigint) AND (ev.xid, ev.seq) <= (c.xid, c.seq)
     JOIN webhook_endpoints w ON w.account_id = ev.account_id AND w.deleted_at IS NULL AND w.created_at < ev.occurred_at
     LEFT JOIN webhook_deliveries d ON d.endpoint_id = w.id AND d.event_seq = ev.seq`;
-  check('every dispatched event has a webhook delivery for each endpoint its account had', Number(fanOut[0]?.checked ?? 0), fanOut[0]?.missing ?? []);
+  check(
+    'every dispatched event has a webhook delivery for each endpoint its account had',
+    Number(fanOut[0]?.checked ?? 0),
+    fanOut[0]?.missing ?? [],
+  );
 
   const owed = await prisma.$queryRaw<{ checked: bigint; stuck: string[] }[]>`
     SELECT count(*) AS checked, coalesce(array_agg(d.id || ': ' || concat_ws(', ',
@@ -238,7 +264,11 @@ export async function audit(options: {
     FROM webhook_deliveries d
     LEFT JOIN pgboss.job j ON j.name = 'webhook.deliver' AND j.id = d.job_id AND j.state IN ('created', 'retry', 'active')
     WHERE d.status = 'PENDING'`;
-  check('every PENDING webhook delivery has a live job and is within its retry window', Number(owed[0]?.checked ?? 0), owed[0]?.stuck ?? []);
+  check(
+    'every PENDING webhook delivery has a live job and is within its retry window',
+    Number(owed[0]?.checked ?? 0),
+    owed[0]?.stuck ?? [],
+  );
 
   // Payee safety. A HELD payment is debited (checked above) and waits for an operator:
   // it has never had a settlement job (approval moves it to PENDING with its first one).
@@ -247,7 +277,11 @@ export async function audit(options: {
     JOIN pgboss.job j ON j.data->>'paymentId' = p.id::text AND j.name IN (${QUEUES.settle}, ${QUEUES.reconcile})
     WHERE p.status = 'HELD' GROUP BY p.id`;
   const held = Number((await prisma.$queryRaw<{ n: bigint }[]>`SELECT count(*) AS n FROM payments WHERE status = 'HELD'`)[0]?.n ?? 0);
-  check('no HELD payment has a settlement job', held, queued.map((r) => `payment ${r.id} HELD with ${r.jobs} settlement jobs`));
+  check(
+    'no HELD payment has a settlement job',
+    held,
+    queued.map((r) => `payment ${r.id} HELD with ${r.jobs} settlement jobs`),
+  );
 
   // Each customer's London day: its PENDING, COMPLETED and HELD payments within the limit, and the
   // day total the limit is enforced on equal to their sum.
@@ -264,7 +298,10 @@ export async function audit(options: {
   check(
     "no customer's London day passes the daily limit, and each day's total is its payments'",
     dayCount,
-    days.map((r) => `customer ${r.customer} on ${r.day}: payments ${r.counted}, day total ${r.used ?? 'missing'}${options.dailyLimit !== undefined && r.counted > BigInt(options.dailyLimit) ? `, limit ${options.dailyLimit}` : ''}`),
+    days.map(
+      (r) =>
+        `customer ${r.customer} on ${r.day}: payments ${r.counted}, day total ${r.used ?? 'missing'}${options.dailyLimit !== undefined && r.counted > BigInt(options.dailyLimit) ? `, limit ${options.dailyLimit}` : ''}`,
+    ),
   );
 
   if (options.provider) {
@@ -287,7 +324,8 @@ export async function audit(options: {
     const amounts = new Map(rows.map((r) => [r.id, r.amount]));
     for (const p of held) {
       const ours = amounts.get(p.idempotencyKey);
-      if (ours !== undefined && BigInt(p.amount) !== ours) problems.push(`payment ${p.idempotencyKey}: provider amount ${p.amount}, ours ${ours}`);
+      if (ours !== undefined && BigInt(p.amount) !== ours)
+        problems.push(`payment ${p.idempotencyKey}: provider amount ${p.amount}, ours ${ours}`);
     }
     check('every COMPLETED or RETURNED payment is at the provider exactly once, and no other one is', rows.length, problems);
     await checkCreditsAtProvider(prisma, options.provider, check, pendingMaxAge);

@@ -18,7 +18,11 @@ const aesKey = z
   .string()
   .trim()
   .transform((raw, ctx) => {
-    const bytes = /^[0-9a-fA-F]{64}$/.test(raw) ? Buffer.from(raw, 'hex') : /^[A-Za-z0-9+/_-]{43}=?$/.test(raw) ? Buffer.from(raw, 'base64') : null;
+    const bytes = /^[0-9a-fA-F]{64}$/.test(raw)
+      ? Buffer.from(raw, 'hex')
+      : /^[A-Za-z0-9+/_-]{43}=?$/.test(raw)
+        ? Buffer.from(raw, 'base64')
+        : null;
     if (bytes?.length !== 32) {
       ctx.addIssue({ code: 'custom', message: 'must be 32 bytes as 64 hex digits or base64 (openssl rand -hex 32)' });
       return z.NEVER;
@@ -28,12 +32,7 @@ const aesKey = z
   .optional();
 
 const wholeNumber = (min: number, max: number) =>
-  z
-    .string()
-    .trim()
-    .regex(/^\d+$/, 'must be a whole number')
-    .transform(Number)
-    .pipe(z.number().int().min(min).max(max));
+  z.string().trim().regex(/^\d+$/, 'must be a whole number').transform(Number).pipe(z.number().int().min(min).max(max));
 
 const intFromEnv = (fallback: number, min: number, max: number) =>
   wholeNumber(min, max)
@@ -124,7 +123,11 @@ const configSchema = z
       ctx.addIssue({ code: 'custom', path: ['AUTH_JWT_SECRET'], message: 'must be at least 32 bytes' });
     }
     if (env.METRICS_PUBLIC === false && env.METRICS_PORT === undefined && env.NODE_ENV !== 'production') {
-      ctx.addIssue({ code: 'custom', path: ['METRICS_PORT'], message: 'must be set when METRICS_PUBLIC is false, or metrics are served nowhere' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['METRICS_PORT'],
+        message: 'must be set when METRICS_PUBLIC is false, or metrics are served nowhere',
+      });
     }
     // A job must outlive the provider call it makes, with room to record the answer: otherwise
     // it expires mid-call and a second worker settles the same payment at the same time.
@@ -139,7 +142,11 @@ const configSchema = z
       ctx.addIssue({ code: 'custom', path: ['WEBHOOK_SECRET_KEY'], message: 'must be set in production (openssl rand -hex 32)' });
     }
     if (env.WEBHOOK_ENDPOINT_CONCURRENCY >= env.WEBHOOK_CONCURRENCY) {
-      ctx.addIssue({ code: 'custom', path: ['WEBHOOK_ENDPOINT_CONCURRENCY'], message: 'must be less than WEBHOOK_CONCURRENCY, so one endpoint never takes every slot' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['WEBHOOK_ENDPOINT_CONCURRENCY'],
+        message: 'must be less than WEBHOOK_CONCURRENCY, so one endpoint never takes every slot',
+      });
     }
     if (env.WEBHOOK_RETRY_DELAY_MAX_MS < env.WEBHOOK_RETRY_DELAY_MS) {
       ctx.addIssue({ code: 'custom', path: ['WEBHOOK_RETRY_DELAY_MAX_MS'], message: 'must not be less than WEBHOOK_RETRY_DELAY_MS' });
@@ -231,7 +238,13 @@ const configSchema = z
       holdMaxSeconds: env.HOLD_MAX_HOURS * 3600,
     },
     // Crash injection for the crash-safety tests and the chaos run; never honoured in production.
-    failpoints: env.NODE_ENV === 'production' ? [] : (env.FAILPOINTS ?? '').split(',').map((f) => f.trim()).filter(Boolean),
+    failpoints:
+      env.NODE_ENV === 'production'
+        ? []
+        : (env.FAILPOINTS ?? '')
+            .split(',')
+            .map((f) => f.trim())
+            .filter(Boolean),
     // Off in production unless asked for: the schema and a console are a map for attackers.
     ide: env.GRAPHQL_IDE ?? env.NODE_ENV !== 'production',
     introspection: env.GRAPHQL_INTROSPECTION ?? env.GRAPHQL_IDE ?? env.NODE_ENV !== 'production',

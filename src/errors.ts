@@ -15,12 +15,7 @@ export type UserErrorCode =
   // Cancellation.
   | 'PAYMENT_NOT_CANCELLABLE';
 
-export type ErrorCode =
-  | 'UNAUTHENTICATED'
-  | 'FORBIDDEN'
-  | 'BAD_USER_INPUT'
-  | 'GRAPHQL_VALIDATION_FAILED'
-  | 'INTERNAL_SERVER_ERROR';
+export type ErrorCode = 'UNAUTHENTICATED' | 'FORBIDDEN' | 'BAD_USER_INPUT' | 'GRAPHQL_VALIDATION_FAILED' | 'INTERNAL_SERVER_ERROR';
 
 export interface UserError {
   code: UserErrorCode;

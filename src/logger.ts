@@ -1,4 +1,4 @@
-import { pino, type DestinationStream, type Logger } from 'pino';
+import { type DestinationStream, type Logger, pino } from 'pino';
 
 export type { Logger };
 
@@ -9,23 +9,23 @@ export type { Logger };
 export function createLogger(options: { level: string; name: string; destination?: DestinationStream }): Logger {
   return pino(
     {
-    name: options.name,
-    level: options.level,
-    redact: {
-      paths: [
-        'authorization',
-        'token',
-        '*.authorization',
-        '*.token',
-        'req.headers.authorization',
-        'headers.authorization',
-        'accountNumber',
-        '*.accountNumber',
-        '*.*.accountNumber',
-        'recipient.accountNumber',
-      ],
-      censor: '[redacted]',
-    },
+      name: options.name,
+      level: options.level,
+      redact: {
+        paths: [
+          'authorization',
+          'token',
+          '*.authorization',
+          '*.token',
+          'req.headers.authorization',
+          'headers.authorization',
+          'accountNumber',
+          '*.accountNumber',
+          '*.*.accountNumber',
+          'recipient.accountNumber',
+        ],
+        censor: '[redacted]',
+      },
     },
     options.destination,
   );

@@ -3,8 +3,7 @@ import { ConfigError } from './config.ts';
 /** Runs an entry point; a bad environment prints its message, anything else its stack, and exits 1. */
 export function runMain(main: () => Promise<void>): void {
   main().catch((error: unknown) => {
-    const text =
-      error instanceof ConfigError ? error.message : error instanceof Error ? (error.stack ?? error.message) : String(error);
+    const text = error instanceof ConfigError ? error.message : error instanceof Error ? (error.stack ?? error.message) : String(error);
     process.stderr.write(`${text}\n`);
     process.exit(1);
   });

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { isCalendarDate } from './calendar.ts';
-import { userError, type UserError } from './errors.ts';
+import { type UserError, userError } from './errors.ts';
 
 /**
  * Input rules at the boundary, shared by every command. Each failure names its field, so a
@@ -12,9 +12,7 @@ const printable = /^[^\p{Cc}\p{Cf}\p{Zl}\p{Zp}]*$/u;
 
 export const MAX_PAYMENT_PENCE = 100_000_000;
 
-export const idempotencyKey = z
-  .string()
-  .regex(/^[A-Za-z0-9._:-]{1,255}$/, 'must be 1-255 characters of A-Z a-z 0-9 . _ : -');
+export const idempotencyKey = z.string().regex(/^[A-Za-z0-9._:-]{1,255}$/, 'must be 1-255 characters of A-Z a-z 0-9 . _ : -');
 
 export const uuid = z.uuid({ message: 'must be an id issued by this API' });
 /** True for a well-formed id (anything else cannot name a row: answer "not found" without a query). */
@@ -40,7 +38,10 @@ export const sortCode = z
   .regex(/^(\d{6}|\d{2}-\d{2}-\d{2})$/, 'must be 6 digits, as 123456 or 12-34-56')
   .transform((s) => s.replaceAll('-', ''));
 
-export const accountNumber = z.string().trim().regex(/^\d{8}$/, 'must be 8 digits');
+export const accountNumber = z
+  .string()
+  .trim()
+  .regex(/^\d{8}$/, 'must be 8 digits');
 
 /** Faster Payments references: up to 18 characters of its character set. */
 export const reference = z
@@ -62,7 +63,10 @@ export const STANDING_ORDER_KEY_PREFIX = 'so:';
 const recipient = recipientInput;
 
 export const sendPaymentInput = z.object({
-  idempotencyKey: idempotencyKey.refine((k) => !k.startsWith(STANDING_ORDER_KEY_PREFIX), 'must not start with "so:" (kept for standing orders)'),
+  idempotencyKey: idempotencyKey.refine(
+    (k) => !k.startsWith(STANDING_ORDER_KEY_PREFIX),
+    'must not start with "so:" (kept for standing orders)',
+  ),
   fromAccountId: uuid,
   amount: pence,
   recipient,

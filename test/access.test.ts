@@ -1,7 +1,7 @@
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signToken } from '../src/auth.ts';
-import { gql, paymentInput, rowCounts, startStack, TEST_SECRET, type Stack, type TestCustomer } from './helpers.ts';
+import { gql, paymentInput, rowCounts, type Stack, startStack, TEST_SECRET, type TestCustomer } from './helpers.ts';
 
 let stack: Stack;
 let alice: TestCustomer;
@@ -66,10 +66,17 @@ describe('authentication', () => {
     ['me', '{ me { id } }'],
     ['account', 'query($id: ID!) { account(id: $id) { id } }', { id: '00000000-0000-4000-8000-000000000000' }],
     ['payment', 'query($id: ID!) { payment(id: $id) { id } }', { id: '00000000-0000-4000-8000-000000000000' }],
-    ['sendPayment', 'mutation($i: SendPaymentInput!) { sendPayment(input: $i) { errors { code } } }', { i: paymentInput('00000000-0000-4000-8000-000000000000') }],
+    [
+      'sendPayment',
+      'mutation($i: SendPaymentInput!) { sendPayment(input: $i) { errors { code } } }',
+      { i: paymentInput('00000000-0000-4000-8000-000000000000') },
+    ],
     ['createCustomer', 'mutation { createCustomer(input: { name: "Mallory" }) { id } }'],
     ['openAccount', 'mutation { openAccount(input: { customerId: "00000000-0000-4000-8000-000000000000", name: "X" }) { id } }'],
-    ['depositFunds', 'mutation { depositFunds(input: { accountId: "00000000-0000-4000-8000-000000000000", amount: 1, idempotencyKey: "k" }) { id } }'],
+    [
+      'depositFunds',
+      'mutation { depositFunds(input: { accountId: "00000000-0000-4000-8000-000000000000", amount: 1, idempotencyKey: "k" }) { id } }',
+    ],
     ['checkPayee', 'mutation { checkPayee(input: { name: "Grace Hopper", sortCode: "123456", accountNumber: "12345678" }) { id } }'],
     ['addPayee', 'mutation { addPayee(input: { name: "Grace Hopper", sortCode: "123456", accountNumber: "12345678" }) { id } }'],
     ['removePayee', 'mutation { removePayee(id: "00000000-0000-4000-8000-000000000000") }'],
@@ -88,8 +95,14 @@ describe('authentication', () => {
           .setExpirationTime(Math.floor(Date.now() / 1000) - 60)
           .sign(new TextEncoder().encode(TEST_SECRET)),
     ],
-    ['a token signed with another secret', () => signToken({ role: 'operator', operatorId: 'mallory' }, 'another-secret-that-is-also-32-bytes-long', 3600)],
-    ['a token without an expiry', () => new SignJWT({ role: 'operator' }).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(TEST_SECRET))],
+    [
+      'a token signed with another secret',
+      () => signToken({ role: 'operator', operatorId: 'mallory' }, 'another-secret-that-is-also-32-bytes-long', 3600),
+    ],
+    [
+      'a token without an expiry',
+      () => new SignJWT({ role: 'operator' }).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(TEST_SECRET)),
+    ],
     [
       'an unsigned token (alg none)',
       async () => {
@@ -113,7 +126,9 @@ describe('authentication', () => {
     ],
   ];
 
-  const matrix = badTokens.flatMap(([tokenName, token]) => operations.map(([op, query, vars]) => [op, tokenName, token, query, vars] as const));
+  const matrix = badTokens.flatMap(([tokenName, token]) =>
+    operations.map(([op, query, vars]) => [op, tokenName, token, query, vars] as const),
+  );
 
   it.each(matrix)('refuses %s with %s, writing nothing', async (_op, _tokenName, token, query, variables) => {
     const before = await rowCounts(stack.db);
@@ -129,7 +144,10 @@ describe('operator mutations', () => {
   const mutations: Array<[string, string]> = [
     ['createCustomer', 'mutation { createCustomer(input: { name: "Mallory" }) { id } }'],
     ['openAccount', 'mutation($c: ID!) { openAccount(input: { customerId: $c, name: "Stash" }) { id } }'],
-    ['depositFunds', 'mutation($a: ID!) { depositFunds(input: { accountId: $a, amount: 100000, idempotencyKey: "free-money" }) { balance } }'],
+    [
+      'depositFunds',
+      'mutation($a: ID!) { depositFunds(input: { accountId: $a, amount: 100000, idempotencyKey: "free-money" }) { balance } }',
+    ],
     ['approvePayment', 'mutation($p: ID!) { approvePayment(paymentId: $p) { id } }'],
     ['rejectPayment', 'mutation($p: ID!) { rejectPayment(paymentId: $p, reason: "mine") { id } }'],
   ];
@@ -144,9 +162,14 @@ describe('operator mutations', () => {
   });
 
   it('refuses sendPayment from an operator: operators do not move customers’ money', async () => {
-    const response = await gql(stack.apiUrl, stack.operatorToken, 'mutation($i: SendPaymentInput!) { sendPayment(input: $i) { errors { code } } }', {
-      i: paymentInput(alice.accountId),
-    });
+    const response = await gql(
+      stack.apiUrl,
+      stack.operatorToken,
+      'mutation($i: SendPaymentInput!) { sendPayment(input: $i) { errors { code } } }',
+      {
+        i: paymentInput(alice.accountId),
+      },
+    );
     expect(code(response)).toBe('FORBIDDEN');
   });
 
@@ -166,7 +189,8 @@ describe('operator mutations', () => {
 });
 
 describe('depositFunds', () => {
-  const DEPOSIT = 'mutation($a: ID!, $amount: Money!, $key: String!) { depositFunds(input: { accountId: $a, amount: $amount, idempotencyKey: $key }) { balance } }';
+  const DEPOSIT =
+    'mutation($a: ID!, $amount: Money!, $key: String!) { depositFunds(input: { accountId: $a, amount: $amount, idempotencyKey: $key }) { balance } }';
 
   it('credits once per idempotency key', async () => {
     const carol = await stack.newCustomer(0);
@@ -183,7 +207,11 @@ describe('depositFunds', () => {
   });
 
   it('refuses an account that does not exist', async () => {
-    const response = await gql(stack.apiUrl, stack.operatorToken, DEPOSIT, { a: '00000000-0000-4000-8000-000000000000', amount: 1, key: 'k' });
+    const response = await gql(stack.apiUrl, stack.operatorToken, DEPOSIT, {
+      a: '00000000-0000-4000-8000-000000000000',
+      amount: 1,
+      key: 'k',
+    });
     expect(response.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', userErrorCode: 'ACCOUNT_NOT_FOUND' });
   });
 });

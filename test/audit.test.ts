@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { audit } from '../src/audit.ts';
-import { paymentInput, startStack, type Stack } from './helpers.ts';
+import { paymentInput, type Stack, startStack } from './helpers.ts';
 
 let stack: Stack;
 beforeAll(async () => {
@@ -10,10 +10,16 @@ beforeAll(async () => {
   const alice = await stack.newCustomer(10_000);
   const sent = await Promise.all([
     stack.send(alice.token, paymentInput(alice.accountId, { amount: 1_000 })),
-    stack.send(alice.token, paymentInput(alice.accountId, { amount: 2_000, recipient: { name: 'X', sortCode: '000000', accountNumber: '12345678' } })),
+    stack.send(
+      alice.token,
+      paymentInput(alice.accountId, { amount: 2_000, recipient: { name: 'X', sortCode: '000000', accountNumber: '12345678' } }),
+    ),
   ]);
   const ids = sent.map((s) => s.payment?.id ?? '');
-  await vi.waitFor(async () => expect(await stack.db.payment.count({ where: { id: { in: ids }, status: 'PENDING' } })).toBe(0), { timeout: 20_000, interval: 100 });
+  await vi.waitFor(async () => expect(await stack.db.payment.count({ where: { id: { in: ids }, status: 'PENDING' } })).toBe(0), {
+    timeout: 20_000,
+    interval: 100,
+  });
 });
 afterAll(async () => {
   await stack?.stop();
@@ -157,7 +163,9 @@ describe('the audit', () => {
     try {
       const report = await audit({ prisma: stack.db });
       expect(failing(report)).toContain('no HELD payment has a settlement job');
-      expect(report.checks.find((c) => c.name === 'no HELD payment has a settlement job')?.violations).toEqual([`payment ${id} HELD with 1 settlement jobs`]);
+      expect(report.checks.find((c) => c.name === 'no HELD payment has a settlement job')?.violations).toEqual([
+        `payment ${id} HELD with 1 settlement jobs`,
+      ]);
     } finally {
       await withoutTransitionGuard(stack.db.$executeRaw`UPDATE payments SET status = 'COMPLETED' WHERE id = ${id}::uuid`);
     }
@@ -192,10 +200,12 @@ describe('the audit of money movement', () => {
     await stack.db.$executeRaw`UPDATE payments SET status = 'RETURNED', return_code = 'AC01' WHERE id = ${completed.id}::uuid`;
     // A credit whose ledger entry is missing.
     const account = await stack.db.account.findFirstOrThrow();
-    await stack.db.$executeRaw`INSERT INTO provider_credits (id, amount, currency, recipient_sort_code, recipient_account_number, sender_name, sender_sort_code, sender_account_number, outcome, account_id)
+    await stack.db
+      .$executeRaw`INSERT INTO provider_credits (id, amount, currency, recipient_sort_code, recipient_account_number, sender_name, sender_sort_code, sender_account_number, outcome, account_id)
       VALUES ('cr_audit', 500, 'GBP', ${account.sortCode}, ${account.accountNumber}, 'S', '401234', '87654321', 'CREDITED', ${account.id}::uuid)`;
     // A standing order that says it made one occurrence, with none there.
-    await stack.db.$executeRaw`INSERT INTO standing_orders (account_id, idempotency_key, fingerprint, amount, recipient_name, recipient_sort_code, recipient_account_number, frequency, first_payment_on, occurrences_created, next_payment_on)
+    await stack.db
+      .$executeRaw`INSERT INTO standing_orders (account_id, idempotency_key, fingerprint, amount, recipient_name, recipient_sort_code, recipient_account_number, frequency, first_payment_on, occurrences_created, next_payment_on)
       VALUES (${account.id}::uuid, 'audit-so', ${'f'.repeat(64)}, 100, 'R', '123456', '12345678', 'MONTHLY', '2027-01-31', 1, '2027-02-28')`;
     try {
       const report = await audit({ prisma: stack.db });
@@ -211,7 +221,9 @@ describe('the audit of money movement', () => {
       await stack.db.$executeRaw`DELETE FROM standing_orders WHERE idempotency_key = 'audit-so'`;
       await stack.db.$executeRaw`DELETE FROM provider_credits WHERE id = 'cr_audit'`;
       await stack.db.$executeRaw`DELETE FROM payment_events WHERE payment_id = ${completed.id}::uuid AND status = 'RETURNED'`;
-      await withoutTransitionGuard(stack.db.$executeRaw`UPDATE payments SET status = 'COMPLETED', return_code = NULL WHERE id = ${completed.id}::uuid`);
+      await withoutTransitionGuard(
+        stack.db.$executeRaw`UPDATE payments SET status = 'COMPLETED', return_code = NULL WHERE id = ${completed.id}::uuid`,
+      );
       await stack.db.$executeRaw`DELETE FROM payment_events WHERE payment_id = ${completed.id}::uuid AND previous_status = 'RETURNED'`;
       // Leaving COMPLETED gave its amount back to its day (a trigger); coming back by hand takes it again.
       await stack.db.$executeRaw`UPDATE daily_payment_totals t SET used = t.used + p.amount

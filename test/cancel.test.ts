@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { audit, formatAudit } from '../src/audit.ts';
-import { emulatorCall, expectNoErrorLogs, gql, paymentInput, startStack, type Stack, type TestCustomer } from './helpers.ts';
+import { emulatorCall, expectNoErrorLogs, gql, paymentInput, type Stack, startStack, type TestCustomer } from './helpers.ts';
 
 /** cancelPayment against the worker and the provider emulator, over real HTTP. */
 let stack: Stack;
@@ -15,7 +15,10 @@ const CANCEL = /* GraphQL */ `
   mutation($id: ID!) { cancelPayment(paymentId: $id) { payment { id status failureReason } errors { code message field } } }
 `;
 interface Cancelled {
-  cancelPayment: { payment: { id: string; status: string; failureReason: string | null } | null; errors: Array<{ code: string; message: string; field: string[] | null }> };
+  cancelPayment: {
+    payment: { id: string; status: string; failureReason: string | null } | null;
+    errors: Array<{ code: string; message: string; field: string[] | null }>;
+  };
 }
 async function cancel(customer: TestCustomer, id: string) {
   const response = await gql<Cancelled>(stack.apiUrl, customer.token, CANCEL, { id });
@@ -48,10 +51,18 @@ describe('cancelling a PENDING payment', () => {
     expect((await cancel(alice, id)).errors).toEqual([]);
 
     await stack.startWorker();
-    await vi.waitFor(async () => expect(await stack.db.$queryRaw<{ state: string }[]>`SELECT state::text FROM pgboss.job WHERE id = ${id}::uuid AND name = 'payment.settle'`).toEqual([{ state: 'completed' }]), {
-      timeout: 20_000,
-      interval: 100,
-    });
+    await vi.waitFor(
+      async () =>
+        expect(
+          await stack.db.$queryRaw<
+            { state: string }[]
+          >`SELECT state::text FROM pgboss.job WHERE id = ${id}::uuid AND name = 'payment.settle'`,
+        ).toEqual([{ state: 'completed' }]),
+      {
+        timeout: 20_000,
+        interval: 100,
+      },
+    );
     expect((await stack.db.payment.findUniqueOrThrow({ where: { id } })).status).toBe('CANCELLED');
     expect((await providerHolds()).get(id)).toBeUndefined();
     await auditOk();
@@ -66,7 +77,10 @@ describe('cancelling a PENDING payment', () => {
       const id = sent.payment?.id ?? '';
       await vi.waitFor(async () => expect((await providerHolds()).get(id)).toBe(1), { timeout: 20_000, interval: 100 });
       const answer = await cancel(bob, id);
-      expect(answer).toMatchObject({ payment: { id, status: 'COMPLETED' }, errors: [{ code: 'PAYMENT_NOT_CANCELLABLE', field: ['paymentId'] }] });
+      expect(answer).toMatchObject({
+        payment: { id, status: 'COMPLETED' },
+        errors: [{ code: 'PAYMENT_NOT_CANCELLABLE', field: ['paymentId'] }],
+      });
       expect((await stack.db.account.findUniqueOrThrow({ where: { id: bob.accountId } })).balance).toBe(8_000n);
     } finally {
       stack.emulator.setFaults({ acceptThenFailRate: 0 });
@@ -83,8 +97,11 @@ describe('cancelling a PENDING payment', () => {
     const missing = await cancel(eve, '00000000-0000-4000-8000-000000000000');
     expect(stranger).toEqual({ payment: null, errors: [{ code: 'INVALID_INPUT', message: 'No such payment', field: ['paymentId'] }] });
     expect(missing).toEqual(stranger);
-    expect((await cancel(eve, 'not-an-id'))).toEqual(stranger);
-    await vi.waitFor(async () => expect((await stack.db.payment.findUniqueOrThrow({ where: { id } })).status).toBe('COMPLETED'), { timeout: 20_000, interval: 100 });
+    expect(await cancel(eve, 'not-an-id')).toEqual(stranger);
+    await vi.waitFor(async () => expect((await stack.db.payment.findUniqueOrThrow({ where: { id } })).status).toBe('COMPLETED'), {
+      timeout: 20_000,
+      interval: 100,
+    });
     // An operator cannot cancel as a customer.
     const asOperator = await gql(stack.apiUrl, stack.operatorToken, CANCEL, { id });
     expect(asOperator.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
@@ -115,7 +132,10 @@ describe('a cancel racing the worker', () => {
       stack.emulator.setFaults({ latencyMs: 0 });
     }
     const ids = outcomes.map((o) => o.id);
-    await vi.waitFor(async () => expect(await stack.db.payment.count({ where: { id: { in: ids }, status: 'PENDING' } })).toBe(0), { timeout: 30_000, interval: 200 });
+    await vi.waitFor(async () => expect(await stack.db.payment.count({ where: { id: { in: ids }, status: 'PENDING' } })).toBe(0), {
+      timeout: 30_000,
+      interval: 200,
+    });
 
     const held = await providerHolds();
     const rows = await stack.db.payment.findMany({ where: { id: { in: ids } }, include: { ledgerEntries: true } });

@@ -17,18 +17,18 @@ describe('the chaos run', () => {
     expect(credits.some((c) => c.account === null)).toBe(true);
   });
 
-  it(
-    'keeps every invariant through provider faults, SIGKILLed workers, an API restart and a PostgreSQL restart',
-    async () => {
-      const result = await runChaos({ payments: 200, seed: 20261124, concurrency: 12 });
-      console.info(`\n${result.table}\n`);
-      expect(result.problems).toEqual([]);
-      expect(result.table).toMatch(/event streams followed .*\| 4 accounts, [1-9]\d* events \(\d+\): ok \|/);
-      // Some payments were held, and the operator reviewed every one of them during the run.
-      expect(result.table).toMatch(/HELD for review: approved \/ rejected by the operator \(review retries\) *\| [1-9]\d*: \d+ \/ \d+ \(\d+\) \|/);
-      expect(result.table).toMatch(/inbound credits sent \(to unknown accounts\): credited \/ returned +\| \d+ \([1-9]\d*\): \d+ \/ [1-9]\d* \|/);
-      expect(result.ok).toBe(true);
-    },
-    180_000,
-  );
+  it('keeps every invariant through provider faults, SIGKILLed workers, an API restart and a PostgreSQL restart', async () => {
+    const result = await runChaos({ payments: 200, seed: 20261124, concurrency: 12 });
+    console.info(`\n${result.table}\n`);
+    expect(result.problems).toEqual([]);
+    expect(result.table).toMatch(/event streams followed .*\| 4 accounts, [1-9]\d* events \(\d+\): ok \|/);
+    // Some payments were held, and the operator reviewed every one of them during the run.
+    expect(result.table).toMatch(
+      /HELD for review: approved \/ rejected by the operator \(review retries\) *\| [1-9]\d*: \d+ \/ \d+ \(\d+\) \|/,
+    );
+    expect(result.table).toMatch(
+      /inbound credits sent \(to unknown accounts\): credited \/ returned +\| \d+ \([1-9]\d*\): \d+ \/ [1-9]\d* \|/,
+    );
+    expect(result.ok).toBe(true);
+  }, 180_000);
 });

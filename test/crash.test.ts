@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { audit, formatAudit } from '../src/audit.ts';
 import type { Failpoint } from '../src/failpoints.ts';
-import { paymentInput, startStack, workerProcessEnv, type Stack } from './helpers.ts';
 import { startProcess } from '../tools/processes.ts';
+import { paymentInput, type Stack, startStack, workerProcessEnv } from './helpers.ts';
 
 /**
  * A worker is killed with SIGKILL at each dangerous point of settlement (a failpoint makes it
@@ -36,7 +36,10 @@ async function crashThenRecover(failpoint: Failpoint, recipientSortCode: string)
   expect(await doomed.exited).toEqual({ code: null, signal: 'SIGKILL' });
 
   // Right after the crash: still PENDING, the money still held, nothing half-written.
-  const afterCrash = await stack.db.payment.findUniqueOrThrow({ where: { id: paymentId }, include: { ledgerEntries: true, account: true } });
+  const afterCrash = await stack.db.payment.findUniqueOrThrow({
+    where: { id: paymentId },
+    include: { ledgerEntries: true, account: true },
+  });
   expect(afterCrash.status).toBe('PENDING');
   expect(afterCrash.ledgerEntries.map((e) => e.kind)).toEqual(['PAYMENT_DEBIT']);
   expect(afterCrash.account.balance).toBe(7_000n);

@@ -3,8 +3,8 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { isCalendarDate, londonToday, occurrenceDate, secondsUntilDay, startOfLondonDay } from '../src/calendar.ts';
 import { ConfigError, loadConfig } from '../src/config.ts';
-import { fingerprintOf } from '../src/payments/payment-service.ts';
 import { londonDay } from '../src/payments/limits.ts';
+import { fingerprintOf } from '../src/payments/payment-service.ts';
 import { parseInput, sendPaymentInput } from '../src/validation.ts';
 
 describe('the London day of the daily limit', () => {
@@ -48,7 +48,16 @@ describe('the idempotency fingerprint', () => {
 
   it('is unchanged for a payment without executeOn, so keys used before scheduled payments existed still replay', () => {
     const before = createHash('sha256')
-      .update(JSON.stringify([base.fromAccountId, base.amount, base.recipient.name, base.recipient.sortCode, base.recipient.accountNumber, base.reference]))
+      .update(
+        JSON.stringify([
+          base.fromAccountId,
+          base.amount,
+          base.recipient.name,
+          base.recipient.sortCode,
+          base.recipient.accountNumber,
+          base.reference,
+        ]),
+      )
       .digest('hex');
     expect(fingerprintOf(base)).toBe(before);
   });
@@ -99,7 +108,9 @@ describe('configuration', () => {
   it('refuses to start in production without a 32-byte AUTH_JWT_SECRET', () => {
     expect(() => loadConfig({ NODE_ENV: 'production' })).toThrow(/AUTH_JWT_SECRET/);
     expect(() => loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: 'short' })).toThrow(/AUTH_JWT_SECRET/);
-    expect(loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: 'x'.repeat(32), WEBHOOK_SECRET_KEY: 'ab'.repeat(32) }).jwtSecret).toBe('x'.repeat(32));
+    expect(loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: 'x'.repeat(32), WEBHOOK_SECRET_KEY: 'ab'.repeat(32) }).jwtSecret).toBe(
+      'x'.repeat(32),
+    );
   });
 
   it('refuses a DATABASE_URL that is not PostgreSQL and a retry ceiling below the first delay', () => {
@@ -118,7 +129,11 @@ describe('the London calendar', () => {
   });
 
   it('pays a weekly order every seven calendar days across the change to summer time', () => {
-    expect(Array.from({ length: 3 }, (_, n) => occurrenceDate('2027-03-21', 'WEEKLY', n))).toEqual(['2027-03-21', '2027-03-28', '2027-04-04']);
+    expect(Array.from({ length: 3 }, (_, n) => occurrenceDate('2027-03-21', 'WEEKLY', n))).toEqual([
+      '2027-03-21',
+      '2027-03-28',
+      '2027-04-04',
+    ]);
   });
 
   it('knows which day it is in London, and when a day begins there in winter and in summer', () => {

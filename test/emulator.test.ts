@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startEmulator, type RunningEmulator } from '../src/emulator/server.ts';
+import { type RunningEmulator, startEmulator } from '../src/emulator/server.ts';
 
 const KEY = 'emulator-test-key';
 let emulator: RunningEmulator;
@@ -107,7 +107,7 @@ describe('the provider emulator', () => {
 
     it('answers by the fixed rule on the name held for the account', async () => {
       expect(await checkOf('Grace Hopper')).toEqual({ status: 200, body: { result: 'MATCH', matchedName: null } });
-      expect((await checkOf("grace  hopper.")).body).toEqual({ result: 'MATCH', matchedName: null });
+      expect((await checkOf('grace  hopper.')).body).toEqual({ result: 'MATCH', matchedName: null });
       // At most two edits apart, or the same surname: close, with the name held.
       expect((await checkOf('Grace Hoppr')).body).toEqual({ result: 'CLOSE_MATCH', matchedName: 'Grace Hopper' });
       expect((await checkOf('Grase Hoppr')).body).toEqual({ result: 'CLOSE_MATCH', matchedName: 'Grace Hopper' });
@@ -117,12 +117,16 @@ describe('the provider emulator', () => {
     });
 
     it('holds the names set through /admin/payee-names', async () => {
-      expect((await call('PUT', '/admin/payee-names', { name: 'Katherine Johnson', sortCode: '404040', accountNumber: '40404040' })).status).toBe(200);
+      expect(
+        (await call('PUT', '/admin/payee-names', { name: 'Katherine Johnson', sortCode: '404040', accountNumber: '40404040' })).status,
+      ).toBe(200);
       expect((await checkOf('Katherine Johnson', '404040', '40404040')).body).toEqual({ result: 'MATCH', matchedName: null });
     });
 
     it('refuses a malformed request with 400', async () => {
-      expect((await call('POST', '/v1/payee-checks', { name: 'Grace Hopper', sortCode: '12-34-56', accountNumber: '12345678' })).status).toBe(400);
+      expect(
+        (await call('POST', '/v1/payee-checks', { name: 'Grace Hopper', sortCode: '12-34-56', accountNumber: '12345678' })).status,
+      ).toBe(400);
     });
 
     it('answers 503 UNAVAILABLE under an injected error', async () => {
@@ -135,4 +139,3 @@ describe('the provider emulator', () => {
     });
   });
 });
-

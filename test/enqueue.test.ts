@@ -7,7 +7,7 @@ import { queuePolicy, startQueue } from '../src/app/queue.ts';
 import { systemClock } from '../src/calendar.ts';
 import { createPaymentJobs, enqueueSettlement } from '../src/jobs/enqueue.ts';
 import { JOBS } from '../src/jobs/queues.ts';
-import { startStack, type Stack } from './helpers.ts';
+import { type Stack, startStack } from './helpers.ts';
 
 /**
  * The settlement enqueue helper, the one way a settlement job is made: it carries the trace of
@@ -54,7 +54,9 @@ describe('enqueueSettlement', () => {
     const paymentId = randomUUID();
     const given = { traceparent: `00-${'a'.repeat(32)}-${'b'.repeat(16)}-01` };
     await trace.getTracer('test').startActiveSpan('another', async (span) => {
-      await stack.db.$transaction((tx) => enqueueSettlement(boss, tx, queuePolicy(stack.config), { paymentId, trace: given }, { fresh: true }));
+      await stack.db.$transaction((tx) =>
+        enqueueSettlement(boss, tx, queuePolicy(stack.config), { paymentId, trace: given }, { fresh: true }),
+      );
       span.end();
     });
     expect(await traceOf(paymentId)).toEqual([given.traceparent]);

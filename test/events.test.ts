@@ -1,12 +1,12 @@
 import fc from 'fast-check';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished, vi } from 'vitest';
+import { type ApiProcess, startApiProcess } from '../src/app/api.ts';
 import { comparePositions, decodeCursor, encodeCursor, START } from '../src/events/cursor.ts';
 import { startEventFeed } from '../src/events/feed.ts';
 import { prismaSql, pruneEvents, readEvents } from '../src/events/store.ts';
-import { startApiProcess, type ApiProcess } from '../src/app/api.ts';
-import { gql, paymentInput, startStack, type Stack, type TestCustomer } from './helpers.ts';
-import { startStallingProxy, type StallingProxy } from './tcp-proxy.ts';
+import { gql, paymentInput, type Stack, startStack, type TestCustomer } from './helpers.ts';
+import { type StallingProxy, startStallingProxy } from './tcp-proxy.ts';
 import { collect, wsClient } from './ws-helpers.ts';
 
 /**
@@ -66,7 +66,11 @@ async function allEvents(token: string, accountId: string, url = stack.apiUrl): 
   const events: EventNode[] = [];
   let after: string | null = null;
   for (;;) {
-    const page: Awaited<ReturnType<typeof gql<EventsPage>>> = await gql<EventsPage>(url, token, PAYMENT_EVENTS, { id: accountId, after, first: 500 });
+    const page: Awaited<ReturnType<typeof gql<EventsPage>>> = await gql<EventsPage>(url, token, PAYMENT_EVENTS, {
+      id: accountId,
+      after,
+      first: 500,
+    });
     if (!page.data) throw new Error(JSON.stringify(page.errors));
     events.push(...page.data.paymentEvents.edges.map((e) => e.node));
     if (!page.data.paymentEvents.pageInfo.hasNextPage) return events;
@@ -145,7 +149,11 @@ describe('commit order', () => {
       await expect
         .poll(
           async () => {
-            const read = (await readEvents(sql, { after: cursor, limit: 100, accountId: alice.accountId })).map((e) => [e.paymentId, e.previousStatus, e.status]);
+            const read = (await readEvents(sql, { after: cursor, limit: 100, accountId: alice.accountId })).map((e) => [
+              e.paymentId,
+              e.previousStatus,
+              e.status,
+            ]);
             reads.push(read.map((r) => String(r[0])));
             return read;
           },
@@ -204,7 +212,10 @@ describe('resuming on another API process', () => {
       await vi.waitFor(() => expect(stack.api.events.size()).toBe(listenersBefore + customers.length));
       const record = () => {
         customers.forEach((c, i) => {
-          received.set(c.accountId, (subsOne[i]?.values ?? []).map((v) => v.accountEvents));
+          received.set(
+            c.accountId,
+            (subsOne[i]?.values ?? []).map((v) => v.accountEvents),
+          );
         });
       };
 
@@ -234,7 +245,10 @@ describe('resuming on another API process', () => {
 
       // Back, on API two.
       const subsTwo = customers.map((c, i) =>
-        collect<{ accountEvents: EventNode }>(wsClient(secondUrl, c.token).client, ACCOUNT_EVENTS, { id: c.accountId, after: resumeFrom[i] }),
+        collect<{ accountEvents: EventNode }>(wsClient(secondUrl, c.token).client, ACCOUNT_EVENTS, {
+          id: c.accountId,
+          after: resumeFrom[i],
+        }),
       );
       for (const [i, c] of customers.entries()) {
         // 50 creations and 50 outcomes per account.
@@ -317,7 +331,10 @@ describe('retention', () => {
     expect(await pruneEvents(prismaSql(stack.db), { before: new Date(Date.now() + 31 * 24 * 3600 * 1000) })).toBe(0);
 
     const page = await gql<EventsPage>(stack.apiUrl, alice.token, PAYMENT_EVENTS, { id: alice.accountId, after: oldCursor });
-    expect(page.errors?.[0]).toMatchObject({ message: expect.stringMatching(/older than the event retention/), extensions: { code: 'BAD_USER_INPUT' } });
+    expect(page.errors?.[0]).toMatchObject({
+      message: expect.stringMatching(/older than the event retention/),
+      extensions: { code: 'BAD_USER_INPUT' },
+    });
     const fromStart = await gql<EventsPage>(stack.apiUrl, alice.token, PAYMENT_EVENTS, { id: alice.accountId });
     expect(fromStart.data?.paymentEvents.edges).toEqual([]);
     // A client that had seen everything before the prune loses nothing and carries on.
@@ -335,7 +352,9 @@ describe('retention', () => {
   });
 
   it('is scheduled as a pg-boss job', async () => {
-    const rows = await stack.db.$queryRaw<{ name: string; cron: string }[]>`SELECT name, cron FROM pgboss.schedule WHERE name = 'events.prune'`;
+    const rows = await stack.db.$queryRaw<
+      { name: string; cron: string }[]
+    >`SELECT name, cron FROM pgboss.schedule WHERE name = 'events.prune'`;
     expect(rows).toEqual([{ name: 'events.prune', cron: '17 * * * *' }]);
   });
 });
@@ -356,7 +375,13 @@ describe('the feed of one process', () => {
         });
       },
     });
-    const feed = await startEventFeed({ databaseUrl: stack.databaseUrl, prisma: counted, logger: stack.logger, pollIntervalMs: 20, queryTimeoutMs: 2_000 });
+    const feed = await startEventFeed({
+      databaseUrl: stack.databaseUrl,
+      prisma: counted,
+      logger: stack.logger,
+      pollIntervalMs: 20,
+      queryTimeoutMs: 2_000,
+    });
     try {
       const seen: string[] = [];
       const unsubscribes = Array.from({ length: 20 }, (_, i) =>

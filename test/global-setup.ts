@@ -3,12 +3,12 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import type { TestProject } from 'vitest/node';
+import { startQueue } from '../src/app/queue.ts';
 import { loadConfig } from '../src/config.ts';
-import { startEmbeddedPostgres } from '../tools/embedded-postgres.ts';
-import { freePort } from '../tools/free-port.ts';
 import { migrate } from '../src/db/migrate.ts';
 import { createLogger } from '../src/logger.ts';
-import { startQueue } from '../src/app/queue.ts';
+import { startEmbeddedPostgres } from '../tools/embedded-postgres.ts';
+import { freePort } from '../tools/free-port.ts';
 
 declare module 'vitest' {
   export interface ProvidedContext {

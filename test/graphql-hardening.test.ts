@@ -1,11 +1,20 @@
 import { parse } from 'graphql';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { startApiProcess } from '../src/app/api.ts';
 import { loadConfig } from '../src/config.ts';
 import { COST_LIMITS, queryCost } from '../src/graphql/cost.ts';
 import { buildSchema } from '../src/graphql/server.ts';
-import { startApiProcess } from '../src/app/api.ts';
-import { expectNoErrorLogs, gql, paymentInput, startStack, TEST_SECRET, TEST_WEBHOOK_KEY, type Stack, type TestCustomer } from './helpers.ts';
-import { collect, PAYMENT_UPDATED, wsClient, type PaymentUpdate } from './ws-helpers.ts';
+import {
+  expectNoErrorLogs,
+  gql,
+  paymentInput,
+  type Stack,
+  startStack,
+  TEST_SECRET,
+  TEST_WEBHOOK_KEY,
+  type TestCustomer,
+} from './helpers.ts';
+import { collect, PAYMENT_UPDATED, type PaymentUpdate, wsClient } from './ws-helpers.ts';
 
 let stack: Stack;
 let alice: TestCustomer;
@@ -38,18 +47,32 @@ describe('pagination cursors', () => {
     ['ledger', cursor({ id: '1' })],
     ['ledger', cursor(['2026-01-01T00:00:00.000Z', '00000000-0000-4000-8000-000000000000'])],
   ])('refuses a malformed cursor on Account.%s as BAD_USER_INPUT naming after (%s)', async (field, after) => {
-    const response = await gql(stack.apiUrl, alice.token, `query($id: ID!, $after: String) { account(id: $id) { ${field}(after: $after) { edges { cursor } } } }`, {
-      id: alice.accountId,
-      after,
-    });
+    const response = await gql(
+      stack.apiUrl,
+      alice.token,
+      `query($id: ID!, $after: String) { account(id: $id) { ${field}(after: $after) { edges { cursor } } } }`,
+      {
+        id: alice.accountId,
+        after,
+      },
+    );
     expect(response.errors).toEqual([
-      expect.objectContaining({ message: expect.stringMatching(/\bafter\b/), extensions: expect.objectContaining({ code: 'BAD_USER_INPUT', field: ['after'] }) }),
+      expect.objectContaining({
+        message: expect.stringMatching(/\bafter\b/),
+        extensions: expect.objectContaining({ code: 'BAD_USER_INPUT', field: ['after'] }),
+      }),
     ]);
     expect(stack.errorLogs).toEqual([]);
   });
 
   it('still pages with the cursors it hands out', async () => {
-    for (let i = 0; i < 3; i++) await stack.send(alice.token, { idempotencyKey: `page-${i}`, fromAccountId: alice.accountId, amount: 100 + i, recipient: { name: 'Grace Hopper', sortCode: '123456', accountNumber: '12345678' } });
+    for (let i = 0; i < 3; i++)
+      await stack.send(alice.token, {
+        idempotencyKey: `page-${i}`,
+        fromAccountId: alice.accountId,
+        amount: 100 + i,
+        recipient: { name: 'Grace Hopper', sortCode: '123456', accountNumber: '12345678' },
+      });
     const page = async (field: string, after: string | null) =>
       gql<{ account: Record<string, { edges: Array<{ cursor: string }>; pageInfo: { endCursor: string | null; hasNextPage: boolean } }> }>(
         stack.apiUrl,
@@ -75,7 +98,12 @@ async function customerWithPayments(count: number): Promise<TestCustomer> {
   for (let i = 0; i < count; i++) {
     const sent = await stack.send(customer.token, paymentInput(customer.accountId, { amount: 1_000 }));
     const paymentId = sent.payment?.id ?? '';
-    await stack.db.paymentAttempt.createMany({ data: [{ paymentId, outcome: 'transient' }, { paymentId, outcome: 'accepted' }] });
+    await stack.db.paymentAttempt.createMany({
+      data: [
+        { paymentId, outcome: 'transient' },
+        { paymentId, outcome: 'accepted' },
+      ],
+    });
   }
   return customer;
 }
@@ -109,7 +137,12 @@ describe('query cost counts the pages a query will really read', () => {
     expect(status).toBe(200);
     expect(body.data).toBeUndefined();
     expect(body.data).toBeUndefined();
-    expect(body.errors).toEqual([expect.objectContaining({ message: expect.stringMatching(/cost/i), extensions: expect.objectContaining({ code: 'GRAPHQL_VALIDATION_FAILED' }) })]);
+    expect(body.errors).toEqual([
+      expect.objectContaining({
+        message: expect.stringMatching(/cost/i),
+        extensions: expect.objectContaining({ code: 'GRAPHQL_VALIDATION_FAILED' }),
+      }),
+    ]);
     expect(sql).toEqual([]);
   });
 
@@ -132,10 +165,20 @@ describe('query cost counts the pages a query will really read', () => {
   it('applies the cost limit with variables to operations over the WebSocket', async () => {
     const { client } = wsClient(stack.apiUrl, bulk.token);
     try {
-      const nested = (n: number) => collect(client, `subscription($id: ID!, $n: Int) { accountPaymentsUpdated(accountId: $id) { account { a: payments(first: $n) { edges { node { account { payments(first: $n) { edges { node { id } } } } } } } } } }`, { id: bulk.accountId, n });
+      const nested = (n: number) =>
+        collect(
+          client,
+          `subscription($id: ID!, $n: Int) { accountPaymentsUpdated(accountId: $id) { account { a: payments(first: $n) { edges { node { account { payments(first: $n) { edges { node { id } } } } } } } } } }`,
+          { id: bulk.accountId, n },
+        );
       const refused = nested(100);
       await refused.done;
-      expect(refused.errors).toEqual([expect.objectContaining({ message: expect.stringMatching(/cost/i), extensions: expect.objectContaining({ code: 'GRAPHQL_VALIDATION_FAILED' }) })]);
+      expect(refused.errors).toEqual([
+        expect.objectContaining({
+          message: expect.stringMatching(/cost/i),
+          extensions: expect.objectContaining({ code: 'GRAPHQL_VALIDATION_FAILED' }),
+        }),
+      ]);
     } finally {
       await client.dispose();
     }
@@ -199,7 +242,12 @@ describe('errors over the WebSocket', () => {
 
 describe('production settings', () => {
   it('gives no "did you mean" hints over HTTP or the WebSocket when introspection is off', async () => {
-    const config = loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET, WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY, METRICS_PORT: '0' });
+    const config = loadConfig({
+      NODE_ENV: 'production',
+      AUTH_JWT_SECRET: TEST_SECRET,
+      WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY,
+      METRICS_PORT: '0',
+    });
     expect(config.introspection).toBe(false);
     const api = await startApiProcess({ config, databaseUrl: stack.databaseUrl, logger: stack.logger, port: 0 });
     const url = api.api.url.replace('localhost', '127.0.0.1');
@@ -209,7 +257,10 @@ describe('production settings', () => {
         ['subscription($id: ID!) { paymentUpdated(paymentId: $id) { stauts } }', { id: alice.accountId }],
         ['subscription($id: ID!) { acountPaymentsUpdated(accountId: $id) { id } }', { id: alice.accountId }],
         ['query($id: ID!) { account(id: $id) { payments(status: PENDNG) { edges { cursor } } } }', { id: alice.accountId }],
-        ['query($id: ID!, $s: PaymentStatus) { account(id: $id) { payments(status: $s) { edges { cursor } } } }', { id: alice.accountId, s: 'PENDNG' }],
+        [
+          'query($id: ID!, $s: PaymentStatus) { account(id: $id) { payments(status: $s) { edges { cursor } } } }',
+          { id: alice.accountId, s: 'PENDNG' },
+        ],
       ] as const;
       for (const [query, variables] of typos) {
         const overWs = collect(client, query, variables);
@@ -217,7 +268,11 @@ describe('production settings', () => {
         const overHttp = await gql(url, alice.token, query.replace(/^subscription/, 'query'), variables);
         for (const errors of [overWs.errors, overHttp.errors]) {
           expect(JSON.stringify(errors), query).not.toMatch(/did you mean|\\"(status|accountPaymentsUpdated|PENDING)\\"/i);
-          expect(errors, query).toEqual([expect.objectContaining({ extensions: expect.objectContaining({ code: expect.stringMatching(/GRAPHQL_VALIDATION_FAILED|BAD_USER_INPUT/) }) })]);
+          expect(errors, query).toEqual([
+            expect.objectContaining({
+              extensions: expect.objectContaining({ code: expect.stringMatching(/GRAPHQL_VALIDATION_FAILED|BAD_USER_INPUT/) }),
+            }),
+          ]);
         }
       }
       expect(stack.errorLogs).toEqual([]);
@@ -265,12 +320,20 @@ describe('metrics', () => {
   });
 
   it('serves /metrics only on METRICS_PORT in production, and on the public port too outside it', async () => {
-    expect(loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET, WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY })).toMatchObject({ metricsPublic: false, metricsPort: 4300 });
+    expect(loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET, WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY })).toMatchObject({
+      metricsPublic: false,
+      metricsPort: 4300,
+    });
     expect(loadConfig({})).toMatchObject({ metricsPublic: true, metricsPort: null });
     expect(() => loadConfig({ METRICS_PUBLIC: 'false' })).toThrow(/METRICS_PORT/);
     expect(() => loadConfig({ METRICS_PORT: 'ninety' })).toThrow(/METRICS_PORT/);
 
-    const config = loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET, WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY, METRICS_PORT: '0' });
+    const config = loadConfig({
+      NODE_ENV: 'production',
+      AUTH_JWT_SECRET: TEST_SECRET,
+      WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY,
+      METRICS_PORT: '0',
+    });
     const api = await startApiProcess({ config, databaseUrl: stack.databaseUrl, logger: stack.logger, port: 0 });
     try {
       const publicBase = api.api.url.replace('localhost', '127.0.0.1').replace(/\/graphql$/, '');

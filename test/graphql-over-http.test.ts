@@ -1,6 +1,6 @@
 import { serverAudits } from 'graphql-http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { gql, paymentInput, startStack, type Stack } from './helpers.ts';
+import { gql, paymentInput, type Stack, startStack } from './helpers.ts';
 
 let stack: Stack;
 beforeAll(async () => {
@@ -66,9 +66,20 @@ describe('payloads and pages', () => {
       payments(first: 2, after: $after) { edges { cursor } pageInfo { hasNextPage hasPreviousPage startCursor endCursor } } } }`;
     type Page = { account: { payments: { edges: Array<{ cursor: string }>; pageInfo: Record<string, unknown> } } };
     const one = (await gql<Page>(stack.apiUrl, alice.token, query, { id: alice.accountId })).data?.account.payments;
-    expect(one?.pageInfo).toEqual({ hasNextPage: true, hasPreviousPage: false, startCursor: one?.edges[0]?.cursor, endCursor: one?.edges[1]?.cursor });
-    const two = (await gql<Page>(stack.apiUrl, alice.token, query, { id: alice.accountId, after: one?.pageInfo.endCursor })).data?.account.payments;
-    expect(two?.pageInfo).toEqual({ hasNextPage: false, hasPreviousPage: true, startCursor: two?.edges[0]?.cursor, endCursor: two?.edges[0]?.cursor });
+    expect(one?.pageInfo).toEqual({
+      hasNextPage: true,
+      hasPreviousPage: false,
+      startCursor: one?.edges[0]?.cursor,
+      endCursor: one?.edges[1]?.cursor,
+    });
+    const two = (await gql<Page>(stack.apiUrl, alice.token, query, { id: alice.accountId, after: one?.pageInfo.endCursor })).data?.account
+      .payments;
+    expect(two?.pageInfo).toEqual({
+      hasNextPage: false,
+      hasPreviousPage: true,
+      startCursor: two?.edges[0]?.cursor,
+      endCursor: two?.edges[0]?.cursor,
+    });
     expect(two?.edges).toHaveLength(1);
   });
 });

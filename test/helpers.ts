@@ -1,14 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { expect, inject } from 'vitest';
-import { signToken } from '../src/auth.ts';
-import { loadConfig, type Config } from '../src/config.ts';
-import { createPrisma, type PrismaClient } from '../src/db/prisma.ts';
-import { startEmulator, type RunningEmulator } from '../src/emulator/server.ts';
-import { createLogger, type Logger } from '../src/logger.ts';
-import type { Clock } from '../src/calendar.ts';
-import { startApiProcess, type ApiProcess } from '../src/app/api.ts';
+import { type ApiProcess, startApiProcess } from '../src/app/api.ts';
 import { startWorkerProcess, type WorkerProcess } from '../src/app/worker.ts';
+import { signToken } from '../src/auth.ts';
+import type { Clock } from '../src/calendar.ts';
+import { type Config, loadConfig } from '../src/config.ts';
+import { createPrisma, type PrismaClient } from '../src/db/prisma.ts';
+import { type RunningEmulator, startEmulator } from '../src/emulator/server.ts';
+import { createLogger, type Logger } from '../src/logger.ts';
 import { withDatabase } from './global-setup.ts';
 
 export const TEST_SECRET = 'test-secret-that-is-at-least-32-bytes-long!!';
@@ -262,7 +262,10 @@ export async function startStack(
 }
 
 /** The environment of a worker process (`startProcess('main-worker.ts', ...)`) on the stack's database and emulator. */
-export function workerProcessEnv(stack: Pick<Stack, 'databaseUrl' | 'emulator' | 'config'>, extra: Record<string, string> = {}): Record<string, string> {
+export function workerProcessEnv(
+  stack: Pick<Stack, 'databaseUrl' | 'emulator' | 'config'>,
+  extra: Record<string, string> = {},
+): Record<string, string> {
   return {
     DATABASE_URL: stack.databaseUrl,
     AUTH_JWT_SECRET: TEST_SECRET,
@@ -308,7 +311,12 @@ export function testClock(start: Date = new Date()): Clock & { set(moment: Date)
 }
 
 /** Calls the emulator's admin and provider endpoints (returns, credits) over HTTP. */
-export async function emulatorCall(stack: Pick<Stack, 'emulator' | 'config'>, method: string, path: string, body?: unknown): Promise<{ status: number; json: unknown }> {
+export async function emulatorCall(
+  stack: Pick<Stack, 'emulator' | 'config'>,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<{ status: number; json: unknown }> {
   const response = await fetch(`${stack.emulator.url}${path}`, {
     method,
     headers: { 'x-api-key': stack.config.providerApiKey, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
@@ -316,4 +324,3 @@ export async function emulatorCall(stack: Pick<Stack, 'emulator' | 'config'>, me
   });
   return { status: response.status, json: await response.json() };
 }
-

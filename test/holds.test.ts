@@ -1,12 +1,12 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { queuePolicy } from '../src/app/queue.ts';
 import { audit } from '../src/audit.ts';
+import { createPaymentJobs } from '../src/jobs/enqueue.ts';
 import { QUEUES } from '../src/jobs/queues.ts';
 import { createMetrics } from '../src/ops/metrics.ts';
 import { createHoldService, HOLD_EXPIRY_OPERATOR, type HoldService } from '../src/payments/holds.ts';
-import { queuePolicy } from '../src/app/queue.ts';
-import { createPaymentJobs } from '../src/jobs/enqueue.ts';
-import { expectNoErrorLogs, gql, paymentInput, startStack, type Stack, type TestCustomer } from './helpers.ts';
-import { collect, PAYMENT_UPDATED, wsClient, type PaymentUpdate } from './ws-helpers.ts';
+import { expectNoErrorLogs, gql, paymentInput, type Stack, startStack, type TestCustomer } from './helpers.ts';
+import { collect, PAYMENT_UPDATED, type PaymentUpdate, wsClient } from './ws-helpers.ts';
 
 /**
  * Held payments with a worker running: their end by the hold-expiry schedule, by an operator or by
@@ -89,7 +89,10 @@ describe("a customer's cancellation of a held payment", () => {
     const alice = await stack.newCustomer(20_000);
     const held = await heldPayment(alice);
     const cancelled = await holds.cancelHeldPayment(alice.customerId, held.id);
-    expect(cancelled).toMatchObject({ kind: 'cancelled', payment: { id: held.id, status: 'CANCELLED', failureReason: 'CANCELLED_BY_CUSTOMER' } });
+    expect(cancelled).toMatchObject({
+      kind: 'cancelled',
+      payment: { id: held.id, status: 'CANCELLED', failureReason: 'CANCELLED_BY_CUSTOMER' },
+    });
     expect(await balanceOf(alice.accountId)).toBe(20_000n);
     expect(await holds.cancelHeldPayment(alice.customerId, held.id)).toMatchObject({ kind: 'not-held', payment: { status: 'CANCELLED' } });
     expect(await stack.db.ledgerEntry.count({ where: { paymentId: held.id, kind: 'PAYMENT_REFUND' } })).toBe(1);
@@ -154,8 +157,15 @@ describe('approval, expiry and cancellation racing on one held payment', () => {
     }
     expect(wins.approved + wins.expired + wins.cancelled).toBe(8);
     // Whoever won each round, the bank's invariants hold, at the provider too.
-    await vi.waitFor(async () => expect(await stack.db.payment.count({ where: { status: 'PENDING' } })).toBe(0), { timeout: 15_000, interval: 100 });
-    const report = await audit({ prisma: stack.db, provider: { url: stack.emulator.url, apiKey: stack.config.providerApiKey }, dailyLimit: stack.config.payeeSafety.dailyLimit });
+    await vi.waitFor(async () => expect(await stack.db.payment.count({ where: { status: 'PENDING' } })).toBe(0), {
+      timeout: 15_000,
+      interval: 100,
+    });
+    const report = await audit({
+      prisma: stack.db,
+      provider: { url: stack.emulator.url, apiKey: stack.config.providerApiKey },
+      dailyLimit: stack.config.payeeSafety.dailyLimit,
+    });
     expect(report.checks.filter((c) => c.violations.length > 0)).toEqual([]);
     expectNoErrorLogs(stack);
   });
@@ -174,7 +184,10 @@ describe('subscribers', () => {
       await sub.done;
       // Each state as it is when its event is read: PENDING may already read as COMPLETED.
       const seen = sub.values.map((v) => v.paymentUpdated.status);
-      expect([['HELD', 'PENDING', 'COMPLETED'], ['HELD', 'COMPLETED']]).toContainEqual(seen);
+      expect([
+        ['HELD', 'PENDING', 'COMPLETED'],
+        ['HELD', 'COMPLETED'],
+      ]).toContainEqual(seen);
       const events = await gql<{ paymentEvents: { edges: Array<{ node: { previousStatus: string | null; status: string } }> } }>(
         stack.apiUrl,
         alice.token,

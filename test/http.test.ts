@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startStack, type Stack, type TestCustomer } from './helpers.ts';
+import { type Stack, startStack, type TestCustomer } from './helpers.ts';
 
 let stack: Stack;
 let alice: TestCustomer;

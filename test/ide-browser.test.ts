@@ -1,12 +1,12 @@
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import { chromium, type Browser } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startApiProcess, type ApiProcess } from '../src/app/api.ts';
 import { parse, validate } from 'graphql';
+import { type Browser, chromium } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type ApiProcess, startApiProcess } from '../src/app/api.ts';
 import { renderIde } from '../src/graphql/ide/page.ts';
 import { buildSchema } from '../src/graphql/server.ts';
-import { gql, paymentInput, startStack, type Stack, type TestCustomer } from './helpers.ts';
+import { gql, paymentInput, type Stack, startStack, type TestCustomer } from './helpers.ts';
 
 /**
  * The IDE in a real browser (Debian's chromium, driven by playwright-core) with every request
@@ -15,9 +15,7 @@ import { gql, paymentInput, startStack, type Stack, type TestCustomer } from './
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const hasBrowser = existsSync(CHROMIUM);
 if (!hasBrowser) {
-  console.warn(
-    `\n*** SKIPPED: the IDE browser test needs Chromium at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM_PATH). ***\n`,
-  );
+  console.warn(`\n*** SKIPPED: the IDE browser test needs Chromium at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM_PATH). ***\n`);
 }
 
 const ARTIFACTS = new URL('../test-results/', import.meta.url);
@@ -33,10 +31,25 @@ beforeAll(async () => {
   stack = await startStack({ worker: false });
   alice = await stack.newCustomer(50_000);
   // A second API process on the same database whose IDE opens with Alice's token, as `npm start` does.
-  ide = await startApiProcess({ config: stack.config, databaseUrl: stack.databaseUrl, logger: stack.logger, port: 0, ideDemo: { token: alice.token, accountId: alice.accountId } });
+  ide = await startApiProcess({
+    config: stack.config,
+    databaseUrl: stack.databaseUrl,
+    logger: stack.logger,
+    port: 0,
+    ideDemo: { token: alice.token, accountId: alice.accountId },
+  });
   browser = await chromium.launch({
     executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+      '--disable-quic',
+    ],
   });
 });
 
@@ -70,9 +83,9 @@ describe('the IDE in a browser', () => {
 
     // A first visit opens on the walk-through, with the token already in the Headers tab.
     await page.goto(base);
-    await expect.poll(async () => ((await page.locator('.graphiql-query-editor').textContent()) ?? '').replace(/\s+/g, ' '), { timeout: 20_000 }).toContain(
-      'Payments API: a walk-through',
-    );
+    await expect
+      .poll(async () => ((await page.locator('.graphiql-query-editor').textContent()) ?? '').replace(/\s+/g, ' '), { timeout: 20_000 })
+      .toContain('Payments API: a walk-through');
 
     await run('query Me { me { name accounts { id balance } } }');
     await expect.poll(responseText, { timeout: 20_000 }).toContain('"balance": 50000');
@@ -115,7 +128,11 @@ describe('the IDE page', () => {
   it('answers the Docs panel’s introspection without a token in development', async () => {
     const own = await startStack({ worker: false });
     try {
-      const response = await gql<{ __schema: { queryType: { name: string } } }>(own.apiUrl, null, '{ __schema { queryType { name } types { name } } }');
+      const response = await gql<{ __schema: { queryType: { name: string } } }>(
+        own.apiUrl,
+        null,
+        '{ __schema { queryType { name } types { name } } }',
+      );
       expect(response.errors).toBeUndefined();
       expect(response.data?.__schema.queryType.name).toBe('Query');
     } finally {

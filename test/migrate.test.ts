@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
-import { cp, mkdtemp, writeFile, mkdir, rm } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
-import { migrate, MIGRATIONS_DIR, readMigrations } from '../src/db/migrate.ts';
+import { MIGRATIONS_DIR, migrate, readMigrations } from '../src/db/migrate.ts';
 import { createTestDatabase } from './helpers.ts';
 
 /** A fresh, empty database (not a clone of the migrated template). */
@@ -99,7 +99,10 @@ describe('the migration runner', () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'migrations-'));
     await cp(MIGRATIONS_DIR, dir, { recursive: true });
     await mkdir(path.join(dir, '99990101000000_broken'));
-    await writeFile(path.join(dir, '99990101000000_broken', 'migration.sql'), 'CREATE TABLE half_done (id int);\nSELECT nonsense FROM nowhere;\n');
+    await writeFile(
+      path.join(dir, '99990101000000_broken', 'migration.sql'),
+      'CREATE TABLE half_done (id int);\nSELECT nonsense FROM nowhere;\n',
+    );
     await expect(migrate(db.url, dir)).rejects.toThrow(/99990101000000_broken failed/);
     const broken = await db.client.query("SELECT 1 FROM _prisma_migrations WHERE migration_name = '99990101000000_broken'");
     expect(broken.rowCount).toBe(0);
@@ -114,7 +117,12 @@ describe('the money movement migration', () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'migrations-'));
     await cp(MIGRATIONS_DIR, dir, { recursive: true });
     // A database from before money movement, payee safety and the transition guard.
-    const later = ['20261125040000_money_movement', '20261125050000_payee_safety', '20261125050001_payee_safety_held_index', '20261126000000_payment_transitions'];
+    const later = [
+      '20261125040000_money_movement',
+      '20261125050000_payee_safety',
+      '20261125050001_payee_safety_held_index',
+      '20261126000000_payment_transitions',
+    ];
     for (const name of later) {
       await rm(path.join(dir, name), { recursive: true });
     }
@@ -126,8 +134,13 @@ describe('the money movement migration', () => {
       VALUES ('00000000-0000-4000-8000-000000000003', '00000000-0000-4000-8000-000000000002', 'k', repeat('a', 64), 100, 'R', '123456', '12345678', 'COMPLETED')`);
 
     expect(await migrate(db.url)).toEqual(later);
-    const statuses = await db.client.query(`SELECT enum_range(NULL::"PaymentStatus")::text AS s, enum_range(NULL::"LedgerEntryKind")::text AS k`);
-    expect(statuses.rows[0]).toEqual({ s: '{SCHEDULED,PENDING,COMPLETED,CANCELLED,FAILED,HELD,RETURNED}', k: '{DEPOSIT,PAYMENT_DEBIT,PAYMENT_REFUND,PAYMENT_RETURN,INBOUND_CREDIT}' });
+    const statuses = await db.client.query(
+      `SELECT enum_range(NULL::"PaymentStatus")::text AS s, enum_range(NULL::"LedgerEntryKind")::text AS k`,
+    );
+    expect(statuses.rows[0]).toEqual({
+      s: '{SCHEDULED,PENDING,COMPLETED,CANCELLED,FAILED,HELD,RETURNED}',
+      k: '{DEPOSIT,PAYMENT_DEBIT,PAYMENT_REFUND,PAYMENT_RETURN,INBOUND_CREDIT}',
+    });
     const old = await db.client.query(`SELECT status::text, execute_on, return_code, standing_order_id FROM payments`);
     expect(old.rows).toEqual([{ status: 'COMPLETED', execute_on: null, return_code: null, standing_order_id: null }]);
     // The new values are usable once the migration has committed; the old payment moves only along the lifecycle.

@@ -5,7 +5,7 @@ import { MoneyScalar } from '../src/graphql/scalars.ts';
 import { createMetrics } from '../src/ops/metrics.ts';
 import { createSettlement } from '../src/payments/settlement.ts';
 import { createProviderClient } from '../src/provider/client.ts';
-import { gql, paymentInput, startStack, type Stack } from './helpers.ts';
+import { gql, paymentInput, type Stack, startStack } from './helpers.ts';
 
 /** The element at `i`, which must be there. */
 function at<T>(list: readonly T[], i: number): T {
@@ -55,11 +55,16 @@ describe('money arithmetic against a model', () => {
         let deposits = 0;
         for (const c of commands) {
           if (c.kind === 'deposit') {
-            const r = await gql(stack.apiUrl, stack.operatorToken, 'mutation($a: ID!, $p: Money!, $k: String!) { depositFunds(input: { accountId: $a, amount: $p, idempotencyKey: $k }) { id } }', {
-              a: alice.accountId,
-              p: c.amount,
-              k: `d${deposits++}`,
-            });
+            const r = await gql(
+              stack.apiUrl,
+              stack.operatorToken,
+              'mutation($a: ID!, $p: Money!, $k: String!) { depositFunds(input: { accountId: $a, amount: $p, idempotencyKey: $k }) { id } }',
+              {
+                a: alice.accountId,
+                p: c.amount,
+                k: `d${deposits++}`,
+              },
+            );
             expect(r.errors).toBeUndefined();
             model += c.amount;
           } else if (c.kind === 'send') {
@@ -104,14 +109,20 @@ describe('money arithmetic against a model', () => {
 describe('the Money scalar', () => {
   it('round-trips every safe integer exactly and refuses everything else', () => {
     fc.assert(fc.property(fc.maxSafeInteger(), (n) => MoneyScalar.serialize(BigInt(n)) === n && MoneyScalar.parseValue(n) === n));
-    fc.assert(fc.property(fc.double({ noInteger: true }), (x) => {
-      expect(() => MoneyScalar.parseValue(x)).toThrow();
-    }));
-    fc.assert(fc.property(fc.bigInt({ min: BigInt(Number.MAX_SAFE_INTEGER) + 1n }), (n) => {
-      expect(() => MoneyScalar.serialize(n)).toThrow();
-    }));
-    fc.assert(fc.property(fc.string(), (s) => {
-      expect(() => MoneyScalar.parseValue(s)).toThrow();
-    }));
+    fc.assert(
+      fc.property(fc.double({ noInteger: true }), (x) => {
+        expect(() => MoneyScalar.parseValue(x)).toThrow();
+      }),
+    );
+    fc.assert(
+      fc.property(fc.bigInt({ min: BigInt(Number.MAX_SAFE_INTEGER) + 1n }), (n) => {
+        expect(() => MoneyScalar.serialize(n)).toThrow();
+      }),
+    );
+    fc.assert(
+      fc.property(fc.string(), (s) => {
+        expect(() => MoneyScalar.parseValue(s)).toThrow();
+      }),
+    );
   });
 });

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signToken } from '../src/auth.ts';
-import { gql, startStack, TEST_OPERATOR, TEST_SECRET, type Stack } from './helpers.ts';
+import { gql, type Stack, startStack, TEST_OPERATOR, TEST_SECRET } from './helpers.ts';
 
 let stack: Stack;
 let bobToken: string;
@@ -14,7 +14,8 @@ afterAll(async () => {
 
 const CREATE_CUSTOMER = 'mutation($name: String!) { createCustomer(input: { name: $name }) { id } }';
 const OPEN_ACCOUNT = 'mutation($c: ID!) { openAccount(input: { customerId: $c, name: "Current" }) { id } }';
-const DEPOSIT = 'mutation($a: ID!, $amount: Money!, $key: String!) { depositFunds(input: { accountId: $a, amount: $amount, idempotencyKey: $key }) { balance } }';
+const DEPOSIT =
+  'mutation($a: ID!, $amount: Money!, $key: String!) { depositFunds(input: { accountId: $a, amount: $amount, idempotencyKey: $key }) { balance } }';
 
 const actionsOn = (targetId: string) => stack.db.operatorAction.findMany({ where: { targetId }, orderBy: { id: 'asc' } });
 
@@ -64,8 +65,14 @@ describe('operator actions', () => {
 
   it('lists the actions to operators, newest first and page by page, and to no one else', async () => {
     const { customerId, accountId } = await customerAndAccount(bobToken);
-    const QUERY = 'query($after: String) { operatorActions(first: 1, after: $after) { edges { cursor node { id operator action targetId detail at } } pageInfo { hasNextPage endCursor } } }';
-    type Page = { operatorActions: { edges: Array<{ node: { operator: string; action: string; targetId: string; at: string } }>; pageInfo: { hasNextPage: boolean; endCursor: string | null } } };
+    const QUERY =
+      'query($after: String) { operatorActions(first: 1, after: $after) { edges { cursor node { id operator action targetId detail at } } pageInfo { hasNextPage endCursor } } }';
+    type Page = {
+      operatorActions: {
+        edges: Array<{ node: { operator: string; action: string; targetId: string; at: string } }>;
+        pageInfo: { hasNextPage: boolean; endCursor: string | null };
+      };
+    };
     const first = await gql<Page>(stack.apiUrl, stack.operatorToken, QUERY);
     expect(first.data?.operatorActions.edges.map((e) => e.node)).toEqual([
       expect.objectContaining({ operator: 'bob@bank', action: 'openAccount', targetId: accountId, at: expect.any(String) }),

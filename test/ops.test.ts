@@ -2,10 +2,10 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { parse } from 'yaml';
-import { signToken } from '../src/auth.ts';
-import { gql, paymentInput, startStack, TEST_SECRET, type Stack, type TestCustomer } from './helpers.ts';
-import { startProcess } from '../tools/processes.ts';
 import { startWorkerProcess } from '../src/app/worker.ts';
+import { signToken } from '../src/auth.ts';
+import { startProcess } from '../tools/processes.ts';
+import { gql, paymentInput, type Stack, startStack, TEST_SECRET, type TestCustomer } from './helpers.ts';
 import { startStallingProxy } from './tcp-proxy.ts';
 
 let stack: Stack;
@@ -45,14 +45,24 @@ describe('metrics', () => {
   });
 
   it("shows provider calls by outcome, retries and the circuit's state on the worker", async () => {
-    const own = await startWorkerProcess({ config: stack.config, databaseUrl: stack.databaseUrl, providerUrl: stack.emulator.url, logger: stack.logger, opsPort: 0, pollingIntervalSeconds: 0.5 });
+    const own = await startWorkerProcess({
+      config: stack.config,
+      databaseUrl: stack.databaseUrl,
+      providerUrl: stack.emulator.url,
+      logger: stack.logger,
+      opsPort: 0,
+      pollingIntervalSeconds: 0.5,
+    });
     try {
       stack.emulator.setFaults({ failNextCreates: 1 });
       const sent = await stack.send(alice.token, paymentInput(alice.accountId, { amount: 77 }));
-      await vi.waitFor(async () => expect((await stack.db.payment.findUniqueOrThrow({ where: { id: sent.payment?.id ?? '' } })).status).toBe('COMPLETED'), {
-        timeout: 20_000,
-        interval: 100,
-      });
+      await vi.waitFor(
+        async () => expect((await stack.db.payment.findUniqueOrThrow({ where: { id: sent.payment?.id ?? '' } })).status).toBe('COMPLETED'),
+        {
+          timeout: 20_000,
+          interval: 100,
+        },
+      );
       const text = await metricsText(`${own.opsUrl}/metrics`);
       expect(text).toMatch(/^payments_provider_call_duration_seconds_count\{operation="create",outcome="accepted"\} [1-9]/m);
       expect(text).toMatch(/^payments_provider_call_duration_seconds_count\{operation="create",outcome="transient"\} 1$/m);
@@ -69,7 +79,11 @@ describe('metrics', () => {
 
 describe('request ids', () => {
   it('gives every request an id, echoes one the caller sent, and refuses to echo junk', async () => {
-    const made = await fetch(stack.apiUrl, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"query":"{ __typename }"}' });
+    const made = await fetch(stack.apiUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"query":"{ __typename }"}',
+    });
     expect(made.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
     const echoed = await fetch(stack.apiUrl, {
       method: 'POST',
@@ -147,7 +161,16 @@ describe('graceful shutdown of a worker', () => {
 describe('docker-compose.yml', () => {
   // Compose resolves YAML merge keys (<<), so the test does too.
   const compose = parse(readFileSync(new URL('../docker-compose.yml', import.meta.url), 'utf8'), { merge: true }) as {
-    services: Record<string, { command?: string[]; deploy?: { replicas?: number }; healthcheck?: unknown; depends_on?: Record<string, { condition: string }>; environment?: Record<string, string> }>;
+    services: Record<
+      string,
+      {
+        command?: string[];
+        deploy?: { replicas?: number };
+        healthcheck?: unknown;
+        depends_on?: Record<string, { condition: string }>;
+        environment?: Record<string, string>;
+      }
+    >;
   };
 
   it('runs postgres, a one-shot migration, 2 API and 2 worker replicas and the provider emulator', () => {
@@ -163,7 +186,18 @@ describe('docker-compose.yml', () => {
     for (const name of ['postgres', 'api', 'worker', 'provider']) expect(compose.services[name]?.healthcheck, name).toBeDefined();
     for (const name of ['api', 'worker']) {
       const env = compose.services[name]?.environment ?? {};
-      for (const key of ['DATABASE_URL', 'AUTH_JWT_SECRET', 'PROVIDER_URL', 'PROVIDER_API_KEY', 'LOG_LEVEL', 'PAYMENT_RETRY_LIMIT', 'PAYMENT_RETRY_DELAY_SECONDS', 'PAYMENT_RETRY_DELAY_MAX_SECONDS', 'SEND_PAYMENT_RATE_LIMIT_PER_MINUTE', 'NODE_ENV']) {
+      for (const key of [
+        'DATABASE_URL',
+        'AUTH_JWT_SECRET',
+        'PROVIDER_URL',
+        'PROVIDER_API_KEY',
+        'LOG_LEVEL',
+        'PAYMENT_RETRY_LIMIT',
+        'PAYMENT_RETRY_DELAY_SECONDS',
+        'PAYMENT_RETRY_DELAY_MAX_SECONDS',
+        'SEND_PAYMENT_RATE_LIMIT_PER_MINUTE',
+        'NODE_ENV',
+      ]) {
         expect(env, `${name} ${key}`).toHaveProperty(key);
       }
     }

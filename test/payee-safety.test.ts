@@ -1,10 +1,20 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { parse, type ObjectTypeDefinitionNode } from 'graphql';
 import { readFileSync } from 'node:fs';
+import { type ObjectTypeDefinitionNode, parse } from 'graphql';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { signToken } from '../src/auth.ts';
 import { loadConfig } from '../src/config.ts';
 import { refund } from '../src/payments/transitions.ts';
-import { expectNoErrorLogs, gql, paymentInput, rowCounts, startStack, TEST_OPERATOR, TEST_SECRET, type Stack, type TestCustomer } from './helpers.ts';
+import {
+  expectNoErrorLogs,
+  gql,
+  paymentInput,
+  rowCounts,
+  type Stack,
+  startStack,
+  TEST_OPERATOR,
+  TEST_SECRET,
+  type TestCustomer,
+} from './helpers.ts';
 
 /**
  * Payee safety (issue 15) end to end, over HTTP on real PostgreSQL and the emulator, each rule of
@@ -45,9 +55,11 @@ afterAll(async () => {
 
 const GRACE = { name: 'Grace Hopper', sortCode: '12-34-56', accountNumber: '12345678' };
 const CHECK = 'mutation($input: RecipientInput!) { checkPayee(input: $input) { id result matchedName checkedAt } }';
-const ADD_PAYEE = 'mutation($input: RecipientInput!) { addPayee(input: $input) { id name sortCode accountNumber createdAt lastCheck { id result matchedName } } }';
+const ADD_PAYEE =
+  'mutation($input: RecipientInput!) { addPayee(input: $input) { id name sortCode accountNumber createdAt lastCheck { id result matchedName } } }';
 const APPROVE = 'mutation($id: ID!) { approvePayment(paymentId: $id) { id status } }';
-const REJECT = 'mutation($id: ID!, $reason: String!) { rejectPayment(paymentId: $id, reason: $reason) { id status failureReason account { balance } } }';
+const REJECT =
+  'mutation($id: ID!, $reason: String!) { rejectPayment(paymentId: $id, reason: $reason) { id status failureReason account { balance } } }';
 
 type Check = { id: string; result: string; matchedName: string | null; checkedAt: string };
 
@@ -58,7 +70,12 @@ async function check(token: string, input: Record<string, string>): Promise<Chec
 }
 
 async function addPayee(token: string, input: Record<string, string>) {
-  const response = await gql<{ addPayee: { id: string; createdAt: string; lastCheck: { result: string } | null } }>(stack.apiUrl, token, ADD_PAYEE, { input });
+  const response = await gql<{ addPayee: { id: string; createdAt: string; lastCheck: { result: string } | null } }>(
+    stack.apiUrl,
+    token,
+    ADD_PAYEE,
+    { input },
+  );
   if (!response.data?.addPayee) throw new Error(`addPayee failed: ${JSON.stringify(response)}`);
   return response.data.addPayee;
 }
@@ -84,9 +101,17 @@ describe('the contract defaults', () => {
 describe('checkPayee', () => {
   it("answers MATCH for the name the recipient's bank holds, CLOSE_MATCH with that name for a near one, NO_MATCH otherwise", async () => {
     const alice = await stack.newCustomer(0);
-    expect(await check(alice.token, GRACE)).toMatchObject({ result: 'MATCH', matchedName: null, id: expect.any(String), checkedAt: expect.any(String) });
+    expect(await check(alice.token, GRACE)).toMatchObject({
+      result: 'MATCH',
+      matchedName: null,
+      id: expect.any(String),
+      checkedAt: expect.any(String),
+    });
     expect(await check(alice.token, { ...GRACE, name: ' grace  HOPPER ' })).toMatchObject({ result: 'MATCH' });
-    expect(await check(alice.token, { ...GRACE, name: 'Grace Hoper' })).toMatchObject({ result: 'CLOSE_MATCH', matchedName: 'Grace Hopper' });
+    expect(await check(alice.token, { ...GRACE, name: 'Grace Hoper' })).toMatchObject({
+      result: 'CLOSE_MATCH',
+      matchedName: 'Grace Hopper',
+    });
     expect(await check(alice.token, { ...GRACE, name: 'G Hopper' })).toMatchObject({ result: 'CLOSE_MATCH', matchedName: 'Grace Hopper' });
     expect(await check(alice.token, { ...GRACE, name: 'Mallory Smith' })).toMatchObject({ result: 'NO_MATCH', matchedName: null });
     expect(await check(alice.token, { ...GRACE, accountNumber: '99999999' })).toMatchObject({ result: 'NO_MATCH', matchedName: null });
@@ -123,26 +148,36 @@ describe('saved payees', () => {
     expect(first.lastCheck).toMatchObject({ result: 'CLOSE_MATCH', matchedName: 'Grace Hopper' });
     offsetMs = HOUR;
     const again = await addPayee(alice.token, GRACE);
-    expect(again).toMatchObject({ id: first.id, name: 'Grace Hopper', sortCode: '123456', createdAt: first.createdAt, lastCheck: { result: 'MATCH' } });
+    expect(again).toMatchObject({
+      id: first.id,
+      name: 'Grace Hopper',
+      sortCode: '123456',
+      createdAt: first.createdAt,
+      lastCheck: { result: 'MATCH' },
+    });
     const listed = await gql<{ me: { payees: Array<{ id: string; lastCheck: { result: string } }> } }>(
       stack.apiUrl,
       alice.token,
       '{ me { payees { id name lastCheck { result } } } }',
     );
     expect(listed.data?.me.payees).toEqual([{ id: first.id, name: 'Grace Hopper', lastCheck: { result: 'MATCH' } }]);
-    const removed = await gql<{ removePayee: boolean }>(stack.apiUrl, alice.token, 'mutation($id: ID!) { removePayee(id: $id) }', { id: first.id });
+    const removed = await gql<{ removePayee: boolean }>(stack.apiUrl, alice.token, 'mutation($id: ID!) { removePayee(id: $id) }', {
+      id: first.id,
+    });
     expect(removed.data?.removePayee).toBe(true);
     expect(await stack.db.payee.count({ where: { customerId: alice.customerId } })).toBe(0);
   });
 
-  it("look to another customer like nothing: not listed, and removing one answers false and removes nothing", async () => {
+  it('look to another customer like nothing: not listed, and removing one answers false and removes nothing', async () => {
     const alice = await stack.newCustomer(0);
     const mallory = await stack.newCustomer(0);
     const payee = await addPayee(alice.token, GRACE);
     const listed = await gql<{ me: { payees: unknown[] } }>(stack.apiUrl, mallory.token, '{ me { payees { id } } }');
     expect(listed.data?.me.payees).toEqual([]);
     for (const id of [payee.id, '00000000-0000-4000-8000-000000000000', 'not-an-id']) {
-      const removed = await gql<{ removePayee: boolean }>(stack.apiUrl, mallory.token, 'mutation($id: ID!) { removePayee(id: $id) }', { id });
+      const removed = await gql<{ removePayee: boolean }>(stack.apiUrl, mallory.token, 'mutation($id: ID!) { removePayee(id: $id) }', {
+        id,
+      });
       expect(removed.data?.removePayee).toBe(false);
     }
     expect(await stack.db.payee.count({ where: { id: payee.id } })).toBe(1);
@@ -151,7 +186,11 @@ describe('saved payees', () => {
   it('refuses bad details naming the field and saves nothing', async () => {
     const alice = await stack.newCustomer(0);
     const response = await gql(stack.apiUrl, alice.token, ADD_PAYEE, { input: { ...GRACE, accountNumber: '1234' } });
-    expect(response.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', userErrorCode: 'INVALID_INPUT', field: ['accountNumber'] });
+    expect(response.errors?.[0]?.extensions).toMatchObject({
+      code: 'BAD_USER_INPUT',
+      userErrorCode: 'INVALID_INPUT',
+      field: ['accountNumber'],
+    });
     expect(await stack.db.payee.count({ where: { customerId: alice.customerId } })).toBe(0);
   });
 });
@@ -162,7 +201,10 @@ describe('PAYEE_NOT_CONFIRMED', () => {
     expect((await pay(alice, { amount: CHECK_THRESHOLD })).payment?.status).toBe('PENDING');
     const before = await rowCounts(stack.db);
     const refused = await pay(alice, { amount: CHECK_THRESHOLD + 1 });
-    expect(refused).toEqual({ payment: null, errors: [{ code: 'PAYEE_NOT_CONFIRMED', message: expect.any(String), field: ['payeeCheckId'] }] });
+    expect(refused).toEqual({
+      payment: null,
+      errors: [{ code: 'PAYEE_NOT_CONFIRMED', message: expect.any(String), field: ['payeeCheckId'] }],
+    });
     expect(await rowCounts(stack.db)).toEqual(before);
   });
 
@@ -177,7 +219,11 @@ describe('PAYEE_NOT_CONFIRMED', () => {
   });
 
   it('takes payments over the threshold whose check is MATCH, CLOSE_MATCH or UNAVAILABLE', async () => {
-    for (const [name, result, errorRate] of [['Grace Hopper', 'MATCH', 0], ['Grace Hoper', 'CLOSE_MATCH', 0], ['Grace M Hopper', 'UNAVAILABLE', 1]] as const) {
+    for (const [name, result, errorRate] of [
+      ['Grace Hopper', 'MATCH', 0],
+      ['Grace Hoper', 'CLOSE_MATCH', 0],
+      ['Grace M Hopper', 'UNAVAILABLE', 1],
+    ] as const) {
       const alice = await stack.newCustomer(100_000);
       stack.emulator.setFaults({ errorRate });
       const c = await check(alice.token, { ...GRACE, name });
@@ -214,10 +260,14 @@ describe('PAYEE_NOT_CONFIRMED', () => {
     for (const refused of await Promise.all(attempts)) expect(codes(refused)).toEqual([['PAYEE_NOT_CONFIRMED', ['payeeCheckId']]]);
     // Valid for exactly 24 hours after it was made, not a millisecond more.
     frozenAt = new Date(aliceCheck.checkedAt).getTime() + 24 * HOUR + 1;
-    expect(codes(await pay(alice, { amount: 100, recipient: GRACE, payeeCheckId: aliceCheck.id }))).toEqual([['PAYEE_NOT_CONFIRMED', ['payeeCheckId']]]);
+    expect(codes(await pay(alice, { amount: 100, recipient: GRACE, payeeCheckId: aliceCheck.id }))).toEqual([
+      ['PAYEE_NOT_CONFIRMED', ['payeeCheckId']],
+    ]);
     expect(await rowCounts(stack.db)).toEqual(before);
     frozenAt -= 1;
-    expect((await pay(alice, { amount: CHECK_THRESHOLD + 1, recipient: GRACE, payeeCheckId: aliceCheck.id })).payment?.status).toBe('PENDING');
+    expect((await pay(alice, { amount: CHECK_THRESHOLD + 1, recipient: GRACE, payeeCheckId: aliceCheck.id })).payment?.status).toBe(
+      'PENDING',
+    );
   });
 
   it('answers a replay with its payment even after its check has expired', async () => {
@@ -252,9 +302,19 @@ describe('the daily limit', () => {
   it('counts every account of the customer, and not other customers', async () => {
     const alice = await stack.newCustomer(200_000);
     const bob = await stack.newCustomer(200_000);
-    const opened = await gql<{ openAccount: { id: string } }>(stack.apiUrl, stack.operatorToken, 'mutation($c: ID!) { openAccount(input: { customerId: $c, name: "Savings" }) { id } }', { c: alice.customerId });
+    const opened = await gql<{ openAccount: { id: string } }>(
+      stack.apiUrl,
+      stack.operatorToken,
+      'mutation($c: ID!) { openAccount(input: { customerId: $c, name: "Savings" }) { id } }',
+      { c: alice.customerId },
+    );
     const savings = opened.data?.openAccount.id ?? '';
-    await gql(stack.apiUrl, stack.operatorToken, 'mutation($a: ID!) { depositFunds(input: { accountId: $a, amount: 100000, idempotencyKey: "s" }) { id } }', { a: savings });
+    await gql(
+      stack.apiUrl,
+      stack.operatorToken,
+      'mutation($a: ID!) { depositFunds(input: { accountId: $a, amount: 100000, idempotencyKey: "s" }) { id } }',
+      { a: savings },
+    );
     for (let i = 0; i < 3; i++) expect((await pay(alice, { amount: CHECK_THRESHOLD })).errors).toEqual([]);
     expect((await pay(bob, { amount: CHECK_THRESHOLD })).errors).toEqual([]);
     expect((await stack.send(alice.token, paymentInput(savings, { amount: CHECK_THRESHOLD }))).errors).toEqual([]);
@@ -290,7 +350,9 @@ describe('the daily limit', () => {
     expect((await pay(alice, { amount: CHECK_THRESHOLD })).errors).toEqual([]);
     const rejected = await gql(stack.apiUrl, stack.operatorToken, REJECT, { id: held.payment?.id, reason: 'Looks like a scam' });
     expect(rejected.errors).toBeUndefined();
-    expect(codes(await pay(alice, { amount: REVIEW_THRESHOLD + 1, recipient: GRACE, payeeCheckId: c.id }))).toEqual([['LIMIT_EXCEEDED', ['amount']]]);
+    expect(codes(await pay(alice, { amount: REVIEW_THRESHOLD + 1, recipient: GRACE, payeeCheckId: c.id }))).toEqual([
+      ['LIMIT_EXCEEDED', ['amount']],
+    ]);
     expect((await pay(alice, { amount: REVIEW_THRESHOLD, recipient: GRACE, payeeCheckId: c.id })).payment?.status).toBe('HELD');
   });
 
@@ -362,7 +424,10 @@ describe('holds', () => {
     const actions = await stack.db.operatorAction.findMany({ where: { targetId: id } });
     expect(actions.map((a) => [a.operator, a.action, a.detail])).toEqual([[TEST_OPERATOR, 'approvePayment', `${REVIEW_THRESHOLD} pence`]]);
     const events = await stack.db.paymentEvent.findMany({ where: { paymentId: id }, orderBy: { seq: 'asc' } });
-    expect(events.map((e) => [e.previousStatus, e.status])).toEqual([[null, 'HELD'], ['HELD', 'PENDING']]);
+    expect(events.map((e) => [e.previousStatus, e.status])).toEqual([
+      [null, 'HELD'],
+      ['HELD', 'PENDING'],
+    ]);
   });
 
   it("rejects a held payment: CANCELLED with the money back and the operator's reason in the action log", async () => {
@@ -370,13 +435,26 @@ describe('holds', () => {
     await addPayee(alice.token, GRACE);
     const held = await pay(alice, { amount: 2_500, recipient: GRACE });
     const id = held.payment?.id ?? '';
-    const rejected = await gql<{ rejectPayment: unknown }>(stack.apiUrl, stack.operatorToken, REJECT, { id, reason: 'Customer confirmed a scam call' });
-    expect(rejected.data?.rejectPayment).toEqual({ id, status: 'CANCELLED', failureReason: 'REJECTED_IN_REVIEW', account: { balance: 100_000 } });
+    const rejected = await gql<{ rejectPayment: unknown }>(stack.apiUrl, stack.operatorToken, REJECT, {
+      id,
+      reason: 'Customer confirmed a scam call',
+    });
+    expect(rejected.data?.rejectPayment).toEqual({
+      id,
+      status: 'CANCELLED',
+      failureReason: 'REJECTED_IN_REVIEW',
+      account: { balance: 100_000 },
+    });
     const ledger = await stack.db.ledgerEntry.findMany({ where: { paymentId: id }, orderBy: { id: 'asc' } });
-    expect(ledger.map((e) => [e.kind, e.amount])).toEqual([['PAYMENT_DEBIT', -2_500n], ['PAYMENT_REFUND', 2_500n]]);
+    expect(ledger.map((e) => [e.kind, e.amount])).toEqual([
+      ['PAYMENT_DEBIT', -2_500n],
+      ['PAYMENT_REFUND', 2_500n],
+    ]);
     expect(await settleJobs(id)).toEqual([]);
     const actions = await stack.db.operatorAction.findMany({ where: { targetId: id } });
-    expect(actions.map((a) => [a.operator, a.action, a.detail])).toEqual([[TEST_OPERATOR, 'rejectPayment', 'Customer confirmed a scam call']]);
+    expect(actions.map((a) => [a.operator, a.action, a.detail])).toEqual([
+      [TEST_OPERATOR, 'rejectPayment', 'Customer confirmed a scam call'],
+    ]);
   });
 
   it('refuses to approve or reject a payment that is not held, or with no reason, recording nothing', async () => {
@@ -421,12 +499,24 @@ describe('holds', () => {
   it('lists held payments to operators, oldest first, page by page', async () => {
     const alice = await stack.newCustomer(100_000);
     await addPayee(alice.token, GRACE);
-    const mine = [await pay(alice, { amount: 101, recipient: GRACE }), await pay(alice, { amount: 102, recipient: GRACE })].map((s) => s.payment?.id);
+    const mine = [await pay(alice, { amount: 101, recipient: GRACE }), await pay(alice, { amount: 102, recipient: GRACE })].map(
+      (s) => s.payment?.id,
+    );
     const ids: string[] = [];
     let after: string | null = null;
-    type Page = { heldPayments: { edges: Array<{ node: { id: string; status: string } }>; pageInfo: { hasNextPage: boolean; endCursor: string | null } } };
+    type Page = {
+      heldPayments: {
+        edges: Array<{ node: { id: string; status: string } }>;
+        pageInfo: { hasNextPage: boolean; endCursor: string | null };
+      };
+    };
     for (;;) {
-      const page: { data?: Page | null } = await gql<Page>(stack.apiUrl, stack.operatorToken, 'query($after: String) { heldPayments(first: 2, after: $after) { edges { node { id status } } pageInfo { hasNextPage endCursor } } }', { after });
+      const page: { data?: Page | null } = await gql<Page>(
+        stack.apiUrl,
+        stack.operatorToken,
+        'query($after: String) { heldPayments(first: 2, after: $after) { edges { node { id status } } pageInfo { hasNextPage endCursor } } }',
+        { after },
+      );
       const connection = page.data?.heldPayments;
       if (!connection) throw new Error('heldPayments failed');
       for (const edge of connection.edges) {
@@ -444,19 +534,29 @@ describe('holds', () => {
 describe('the operator action log', () => {
   it('has an action, with the operator from the token, for every operator mutation in the schema', async () => {
     const schema = parse(readFileSync(new URL('../schema.graphql', import.meta.url), 'utf8'));
-    const mutation = schema.definitions.find((d): d is ObjectTypeDefinitionNode => d.kind === 'ObjectTypeDefinition' && d.name.value === 'Mutation');
+    const mutation = schema.definitions.find(
+      (d): d is ObjectTypeDefinitionNode => d.kind === 'ObjectTypeDefinition' && d.name.value === 'Mutation',
+    );
     const operatorOnly = (mutation?.fields ?? []).filter((f) => f.description?.value.startsWith('Operator only')).map((f) => f.name.value);
     expect(operatorOnly.sort()).toEqual(['approvePayment', 'createCustomer', 'depositFunds', 'openAccount', 'rejectPayment']);
 
     const carol = await signToken({ role: 'operator', operatorId: 'carol@bank' }, TEST_SECRET, 600);
     const customer = await stack.newCustomer(0); // createCustomer, openAccount (and depositFunds below) by TEST_OPERATOR
-    await gql(stack.apiUrl, carol, 'mutation($a: ID!) { depositFunds(input: { accountId: $a, amount: 100000, idempotencyKey: "k" }) { id } }', { a: customer.accountId });
+    await gql(
+      stack.apiUrl,
+      carol,
+      'mutation($a: ID!) { depositFunds(input: { accountId: $a, amount: 100000, idempotencyKey: "k" }) { id } }',
+      { a: customer.accountId },
+    );
     await addPayee(customer.token, GRACE);
     const a = (await pay(customer, { amount: 100, recipient: GRACE })).payment?.id ?? '';
     const b = (await pay(customer, { amount: 200, recipient: GRACE })).payment?.id ?? '';
     await gql(stack.apiUrl, carol, APPROVE, { id: a });
     await gql(stack.apiUrl, carol, REJECT, { id: b, reason: 'duplicate' });
-    const logged = await stack.db.operatorAction.findMany({ where: { targetId: { in: [customer.customerId, customer.accountId, a, b] } }, orderBy: { id: 'asc' } });
+    const logged = await stack.db.operatorAction.findMany({
+      where: { targetId: { in: [customer.customerId, customer.accountId, a, b] } },
+      orderBy: { id: 'asc' },
+    });
     expect(logged.map((l) => [l.operator, l.action])).toEqual([
       [TEST_OPERATOR, 'createCustomer'],
       [TEST_OPERATOR, 'openAccount'],

@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signToken } from '../src/auth.ts';
-import { startEmulator, type RunningEmulator } from '../src/emulator/server.ts';
 import { createPrisma, type PrismaClient } from '../src/db/prisma.ts';
-import { createFundedCustomer, createTestDatabase, gql, paymentInput, SEND_PAYMENT, TEST_SECRET, type SendPaymentData } from './helpers.ts';
-import { startProcess, type StartedProcess } from '../tools/processes.ts';
-import { ACCOUNT_PAYMENTS_UPDATED, collect, PAYMENT_UPDATED, wsClient, type AccountUpdate, type PaymentUpdate } from './ws-helpers.ts';
+import { type RunningEmulator, startEmulator } from '../src/emulator/server.ts';
+import { type StartedProcess, startProcess } from '../tools/processes.ts';
+import { createFundedCustomer, createTestDatabase, gql, paymentInput, SEND_PAYMENT, type SendPaymentData, TEST_SECRET } from './helpers.ts';
+import { ACCOUNT_PAYMENTS_UPDATED, type AccountUpdate, collect, PAYMENT_UPDATED, type PaymentUpdate, wsClient } from './ws-helpers.ts';
 
 /** The element at `i`, which must be there. */
 function at<T>(list: readonly T[], i: number): T {
@@ -76,7 +76,9 @@ describe('many processes on one database', () => {
     emulator.setFaults({ latencyMs: 1_000 });
     const { client } = wsClient(apiUrl(0), dana.token);
     try {
-      const sent = await gql<SendPaymentData>(apiUrl(1), dana.token, SEND_PAYMENT, { input: paymentInput(dana.accountId, { amount: 4_200 }) });
+      const sent = await gql<SendPaymentData>(apiUrl(1), dana.token, SEND_PAYMENT, {
+        input: paymentInput(dana.accountId, { amount: 4_200 }),
+      });
       const paymentId = sent.data?.sendPayment.payment?.id;
       expect(paymentId).toBeDefined();
       const sub = collect<PaymentUpdate>(client, PAYMENT_UPDATED, { id: paymentId });
@@ -97,7 +99,9 @@ describe('many processes on one database', () => {
       const watched = at(customers, 0);
       const seen = collect<AccountUpdate>(client, ACCOUNT_PAYMENTS_UPDATED, { id: watched.accountId });
       // Let the subscription register before the payments start (its first event proves it).
-      const probe = await gql<SendPaymentData>(apiUrl(1), watched.token, SEND_PAYMENT, { input: paymentInput(watched.accountId, { amount: 1 }) });
+      const probe = await gql<SendPaymentData>(apiUrl(1), watched.token, SEND_PAYMENT, {
+        input: paymentInput(watched.accountId, { amount: 1 }),
+      });
       await seen.until((v) => v.some((u) => u.accountPaymentsUpdated.id === probe.data?.sendPayment.payment?.id));
 
       const ids: string[] = [];
@@ -106,7 +110,9 @@ describe('many processes on one database', () => {
           Array.from({ length: 20 }, (_, i) => {
             const n = batch * 20 + i;
             const c = at(customers, n % customers.length);
-            return gql<SendPaymentData>(apiUrl(n % 2), c.token, SEND_PAYMENT, { input: paymentInput(c.accountId, { amount: 100 + (n % 7) }) });
+            return gql<SendPaymentData>(apiUrl(n % 2), c.token, SEND_PAYMENT, {
+              input: paymentInput(c.accountId, { amount: 100 + (n % 7) }),
+            });
           }),
         );
         for (const r of results) {
@@ -121,7 +127,10 @@ describe('many processes on one database', () => {
         .toBe(500);
 
       // Exactly once at the provider, exactly one debit and no refund in the ledger.
-      const atProvider = (await (await fetch(`${emulator.url}/admin/payments`, { headers: { 'x-api-key': API_KEY } })).json()) as Array<{ idempotencyKey: string; createRequests: number }>;
+      const atProvider = (await (await fetch(`${emulator.url}/admin/payments`, { headers: { 'x-api-key': API_KEY } })).json()) as Array<{
+        idempotencyKey: string;
+        createRequests: number;
+      }>;
       const mine = atProvider.filter((p) => ids.includes(p.idempotencyKey));
       expect(mine).toHaveLength(500);
       expect(mine.every((p) => p.createRequests === 1)).toBe(true);

@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { CircuitState } from 'cockatiel';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { startEmulator, type RunningEmulator } from '../src/emulator/server.ts';
+import { type RunningEmulator, startEmulator } from '../src/emulator/server.ts';
 import { createProviderClient } from '../src/provider/client.ts';
 
 const KEY = 'client-test-key';
@@ -25,7 +25,13 @@ const paymentRequest = (idempotencyKey: string) => ({
 
 describe('the provider client', () => {
   it('opens the circuit after consecutive failures, fails fast while open, and closes after a good probe', async () => {
-    const client = createProviderClient({ baseUrl: emulator.url, apiKey: KEY, timeoutMs: 1_000, breakerThreshold: 3, breakerHalfOpenAfterMs: 300 });
+    const client = createProviderClient({
+      baseUrl: emulator.url,
+      apiKey: KEY,
+      timeoutMs: 1_000,
+      breakerThreshold: 3,
+      breakerHalfOpenAfterMs: 300,
+    });
     emulator.setFaults({ errorRate: 1 });
     for (let i = 0; i < 3; i++) expect(await client.getPayment('p')).toEqual({ kind: 'transient', detail: 'HTTP 500' });
     expect(client.circuitState()).toBe(CircuitState.Open);
@@ -47,7 +53,11 @@ describe('the provider client', () => {
     emulator.setFaults({ rateLimitRate: 1 });
     expect(await client.getPayment('p')).toEqual({ kind: 'transient', detail: 'HTTP 429', retryAfterSeconds: 1 });
     emulator.setFaults({ rateLimitRate: 0 });
-    expect(await client.getPayment('p')).toMatchObject({ kind: 'unavailable', detail: expect.stringMatching(/Retry-After/), resumeInSeconds: 1 });
+    expect(await client.getPayment('p')).toMatchObject({
+      kind: 'unavailable',
+      detail: expect.stringMatching(/Retry-After/),
+      resumeInSeconds: 1,
+    });
     await vi.waitFor(async () => expect(await client.getPayment('p')).toEqual({ kind: 'absent' }), { timeout: 3_000, interval: 100 });
   });
 
@@ -66,7 +76,9 @@ describe('the provider client', () => {
     const request = paymentRequest('k422');
     expect(await client.createPayment(request)).toMatchObject({ kind: 'accepted' });
     expect(await client.createPayment({ ...request, amount: 6 })).toMatchObject({ kind: 'conflict' });
-    expect(await client.createPayment({ ...request, idempotencyKey: 'k400', recipient: { ...request.recipient, sortCode: '000000' } })).toEqual({
+    expect(
+      await client.createPayment({ ...request, idempotencyKey: 'k400', recipient: { ...request.recipient, sortCode: '000000' } }),
+    ).toEqual({
       kind: 'rejected',
       code: 'RECIPIENT_REJECTED',
       message: 'the recipient bank rejected the payment',

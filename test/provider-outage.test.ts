@@ -1,13 +1,13 @@
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { PgBoss } from 'pg-boss';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { queuePolicy, startQueue } from '../src/app/queue.ts';
 import { loadConfig } from '../src/config.ts';
 import { settlementHandlers } from '../src/jobs/handlers.ts';
-import { startConsumers, type RunningJobs } from '../src/jobs/worker.ts';
+import { type RunningJobs, startConsumers } from '../src/jobs/worker.ts';
 import { createMetrics } from '../src/ops/metrics.ts';
 import { createSettlement } from '../src/payments/settlement.ts';
 import { createProviderClient, type ProviderClientOptions } from '../src/provider/client.ts';
-import { queuePolicy, startQueue } from '../src/app/queue.ts';
-import { paymentInput, startStack, type Stack } from './helpers.ts';
+import { paymentInput, type Stack, startStack } from './helpers.ts';
 
 // A retry budget of about three seconds (2 retries, 1 s apart), and a provider that stops calls
 // for longer than that: an open circuit, or a Retry-After. Attempts that never reached the provider
@@ -16,7 +16,10 @@ let stack: Stack;
 let boss: PgBoss | null = null;
 let workers: RunningJobs | null = null;
 beforeEach(async () => {
-  stack = await startStack({ worker: false, env: { PAYMENT_RETRY_LIMIT: '2', PAYMENT_RETRY_DELAY_SECONDS: '1', PAYMENT_RETRY_DELAY_MAX_SECONDS: '1' } });
+  stack = await startStack({
+    worker: false,
+    env: { PAYMENT_RETRY_LIMIT: '2', PAYMENT_RETRY_DELAY_SECONDS: '1', PAYMENT_RETRY_DELAY_MAX_SECONDS: '1' },
+  });
 });
 afterEach(async () => {
   await workers?.stop();
@@ -48,17 +51,25 @@ async function paymentThroughOutage(recover: () => void) {
   const alice = await stack.newCustomer(10_000);
   const sent = await stack.send(alice.token, paymentInput(alice.accountId, { amount: 2_500 }));
   const paymentId = sent.payment?.id ?? '';
-  await vi.waitFor(async () => expect(await stack.db.paymentAttempt.count({ where: { paymentId } })).toBe(1), { timeout: 10_000, interval: 50 });
+  await vi.waitFor(async () => expect(await stack.db.paymentAttempt.count({ where: { paymentId } })).toBe(1), {
+    timeout: 10_000,
+    interval: 50,
+  });
   recover();
   const settled = await vi.waitFor(
     async () => {
-      const payment = await stack.db.payment.findUniqueOrThrow({ where: { id: paymentId }, include: { attempts: { orderBy: { id: 'asc' } }, account: true } });
+      const payment = await stack.db.payment.findUniqueOrThrow({
+        where: { id: paymentId },
+        include: { attempts: { orderBy: { id: 'asc' } }, account: true },
+      });
       expect(payment.status).not.toBe('PENDING');
       return payment;
     },
     { timeout: 30_000, interval: 100 },
   );
-  const held = (await (await fetch(`${stack.emulator.url}/admin/payments`, { headers: { 'x-api-key': stack.config.providerApiKey } })).json()) as Array<{ idempotencyKey: string }>;
+  const held = (await (
+    await fetch(`${stack.emulator.url}/admin/payments`, { headers: { 'x-api-key': stack.config.providerApiKey } })
+  ).json()) as Array<{ idempotencyKey: string }>;
   return { settled, heldByProvider: held.filter((p) => p.idempotencyKey === paymentId).length };
 }
 

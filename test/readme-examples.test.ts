@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startStack, type Stack, type TestCustomer } from './helpers.ts';
+import { type Stack, startStack, type TestCustomer } from './helpers.ts';
 
 /**
  * The README's first requests, run exactly as written (taken from the README itself), so a
@@ -41,7 +41,9 @@ describe("the README's first requests", () => {
 
   it('sends a payment with curl, and the same request again is the same payment', async () => {
     const send = await example('send');
-    const first = (await sh(send)) as { data: { sendPayment: { payment: { id: string; status: string }; errors: unknown[]; replayed: boolean } } };
+    const first = (await sh(send)) as {
+      data: { sendPayment: { payment: { id: string; status: string }; errors: unknown[]; replayed: boolean } };
+    };
     expect(first.data.sendPayment).toMatchObject({ payment: { status: 'PENDING' }, errors: [], replayed: false });
     const again = (await sh(send)) as typeof first;
     // The same payment (by now perhaps settled), nothing new debited.
@@ -49,13 +51,21 @@ describe("the README's first requests", () => {
   });
 
   it('watches a payment settle with the graphql-ws client', async () => {
-    const sent = await stack.send(alice.token, { idempotencyKey: 'readme-watch', fromAccountId: alice.accountId, amount: 300, recipient: { name: 'Ada', sortCode: '112233', accountNumber: '12345678' } });
+    const sent = await stack.send(alice.token, {
+      idempotencyKey: 'readme-watch',
+      fromAccountId: alice.accountId,
+      amount: 300,
+      recipient: { name: 'Ada', sortCode: '112233', accountNumber: '12345678' },
+    });
     const dir = new URL('../test-results/', import.meta.url);
     await mkdir(dir, { recursive: true });
     const file = new URL('watch.mjs', dir).pathname;
     await writeFile(file, await example('watch.mjs'));
     const { stdout } = await run(process.execPath, [file, sent.payment?.id ?? ''], { env, cwd: ROOT, timeout: 30_000 });
-    const lines = stdout.trim().split('\n').map((l) => JSON.parse(l) as { id: string; status: string });
+    const lines = stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { id: string; status: string });
     expect(lines.at(-1)).toEqual({ id: sent.payment?.id, status: 'COMPLETED', failureReason: null });
     expect(lines.every((l) => l.id === sent.payment?.id)).toBe(true);
   });

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { expectNoErrorLogs, paymentInput, startStack, type Stack } from './helpers.ts';
+import { expectNoErrorLogs, paymentInput, type Stack, startStack } from './helpers.ts';
 
 // No retries: the first transient failure spends the budget, so each payment goes straight to
 // the reconciliation queue (pg-boss's dead letter queue for settlement).

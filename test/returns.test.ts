@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { audit, formatAudit } from '../src/audit.ts';
 import { BANK_SORT_CODE } from '../src/accounts/accounts.ts';
-import { emulatorCall, expectNoErrorLogs, gql, paymentInput, startStack, type Stack } from './helpers.ts';
+import { audit, formatAudit } from '../src/audit.ts';
+import { emulatorCall, expectNoErrorLogs, gql, paymentInput, type Stack, startStack } from './helpers.ts';
 
 /** Returns and inbound credits from the provider's event feed, polled every second here. */
 let stack: Stack;
@@ -51,7 +51,13 @@ describe('a payment returned by the provider', () => {
     await emulatorCall(stack, 'POST', `/admin/payments/${id}/return`, { returnCode: 'AC01' });
     await redeliverAll();
 
-    const view = await gql<{ payment: { status: string; returnCode: string; account: { balance: number; ledger: { edges: Array<{ node: { kind: string; amount: number } }> } } } }>(
+    const view = await gql<{
+      payment: {
+        status: string;
+        returnCode: string;
+        account: { balance: number; ledger: { edges: Array<{ node: { kind: string; amount: number } }> } };
+      };
+    }>(
       stack.apiUrl,
       alice.token,
       'query($id: ID!) { payment(id: $id) { status returnCode account { balance ledger(first: 10) { edges { node { kind amount } } } } } }',
@@ -95,11 +101,21 @@ describe('money coming in', () => {
     const account = await stack.db.account.findUniqueOrThrow({ where: { id: bob.accountId } });
     const posted = await emulatorCall(stack, 'POST', '/admin/credits', credit(account.sortCode, account.accountNumber, 12_345));
     const creditId = (posted.json as { id: string }).id;
-    await vi.waitFor(async () => expect((await stack.db.providerCredit.findUnique({ where: { id: creditId } }))?.outcome).toBe('CREDITED'), { timeout: 20_000, interval: 100 });
+    await vi.waitFor(
+      async () => expect((await stack.db.providerCredit.findUnique({ where: { id: creditId } }))?.outcome).toBe('CREDITED'),
+      { timeout: 20_000, interval: 100 },
+    );
 
     await redeliverAll();
 
-    const view = await gql<{ account: { balance: number; ledger: { edges: Array<{ node: { kind: string; amount: number; counterparty: unknown; reference: string | null; payment: unknown } }> } } }>(
+    const view = await gql<{
+      account: {
+        balance: number;
+        ledger: {
+          edges: Array<{ node: { kind: string; amount: number; counterparty: unknown; reference: string | null; payment: unknown } }>;
+        };
+      };
+    }>(
       stack.apiUrl,
       bob.token,
       'query($a: ID!) { account(id: $a) { balance ledger(first: 5) { edges { node { kind amount counterparty { name sortCode accountNumber } reference payment { id } } } } } }',
@@ -107,7 +123,13 @@ describe('money coming in', () => {
     );
     expect(view.data?.account.balance).toBe(13_345);
     expect(view.data?.account.ledger.edges.map((e) => e.node)).toEqual([
-      { kind: 'INBOUND_CREDIT', amount: 12_345, counterparty: { name: 'Acme Supplies', sortCode: '401234', accountNumber: '87654321' }, reference: 'Invoice 7', payment: null },
+      {
+        kind: 'INBOUND_CREDIT',
+        amount: 12_345,
+        counterparty: { name: 'Acme Supplies', sortCode: '401234', accountNumber: '87654321' },
+        reference: 'Invoice 7',
+        payment: null,
+      },
       { kind: 'DEPOSIT', amount: 1_000, counterparty: null, reference: null, payment: null },
     ]);
     await auditOk();
@@ -117,21 +139,30 @@ describe('money coming in', () => {
     const before = await stack.db.ledgerEntry.count();
     const posted = await emulatorCall(stack, 'POST', '/admin/credits', credit(BANK_SORT_CODE, '00000001', 5_000));
     const creditId = (posted.json as { id: string }).id;
-    await vi.waitFor(async () => expect((await stack.db.providerCredit.findUnique({ where: { id: creditId } }))?.outcome).toBe('RETURNED'), { timeout: 20_000, interval: 100 });
+    await vi.waitFor(
+      async () => expect((await stack.db.providerCredit.findUnique({ where: { id: creditId } }))?.outcome).toBe('RETURNED'),
+      { timeout: 20_000, interval: 100 },
+    );
     const theirs = (await emulatorCall(stack, 'GET', '/admin/credits')).json as Array<{ id: string; returned: { reason: string } | null }>;
     expect(theirs.find((c) => c.id === creditId)?.returned?.reason).toBe('UNKNOWN_ACCOUNT');
     expect(await stack.db.ledgerEntry.count()).toBe(before);
     await auditOk();
   });
 
-  it('shows a payment\'s ledger entries with its recipient and reference', async () => {
+  it("shows a payment's ledger entries with its recipient and reference", async () => {
     const { alice, id } = await completedPayment(300);
-    const view = await gql<{ payment: { account: { ledger: { edges: Array<{ node: { kind: string; counterparty: { name: string }; reference: string } }> } } } }>(
+    const view = await gql<{
+      payment: { account: { ledger: { edges: Array<{ node: { kind: string; counterparty: { name: string }; reference: string } }> } } };
+    }>(
       stack.apiUrl,
       alice.token,
       'query($id: ID!) { payment(id: $id) { account { ledger(first: 1) { edges { node { kind counterparty { name } reference } } } } } }',
       { id },
     );
-    expect(view.data?.payment.account.ledger.edges[0]?.node).toEqual({ kind: 'PAYMENT_DEBIT', counterparty: { name: 'Grace Hopper' }, reference: 'Invoice 42' });
+    expect(view.data?.payment.account.ledger.edges[0]?.node).toEqual({
+      kind: 'PAYMENT_DEBIT',
+      counterparty: { name: 'Grace Hopper' },
+      reference: 'Invoice 42',
+    });
   });
 });

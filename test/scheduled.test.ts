@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { audit, formatAudit } from '../src/audit.ts';
 import { addCalendarDays, londonToday, startOfLondonDay } from '../src/calendar.ts';
-import { expectNoErrorLogs, gql, paymentInput, rowCounts, startStack, testClock, type Stack } from './helpers.ts';
+import { expectNoErrorLogs, gql, paymentInput, rowCounts, type Stack, startStack, testClock } from './helpers.ts';
 
 /**
  * Scheduled payments, with a clock the test moves: "today" is a day the test chooses, and a payment
@@ -36,7 +36,12 @@ const PAYMENT = /* GraphQL */ `
   }
 `;
 interface PaymentView {
-  payment: { status: string; failureReason: string | null; executeOn: string | null; account: { balance: number; ledger: { edges: Array<{ node: { kind: string; amount: number; payment: { id: string } | null } }> } } };
+  payment: {
+    status: string;
+    failureReason: string | null;
+    executeOn: string | null;
+    account: { balance: number; ledger: { edges: Array<{ node: { kind: string; amount: number; payment: { id: string } | null } }> } };
+  };
 }
 async function view(token: string, id: string) {
   const response = await gql<PaymentView>(stack.apiUrl, token, PAYMENT, { id });
@@ -46,7 +51,11 @@ async function view(token: string, id: string) {
 const entriesOf = (p: PaymentView['payment'], id: string) => p.account.ledger.edges.map((e) => e.node).filter((n) => n.payment?.id === id);
 
 const jobState = async (paymentId: string) =>
-  (await stack.db.$queryRaw<{ state: string }[]>`SELECT state::text FROM pgboss.job WHERE name = 'payment.execute' AND data->>'paymentId' = ${paymentId}`).map((r) => r.state);
+  (
+    await stack.db.$queryRaw<
+      { state: string }[]
+    >`SELECT state::text FROM pgboss.job WHERE name = 'payment.execute' AND data->>'paymentId' = ${paymentId}`
+  ).map((r) => r.state);
 
 describe('a scheduled payment', () => {
   it('is SCHEDULED with no debit until its day, then executes once and settles', async () => {
@@ -106,7 +115,10 @@ describe('a scheduled payment', () => {
     expect(failed.account.balance).toBe(1_000);
     expect(entriesOf(failed, id)).toEqual([]);
     const events = await stack.db.paymentEvent.findMany({ where: { paymentId: id }, orderBy: { seq: 'asc' } });
-    expect(events.map((e) => [e.previousStatus, e.status])).toEqual([[null, 'SCHEDULED'], ['SCHEDULED', 'FAILED']]);
+    expect(events.map((e) => [e.previousStatus, e.status])).toEqual([
+      [null, 'SCHEDULED'],
+      ['SCHEDULED', 'FAILED'],
+    ]);
     const report = await audit({ prisma: stack.db });
     expect(report.ok, formatAudit(report)).toBe(true);
   });
@@ -117,13 +129,18 @@ describe('a scheduled payment', () => {
     const carol = await stack.newCustomer(10_000);
     const sent = await stack.send(carol.token, paymentInput(carol.accountId, { amount: 4_000, executeOn: day }));
     const id = sent.payment?.id ?? '';
-    const cancelled = await gql<{ cancelPayment: { payment: { id: string; status: string; failureReason: string } | null; errors: unknown[] } }>(
+    const cancelled = await gql<{
+      cancelPayment: { payment: { id: string; status: string; failureReason: string } | null; errors: unknown[] };
+    }>(
       stack.apiUrl,
       carol.token,
       'mutation($id: ID!) { cancelPayment(paymentId: $id) { payment { id status failureReason } errors { code message field } } }',
       { id },
     );
-    expect(cancelled.data?.cancelPayment).toEqual({ payment: { id, status: 'CANCELLED', failureReason: 'CANCELLED_BY_CUSTOMER' }, errors: [] });
+    expect(cancelled.data?.cancelPayment).toEqual({
+      payment: { id, status: 'CANCELLED', failureReason: 'CANCELLED_BY_CUSTOMER' },
+      errors: [],
+    });
     // The day begins: the execution job runs and finds nothing to do.
     await vi.waitFor(async () => expect(await jobState(id)).toEqual(['completed']), { timeout: 20_000, interval: 200 });
     const after = await view(carol.token, id);
@@ -171,7 +188,8 @@ describe('scheduled payment input', () => {
       [{ executeOn: addCalendarDays(day, 367) }, ['executeOn']],
       [{ idempotencyKey: 'so:00000000-0000-4000-8000-000000000000:2027-01-01' }, ['idempotencyKey']],
     ];
-    const executeJobs = async () => Number((await stack.db.$queryRaw<{ n: bigint }[]>`SELECT count(*) AS n FROM pgboss.job WHERE name = 'payment.execute'`)[0]?.n);
+    const executeJobs = async () =>
+      Number((await stack.db.$queryRaw<{ n: bigint }[]>`SELECT count(*) AS n FROM pgboss.job WHERE name = 'payment.execute'`)[0]?.n);
     const before = { ...(await rowCounts(stack.db)), executeJobs: await executeJobs() };
     for (const [overrides, field] of cases) {
       const sent = await stack.send(fay.token, paymentInput(fay.accountId, overrides));

@@ -56,10 +56,16 @@ describe('the JWT secret', () => {
 
   it('signs with AUTH_JWT_SECRET, and gives an operator token the operator named, or the default', async () => {
     const named = await runScript('src/cli/token.ts', ['--operator', 'alice@bank'], { AUTH_JWT_SECRET: TEST_SECRET });
-    expect((await createTokenVerifier(TEST_SECRET).verify(named.stdout.trim())).viewer).toEqual({ role: 'operator', operatorId: 'alice@bank' });
+    expect((await createTokenVerifier(TEST_SECRET).verify(named.stdout.trim())).viewer).toEqual({
+      role: 'operator',
+      operatorId: 'alice@bank',
+    });
     const bare = await runScript('src/cli/token.ts', ['--operator'], { AUTH_JWT_SECRET: TEST_SECRET });
     expect(bare.code).toBe(0);
-    expect((await createTokenVerifier(TEST_SECRET).verify(bare.stdout.trim())).viewer).toMatchObject({ role: 'operator', operatorId: expect.stringMatching(/^operator:/) });
+    expect((await createTokenVerifier(TEST_SECRET).verify(bare.stdout.trim())).viewer).toMatchObject({
+      role: 'operator',
+      operatorId: expect.stringMatching(/^operator:/),
+    });
   });
 });
 
@@ -93,7 +99,9 @@ describe('token lifetime', () => {
 
 describe('the all-in-one demo', () => {
   it('is not seeded, and prints no token, when NODE_ENV is production', () => {
-    expect(demoAllowed(loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET, WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY }))).toBe(false);
+    expect(demoAllowed(loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET, WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY }))).toBe(
+      false,
+    );
     expect(demoAllowed(loadConfig({}, { allowDevSecret: true }))).toBe(true);
   });
 });

@@ -1,9 +1,20 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startApiProcess } from '../src/app/api.ts';
 import { loadConfig } from '../src/config.ts';
 import { QUERY_LIMITS } from '../src/graphql/limits.ts';
-import { startApiProcess } from '../src/app/api.ts';
-import { gql, paymentInput, rowCounts, SEND_PAYMENT, startStack, TEST_SECRET, TEST_WEBHOOK_KEY, type SendPaymentData, type Stack, type TestCustomer } from './helpers.ts';
+import {
+  gql,
+  paymentInput,
+  rowCounts,
+  SEND_PAYMENT,
+  type SendPaymentData,
+  type Stack,
+  startStack,
+  TEST_SECRET,
+  TEST_WEBHOOK_KEY,
+  type TestCustomer,
+} from './helpers.ts';
 import { collect, wsClient } from './ws-helpers.ts';
 
 let stack: Stack;
@@ -28,8 +39,16 @@ describe('query abuse is refused before execution', () => {
   it.each([
     ['too deep', nested(4), /depth/i],
     ['too many aliases', `{ ${Array.from({ length: QUERY_LIMITS.maxAliases + 1 }, (_, i) => `a${i}: me { id }`).join(' ')} }`, /aliases/i],
-    ['too many directives', `{ me { ${Array.from({ length: QUERY_LIMITS.maxDirectives + 1 }, () => 'id @include(if: true)').join(' ')} } }`, /directives/i],
-    ['too costly', `{ me { accounts { ${Array.from({ length: 12 }, (_, i) => `p${i}: payments(first: 100) { edges { node { id createdAt updatedAt amount attempts { number at outcome detail } } } }`).join(' ')} } } }`, /cost/i],
+    [
+      'too many directives',
+      `{ me { ${Array.from({ length: QUERY_LIMITS.maxDirectives + 1 }, () => 'id @include(if: true)').join(' ')} } }`,
+      /directives/i,
+    ],
+    [
+      'too costly',
+      `{ me { accounts { ${Array.from({ length: 12 }, (_, i) => `p${i}: payments(first: 100) { edges { node { id createdAt updatedAt amount attempts { number at outcome detail } } } }`).join(' ')} } } }`,
+      /cost/i,
+    ],
     ['too many tokens', `{ me { ${'id '.repeat(QUERY_LIMITS.maxTokens)} } }`, /token/i],
   ])('refuses a query that is %s', async (_what, query, reason) => {
     const response = await gql(stack.apiUrl, alice.token, query, { id: '00000000-0000-4000-8000-000000000000' });
@@ -52,7 +71,9 @@ describe('query abuse is refused before execution', () => {
     try {
       let selection = 'id';
       for (let i = 0; i < 4; i++) selection = `account { payments(first: 1) { edges { node { ${selection} } } } }`;
-      const sub = collect(client, `subscription($id: ID!) { paymentUpdated(paymentId: $id) { ${selection} } }`, { id: '00000000-0000-4000-8000-000000000000' });
+      const sub = collect(client, `subscription($id: ID!) { paymentUpdated(paymentId: $id) { ${selection} } }`, {
+        id: '00000000-0000-4000-8000-000000000000',
+      });
       await sub.done;
       expect(sub.values).toEqual([]);
       expect(sub.errors).toEqual([expect.objectContaining({ message: expect.stringMatching(/depth/i) })]);
@@ -71,7 +92,10 @@ describe('rate limits', () => {
       for (let i = 0; i < 3; i++) expect((await own.send(bob.token, paymentInput(bob.accountId, { amount: 1 }))).errors).toEqual([]);
       const before = await rowCounts(own.db);
       const limited = await own.send(bob.token, paymentInput(bob.accountId, { amount: 1 }));
-      expect(limited).toEqual({ payment: null, errors: [{ code: 'RATE_LIMITED', message: expect.stringMatching(/try again/), field: null }] });
+      expect(limited).toEqual({
+        payment: null,
+        errors: [{ code: 'RATE_LIMITED', message: expect.stringMatching(/try again/), field: null }],
+      });
       expect(await rowCounts(own.db)).toEqual(before);
       // Per customer: another customer is unaffected.
       expect((await own.send(carol.token, paymentInput(carol.accountId, { amount: 1 }))).errors).toEqual([]);
@@ -87,7 +111,8 @@ describe('rate limits', () => {
       const secondUrl = second.api.url.replace('localhost', '127.0.0.1');
       const bob = await own.newCustomer(10_000);
       const viaSecond = async () =>
-        (await gql<SendPaymentData>(secondUrl, bob.token, SEND_PAYMENT, { input: paymentInput(bob.accountId, { amount: 1 }) })).data?.sendPayment;
+        (await gql<SendPaymentData>(secondUrl, bob.token, SEND_PAYMENT, { input: paymentInput(bob.accountId, { amount: 1 }) })).data
+          ?.sendPayment;
       expect((await own.send(bob.token, paymentInput(bob.accountId, { amount: 1 }))).errors).toEqual([]);
       expect((await viaSecond())?.errors).toEqual([]);
       expect((await own.send(bob.token, paymentInput(bob.accountId, { amount: 1 }))).errors).toEqual([]);
@@ -107,9 +132,17 @@ describe('production mode', () => {
   });
 
   it('turns off the IDE and introspection unless asked for', async () => {
-    const config = loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET, WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY, SEND_PAYMENT_RATE_LIMIT_PER_MINUTE: '0', METRICS_PORT: '0' });
+    const config = loadConfig({
+      NODE_ENV: 'production',
+      AUTH_JWT_SECRET: TEST_SECRET,
+      WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY,
+      SEND_PAYMENT_RATE_LIMIT_PER_MINUTE: '0',
+      METRICS_PORT: '0',
+    });
     expect(config).toMatchObject({ ide: false, introspection: false });
-    expect(loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET, WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY, GRAPHQL_IDE: 'true' })).toMatchObject({ ide: true, introspection: true });
+    expect(
+      loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET, WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY, GRAPHQL_IDE: 'true' }),
+    ).toMatchObject({ ide: true, introspection: true });
 
     const api = await startApiProcess({ config, databaseUrl: stack.databaseUrl, logger: stack.logger, port: 0 });
     try {
@@ -131,7 +164,10 @@ describe('what leaves the service', () => {
   it('never logs tokens or full account numbers, even at trace level', async () => {
     const before = stack.logLines.length;
     const recipientAccount = '87654321';
-    await stack.send(alice.token, paymentInput(alice.accountId, { recipient: { name: 'Grace', sortCode: '123456', accountNumber: recipientAccount } }));
+    await stack.send(
+      alice.token,
+      paymentInput(alice.accountId, { recipient: { name: 'Grace', sortCode: '123456', accountNumber: recipientAccount } }),
+    );
     await gql(stack.apiUrl, `${alice.token}x`, '{ me { id } }');
     const own = await stack.db.account.findUniqueOrThrow({ where: { id: alice.accountId } });
     const logged = stack.logLines.slice(before).join('\n');

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { expectNoErrorLogs, gql, paymentInput, rowCounts, SEND_PAYMENT, startStack, type SendPaymentData, type Stack } from './helpers.ts';
+import { expectNoErrorLogs, gql, paymentInput, rowCounts, SEND_PAYMENT, type SendPaymentData, type Stack, startStack } from './helpers.ts';
 
 // No worker: these tests are about taking payments, and settlement would move statuses under them.
 let stack: Stack;
@@ -138,9 +138,9 @@ describe('concurrency on one account', () => {
 describe('the database itself', () => {
   it('refuses a negative balance even from a statement that skips the guard', async () => {
     const alice = await stack.newCustomer(100);
-    await expect(
-      stack.db.$executeRaw`UPDATE accounts SET balance = balance - 101 WHERE id = ${alice.accountId}::uuid`,
-    ).rejects.toThrow(/accounts_balance_non_negative/);
+    await expect(stack.db.$executeRaw`UPDATE accounts SET balance = balance - 101 WHERE id = ${alice.accountId}::uuid`).rejects.toThrow(
+      /accounts_balance_non_negative/,
+    );
   });
 
   it('refuses to rewrite or delete ledger entries', async () => {

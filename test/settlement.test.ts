@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { startWorkerProcess } from '../src/app/worker.ts';
 import { createMetrics } from '../src/ops/metrics.ts';
 import { createSettlement } from '../src/payments/settlement.ts';
 import { createProviderClient } from '../src/provider/client.ts';
-import { startWorkerProcess } from '../src/app/worker.ts';
 import { freePort } from '../tools/free-port.ts';
-import { expectNoErrorLogs, gql, paymentInput, startStack, type Stack } from './helpers.ts';
+import { expectNoErrorLogs, gql, paymentInput, type Stack, startStack } from './helpers.ts';
 
 const PAYMENT_QUERY = /* GraphQL */ `
   query($id: ID!) {
@@ -21,7 +21,10 @@ interface PaymentView {
     status: string;
     failureReason: string | null;
     attempts: Array<{ number: number; outcome: string; detail: string | null }>;
-    account: { balance: number; ledger: { edges: Array<{ node: { kind: string; amount: number; balanceAfter: number; payment: { id: string } | null } }> } };
+    account: {
+      balance: number;
+      ledger: { edges: Array<{ node: { kind: string; amount: number; balanceAfter: number; payment: { id: string } | null } }> };
+    };
   } | null;
 }
 
@@ -59,7 +62,12 @@ async function internalDetails(paymentId: string) {
 
 async function providerRecord(paymentId: string) {
   const response = await fetch(`${stack.emulator.url}/admin/payments`, { headers: { 'x-api-key': stack.config.providerApiKey } });
-  const all = (await response.json()) as Array<{ idempotencyKey: string; createRequests: number; amount: number; sender: { name: string } }>;
+  const all = (await response.json()) as Array<{
+    idempotencyKey: string;
+    createRequests: number;
+    amount: number;
+    sender: { name: string };
+  }>;
   return all.filter((p) => p.idempotencyKey === paymentId);
 }
 
@@ -159,13 +167,20 @@ describe('a settlement job that runs twice', () => {
       const carol = await settleStack.newCustomer(10_000);
       const sent = await settleStack.send(carol.token, paymentInput(carol.accountId, { amount: 3_000 }));
       const paymentId = sent.payment?.id ?? '';
-      const provider = createProviderClient({ baseUrl: settleStack.emulator.url, apiKey: settleStack.config.providerApiKey, timeoutMs: 2_000 });
+      const provider = createProviderClient({
+        baseUrl: settleStack.emulator.url,
+        apiKey: settleStack.config.providerApiKey,
+        timeoutMs: 2_000,
+      });
       const settlement = createSettlement({ prisma: settleStack.db, provider, logger: settleStack.logger, metrics: createMetrics() });
 
       await Promise.all([settlement.settle(paymentId), settlement.settle(paymentId), settlement.settle(paymentId)]);
       await settlement.settle(paymentId);
 
-      const payment = await settleStack.db.payment.findUniqueOrThrow({ where: { id: paymentId }, include: { attempts: true, ledgerEntries: true } });
+      const payment = await settleStack.db.payment.findUniqueOrThrow({
+        where: { id: paymentId },
+        include: { attempts: true, ledgerEntries: true },
+      });
       expect(payment.status).toBe('COMPLETED');
       expect(payment.attempts.filter((a) => a.outcome === 'COMPLETED')).toHaveLength(1);
       expect(payment.ledgerEntries.map((e) => e.kind)).toEqual(['PAYMENT_DEBIT']);
@@ -185,7 +200,11 @@ describe('a settlement job that runs twice', () => {
         paymentInput(carol.accountId, { amount: 3_000, recipient: { name: 'Nobody', sortCode: '000000', accountNumber: '12345678' } }),
       );
       const paymentId = sent.payment?.id ?? '';
-      const provider = createProviderClient({ baseUrl: settleStack.emulator.url, apiKey: settleStack.config.providerApiKey, timeoutMs: 2_000 });
+      const provider = createProviderClient({
+        baseUrl: settleStack.emulator.url,
+        apiKey: settleStack.config.providerApiKey,
+        timeoutMs: 2_000,
+      });
       const settlement = createSettlement({ prisma: settleStack.db, provider, logger: settleStack.logger, metrics: createMetrics() });
 
       await Promise.all([settlement.settle(paymentId), settlement.settle(paymentId), settlement.reconcile(paymentId)]);
@@ -204,13 +223,25 @@ describe('a settlement job that runs twice', () => {
 
 describe('what customers are told about their payment', () => {
   const ATTEMPTS = 'query($id: ID!) { payment(id: $id) { status failureReason attempts { outcome detail internalDetail } } }';
-  type Attempts = { payment: { status: string; failureReason: string | null; attempts: Array<{ outcome: string; detail: string | null; internalDetail: string | null }> } | null };
+  type Attempts = {
+    payment: {
+      status: string;
+      failureReason: string | null;
+      attempts: Array<{ outcome: string; detail: string | null; internalDetail: string | null }>;
+    } | null;
+  };
 
   it("never shows a customer a network error's internal address, and shows it to an operator", async () => {
     const own = await startStack({ worker: false, env: { PAYMENT_RETRY_LIMIT: '0' } });
     // A provider address where nothing listens: every call is a network error naming it.
     const unreachable = `http://127.0.0.1:${await freePort()}`;
-    const worker = await startWorkerProcess({ config: own.config, databaseUrl: own.databaseUrl, providerUrl: unreachable, logger: own.logger, pollingIntervalSeconds: 0.5 });
+    const worker = await startWorkerProcess({
+      config: own.config,
+      databaseUrl: own.databaseUrl,
+      providerUrl: unreachable,
+      logger: own.logger,
+      pollingIntervalSeconds: 0.5,
+    });
     try {
       const dora = await own.newCustomer(10_000);
       const sent = await own.send(dora.token, paymentInput(dora.accountId));
@@ -230,7 +261,11 @@ describe('what customers are told about their payment', () => {
       expect(text).not.toContain('127.0.0.1');
       expect(text).not.toMatch(/ECONNREFUSED|network error|http:/i);
       for (const attempt of customerView.data?.payment?.attempts ?? []) {
-        expect(attempt).toEqual({ outcome: 'RETRY', detail: 'The payment provider could not be reached; the payment will be tried again.', internalDetail: null });
+        expect(attempt).toEqual({
+          outcome: 'RETRY',
+          detail: 'The payment provider could not be reached; the payment will be tried again.',
+          internalDetail: null,
+        });
       }
     } finally {
       await worker.stop();
@@ -250,7 +285,13 @@ describe('what customers are told about their payment', () => {
     expect(customerView.data?.payment).toEqual({
       status: 'CANCELLED',
       failureReason: 'RECIPIENT_REJECTED',
-      attempts: [{ outcome: 'CANCELLED', detail: "The recipient's bank rejected the payment; the money is back in the account.", internalDetail: null }],
+      attempts: [
+        {
+          outcome: 'CANCELLED',
+          detail: "The recipient's bank rejected the payment; the money is back in the account.",
+          internalDetail: null,
+        },
+      ],
     });
     const operatorView = await gql<Attempts>(stack.apiUrl, stack.operatorToken, ATTEMPTS, { id });
     expect(operatorView.data?.payment?.attempts[0]?.internalDetail).toMatch(/RECIPIENT_REJECTED: the recipient bank rejected the payment/);

@@ -1,11 +1,11 @@
 import type { PgBoss } from 'pg-boss';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { queuePolicy, startQueue } from '../src/app/queue.ts';
 import { audit, formatAudit } from '../src/audit.ts';
+import { createPaymentJobs } from '../src/jobs/enqueue.ts';
 import { createMetrics } from '../src/ops/metrics.ts';
 import { createStandingOrders } from '../src/payments/standing-orders.ts';
-import { queuePolicy, startQueue } from '../src/app/queue.ts';
-import { createPaymentJobs } from '../src/jobs/enqueue.ts';
-import { gql, rowCounts, startStack, testClock, type Stack, type TestCustomer } from './helpers.ts';
+import { gql, rowCounts, type Stack, startStack, type TestCustomer, testClock } from './helpers.ts';
 
 /**
  * Standing orders on a clock the test moves through months. The worker is started only at the end
@@ -29,7 +29,13 @@ afterAll(async () => {
 
 /** Two schedulers, as two worker processes would run them, each with its own queue connection. */
 const scheduler = (boss: PgBoss) =>
-  createStandingOrders({ prisma: stack.db, jobs: createPaymentJobs({ boss, policy: queuePolicy(stack.config), clock }), clock, logger: stack.logger, metrics: createMetrics() });
+  createStandingOrders({
+    prisma: stack.db,
+    jobs: createPaymentJobs({ boss, policy: queuePolicy(stack.config), clock }),
+    clock,
+    logger: stack.logger,
+    metrics: createMetrics(),
+  });
 /** Two schedulers, as two worker processes would run them. */
 const schedulers = (): [ReturnType<typeof scheduler>, ReturnType<typeof scheduler>] => {
   const [one, two] = bosses;
@@ -47,7 +53,14 @@ const CREATE = /* GraphQL */ `
 `;
 interface Created {
   createStandingOrder: {
-    standingOrder: { id: string; frequency: string; firstPaymentOn: string; lastPaymentOn: string | null; nextPaymentOn: string | null; active: boolean } | null;
+    standingOrder: {
+      id: string;
+      frequency: string;
+      firstPaymentOn: string;
+      lastPaymentOn: string | null;
+      nextPaymentOn: string | null;
+      active: boolean;
+    } | null;
     errors: Array<{ code: string; message: string; field: string[] | null }>;
   };
 }
@@ -68,7 +81,11 @@ async function createOrder(customer: TestCustomer, overrides: Record<string, unk
   return response.data.createStandingOrder;
 }
 const occurrences = (orderId: string) =>
-  stack.db.payment.findMany({ where: { standingOrderId: orderId }, orderBy: { executeOn: 'asc' }, select: { id: true, idempotencyKey: true, executeOn: true, status: true } });
+  stack.db.payment.findMany({
+    where: { standingOrderId: orderId },
+    orderBy: { executeOn: 'asc' },
+    select: { id: true, idempotencyKey: true, executeOn: true, status: true },
+  });
 
 describe('cancelling a standing order', () => {
   it('stops further occurrences and cancels one not yet run; the order looks missing to another customer', async () => {
@@ -82,13 +99,21 @@ describe('cancelling a standing order', () => {
     // Eve cannot cancel it, and is told exactly what she is told for an order that does not exist.
     const stranger = await gql(stack.apiUrl, eve.token, CANCEL, { id });
     const missing = await gql(stack.apiUrl, eve.token, CANCEL, { id: '00000000-0000-4000-8000-000000000000' });
-    expect(stranger.errors?.[0]).toMatchObject({ message: 'No such standing order', extensions: { code: 'BAD_USER_INPUT', field: ['id'] } });
+    expect(stranger.errors?.[0]).toMatchObject({
+      message: 'No such standing order',
+      extensions: { code: 'BAD_USER_INPUT', field: ['id'] },
+    });
     expect(stranger.errors?.[0]?.message).toBe(missing.errors?.[0]?.message);
     expect(stranger.errors?.[0]?.extensions).toEqual(missing.errors?.[0]?.extensions);
 
     // Today's occurrence is created (no worker runs it yet), then Bob cancels.
     expect(await schedulers()[0].runDue()).toBe(1);
-    const cancelled = await gql<{ cancelStandingOrder: { id: string; active: boolean; nextPaymentOn: string | null } }>(stack.apiUrl, bob.token, CANCEL, { id });
+    const cancelled = await gql<{ cancelStandingOrder: { id: string; active: boolean; nextPaymentOn: string | null } }>(
+      stack.apiUrl,
+      bob.token,
+      CANCEL,
+      { id },
+    );
     expect(cancelled.data?.cancelStandingOrder).toEqual({ id, active: false, nextPaymentOn: null });
     expect((await occurrences(id)).map((p) => p.status)).toEqual(['CANCELLED']);
 
@@ -106,7 +131,13 @@ describe('a monthly standing order over three months', () => {
     const created = await createOrder(alice);
     expect(created.errors).toEqual([]);
     const order = created.standingOrder;
-    expect(order).toMatchObject({ frequency: 'MONTHLY', firstPaymentOn: '2027-01-31', lastPaymentOn: '2027-03-31', nextPaymentOn: '2027-01-31', active: true });
+    expect(order).toMatchObject({
+      frequency: 'MONTHLY',
+      firstPaymentOn: '2027-01-31',
+      lastPaymentOn: '2027-03-31',
+      nextPaymentOn: '2027-01-31',
+      active: true,
+    });
     const id = order?.id ?? '';
 
     // 31 January: two schedulers at once, then both again.
@@ -157,7 +188,7 @@ describe('a monthly standing order over three months', () => {
 });
 
 describe('standing order input', () => {
-  it('refuses bad and past dates, a last payment before the first and another customer\'s account, naming the field and writing nothing', async () => {
+  it("refuses bad and past dates, a last payment before the first and another customer's account, naming the field and writing nothing", async () => {
     clock.set(new Date('2027-05-10T12:00:00+01:00'));
     const carol = await stack.newCustomer(10_000);
     const dave = await stack.newCustomer(10_000);
@@ -169,7 +200,11 @@ describe('standing order input', () => {
       [{ firstPaymentOn: '2027-06-10', lastPaymentOn: '2027-06-09' }, 'INVALID_INPUT', ['lastPaymentOn']],
       [{ firstPaymentOn: '2027-06-10', lastPaymentOn: 'June' }, 'INVALID_INPUT', ['lastPaymentOn']],
       [{ firstPaymentOn: '2027-06-10', lastPaymentOn: null, amount: 0 }, 'INVALID_INPUT', ['amount']],
-      [{ firstPaymentOn: '2027-06-10', lastPaymentOn: null, recipient: { name: 'X', sortCode: '1', accountNumber: '12345678' } }, 'INVALID_INPUT', ['recipient', 'sortCode']],
+      [
+        { firstPaymentOn: '2027-06-10', lastPaymentOn: null, recipient: { name: 'X', sortCode: '1', accountNumber: '12345678' } },
+        'INVALID_INPUT',
+        ['recipient', 'sortCode'],
+      ],
       [{ firstPaymentOn: '2027-06-10', lastPaymentOn: null, fromAccountId: dave.accountId }, 'ACCOUNT_NOT_FOUND', ['fromAccountId']],
     ];
     const before = { ...(await rowCounts(stack.db)), orders: await stack.db.standingOrder.count() };

@@ -3,8 +3,8 @@ import { signToken } from '../src/auth.ts';
 import { WS_LIMITS } from '../src/graphql/server.ts';
 import { SUBSCRIPTION_BUDGET } from '../src/graphql/subscription-budget.ts';
 import { complete } from '../src/payments/transitions.ts';
-import { paymentInput, startStack, TEST_SECRET, type Stack } from './helpers.ts';
-import { ACCOUNT_PAYMENTS_UPDATED, collect, PAYMENT_UPDATED, wsClient, type AccountUpdate, type PaymentUpdate } from './ws-helpers.ts';
+import { paymentInput, type Stack, startStack, TEST_SECRET } from './helpers.ts';
+import { ACCOUNT_PAYMENTS_UPDATED, type AccountUpdate, collect, PAYMENT_UPDATED, type PaymentUpdate, wsClient } from './ws-helpers.ts';
 
 // No worker at first: each test decides when settlement happens, so it can watch PENDING first.
 let stack: Stack;
@@ -136,7 +136,9 @@ describe('limits per customer', () => {
 
     const extra = collect<AccountUpdate>(three, ACCOUNT_PAYMENTS_UPDATED, { id: alice.accountId });
     await extra.done;
-    expect(extra.errors).toEqual([expect.objectContaining({ message: `At most ${SUBSCRIPTION_BUDGET.maxOpen} live subscriptions per customer` })]);
+    expect(extra.errors).toEqual([
+      expect.objectContaining({ message: `At most ${SUBSCRIPTION_BUDGET.maxOpen} live subscriptions per customer` }),
+    ]);
 
     for (const sub of held) sub.unsubscribe();
     await vi.waitFor(() => expect(stack.api.budget.held(viewer)).toBe(0));

@@ -1,9 +1,9 @@
+import type { PgBoss } from 'pg-boss';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { queuePolicy, startQueue } from '../src/app/queue.ts';
 import { systemClock } from '../src/calendar.ts';
 import { sweepOrphanedPayments } from '../src/jobs/sweeper.ts';
-import { queuePolicy, startQueue } from '../src/app/queue.ts';
-import { paymentInput, startStack, type Stack } from './helpers.ts';
-import type { PgBoss } from 'pg-boss';
+import { paymentInput, type Stack, startStack } from './helpers.ts';
 
 let stack: Stack;
 let boss: PgBoss;
@@ -34,16 +34,27 @@ describe('the sweeper', () => {
     await stack.db.$executeRaw`DELETE FROM pgboss.job WHERE id = ${paymentId}::uuid`;
     expect(await liveJobs(paymentId)).toBe(0);
 
-    const sweep = () => sweepOrphanedPayments({ prisma: stack.db, boss, queue: queuePolicy(stack.config), minAgeSeconds: 0, clock: systemClock, logger: stack.logger });
+    const sweep = () =>
+      sweepOrphanedPayments({
+        prisma: stack.db,
+        boss,
+        queue: queuePolicy(stack.config),
+        minAgeSeconds: 0,
+        clock: systemClock,
+        logger: stack.logger,
+      });
     expect(await sweep()).toEqual([paymentId]);
     expect(await sweep()).toEqual([]);
     expect(await liveJobs(paymentId)).toBe(1);
 
     await stack.startWorker();
-    await vi.waitFor(async () => expect((await stack.db.payment.findUniqueOrThrow({ where: { id: paymentId } })).status).toBe('COMPLETED'), {
-      timeout: 20_000,
-      interval: 100,
-    });
+    await vi.waitFor(
+      async () => expect((await stack.db.payment.findUniqueOrThrow({ where: { id: paymentId } })).status).toBe('COMPLETED'),
+      {
+        timeout: 20_000,
+        interval: 100,
+      },
+    );
   });
 
   it('leaves alone payments younger than its threshold and payments that have a live job', async () => {
@@ -52,9 +63,27 @@ describe('the sweeper', () => {
     try {
       const sent = await stack.send(alice.token, paymentInput(alice.accountId));
       const paymentId = sent.payment?.id ?? '';
-      expect(await sweepOrphanedPayments({ prisma: stack.db, boss, queue: queuePolicy(stack.config), minAgeSeconds: 0, clock: systemClock, logger: stack.logger })).not.toContain(paymentId);
+      expect(
+        await sweepOrphanedPayments({
+          prisma: stack.db,
+          boss,
+          queue: queuePolicy(stack.config),
+          minAgeSeconds: 0,
+          clock: systemClock,
+          logger: stack.logger,
+        }),
+      ).not.toContain(paymentId);
       await stack.db.$executeRaw`DELETE FROM pgboss.job WHERE data->>'paymentId' = ${paymentId}`;
-      expect(await sweepOrphanedPayments({ prisma: stack.db, boss, queue: queuePolicy(stack.config), minAgeSeconds: 3600, clock: systemClock, logger: stack.logger })).toEqual([]);
+      expect(
+        await sweepOrphanedPayments({
+          prisma: stack.db,
+          boss,
+          queue: queuePolicy(stack.config),
+          minAgeSeconds: 3600,
+          clock: systemClock,
+          logger: stack.logger,
+        }),
+      ).toEqual([]);
     } finally {
       stack.emulator.setFaults({ errorRate: 0 });
     }

@@ -1,5 +1,5 @@
-import net from 'node:net';
 import type { AddressInfo } from 'node:net';
+import net from 'node:net';
 
 /**
  * A TCP proxy on 127.0.0.1 that can stall: while stalled, bytes in both directions are dropped

@@ -1,10 +1,10 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startProcess, type StartedProcess } from '../tools/processes.ts';
-import { startEmulator, type RunningEmulator } from '../src/emulator/server.ts';
-import { createFundedCustomer, createTestDatabase, gql, paymentInput, SEND_PAYMENT, TEST_OPERATOR, TEST_SECRET } from './helpers.ts';
 import { signToken } from '../src/auth.ts';
+import { type RunningEmulator, startEmulator } from '../src/emulator/server.ts';
+import { type StartedProcess, startProcess } from '../tools/processes.ts';
+import { createFundedCustomer, createTestDatabase, gql, paymentInput, SEND_PAYMENT, TEST_OPERATOR, TEST_SECRET } from './helpers.ts';
 
 /**
  * Tracing end to end: an API process and a worker process export their spans over OTLP/HTTP to a
@@ -78,7 +78,9 @@ describe('tracing', () => {
     const apiUrl = api?.url ?? '';
     const operator = await signToken({ role: 'operator', operatorId: TEST_OPERATOR }, TEST_SECRET, 600);
     const alice = await createFundedCustomer(apiUrl, operator, 10_000);
-    const sent = await gql<{ sendPayment: { payment: { id: string } } }>(apiUrl, alice.token, SEND_PAYMENT, { input: paymentInput(alice.accountId) });
+    const sent = await gql<{ sendPayment: { payment: { id: string } } }>(apiUrl, alice.token, SEND_PAYMENT, {
+      input: paymentInput(alice.accountId),
+    });
     const paymentId = sent.data?.sendPayment.payment.id ?? '';
     expect(paymentId).not.toBe('');
 

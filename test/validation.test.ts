@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { gql, paymentInput, rowCounts, SEND_PAYMENT, startStack, type SendPaymentData, type Stack, type TestCustomer } from './helpers.ts';
+import { gql, paymentInput, rowCounts, SEND_PAYMENT, type SendPaymentData, type Stack, startStack, type TestCustomer } from './helpers.ts';
 
 let stack: Stack;
 let alice: TestCustomer;
@@ -12,7 +12,9 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-const recipient = (r: Record<string, unknown>) => ({ recipient: { name: 'Grace Hopper', sortCode: '123456', accountNumber: '12345678', ...r } });
+const recipient = (r: Record<string, unknown>) => ({
+  recipient: { name: 'Grace Hopper', sortCode: '123456', accountNumber: '12345678', ...r },
+});
 
 // [what is wrong, overrides of a valid input, the field the error must name]
 const invalid: Array<[string, Record<string, unknown>, string[]]> = [
@@ -140,9 +142,17 @@ describe('operator input validation', () => {
   it.each([
     ['an empty customer name', 'mutation { createCustomer(input: { name: "" }) { id } }', ['name']],
     ['a customer id that is not an id', 'mutation { openAccount(input: { customerId: "x", name: "Main" }) { id } }', ['customerId']],
-    ['a customer that does not exist', 'mutation { openAccount(input: { customerId: "00000000-0000-4000-8000-000000000000", name: "Main" }) { id } }', ['customerId']],
+    [
+      'a customer that does not exist',
+      'mutation { openAccount(input: { customerId: "00000000-0000-4000-8000-000000000000", name: "Main" }) { id } }',
+      ['customerId'],
+    ],
     ['a zero deposit', 'mutation($a: ID!) { depositFunds(input: { accountId: $a, amount: 0, idempotencyKey: "z" }) { id } }', ['amount']],
-    ['a deposit key with spaces', 'mutation($a: ID!) { depositFunds(input: { accountId: $a, amount: 10, idempotencyKey: "a b" }) { id } }', ['idempotencyKey']],
+    [
+      'a deposit key with spaces',
+      'mutation($a: ID!) { depositFunds(input: { accountId: $a, amount: 10, idempotencyKey: "a b" }) { id } }',
+      ['idempotencyKey'],
+    ],
   ])('refuses %s', async (_what, query, field) => {
     const before = await rowCounts(stack.db);
     const customers = await stack.db.customer.count();

@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { audit, formatAudit } from '../src/audit.ts';
-import { startProcess } from '../tools/processes.ts';
 import { START } from '../src/events/cursor.ts';
 import { prismaSql, readEvents } from '../src/events/store.ts';
 import { verifyWebhookSignature } from '../src/webhooks/verify.ts';
-import { gql, paymentInput, startStack, workerProcessEnv, type Stack } from './helpers.ts';
-import { startReceiver, type Receiver } from './webhook-receiver.ts';
+import { startProcess } from '../tools/processes.ts';
+import { gql, paymentInput, type Stack, startStack, workerProcessEnv } from './helpers.ts';
+import { type Receiver, startReceiver } from './webhook-receiver.ts';
 
 /**
  * A worker process is SIGKILLed while it is delivering webhooks (requests open at the receiver).
@@ -48,10 +48,13 @@ describe('a worker killed with SIGKILL during webhook deliveries', () => {
     const doomed = await startProcess('main-worker.ts', workerEnv(), 'worker started');
     for (let i = 0; i < 30; i++) await stack.send(alice.token, paymentInput(alice.accountId, { amount: 100 }));
 
-    await vi.waitFor(() => {
-      expect(hooks.received.length).toBeGreaterThanOrEqual(10);
-      expect(hooks.inFlight()).toBeGreaterThan(0);
-    }, { timeout: 30_000, interval: 10 });
+    await vi.waitFor(
+      () => {
+        expect(hooks.received.length).toBeGreaterThanOrEqual(10);
+        expect(hooks.inFlight()).toBeGreaterThan(0);
+      },
+      { timeout: 30_000, interval: 10 },
+    );
     await doomed.kill();
     const deliveredAtKill = hooks.delivered().size;
 
@@ -72,7 +75,10 @@ describe('a worker killed with SIGKILL during webhook deliveries', () => {
       for (const r of hooks.received) {
         expect(verifyWebhookSignature({ secret, rawBody: r.rawBody, header: r.signature, toleranceSeconds: 3600 }).ok).toBe(true);
       }
-      await vi.waitFor(async () => expect(await stack.db.webhookDelivery.count({ where: { status: { not: 'SUCCEEDED' } } })).toBe(0), { timeout: 30_000, interval: 100 });
+      await vi.waitFor(async () => expect(await stack.db.webhookDelivery.count({ where: { status: { not: 'SUCCEEDED' } } })).toBe(0), {
+        timeout: 30_000,
+        interval: 100,
+      });
       const report = await audit({ prisma: stack.db });
       expect(report.ok, formatAudit(report)).toBe(true);
     } finally {

@@ -1,15 +1,24 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { startApiProcess } from '../src/app/api.ts';
 import { loadConfig } from '../src/config.ts';
 import { START } from '../src/events/cursor.ts';
 import { prismaSql, readEvents, type StoredEvent } from '../src/events/store.ts';
-import { startApiProcess } from '../src/app/api.ts';
-import { createAddressGuard, refusedRange, type Resolver } from '../src/webhooks/address.ts';
+import { createAddressGuard, type Resolver, refusedRange } from '../src/webhooks/address.ts';
 import { retryDelayMs } from '../src/webhooks/deliver.ts';
 import { postWebhook } from '../src/webhooks/http.ts';
 import { decryptSecret, encryptSecret, newSigningSecret } from '../src/webhooks/secrets.ts';
 import { signatureHeader, verifyWebhookSignature } from '../src/webhooks/verify.ts';
-import { expectNoErrorLogs, gql, paymentInput, startStack, TEST_SECRET, TEST_WEBHOOK_KEY, type Stack, type TestCustomer } from './helpers.ts';
-import { startReceiver, type Receiver, type ReceivedWebhook } from './webhook-receiver.ts';
+import {
+  expectNoErrorLogs,
+  gql,
+  paymentInput,
+  type Stack,
+  startStack,
+  TEST_SECRET,
+  TEST_WEBHOOK_KEY,
+  type TestCustomer,
+} from './helpers.ts';
+import { type ReceivedWebhook, type Receiver, startReceiver } from './webhook-receiver.ts';
 
 /**
  * Webhooks (issue 13): every event of an account reaches each of its endpoints at least once,
@@ -93,10 +102,15 @@ async function register(customer: TestCustomer, url: string): Promise<{ id: stri
 async function paymentsSettled(customer: TestCustomer, n: number): Promise<StoredEvent[]> {
   const ids: string[] = [];
   for (let i = 0; i < n; i += 10) {
-    const batch = await Promise.all(Array.from({ length: Math.min(10, n - i) }, () => stack.send(customer.token, paymentInput(customer.accountId, { amount: 100 }))));
+    const batch = await Promise.all(
+      Array.from({ length: Math.min(10, n - i) }, () => stack.send(customer.token, paymentInput(customer.accountId, { amount: 100 }))),
+    );
     ids.push(...batch.map((r) => r.payment?.id ?? 'missing'));
   }
-  await vi.waitFor(async () => expect(await stack.db.payment.count({ where: { id: { in: ids }, status: 'PENDING' } })).toBe(0), { timeout: 30_000, interval: 100 });
+  await vi.waitFor(async () => expect(await stack.db.payment.count({ where: { id: { in: ids }, status: 'PENDING' } })).toBe(0), {
+    timeout: 30_000,
+    interval: 100,
+  });
   return vi.waitFor(
     async () => {
       const events = await readEvents(prismaSql(stack.db), { after: START, limit: 10_000, accountId: customer.accountId });
@@ -126,7 +140,9 @@ describe('delivering payment events to a receiver', () => {
     expect([...hooks.delivered()].sort()).toEqual(events.map((e) => e.id).sort());
     const byId = new Map(events.map((e) => [e.id, e]));
     for (const request of hooks.received) {
-      expect(verifyWebhookSignature({ secret: endpoint.secret, rawBody: request.rawBody, header: request.signature })).toMatchObject({ ok: true });
+      expect(verifyWebhookSignature({ secret: endpoint.secret, rawBody: request.rawBody, header: request.signature })).toMatchObject({
+        ok: true,
+      });
       const body = JSON.parse(request.rawBody) as Record<string, unknown>;
       expect(Object.keys(body)).toEqual(CONTRACT_FIELDS);
       const event = byId.get(String(body.id));
@@ -146,17 +162,27 @@ describe('delivering payment events to a receiver', () => {
     const [sample] = hooks.received;
     if (!sample) throw new Error('nothing received');
     const tampered = sample.rawBody.replace('"amount":100', '"amount":100000');
-    expect(verifyWebhookSignature({ secret: endpoint.secret, rawBody: tampered, header: sample.signature })).toEqual({ ok: false, reason: 'bad signature' });
+    expect(verifyWebhookSignature({ secret: endpoint.secret, rawBody: tampered, header: sample.signature })).toEqual({
+      ok: false,
+      reason: 'bad signature',
+    });
     const t = Number(/t=(\d+)/.exec(sample.signature ?? '')?.[1]);
-    expect(verifyWebhookSignature({ secret: endpoint.secret, rawBody: sample.rawBody, header: sample.signature, nowSeconds: t + 301 })).toEqual({ ok: false, reason: 'too old' });
-    expect(verifyWebhookSignature({ secret: 'whsec_another', rawBody: sample.rawBody, header: sample.signature })).toEqual({ ok: false, reason: 'bad signature' });
+    expect(
+      verifyWebhookSignature({ secret: endpoint.secret, rawBody: sample.rawBody, header: sample.signature, nowSeconds: t + 301 }),
+    ).toEqual({ ok: false, reason: 'too old' });
+    expect(verifyWebhookSignature({ secret: 'whsec_another', rawBody: sample.rawBody, header: sample.signature })).toEqual({
+      ok: false,
+      reason: 'bad signature',
+    });
 
     // Visible to the customer, and the secret is nowhere in the database in plain text.
     const listed = await gql<DeliveriesData>(stack.apiUrl, alice.token, DELIVERIES, { id: alice.accountId });
     const nodes = listed.data?.account?.webhookEndpoints[0]?.deliveries.edges.map((e) => e.node) ?? [];
     expect(nodes).toHaveLength(50);
     expect(nodes.every((n) => n.status === 'SUCCEEDED' && n.lastResponseStatus === 200 && n.attempts >= 1)).toBe(true);
-    const [stored] = await stack.db.$queryRaw<{ row: string }[]>`SELECT row_to_json(w)::text AS row FROM webhook_endpoints w WHERE id = ${endpoint.id}::uuid`;
+    const [stored] = await stack.db.$queryRaw<
+      { row: string }[]
+    >`SELECT row_to_json(w)::text AS row FROM webhook_endpoints w WHERE id = ${endpoint.id}::uuid`;
     expect(stored?.row).not.toContain(endpoint.secret);
     expect(stored?.row).not.toContain(Buffer.from(endpoint.secret).toString('hex'));
     expectNoErrorLogs(stack);
@@ -181,7 +207,10 @@ describe('delivering payment events to a receiver', () => {
       clockOffsetMs += 30_000;
     }
     hooks.setMode('ok');
-    await vi.waitFor(async () => expect((await deliveriesOf(endpoint.id)).every((d) => d.status === 'SUCCEEDED')).toBe(true), { timeout: 20_000, interval: 50 });
+    await vi.waitFor(async () => expect((await deliveriesOf(endpoint.id)).every((d) => d.status === 'SUCCEEDED')).toBe(true), {
+      timeout: 20_000,
+      interval: 50,
+    });
 
     expect([...hooks.delivered()].sort()).toEqual(events.map((e) => e.id).sort());
     const attempts = new Map((await deliveriesOf(endpoint.id)).map((d) => [d.eventId, d.attempts]));
@@ -193,7 +222,9 @@ describe('delivering payment events to a receiver', () => {
       expect(requests.length).toBeGreaterThanOrEqual(5);
       expect(new Set(requests.map((r) => r.rawBody)).size).toBe(1);
       for (const r of requests) {
-        expect(verifyWebhookSignature({ secret: endpoint.secret, rawBody: r.rawBody, header: r.signature, toleranceSeconds: 3600 }).ok).toBe(true);
+        expect(
+          verifyWebhookSignature({ secret: endpoint.secret, rawBody: r.rawBody, header: r.signature, toleranceSeconds: 3600 }).ok,
+        ).toBe(true);
       }
     }
     expectNoErrorLogs(stack);
@@ -217,7 +248,12 @@ describe('delivering payment events to a receiver', () => {
     const latencies = live.received.map((r) => r.at - (occurred.get(r.eventId ?? '') ?? 0));
     expect(Math.max(...latencies)).toBeLessThan(stack.config.webhooks.timeoutMs / 2);
 
-    const deleted = await gql<{ deleteWebhookEndpoint: boolean }>(stack.apiUrl, alice.token, 'mutation($id: ID!) { deleteWebhookEndpoint(id: $id) }', { id: hanging.id });
+    const deleted = await gql<{ deleteWebhookEndpoint: boolean }>(
+      stack.apiUrl,
+      alice.token,
+      'mutation($id: ID!) { deleteWebhookEndpoint(id: $id) }',
+      { id: hanging.id },
+    );
     expect(deleted.data?.deleteWebhookEndpoint).toBe(true);
     expect((await deliveriesOf(hanging.id)).every((d) => d.status !== 'PENDING')).toBe(true);
     const listed = await gql<DeliveriesData>(stack.apiUrl, alice.token, DELIVERIES, { id: alice.accountId });
@@ -232,11 +268,17 @@ describe('delivering payment events to a receiver', () => {
     const hooks = await receiver('fail');
     const endpoint = await register(alice, hooks.url);
     const events = await paymentsSettled(alice, 1);
-    await vi.waitFor(async () => expect((await deliveriesOf(endpoint.id)).every((d) => d.attempts >= 2)).toBe(true), { timeout: 20_000, interval: 50 });
+    await vi.waitFor(async () => expect((await deliveriesOf(endpoint.id)).every((d) => d.attempts >= 2)).toBe(true), {
+      timeout: 20_000,
+      interval: 50,
+    });
     expect(await deliveriesOf(endpoint.id)).toHaveLength(events.length);
 
     clockOffsetMs += (stack.config.webhooks.retryHours + 1) * 3_600_000;
-    await vi.waitFor(async () => expect((await deliveriesOf(endpoint.id)).every((d) => d.status === 'FAILED')).toBe(true), { timeout: 20_000, interval: 50 });
+    await vi.waitFor(async () => expect((await deliveriesOf(endpoint.id)).every((d) => d.status === 'FAILED')).toBe(true), {
+      timeout: 20_000,
+      interval: 50,
+    });
     const listed = await gql<DeliveriesData>(stack.apiUrl, alice.token, DELIVERIES, { id: alice.accountId });
     const nodes = listed.data?.account?.webhookEndpoints[0]?.deliveries.edges.map((e) => e.node) ?? [];
     expect(nodes).toHaveLength(events.length);
@@ -256,7 +298,10 @@ describe('delivering payment events to a receiver', () => {
     const wrongEvent = await gql(stack.apiUrl, alice.token, REDELIVER, { endpointId: endpoint.id, eventId: '0'.repeat(32) });
     expect(wrongEvent.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: ['eventId'] });
 
-    const again = await gql<{ redeliverWebhookEvent: { eventId: string; status: string } }>(stack.apiUrl, alice.token, REDELIVER, { endpointId: endpoint.id, eventId });
+    const again = await gql<{ redeliverWebhookEvent: { eventId: string; status: string } }>(stack.apiUrl, alice.token, REDELIVER, {
+      endpointId: endpoint.id,
+      eventId,
+    });
     expect(again.data?.redeliverWebhookEvent).toMatchObject({ eventId, status: 'PENDING' });
     await vi.waitFor(() => expect(hooks.delivered()).toEqual(new Set([eventId])), { timeout: 20_000, interval: 50 });
     const final = await deliveriesOf(endpoint.id);
@@ -267,14 +312,18 @@ describe('delivering payment events to a receiver', () => {
 });
 
 describe('registering endpoints', () => {
-  it('refuses bad input with an error naming the field, another customer\'s account as not found, and writes nothing', async () => {
+  it("refuses bad input with an error naming the field, another customer's account as not found, and writes nothing", async () => {
     const alice = await stack.newCustomer(0);
     const bob = await stack.newCustomer(0);
     const before = await stack.db.webhookEndpoint.count();
     const create = (token: string, input: Record<string, unknown>) => gql<CreateData>(stack.apiUrl, token, CREATE, { input });
     for (const url of ['not a url', 'ftp://127.0.0.1/hooks', 'http://user:pw@127.0.0.1/hooks', `http://127.0.0.1/${'x'.repeat(2100)}`]) {
       const r = await create(alice.token, { accountId: alice.accountId, url });
-      expect(r.data?.createWebhookEndpoint).toMatchObject({ endpoint: null, secret: null, errors: [{ code: 'INVALID_INPUT', field: ['url'] }] });
+      expect(r.data?.createWebhookEndpoint).toMatchObject({
+        endpoint: null,
+        secret: null,
+        errors: [{ code: 'INVALID_INPUT', field: ['url'] }],
+      });
     }
     const badId = await create(alice.token, { accountId: 'nope', url: 'http://127.0.0.1/hooks' });
     expect(badId.data?.createWebhookEndpoint.errors).toMatchObject([{ code: 'INVALID_INPUT', field: ['accountId'] }]);
@@ -285,7 +334,12 @@ describe('registering endpoints', () => {
     expect(await stack.db.webhookEndpoint.count()).toBe(before);
 
     const mine = await register(alice, 'http://127.0.0.1:9/hooks');
-    const bobDeletes = await gql<{ deleteWebhookEndpoint: boolean }>(stack.apiUrl, bob.token, 'mutation($id: ID!) { deleteWebhookEndpoint(id: $id) }', { id: mine.id });
+    const bobDeletes = await gql<{ deleteWebhookEndpoint: boolean }>(
+      stack.apiUrl,
+      bob.token,
+      'mutation($id: ID!) { deleteWebhookEndpoint(id: $id) }',
+      { id: mine.id },
+    );
     expect(bobDeletes.data?.deleteWebhookEndpoint).toBe(false);
     expect(await gql(stack.apiUrl, bob.token, DELIVERIES, { id: alice.accountId })).toEqual({ data: { account: null } });
     expectNoErrorLogs(stack);
@@ -297,8 +351,14 @@ describe('registering endpoints', () => {
       'mixed.example.test': ['93.184.216.34', '10.1.2.3'],
       'public.example.test': ['93.184.216.34'],
     };
-    const resolveHost: Resolver = async (host) => (names[host] ?? []).map((address) => ({ address, family: address.includes(':') ? 6 : 4 }));
-    const config = loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET, WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY, METRICS_PORT: '0' });
+    const resolveHost: Resolver = async (host) =>
+      (names[host] ?? []).map((address) => ({ address, family: address.includes(':') ? 6 : 4 }));
+    const config = loadConfig({
+      NODE_ENV: 'production',
+      AUTH_JWT_SECRET: TEST_SECRET,
+      WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY,
+      METRICS_PORT: '0',
+    });
     const api = await startApiProcess({ config, databaseUrl: stack.databaseUrl, logger: stack.logger, port: 0, resolveHost });
     try {
       const url = api.api.url.replace('localhost', '127.0.0.1');
@@ -318,10 +378,15 @@ describe('registering endpoints', () => {
       ];
       for (const target of refused) {
         const r = await gql<CreateData>(url, alice.token, CREATE, { input: { accountId: alice.accountId, url: target } });
-        expect(r.data?.createWebhookEndpoint, target).toMatchObject({ endpoint: null, errors: [{ code: 'INVALID_INPUT', field: ['url'] }] });
+        expect(r.data?.createWebhookEndpoint, target).toMatchObject({
+          endpoint: null,
+          errors: [{ code: 'INVALID_INPUT', field: ['url'] }],
+        });
       }
       expect(await stack.db.webhookEndpoint.count()).toBe(before);
-      const ok = await gql<CreateData>(url, alice.token, CREATE, { input: { accountId: alice.accountId, url: 'https://public.example.test/hooks' } });
+      const ok = await gql<CreateData>(url, alice.token, CREATE, {
+        input: { accountId: alice.accountId, url: 'https://public.example.test/hooks' },
+      });
       expect(ok.data?.createWebhookEndpoint.errors).toEqual([]);
       expect(ok.data?.createWebhookEndpoint.secret).toMatch(/^whsec_/);
     } finally {
@@ -332,22 +397,48 @@ describe('registering endpoints', () => {
 
 describe('webhook building blocks', () => {
   it('classifies addresses: only public unicast is allowed, IPv4-mapped forms judged as IPv4', () => {
-    for (const address of ['127.0.0.1', '10.0.0.1', '172.16.5.4', '192.168.1.1', '169.254.169.254', '100.64.0.1', '0.0.0.0', '224.0.0.1', '::1', '::', 'fe80::1', 'fc00::1', 'fd00:ec2::254', '::ffff:127.0.0.1', '::ffff:169.254.169.254', '64:ff9b::a00:1']) {
+    for (const address of [
+      '127.0.0.1',
+      '10.0.0.1',
+      '172.16.5.4',
+      '192.168.1.1',
+      '169.254.169.254',
+      '100.64.0.1',
+      '0.0.0.0',
+      '224.0.0.1',
+      '::1',
+      '::',
+      'fe80::1',
+      'fc00::1',
+      'fd00:ec2::254',
+      '::ffff:127.0.0.1',
+      '::ffff:169.254.169.254',
+      '64:ff9b::a00:1',
+    ]) {
       expect(refusedRange(address), address).not.toBeNull();
     }
-    for (const address of ['93.184.216.34', '8.8.8.8', '2606:4700:4700::1111', '::ffff:8.8.8.8']) expect(refusedRange(address), address).toBeNull();
+    for (const address of ['93.184.216.34', '8.8.8.8', '2606:4700:4700::1111', '::ffff:8.8.8.8'])
+      expect(refusedRange(address), address).toBeNull();
   });
 
   it('checks the address again at delivery time and never connects when the host now resolves to a private address', async () => {
     const hooks = await receiver('ok');
     const port = new URL(hooks.url).port;
     const guard = createAddressGuard({ strict: true, resolve: async () => [{ address: '127.0.0.1', family: 4 }] });
-    const outcome = await postWebhook({ url: `https://rebound.example.test:${port}/hooks`, body: '{}', headers: {}, timeoutMs: 1000, guard });
+    const outcome = await postWebhook({
+      url: `https://rebound.example.test:${port}/hooks`,
+      body: '{}',
+      headers: {},
+      timeoutMs: 1000,
+      guard,
+    });
     expect(outcome).toMatchObject({ kind: 'refused' });
     expect(hooks.received).toHaveLength(0);
     // Outside production the same address is fine, and redirects are answered, not followed.
     const open = createAddressGuard({ strict: false, resolve: async () => [{ address: '127.0.0.1', family: 4 }] });
-    expect(await postWebhook({ url: `http://rebound.example.test:${port}/hooks`, body: '{}', headers: {}, timeoutMs: 1000, guard: open })).toEqual({ kind: 'response', status: 200 });
+    expect(
+      await postWebhook({ url: `http://rebound.example.test:${port}/hooks`, body: '{}', headers: {}, timeoutMs: 1000, guard: open }),
+    ).toEqual({ kind: 'response', status: 200 });
     expect(hooks.received).toHaveLength(1);
   });
 
@@ -371,8 +462,14 @@ describe('webhook building blocks', () => {
   it('signs as the contract says and verifies with the helper', () => {
     const header = signatureHeader('whsec_x', 1_700_000_000, '{"a":1}');
     expect(header).toMatch(/^t=1700000000,v1=[0-9a-f]{64}$/);
-    expect(verifyWebhookSignature({ secret: 'whsec_x', rawBody: '{"a":1}', header, nowSeconds: 1_700_000_100 })).toEqual({ ok: true, timestamp: 1_700_000_000 });
-    expect(verifyWebhookSignature({ secret: 'whsec_x', rawBody: '{"a":1}', header: 'garbage' })).toEqual({ ok: false, reason: 'malformed' });
+    expect(verifyWebhookSignature({ secret: 'whsec_x', rawBody: '{"a":1}', header, nowSeconds: 1_700_000_100 })).toEqual({
+      ok: true,
+      timestamp: 1_700_000_000,
+    });
+    expect(verifyWebhookSignature({ secret: 'whsec_x', rawBody: '{"a":1}', header: 'garbage' })).toEqual({
+      ok: false,
+      reason: 'malformed',
+    });
   });
 
   it('requires WEBHOOK_SECRET_KEY in production and refuses a key that is not 32 bytes', () => {

@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { createMetrics } from '../src/ops/metrics.ts';
-import { createSettlement, providerRequestOf, WITH_SENDER, type Settlement } from '../src/payments/settlement.ts';
-import { createProviderClient, type ProviderPaymentRequest } from '../src/provider/client.ts';
 import { startWorkerProcess } from '../src/app/worker.ts';
-import { expectNoErrorLogs, paymentInput, startStack, type Stack } from './helpers.ts';
+import { createMetrics } from '../src/ops/metrics.ts';
+import { createSettlement, providerRequestOf, type Settlement, WITH_SENDER } from '../src/payments/settlement.ts';
+import { createProviderClient, type ProviderPaymentRequest } from '../src/provider/client.ts';
+import { expectNoErrorLogs, paymentInput, type Stack, startStack } from './helpers.ts';
 
 /**
  * The settlement worker under load and in trouble: many payments in flight at once, a hanging
@@ -158,7 +158,9 @@ describe('stopping a worker', () => {
       await stopped;
       own.worker = null;
       for (const id of ids) expect(await statusOf(own.db, id)).toBe('COMPLETED');
-      const live = await own.db.$queryRaw<{ n: bigint }[]>`SELECT count(*) AS n FROM pgboss.job WHERE name = 'payment.settle' AND state IN ('created', 'retry', 'active')`;
+      const live = await own.db.$queryRaw<
+        { n: bigint }[]
+      >`SELECT count(*) AS n FROM pgboss.job WHERE name = 'payment.settle' AND state IN ('created', 'retry', 'active')`;
       expect(Number(live[0]?.n)).toBe(0);
     } finally {
       await own.stop();

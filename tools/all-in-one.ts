@@ -1,15 +1,15 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BANK_SORT_CODE, createAccountService } from '../src/accounts/accounts.ts';
-import { requireJwtSecret, type Config } from '../src/config.ts';
-import { demoAllowed, demoTokens, seedDemo } from './demo.ts';
-import { ensureDatabase, startEmbeddedPostgres } from './embedded-postgres.ts';
+import { startApiProcess } from '../src/app/api.ts';
+import { startWorkerProcess } from '../src/app/worker.ts';
+import { type Config, requireJwtSecret } from '../src/config.ts';
 import { migrate } from '../src/db/migrate.ts';
 import { startEmulator } from '../src/emulator/server.ts';
 import type { Logger } from '../src/logger.ts';
 import { createMetrics } from '../src/ops/metrics.ts';
-import { startApiProcess } from '../src/app/api.ts';
-import { startWorkerProcess } from '../src/app/worker.ts';
+import { demoAllowed, demoTokens, seedDemo } from './demo.ts';
+import { ensureDatabase, startEmbeddedPostgres } from './embedded-postgres.ts';
 
 /**
  * Everything in one process, for a newcomer's machine: embedded PostgreSQL (unless
@@ -21,7 +21,6 @@ const EMBEDDED_PORT = 54329;
 
 /** Starts everything; `stops` gets what must be stopped, in order. */
 export async function runAllInOne(config: Config, logger: Logger, stops: Array<() => Promise<void>>): Promise<void> {
-
   let databaseUrl = config.databaseUrl;
   if (!databaseUrl) {
     const dataDir = path.join(ROOT, '.data', 'postgres');
@@ -55,7 +54,14 @@ export async function runAllInOne(config: Config, logger: Logger, stops: Array<(
   const metrics = createMetrics();
   const worker = await startWorkerProcess({ config, databaseUrl, providerUrl, logger, metrics });
   stops.unshift(() => worker.stop());
-  const api = await startApiProcess({ config, databaseUrl, logger, metrics, providerUrl, ...(alice ? { ideDemo: { token: alice.token, accountId: alice.account.id } } : {}) });
+  const api = await startApiProcess({
+    config,
+    databaseUrl,
+    logger,
+    metrics,
+    providerUrl,
+    ...(alice ? { ideDemo: { token: alice.token, accountId: alice.account.id } } : {}),
+  });
   stops.unshift(() => api.stop());
 
   if (tokens) await seedDemo(api.prisma, createAccountService({ prisma: api.prisma, logger }), BANK_SORT_CODE);
@@ -73,7 +79,7 @@ export async function runAllInOne(config: Config, logger: Logger, stops: Array<(
             `    ${c.token}`,
           ]),
           '',
-          '  The IDE opens with Alice\'s token in its Headers tab. Ctrl-C stops everything.',
+          "  The IDE opens with Alice's token in its Headers tab. Ctrl-C stops everything.",
         ]
       : ['  Production mode: no demo data, no tokens. Ctrl-C stops everything.']),
     '',

@@ -41,7 +41,10 @@ export async function seedDemo(prisma: PrismaClient, accounts: AccountService, s
       update: {},
       create: { id: c.account.id, customerId: c.id, name: c.account.name, sortCode, accountNumber: c.account.accountNumber },
     });
-    await accounts.depositFunds({ accountId: c.account.id, amount: c.account.funding, idempotencyKey: 'demo-initial-funding' }, DEMO_OPERATOR);
+    await accounts.depositFunds(
+      { accountId: c.account.id, amount: c.account.funding, idempotencyKey: 'demo-initial-funding' },
+      DEMO_OPERATOR,
+    );
   }
 }
 
@@ -49,8 +52,6 @@ export async function demoTokens(secret: string, ttlSeconds = 24 * 3600) {
   const sign = (v: Viewer) => signToken(v, secret, ttlSeconds);
   return {
     operator: await sign({ role: 'operator', operatorId: DEMO_OPERATOR }),
-    customers: await Promise.all(
-      DEMO.customers.map(async (c) => ({ ...c, token: await sign({ role: 'customer', customerId: c.id }) })),
-    ),
+    customers: await Promise.all(DEMO.customers.map(async (c) => ({ ...c, token: await sign({ role: 'customer', customerId: c.id }) }))),
   };
 }

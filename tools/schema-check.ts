@@ -14,7 +14,9 @@ const ROOT = new URL('../', import.meta.url);
 runMain(async () => {
   const dir = new URL('docs/contract/', ROOT);
   const files = (await readdir(dir)).filter((f) => f.endsWith('.graphql')).sort();
-  const contract = buildASTSchema(mergeTypeDefs(await Promise.all(files.map((f) => readFile(new URL(f, dir), 'utf8')))), { assumeValidSDL: true });
+  const contract = buildASTSchema(mergeTypeDefs(await Promise.all(files.map((f) => readFile(new URL(f, dir), 'utf8')))), {
+    assumeValidSDL: true,
+  });
   const ours = buildSchema(await readFile(new URL('schema.graphql', ROOT), 'utf8'));
   const changes = await diff(contract, ours);
   const breaking = changes.filter((c) => c.criticality.level === CriticalityLevel.Breaking);

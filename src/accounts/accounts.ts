@@ -4,15 +4,8 @@ import type { KeysetPage } from '../db/keyset.ts';
 import type { Account, Customer, LedgerEntry, OperatorAction, PrismaClient } from '../db/prisma.ts';
 import { DomainError, userError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
-import { listOperatorActions, recordOperatorAction as recordAction, type Operator } from '../operator-actions.ts';
-import {
-  createCustomerInput,
-  depositFundsInput,
-  isUuid,
-  openAccountInput,
-  parseInput,
-  type Parsed,
-} from '../validation.ts';
+import { listOperatorActions, type Operator, recordOperatorAction as recordAction } from '../operator-actions.ts';
+import { createCustomerInput, depositFundsInput, isUuid, openAccountInput, type Parsed, parseInput } from '../validation.ts';
 
 /**
  * Customers, accounts and deposits: the operator's side of the bank.
@@ -85,8 +78,9 @@ export function createAccountService(deps: { prisma: PrismaClient; logger: Logge
     const amount = BigInt(cmd.amount);
     // One statement: the credit, its ledger entry and the operator's action, or none of them (a
     // replay credits nothing, so it records nothing either).
-    const credited = await prisma.$queryRawUnsafe<{ id: string }[]>(
-      `WITH existing AS (
+    const credited = await prisma
+      .$queryRawUnsafe<{ id: string }[]>(
+        `WITH existing AS (
          SELECT 1 FROM ledger_entries WHERE account_id = $1::uuid AND idempotency_key = $3
        ), credit AS (
          UPDATE accounts SET balance = balance + $2, updated_at = now()
@@ -98,16 +92,17 @@ export function createAccountService(deps: { prisma: PrismaClient; logger: Logge
        INSERT INTO ledger_entries (account_id, kind, amount, balance_after, idempotency_key)
        SELECT id, 'DEPOSIT', $2, balance, $3 FROM credit
        RETURNING account_id AS id`,
-      cmd.accountId,
-      amount,
-      cmd.idempotencyKey,
-      operator,
-      `${cmd.amount} pence, idempotency key ${cmd.idempotencyKey}`,
-    ).catch((error: unknown) => {
-      // Two concurrent deposits with one key: the loser's ledger insert hits the unique index.
-      if (isUniqueViolation(error)) return [];
-      throw error;
-    });
+        cmd.accountId,
+        amount,
+        cmd.idempotencyKey,
+        operator,
+        `${cmd.amount} pence, idempotency key ${cmd.idempotencyKey}`,
+      )
+      .catch((error: unknown) => {
+        // Two concurrent deposits with one key: the loser's ledger insert hits the unique index.
+        if (isUniqueViolation(error)) return [];
+        throw error;
+      });
     if (credited.length === 0) {
       const previous = await prisma.ledgerEntry.findUnique({
         where: { accountId_idempotencyKey: { accountId: cmd.accountId, idempotencyKey: cmd.idempotencyKey } },
@@ -115,9 +110,7 @@ export function createAccountService(deps: { prisma: PrismaClient; logger: Logge
       if (!previous) throw new DomainError(userError('ACCOUNT_NOT_FOUND', 'No such account', ['accountId']));
       if (previous.amount !== amount) {
         throw new DomainError(
-          userError('IDEMPOTENCY_KEY_REUSED', 'This idempotency key was already used for a different deposit', [
-            'idempotencyKey',
-          ]),
+          userError('IDEMPOTENCY_KEY_REUSED', 'This idempotency key was already used for a different deposit', ['idempotencyKey']),
         );
       }
     } else {

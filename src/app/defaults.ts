@@ -1,7 +1,7 @@
-import { systemClock, type Clock } from '../calendar.ts';
+import { type Clock, systemClock } from '../calendar.ts';
 import type { Config } from '../config.ts';
 import type { QueuePolicy } from '../jobs/queues.ts';
-import { systemResolver, type Resolver } from '../webhooks/address.ts';
+import { type Resolver, systemResolver } from '../webhooks/address.ts';
 import { queuePolicy } from './queue.ts';
 
 /** What a process is started with beyond its Config; every one has a default. */

@@ -17,7 +17,7 @@ import { createSettlement } from '../payments/settlement.ts';
 import { createStandingOrders } from '../payments/standing-orders.ts';
 import { createProviderClient } from '../provider/client.ts';
 import { startWebhookWorker } from '../webhooks/worker.ts';
-import { processDefaults, type ProcessOptions } from './defaults.ts';
+import { type ProcessOptions, processDefaults } from './defaults.ts';
 import { queueAnswers, startQueue } from './queue.ts';
 
 /**
@@ -66,7 +66,15 @@ export async function startWorkerProcess(
   });
   const failpoints = createFailpoints(config.failpoints);
   const jobs = createPaymentJobs({ boss, policy: queue, clock });
-  const webhooks = startWebhookWorker({ config, prisma, boss, logger, metrics, resolve: resolveHost, clock: options.webhookClock ?? clock });
+  const webhooks = startWebhookWorker({
+    config,
+    prisma,
+    boss,
+    logger,
+    metrics,
+    resolve: resolveHost,
+    clock: options.webhookClock ?? clock,
+  });
   const running = await startJobs({
     boss,
     prisma,

@@ -10,14 +10,21 @@ import { requireSetting, runMain } from '../run-main.ts';
  * 60): a payment PENDING for longer is a violation.
  */
 runMain(async () => {
-  const { values } = parseArgs({ options: { provider: { type: 'string' }, 'pending-max-age': { type: 'string', default: String(DEFAULT_PENDING_MAX_AGE_SECONDS / 60) } } });
+  const { values } = parseArgs({
+    options: { provider: { type: 'string' }, 'pending-max-age': { type: 'string', default: String(DEFAULT_PENDING_MAX_AGE_SECONDS / 60) } },
+  });
   const pendingMinutes = Number(values['pending-max-age']);
   if (!Number.isInteger(pendingMinutes) || pendingMinutes < 0) throw new Error('--pending-max-age must be a whole number of minutes');
   const config = loadConfig();
   const prisma = createPrisma({ databaseUrl: requireSetting(config.databaseUrl, 'DATABASE_URL'), poolSize: 2 });
   try {
     const providerUrl = values.provider ?? config.providerUrl;
-    const report = await audit({ prisma, pendingMaxAgeSeconds: pendingMinutes * 60, dailyLimit: config.payeeSafety.dailyLimit, ...(providerUrl ? { provider: { url: providerUrl, apiKey: config.providerApiKey } } : {}) });
+    const report = await audit({
+      prisma,
+      pendingMaxAgeSeconds: pendingMinutes * 60,
+      dailyLimit: config.payeeSafety.dailyLimit,
+      ...(providerUrl ? { provider: { url: providerUrl, apiKey: config.providerApiKey } } : {}),
+    });
     process.stdout.write(`${formatAudit(report)}\n`);
     process.exitCode = report.ok ? 0 : 1;
   } finally {

@@ -32,7 +32,8 @@ runMain(async () => {
   const secret = requireJwtSecret(config);
   const ttl = Number(values.ttl);
   if (!Number.isInteger(ttl) || ttl <= 0) throw new Error('--ttl must be a positive number of seconds');
-  if (ttl > config.maxTokenSeconds) throw new Error(`--ttl must not exceed AUTH_MAX_TOKEN_HOURS (${config.maxTokenSeconds} s): the API would refuse the token`);
+  if (ttl > config.maxTokenSeconds)
+    throw new Error(`--ttl must not exceed AUTH_MAX_TOKEN_HOURS (${config.maxTokenSeconds} s): the API would refuse the token`);
   if ((operator === undefined) === (values.customer === undefined)) throw new Error(USAGE);
 
   let viewer: Viewer;

@@ -1,9 +1,22 @@
 import { createHash } from 'node:crypto';
 import { PrismaPg } from '@prisma/adapter-pg';
-import { PrismaClient, type Prisma } from '../generated/prisma/client.ts';
+import { type Prisma, PrismaClient } from '../generated/prisma/client.ts';
 
+export type {
+  Account,
+  Customer,
+  LedgerEntry,
+  OperatorAction,
+  Payee,
+  PayeeCheck,
+  Payment,
+  PaymentAttempt,
+  ProviderCredit,
+  StandingOrder,
+  WebhookDelivery,
+  WebhookEndpoint,
+} from '../generated/prisma/client.ts';
 export { PrismaClient };
-export type { Account, Customer, LedgerEntry, OperatorAction, Payee, PayeeCheck, Payment, PaymentAttempt, ProviderCredit, StandingOrder, WebhookDelivery, WebhookEndpoint } from '../generated/prisma/client.ts';
 
 /** The client handed to `prisma.$transaction(async (tx) => ...)`. */
 export type Tx = Prisma.TransactionClient;

@@ -24,12 +24,7 @@ export const ACCOUNT_HOLDER_NAMES: Readonly<Record<string, string>> = {
 
 export const accountKey = (sortCode: string, accountNumber: string) => `${sortCode}:${accountNumber}`;
 
-const normalise = (name: string) =>
-  name
-    .toLowerCase()
-    .replace(/[.,']/g, '')
-    .replace(/\s+/g, ' ')
-    .trim();
+const normalise = (name: string) => name.toLowerCase().replace(/[.,']/g, '').replace(/\s+/g, ' ').trim();
 
 /** Edit distance (insertions, deletions, substitutions) between two strings. */
 export function levenshtein(a: string, b: string): number {

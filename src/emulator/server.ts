@@ -71,7 +71,11 @@ const creditRequest = z.object({
   currency: z.string().length(3).default('GBP'),
   recipient: z.object({ sortCode: z.string().min(1).max(20), accountNumber: z.string().min(1).max(20) }),
   sender: party,
-  reference: z.string().max(18).nullish().transform((r) => r ?? null),
+  reference: z
+    .string()
+    .max(18)
+    .nullish()
+    .transform((r) => r ?? null),
 });
 type CreditRequest = z.output<typeof creditRequest>;
 
@@ -88,7 +92,9 @@ interface StoredCredit extends CreditRequest {
  */
 interface FeedEvent {
   cursor: string;
-  body: { id: string; type: 'payment.returned'; idempotencyKey: string; returnCode: string } | ({ id: string; type: 'credit.received' } & CreditRequest);
+  body:
+    | { id: string; type: 'payment.returned'; idempotencyKey: string; returnCode: string }
+    | ({ id: string; type: 'credit.received' } & CreditRequest);
 }
 
 const MAX_EVENTS_PAGE = 500;
@@ -163,7 +169,10 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
     if (record.returned) return;
     record.returned = { returnCode, at: new Date().toISOString() };
     const cursor = nextCursor();
-    events.push({ cursor, body: { id: `rt_${cursor.slice(2)}`, type: 'payment.returned', idempotencyKey: record.idempotencyKey, returnCode } });
+    events.push({
+      cursor,
+      body: { id: `rt_${cursor.slice(2)}`, type: 'payment.returned', idempotencyKey: record.idempotencyKey, returnCode },
+    });
   }
   const counts: RequestCounts = { inFlight: 0, maxInFlight: 0, byKey: {} };
   // Stalled requests wait for the next change of faults, then look again at whether they still stall.
@@ -188,8 +197,7 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
     res.writeHead(status, { 'content-type': 'application/json', ...headers });
     res.end(JSON.stringify(body));
   };
-  const error = (res: ServerResponse, status: number, code: string, message: string) =>
-    send(res, status, { error: { code, message } });
+  const error = (res: ServerResponse, status: number, code: string, message: string) => send(res, status, { error: { code, message } });
   const publicRecord = (p: StoredPayment) => ({ id: p.id, idempotencyKey: p.idempotencyKey, status: p.status });
 
   /** Applies the configured faults; true when the request was answered (or swallowed) by one. */
@@ -268,7 +276,9 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
   const keyOf = (raw: string): string => {
     try {
       const body: unknown = JSON.parse(raw);
-      return typeof body === 'object' && body !== null && 'idempotencyKey' in body && typeof body.idempotencyKey === 'string' ? body.idempotencyKey : '';
+      return typeof body === 'object' && body !== null && 'idempotencyKey' in body && typeof body.idempotencyKey === 'string'
+        ? body.idempotencyKey
+        : '';
     } catch {
       return '';
     }
@@ -318,7 +328,12 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
         const issue = body.error.issues[0];
         return error(res, 400, 'INVALID_CREDIT', `${issue?.path.join('.') ?? 'body'}: ${issue?.message ?? 'invalid'}`);
       }
-      const credit: StoredCredit = { ...body.data, id: `cr_${(++creditSequence).toString().padStart(10, '0')}`, receivedAt: new Date().toISOString(), returned: null };
+      const credit: StoredCredit = {
+        ...body.data,
+        id: `cr_${(++creditSequence).toString().padStart(10, '0')}`,
+        receivedAt: new Date().toISOString(),
+        returned: null,
+      };
       credits.set(credit.id, credit);
       events.push({ cursor: nextCursor(), body: { id: credit.id, type: 'credit.received', ...body.data } });
       return send(res, 201, { id: credit.id });

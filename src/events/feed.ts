@@ -61,7 +61,10 @@ export function sharedPaymentLoader(prisma: PrismaClient, paymentIds: Iterable<s
 
 /** The events with their payments, read in one query when first asked for. */
 export function withPayments(prisma: PrismaClient, events: StoredEvent[]): FeedEvent[] {
-  const load = sharedPaymentLoader(prisma, events.map((e) => e.paymentId));
+  const load = sharedPaymentLoader(
+    prisma,
+    events.map((e) => e.paymentId),
+  );
   return events.map((e) => ({ ...e, payment: () => load(e.paymentId) }));
 }
 
@@ -129,7 +132,10 @@ export async function startEventFeed(options: EventFeedOptions): Promise<EventFe
     // One read of the payments for every listener of this process.
     const deliveries = new Map<FeedListener, FeedEvent[]>();
     const delivered = [...listenersOf];
-    withPayments(prisma, delivered.map(([event]) => event)).forEach((event, i) => {
+    withPayments(
+      prisma,
+      delivered.map(([event]) => event),
+    ).forEach((event, i) => {
       for (const listener of delivered[i]?.[1] ?? []) {
         const list = deliveries.get(listener);
         if (list) list.push(event);
@@ -201,8 +207,7 @@ export async function startEventFeed(options: EventFeedOptions): Promise<EventFe
 
   return {
     position: () => position,
-    subscribe: (key, listener) =>
-      'accountId' in key ? add(byAccount, key.accountId, listener) : add(byPayment, key.paymentId, listener),
+    subscribe: (key, listener) => ('accountId' in key ? add(byAccount, key.accountId, listener) : add(byPayment, key.paymentId, listener)),
     wake() {
       wakeRequested = true;
       wakeUp?.();
@@ -219,4 +224,3 @@ export async function startEventFeed(options: EventFeedOptions): Promise<EventFe
     },
   };
 }
-

@@ -1,5 +1,5 @@
 import type { PaymentStatus } from '../payments/lifecycle.ts';
-import { encodeCursor, type EventPosition } from './cursor.ts';
+import { type EventPosition, encodeCursor } from './cursor.ts';
 
 /**
  * The SQL of the payment event stream. Every read is cut at the visibility horizon,

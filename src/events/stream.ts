@@ -1,7 +1,7 @@
 import { Repeater } from '@repeaterjs/repeater';
 import type { PrismaClient } from '../db/prisma.ts';
-import { isAfter, type EventPosition } from './cursor.ts';
-import { withPayments, type EventFeed, type FeedEvent } from './feed.ts';
+import { type EventPosition, isAfter } from './cursor.ts';
+import { type EventFeed, type FeedEvent, withPayments } from './feed.ts';
 import { prismaSql, prunedThrough, readEvents } from './store.ts';
 
 /**

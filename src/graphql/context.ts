@@ -2,19 +2,19 @@ import type { RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { AccountService } from '../accounts/accounts.ts';
 import type { Viewer } from '../auth.ts';
 import type { PrismaClient } from '../db/prisma.ts';
-import type { Logger } from '../logger.ts';
-import type { Metrics } from '../ops/metrics.ts';
-import type { PaymentService } from '../payments/payment-service.ts';
-import type { HoldService } from '../payments/holds.ts';
-import type { PayeeService } from '../payees/payees.ts';
-import type { Cancellation } from '../payments/cancel.ts';
-import type { StandingOrders } from '../payments/standing-orders.ts';
 import type { EventFeed } from '../events/feed.ts';
 import type { AccountEvents } from '../events/stream.ts';
+import type { Logger } from '../logger.ts';
+import type { Metrics } from '../ops/metrics.ts';
+import type { PayeeService } from '../payees/payees.ts';
+import type { Cancellation } from '../payments/cancel.ts';
+import type { HoldService } from '../payments/holds.ts';
+import type { PaymentService } from '../payments/payment-service.ts';
+import type { StandingOrders } from '../payments/standing-orders.ts';
 import type { WebhookService } from '../webhooks/endpoints.ts';
 import { forbidden, unauthenticated } from './errors.ts';
-import type { SubscriptionBudget } from './subscription-budget.ts';
 import type { Loaders } from './loaders.ts';
+import type { SubscriptionBudget } from './subscription-budget.ts';
 
 /** Everything a request is served with, built once per process. */
 export interface Services {

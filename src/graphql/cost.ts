@@ -1,5 +1,14 @@
-import { GraphQLError, getNamedType, getNullableType, getVariableValues, isListType, type DocumentNode, type GraphQLSchema, type OperationDefinitionNode } from 'graphql';
-import { getComplexity, type ComplexityEstimator } from 'graphql-query-complexity';
+import {
+  type DocumentNode,
+  GraphQLError,
+  type GraphQLSchema,
+  getNamedType,
+  getNullableType,
+  getVariableValues,
+  isListType,
+  type OperationDefinitionNode,
+} from 'graphql';
+import { type ComplexityEstimator, getComplexity } from 'graphql-query-complexity';
 import type { ErrorCode } from '../errors.ts';
 import { pageSize } from './pagination.ts';
 
@@ -44,7 +53,8 @@ export function queryCost(options: {
   const operationName = options.operationName ?? undefined;
   const variables = options.variables ?? {};
   const operation = document.definitions.find(
-    (d): d is OperationDefinitionNode => d.kind === 'OperationDefinition' && (operationName === undefined || d.name?.value === operationName),
+    (d): d is OperationDefinitionNode =>
+      d.kind === 'OperationDefinition' && (operationName === undefined || d.name?.value === operationName),
   );
   if (operation && getVariableValues(schema, operation.variableDefinitions ?? [], variables).errors) return null;
   try {

@@ -1,7 +1,7 @@
 import { GraphQLError } from 'graphql';
-import { comparePositions, decodeCursor, START, type EventPosition } from '../events/cursor.ts';
+import { comparePositions, decodeCursor, type EventPosition, START } from '../events/cursor.ts';
 import type { FeedEvent } from '../events/feed.ts';
-import { requireViewer, type Context } from './context.ts';
+import { type Context, requireViewer } from './context.ts';
 import type { PaymentEventResolvers, QueryResolvers, SubscriptionResolvers } from './generated/types.ts';
 import { edgesPage } from './pagination.ts';
 import { budgeted } from './subscription-budget.ts';
@@ -14,9 +14,7 @@ import { budgeted } from './subscription-budget.ts';
 
 export const MAX_EVENTS_PAGE = 500;
 
-const badInput = (message: string, field: string) =>
-  new GraphQLError(message, { extensions: { code: 'BAD_USER_INPUT', field: [field] } });
-
+const badInput = (message: string, field: string) => new GraphQLError(message, { extensions: { code: 'BAD_USER_INPUT', field: [field] } });
 
 /** Throws unless the caller may read the account's events (its owner, or an operator). */
 export async function requireEventAccount(ctx: Context, accountId: string): Promise<void> {
@@ -50,7 +48,11 @@ export const eventResolvers = {
       await requireEventAccount(ctx, args.accountId);
       const after = (await resumePosition(ctx, args.after)) ?? START;
       const rows = await ctx.accountEvents.page(args.accountId, after, first + 1);
-      return edgesPage(rows.slice(0, first).map((node) => ({ cursor: node.id, node })), rows.length > first, args.after);
+      return edgesPage(
+        rows.slice(0, first).map((node) => ({ cursor: node.id, node })),
+        rows.length > first,
+        args.after,
+      );
     },
   } satisfies QueryResolvers,
   Subscription: {

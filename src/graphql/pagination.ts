@@ -23,8 +23,6 @@ export const serialCursorKey = z.tuple([z.string().refine((id) => /^\d{1,19}$/.t
 /** Sort key of a webhook delivery: [createdAt as ISO-8601, id], like a payment's. */
 export const deliveryCursorKey = paymentCursorKey;
 
-
-
 export const encodeCursor = (key: readonly unknown[]) => Buffer.from(JSON.stringify(key)).toString('base64url');
 
 /** The key inside `after`, or null for the first page; BAD_USER_INPUT naming `after` when it is not a cursor of this connection. */
@@ -49,13 +47,22 @@ const badCursor = () =>
 
 /** A page of a forward connection from `limit + 1` rows read after `after`. */
 export function connection<T>(rows: T[], limit: number, keyOf: (row: T) => unknown[], after?: string | null) {
-  return edgesPage(rows.slice(0, limit).map((node) => ({ cursor: encodeCursor(keyOf(node)), node })), rows.length > limit, after);
+  return edgesPage(
+    rows.slice(0, limit).map((node) => ({ cursor: encodeCursor(keyOf(node)), node })),
+    rows.length > limit,
+    after,
+  );
 }
 
 /** Edges and their PageInfo; `hasPreviousPage` is true when the page was read after a cursor. */
 export function edgesPage<E extends { cursor: string }>(edges: E[], hasNextPage: boolean, after?: string | null) {
   return {
     edges,
-    pageInfo: { hasNextPage, endCursor: edges.at(-1)?.cursor ?? null, hasPreviousPage: Boolean(after), startCursor: edges[0]?.cursor ?? null },
+    pageInfo: {
+      hasNextPage,
+      endCursor: edges.at(-1)?.cursor ?? null,
+      hasPreviousPage: Boolean(after),
+      startCursor: edges[0]?.cursor ?? null,
+    },
   };
 }

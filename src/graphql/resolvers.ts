@@ -1,13 +1,13 @@
-import type { Resolvers } from './generated/types.ts';
 import { RateLimiterRes } from 'rate-limiter-flexible';
 import type { Account } from '../db/prisma.ts';
 import { userError } from '../errors.ts';
 import { customerAttemptDetail, customerFailureReason } from '../payments/failure-reasons.ts';
 import type { PaymentFilter, SendPaymentResult } from '../payments/payment-service.ts';
-import { requireCustomer, requireOperator, requireViewer, type Context } from './context.ts';
-import { connection, decodeCursor, serialCursorKey, pageSize, paymentCursorKey } from './pagination.ts';
-import { DateScalar, DateTimeScalar, MoneyScalar } from './scalars.ts';
+import { type Context, requireCustomer, requireOperator, requireViewer } from './context.ts';
 import { eventResolvers } from './events.ts';
+import type { Resolvers } from './generated/types.ts';
+import { connection, decodeCursor, pageSize, paymentCursorKey, serialCursorKey } from './pagination.ts';
+import { DateScalar, DateTimeScalar, MoneyScalar } from './scalars.ts';
 import { subscriptionResolvers } from './subscriptions.ts';
 import { webhookResolvers } from './webhooks.ts';
 
@@ -90,11 +90,9 @@ export const resolvers: Resolvers = {
         end({ outcome });
       }
     },
-    createCustomer: (_, args, ctx) =>
-      ctx.accounts.createCustomer(args.input, requireOperator(ctx)),
+    createCustomer: (_, args, ctx) => ctx.accounts.createCustomer(args.input, requireOperator(ctx)),
     openAccount: (_, args, ctx) => ctx.accounts.openAccount(args.input, requireOperator(ctx)),
-    depositFunds: (_, args, ctx) =>
-      ctx.accounts.depositFunds(args.input, requireOperator(ctx)),
+    depositFunds: (_, args, ctx) => ctx.accounts.depositFunds(args.input, requireOperator(ctx)),
     ...webhookResolvers.Mutation,
     checkPayee: (_, args, ctx) => ctx.payees.checkPayee(requireCustomer(ctx), args.input),
     addPayee: (_, args, ctx) => ctx.payees.addPayee(requireCustomer(ctx), args.input),

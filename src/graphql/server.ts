@@ -3,12 +3,12 @@ import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { ApolloServer, type ApolloServerPlugin } from '@apollo/server';
-import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
 import {
   ApolloServerPluginLandingPageDisabled,
   ApolloServerPluginSchemaReportingDisabled,
   ApolloServerPluginUsageReportingDisabled,
 } from '@apollo/server/plugin/disabled';
+import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
 import { expressMiddleware } from '@as-integrations/express5';
 import { makeExecutableSchema } from '@graphql-tools/schema';
 import express, { type ErrorRequestHandler } from 'express';
@@ -16,11 +16,11 @@ import type { GraphQLSchema } from 'graphql';
 import { AuthError, type TokenVerifier } from '../auth.ts';
 import type { Context, Services } from './context.ts';
 import { createFormatError, unauthenticated } from './errors.ts';
+import { type IdeDemo, readIdeAssets, renderIde } from './ide/page.ts';
 import { costLimitPlugin, createArmor, graphqlOverHttpStatus, QUERY_LIMITS } from './limits.ts';
 import { createLoaders } from './loaders.ts';
-import { serveWebSocket } from './websocket.ts';
-import { readIdeAssets, renderIde, type IdeDemo } from './ide/page.ts';
 import { resolvers } from './resolvers.ts';
+import { serveWebSocket } from './websocket.ts';
 
 export const SCHEMA_FILE = new URL('../../schema.graphql', import.meta.url);
 
@@ -168,7 +168,8 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
   // Anything that fails outside Apollo (a body that is not JSON, one over the size limit, a metrics
   // scrape while the database is away) is answered in JSON, without Express's HTML stack trace.
   const errorHandler: ErrorRequestHandler = (error: unknown, req, res, _next) => {
-    const status = typeof error === 'object' && error !== null && 'status' in error && typeof error.status === 'number' ? error.status : 500;
+    const status =
+      typeof error === 'object' && error !== null && 'status' in error && typeof error.status === 'number' ? error.status : 500;
     if (status >= 500) logger.error({ err: error, path: req.path }, 'unexpected error outside GraphQL');
     const message = status === 413 ? 'Request body too large' : status < 500 ? 'Malformed request' : 'Internal server error';
     const code = status < 500 ? 'BAD_REQUEST' : 'INTERNAL_SERVER_ERROR';

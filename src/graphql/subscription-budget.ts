@@ -19,8 +19,7 @@ export const SUBSCRIPTION_BUDGET = { maxOpen: 100, perMinute: 120 } as const;
 
 const keyOf = (viewer: Viewer) => (viewer.role === 'customer' ? `customer:${viewer.customerId}` : 'operator');
 
-const refused = (message: string) =>
-  new GraphQLError(message, { extensions: { code: 'BAD_USER_INPUT', reason: 'SUBSCRIPTION_LIMIT' } });
+const refused = (message: string) => new GraphQLError(message, { extensions: { code: 'BAD_USER_INPUT', reason: 'SUBSCRIPTION_LIMIT' } });
 
 export function createSubscriptionBudget(limits: { maxOpen: number; perMinute: number } = SUBSCRIPTION_BUDGET): SubscriptionBudget {
   const open = new Map<string, number>();

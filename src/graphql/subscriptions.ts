@@ -3,7 +3,7 @@ import { GraphQLError } from 'graphql';
 import type { Payment } from '../db/prisma.ts';
 import type { FeedEvent } from '../events/feed.ts';
 import { isSettled } from '../payments/lifecycle.ts';
-import { requireViewer, type Context } from './context.ts';
+import { type Context, requireViewer } from './context.ts';
 import { requireEventAccount } from './events.ts';
 import type { SubscriptionResolvers } from './generated/types.ts';
 import { budgeted } from './subscription-budget.ts';

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
-import { GraphQLError, NoSchemaIntrospectionCustomRule, type GraphQLSchema, type ValidationRule } from 'graphql';
+import { GraphQLError, type GraphQLSchema, NoSchemaIntrospectionCustomRule, type ValidationRule } from 'graphql';
 import { CloseCode, type Disposable } from 'graphql-ws';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer } from 'ws';
@@ -48,7 +48,9 @@ export function serveWebSocket(options: {
   const rules = [...options.validationRules, ...(options.introspection ? [] : [NoSchemaIntrospectionCustomRule])];
   // Errors are logged with the operation they belong to.
   const formatFor = (id: string, operationName: string | null | undefined) => {
-    const format = createFormatError(logger.child({ operationId: id, subscription: operationName ?? null }), { hideSuggestions: !options.introspection });
+    const format = createFormatError(logger.child({ operationId: id, subscription: operationName ?? null }), {
+      hideSuggestions: !options.introspection,
+    });
     return (error: GraphQLError) => {
       // graphql-ws wraps what a subscription's source throws in a GraphQLError carrying only its
       // message: judge (and log) what was thrown.
@@ -78,7 +80,9 @@ export function serveWebSocket(options: {
       onSubscribe: (ctx, id, payload) => {
         // graphql-ws has already registered this subscription in ctx.subscriptions.
         if (Object.keys(ctx.subscriptions).length > WS_LIMITS.subscriptionsPerConnection) {
-          return [withCode(new GraphQLError(`At most ${WS_LIMITS.subscriptionsPerConnection} subscriptions per connection`), 'BAD_REQUEST')];
+          return [
+            withCode(new GraphQLError(`At most ${WS_LIMITS.subscriptionsPerConnection} subscriptions per connection`), 'BAD_REQUEST'),
+          ];
         }
         const checked = checkWsOperation(schema, payload, rules);
         if ('errors' in checked) return checked.errors;

@@ -1,13 +1,13 @@
 import {
+  type DocumentNode,
   GraphQLError,
+  type GraphQLSchema,
   getOperationAST,
   getVariableValues,
   parse,
   specifiedRules,
-  validate,
-  type DocumentNode,
-  type GraphQLSchema,
   type ValidationRule,
+  validate,
 } from 'graphql';
 import type { SubscribePayload } from 'graphql-ws';
 import { costError } from './cost.ts';
@@ -34,7 +34,11 @@ export function checkWsOperation(
   if (invalid.length > 0) return { errors: invalid.map((e) => withCode(e, 'GRAPHQL_VALIDATION_FAILED')) };
   const operation = getOperationAST(document, payload.operationName);
   if (!operation) {
-    return { errors: [withCode(new GraphQLError('Unable to identify the operation to run; name it in operationName'), 'OPERATION_RESOLUTION_FAILURE')] };
+    return {
+      errors: [
+        withCode(new GraphQLError('Unable to identify the operation to run; name it in operationName'), 'OPERATION_RESOLUTION_FAILURE'),
+      ],
+    };
   }
   const { errors } = getVariableValues(schema, operation.variableDefinitions ?? [], payload.variables ?? {});
   if (errors) return { errors: errors.map((e) => withCode(e, 'BAD_USER_INPUT')) };

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { fromPrisma, type PgBoss } from 'pg-boss';
-import { secondsUntilDay, type Clock } from '../calendar.ts';
+import { type Clock, secondsUntilDay } from '../calendar.ts';
 import type { Tx } from '../db/prisma.ts';
 import type { PaymentJobs } from '../payments/outbox.ts';
 import { currentTraceCarrier } from '../telemetry/propagation.ts';
@@ -99,7 +99,11 @@ export async function enqueueWebhookDeliveries(
   deliveries: Array<{ deliveryId: string; endpointId: string; jobId: string }>,
 ): Promise<void> {
   if (deliveries.length === 0) return;
-  await boss.insert(JOBS.deliverWebhook.name, deliveries.map((d) => webhookDeliveryJob(jobOptions, d)), { db: fromPrisma(tx) });
+  await boss.insert(
+    JOBS.deliverWebhook.name,
+    deliveries.map((d) => webhookDeliveryJob(jobOptions, d)),
+    { db: fromPrisma(tx) },
+  );
 }
 
 /** The payment services' outbox (src/payments/outbox.ts), on the job queue. */

@@ -82,7 +82,9 @@ export function createJobHandlers(deps: {
         await deps.webhooks.attempt(job.id, data);
       } catch (error) {
         // Ours, not the endpoint's (the database, a secret that does not decrypt): pg-boss tries the job again.
-        logger.child({ component: 'webhooks' }).error({ err: error, jobId: job.id, deliveryId: data.deliveryId }, 'webhook attempt failed on our side; will retry');
+        logger
+          .child({ component: 'webhooks' })
+          .error({ err: error, jobId: job.id, deliveryId: data.deliveryId }, 'webhook attempt failed on our side; will retry');
         throw error;
       }
     },

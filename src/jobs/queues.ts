@@ -275,7 +275,12 @@ export const JOBS = {
   providerEvents: {
     name: 'provider.events',
     payload: noPayload,
-    queue: (policy) => ({ policy: 'stately', retryLimit: 0, expireInSeconds: providerEventsExpireSeconds(policy), deleteAfterSeconds: 3600 }),
+    queue: (policy) => ({
+      policy: 'stately',
+      retryLimit: 0,
+      expireInSeconds: providerEventsExpireSeconds(policy),
+      deleteAfterSeconds: 3600,
+    }),
     // This process's expiry, not the queue's (made by whichever process came first): a poll whose
     // worker died must not hold the feed for long.
     job: (policy) => ({ expireInSeconds: providerEventsExpireSeconds(policy) }),

@@ -6,7 +6,15 @@ import type { Logger } from '../logger.ts';
 import { Deferred, RetryLater } from '../payments/settlement.ts';
 import { withTraceFrom } from '../telemetry/propagation.ts';
 import { enqueueSettlement } from './enqueue.ts';
-import { deferralDelaySeconds, JOBS, type JobDefinition, type JobHandlers, type QueueKey, type QueuePolicy, type SettlePaymentJob } from './queues.ts';
+import {
+  deferralDelaySeconds,
+  JOBS,
+  type JobDefinition,
+  type JobHandlers,
+  type QueueKey,
+  type QueuePolicy,
+  type SettlePaymentJob,
+} from './queues.ts';
 
 /** Most jobs claimed by one fetch: a large backlog is taken in steps, not all at once. */
 const MAX_FETCH = 100;
@@ -116,7 +124,8 @@ async function startConsumer(options: JobsOptions, key: QueueKey, definition: Jo
       return null;
     }
     case 'single': {
-      const pollingIntervalSeconds = consumer.polling === 'busy' ? busy : consumer.polling === 'idle' ? options.polling.idleSeconds : consumer.polling;
+      const pollingIntervalSeconds =
+        consumer.polling === 'busy' ? busy : consumer.polling === 'idle' ? options.polling.idleSeconds : consumer.polling;
       await boss.work(name, { pollingIntervalSeconds }, async (jobs: Job<unknown>[]) => {
         for (const job of jobs) await runParsed(logger, definition, handler, job);
       });
@@ -307,7 +316,12 @@ function createRescheduler(deps: { boss: PgBoss; prisma: PrismaClient; policy: Q
     const next: SettlePaymentJob = { paymentId: data.paymentId, retriesSpent, deferrals, ...(data.trace ? { trace: data.trace } : {}) };
     const sent = await prisma.$transaction(async (tx) => {
       const done = commandResponse.parse(
-        await boss.complete(JOBS.settle.name, { id: job.id, retryCount: job.retryCount }, { deferred: deferred.message }, { db: fromPrisma(tx) }),
+        await boss.complete(
+          JOBS.settle.name,
+          { id: job.id, retryCount: job.retryCount },
+          { deferred: deferred.message },
+          { db: fromPrisma(tx) },
+        ),
       );
       if (done.affected !== 1) return false;
       await enqueueSettlement(boss, tx, policy, next, {
@@ -317,6 +331,9 @@ function createRescheduler(deps: { boss: PgBoss; prisma: PrismaClient; policy: Q
       });
       return true;
     });
-    log.warn({ reason: deferred.message, delaySeconds: delay, retriesSpent, deferrals, rescheduled: sent }, 'provider not callable; settlement put off without spending a retry');
+    log.warn(
+      { reason: deferred.message, delaySeconds: delay, retriesSpent, deferrals, rescheduled: sent },
+      'provider not callable; settlement put off without spending a retry',
+    );
   };
 }

@@ -2,7 +2,7 @@ import type { PrismaClient } from '../db/prisma.ts';
 import type { EventFeed } from '../events/feed.ts';
 import { JOBS } from '../jobs/queues.ts';
 import { PAYMENT_STATUSES } from '../payments/lifecycle.ts';
-import { observeGauge, sharedRead, type Metrics } from './metrics.ts';
+import { type Metrics, observeGauge, sharedRead } from './metrics.ts';
 
 /** How long a scrape's database counts are reused by the next scrapes. */
 export const METRICS_CACHE_MS = 15_000;
@@ -35,20 +35,28 @@ export function observeApiGauges(metrics: Metrics, prisma: PrismaClient, events:
           FROM pgboss.job WHERE name IN (${JOBS.settle.name}, ${JOBS.reconcile.name}) AND state < 'active' AND NOT blocked GROUP BY name`,
     1_000,
   );
-  observeGauge(registry, { name: 'payments_queue_depth', help: 'Jobs waiting (created or retry), by queue', labelNames: ['queue'] }, async () =>
-    (await queueRows()).map((r) => ({ labels: { queue: r.name }, value: Number(r.depth) })),
+  observeGauge(
+    registry,
+    { name: 'payments_queue_depth', help: 'Jobs waiting (created or retry), by queue', labelNames: ['queue'] },
+    async () => (await queueRows()).map((r) => ({ labels: { queue: r.name }, value: Number(r.depth) })),
   );
   observeGauge(
     registry,
-    { name: 'payments_queue_oldest_job_age_seconds', help: 'How long the oldest job due to run has waited for a worker, by queue', labelNames: ['queue'] },
+    {
+      name: 'payments_queue_oldest_job_age_seconds',
+      help: 'How long the oldest job due to run has waited for a worker, by queue',
+      labelNames: ['queue'],
+    },
     async () => (await queueRows()).map((r) => ({ labels: { queue: r.name }, value: r.age })),
   );
   observeGauge(registry, { name: 'payments_subscriptions_active', help: 'Live subscriptions on this API process' }, () => [
     { value: events.size() },
   ]);
-  observeGauge(registry, { name: 'payments_event_feed_up', help: '1 while this process follows the payment event stream (its polls succeed)' }, () => [
-    { value: events.isHealthy() ? 1 : 0 },
-  ]);
+  observeGauge(
+    registry,
+    { name: 'payments_event_feed_up', help: '1 while this process follows the payment event stream (its polls succeed)' },
+    () => [{ value: events.isHealthy() ? 1 : 0 }],
+  );
 }
 
 /** The worker process's gauges: the provider's circuit, its jobs in flight, and the oldest event owed to a webhook endpoint. */
@@ -65,7 +73,11 @@ export function observeWorkerGauges(
   );
   observeGauge(
     registry,
-    { name: 'payments_worker_jobs_in_flight', help: 'Jobs this worker process is running now, by queue (at most WORKER_CONCURRENCY for settlement)', labelNames: ['queue'] },
+    {
+      name: 'payments_worker_jobs_in_flight',
+      help: 'Jobs this worker process is running now, by queue (at most WORKER_CONCURRENCY for settlement)',
+      labelNames: ['queue'],
+    },
     () => Object.entries(worker.inFlight()).map(([queue, value]) => ({ labels: { queue }, value })),
   );
   const oldest = sharedRead(
@@ -75,7 +87,10 @@ export function observeWorkerGauges(
   );
   observeGauge(
     registry,
-    { name: 'payments_webhook_oldest_undelivered_event_age_seconds', help: 'Age of the oldest event still owed to a webhook endpoint (PENDING delivery); 0 when none' },
+    {
+      name: 'payments_webhook_oldest_undelivered_event_age_seconds',
+      help: 'Age of the oldest event still owed to a webhook endpoint (PENDING delivery); 0 when none',
+    },
     async () => [{ value: (await oldest())[0]?.age ?? 0 }],
   );
 }

@@ -1,4 +1,4 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
 /**
  * The service's Prometheus metrics, one registry per process (no global registry). Components get
@@ -114,7 +114,9 @@ export type Metrics = ReturnType<typeof createMetrics>;
 export function observeGauge(
   registry: Registry,
   options: { name: string; help: string; labelNames?: readonly string[] },
-  read: () => Promise<Array<{ labels?: Record<string, string>; value: number }>> | Array<{ labels?: Record<string, string>; value: number }>,
+  read: () =>
+    | Promise<Array<{ labels?: Record<string, string>; value: number }>>
+    | Array<{ labels?: Record<string, string>; value: number }>,
 ): void {
   new Gauge({
     name: options.name,

@@ -1,9 +1,9 @@
-import type { Payee, PayeeCheck, PrismaClient } from '../db/prisma.ts';
-import { DomainError, userError, type UserError } from '../errors.ts';
-import type { Logger } from '../logger.ts';
 import type { Clock } from '../calendar.ts';
+import type { Payee, PayeeCheck, PrismaClient } from '../db/prisma.ts';
+import { DomainError, type UserError, userError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
 import type { PayeeChecker } from '../provider/client.ts';
-import { isUuid, parseInput, recipientInput, type RecipientCommand, type SendPaymentCommand } from '../validation.ts';
+import { isUuid, parseInput, type RecipientCommand, recipientInput, type SendPaymentCommand } from '../validation.ts';
 
 /**
  * Confirmation of Payee and saved payees.
@@ -35,8 +35,10 @@ export type PayeeWithCheck = Payee & { lastCheck: PayeeCheck | null };
 
 export type Confirmation = { ok: true; payee: SavedPayee | null } | { ok: false; error: UserError };
 
-
-const notConfirmed = (message: string, field: string[]) => ({ ok: false as const, error: userError('PAYEE_NOT_CONFIRMED', message, field) });
+const notConfirmed = (message: string, field: string[]) => ({
+  ok: false as const,
+  error: userError('PAYEE_NOT_CONFIRMED', message, field),
+});
 
 export function createPayeeService(deps: { prisma: PrismaClient; checker: PayeeChecker; clock: Clock; logger: Logger }) {
   const { prisma, checker, clock, logger } = deps;
@@ -111,7 +113,9 @@ export function createPayeeService(deps: { prisma: PrismaClient; checker: PayeeC
         return notConfirmed("The recipient's bank says this name is not the account holder's", ['recipient', 'name']);
       }
     } else if (!payee && cmd.amount > checkThreshold) {
-      return notConfirmed(`A payment over ${checkThreshold} pence to a recipient who is not a saved payee needs a payee check`, ['payeeCheckId']);
+      return notConfirmed(`A payment over ${checkThreshold} pence to a recipient who is not a saved payee needs a payee check`, [
+        'payeeCheckId',
+      ]);
     }
     return { ok: true, payee };
   }

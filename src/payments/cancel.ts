@@ -1,13 +1,13 @@
 import type { Payment, PrismaClient } from '../db/prisma.ts';
-import { userError, type UserError } from '../errors.ts';
+import { type UserError, userError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
-import type { HoldService } from './holds.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import type { ProviderClient } from '../provider/client.ts';
+import { isUuid } from '../validation.ts';
+import type { HoldService } from './holds.ts';
 import { canTransition } from './lifecycle.ts';
 import { recordAttempt } from './repository.ts';
 import { cancelScheduled, cancelVoided, complete, requestCancellation } from './transitions.ts';
-import { isUuid } from '../validation.ts';
 
 /**
  * cancelPayment: the customer stops a payment that has not gone yet.
@@ -25,7 +25,6 @@ import { isUuid } from '../validation.ts';
  */
 
 export type CancelPaymentResult = { payment: Payment | null; errors: UserError[] };
-
 
 export function createCancellation(deps: {
   prisma: PrismaClient;
@@ -63,7 +62,7 @@ export function createCancellation(deps: {
     if (voided.kind === 'voided') {
       const refunded = await prisma.$transaction(async (tx) => {
         const updated = await cancelVoided(tx, payment.id);
-        if (updated) await recordAttempt(tx, payment.id, 'CANCELLED_BY_CUSTOMER', 'voided at the provider at the customer\'s request');
+        if (updated) await recordAttempt(tx, payment.id, 'CANCELLED_BY_CUSTOMER', "voided at the provider at the customer's request");
         return updated;
       });
       log.info({ paymentId: payment.id, applied: refunded !== null }, 'payment cancelled by the customer: voided at the provider');
@@ -90,7 +89,8 @@ export function createCancellation(deps: {
       if (!payment) return notFound();
       if (payment.status === 'CANCELLED') return { payment, errors: [] };
       // What may be cancelled is what the lifecycle lets move to CANCELLED.
-      if (!canTransition(payment.status, 'CANCELLED')) return refused(payment, payment.status, `A ${payment.status} payment cannot be cancelled`);
+      if (!canTransition(payment.status, 'CANCELLED'))
+        return refused(payment, payment.status, `A ${payment.status} payment cannot be cancelled`);
       switch (payment.status) {
         case 'SCHEDULED': {
           const cancelled = await cancelScheduled(prisma, paymentId);

@@ -1,17 +1,17 @@
 import { z } from 'zod';
+import type { Clock } from '../calendar.ts';
 import type { KeysetPage } from '../db/keyset.ts';
 import type { Payment, PrismaClient, Tx } from '../db/prisma.ts';
-import { Prisma } from '../generated/prisma/client.ts';
 import { DomainError, userError } from '../errors.ts';
+import { Prisma } from '../generated/prisma/client.ts';
 import type { Logger } from '../logger.ts';
+import { type Operator, recordOperatorAction } from '../operator-actions.ts';
 import type { Metrics } from '../ops/metrics.ts';
-import { recordOperatorAction, type Operator } from '../operator-actions.ts';
 import type { SavedPayee } from '../payees/payees.ts';
 import { isUuid, parseInput, rejectReason } from '../validation.ts';
-import type { Clock } from '../calendar.ts';
+import type { FailureReason } from './failure-reasons.ts';
 import { LET_THROUGH, sqlStatuses } from './lifecycle.ts';
 import type { PaymentJobs } from './outbox.ts';
-import type { FailureReason } from './failure-reasons.ts';
 import { approve, cancelHeld, expire, reject } from './transitions.ts';
 
 /**
@@ -175,9 +175,7 @@ export function createHoldService(deps: {
     return prisma.payment.findMany({
       where: {
         status: 'HELD',
-        ...(after
-          ? { OR: [{ createdAt: { gt: new Date(after[0]) } }, { createdAt: new Date(after[0]), id: { gt: after[1] } }] }
-          : {}),
+        ...(after ? { OR: [{ createdAt: { gt: new Date(after[0]) } }, { createdAt: new Date(after[0]), id: { gt: after[1] } }] } : {}),
       },
       orderBy: [{ createdAt: 'asc' }, { id: 'asc' }],
       take: page.limit + 1,

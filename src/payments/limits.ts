@@ -1,5 +1,5 @@
-import type { Tx } from '../db/prisma.ts';
 import { londonToday } from '../calendar.ts';
+import type { Tx } from '../db/prisma.ts';
 
 /**
  * The daily payment limit: per customer per London calendar day, the sum of its

@@ -1,16 +1,16 @@
 import { createHash } from 'node:crypto';
 import { ownedAccountWhere } from '../accounts/accounts.ts';
 import type { Viewer } from '../auth.ts';
+import { addCalendarDays, type Clock, londonToday } from '../calendar.ts';
 import { afterCreatedAtId, type KeysetPage } from '../db/keyset.ts';
 import type { Payment, PrismaClient } from '../db/prisma.ts';
-import { DomainError, userError, type UserError } from '../errors.ts';
+import { DomainError, type UserError, userError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
-import { addCalendarDays, londonToday, type Clock } from '../calendar.ts';
-import { isUuid, parseInput, sendPaymentInput, type SendPaymentCommand } from '../validation.ts';
+import { isUuid, parseInput, type SendPaymentCommand, sendPaymentInput } from '../validation.ts';
 import type { PaymentStatus } from './lifecycle.ts';
-import { findPaymentByKey } from './repository.ts';
 import type { PaymentJobs } from './outbox.ts';
+import { findPaymentByKey } from './repository.ts';
 import { MAX_SCHEDULE_DAYS, TX_OPTIONS } from './scheduled.ts';
 import type { ScreenPayment } from './screening.ts';
 import { schedule, take } from './transitions.ts';
@@ -76,7 +76,10 @@ export function createPaymentService(deps: PaymentServiceDeps) {
       return { payment: null, errors: [userError('INVALID_INPUT', `executeOn must be today (${today}, London) or later`, ['executeOn'])] };
     }
     if (executeOn !== null && executeOn > addCalendarDays(today, MAX_SCHEDULE_DAYS)) {
-      return { payment: null, errors: [userError('INVALID_INPUT', `executeOn must be at most ${MAX_SCHEDULE_DAYS} days ahead`, ['executeOn'])] };
+      return {
+        payment: null,
+        errors: [userError('INVALID_INPUT', `executeOn must be at most ${MAX_SCHEDULE_DAYS} days ahead`, ['executeOn'])],
+      };
     }
 
     // Payee safety: a refusal writes nothing, but a replay still gets its payment.
@@ -89,35 +92,40 @@ export function createPaymentService(deps: PaymentServiceDeps) {
 
     const endTransaction = deps.metrics.transactionSeconds.startTimer();
     try {
-      const payment = await prisma.$transaction(async (tx) => {
-        if (executeOn !== null && executeOn > today) {
-          // Screened now for the payee (a refusal above); the limit and a hold apply on its day.
-          const scheduled = await schedule(tx, customerId, { ...cmd, executeOn }, fingerprint);
-          if (scheduled) await jobs.execute(tx, { paymentId: scheduled.id, executeOn });
-          return scheduled;
-        }
-        const inserted = await take(tx, customerId, cmd, fingerprint, screened);
-        if (!inserted) return null;
-        const { payment: created, balanceAfter, dayTotal } = inserted;
-        if (balanceAfter === null) {
-          throw new DomainError(
-            userError('INSUFFICIENT_FUNDS', 'The account balance is lower than the amount', ['amount']),
-          );
-        }
-        // The day's total, raised in the same statement after the debit.
-        if (dayTotal === null) {
-          throw new DomainError(userError('LIMIT_EXCEEDED', `This payment would pass your daily limit of ${screened.dailyLimit} pence`, ['amount']));
-        }
-        // A HELD payment gets its job only when an operator approves it (holds.ts).
-        if (created.status === 'HELD') return created;
-        await jobs.settle(tx, created.id);
-        return created;
-      }, TX_OPTIONS).finally(() => endTransaction());
+      const payment = await prisma
+        .$transaction(async (tx) => {
+          if (executeOn !== null && executeOn > today) {
+            // Screened now for the payee (a refusal above); the limit and a hold apply on its day.
+            const scheduled = await schedule(tx, customerId, { ...cmd, executeOn }, fingerprint);
+            if (scheduled) await jobs.execute(tx, { paymentId: scheduled.id, executeOn });
+            return scheduled;
+          }
+          const inserted = await take(tx, customerId, cmd, fingerprint, screened);
+          if (!inserted) return null;
+          const { payment: created, balanceAfter, dayTotal } = inserted;
+          if (balanceAfter === null) {
+            throw new DomainError(userError('INSUFFICIENT_FUNDS', 'The account balance is lower than the amount', ['amount']));
+          }
+          // The day's total, raised in the same statement after the debit.
+          if (dayTotal === null) {
+            throw new DomainError(
+              userError('LIMIT_EXCEEDED', `This payment would pass your daily limit of ${screened.dailyLimit} pence`, ['amount']),
+            );
+          }
+          // A HELD payment gets its job only when an operator approves it (holds.ts).
+          if (created.status === 'HELD') return created;
+          await jobs.settle(tx, created.id);
+          return created;
+        }, TX_OPTIONS)
+        .finally(() => endTransaction());
 
       if (payment) {
         deps.afterCommit?.();
         if (screened.holdReason && payment.status === 'HELD') deps.metrics.held.inc({ reason: screened.holdReason });
-        log.info({ paymentId: payment.id, accountId: payment.accountId, amount: cmd.amount, status: payment.status, executeOn }, 'payment accepted');
+        log.info(
+          { paymentId: payment.id, accountId: payment.accountId, amount: cmd.amount, status: payment.status, executeOn },
+          'payment accepted',
+        );
         return { payment, replayed: false, errors: [] };
       }
       return await replay(customerId, cmd, fingerprint);
@@ -140,11 +148,9 @@ export function createPaymentService(deps: PaymentServiceDeps) {
       return {
         payment: null,
         errors: [
-          userError(
-            'IDEMPOTENCY_KEY_REUSED',
-            'This idempotency key was already used for a different payment from this account',
-            ['idempotencyKey'],
-          ),
+          userError('IDEMPOTENCY_KEY_REUSED', 'This idempotency key was already used for a different payment from this account', [
+            'idempotencyKey',
+          ]),
         ],
       };
     }

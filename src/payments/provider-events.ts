@@ -1,13 +1,13 @@
 import type { PrismaClient, Tx } from '../db/prisma.ts';
-import { noFailpoints, type Failpoints } from '../failpoints.ts';
+import { type Failpoints, noFailpoints } from '../failpoints.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import type { ProviderClient, ProviderEvent } from '../provider/client.ts';
+import { isUuid } from '../validation.ts';
 import type { PaymentJobs } from './outbox.ts';
 import { markCreditReturned, recordAttempt, recordInboundCredit } from './repository.ts';
-import { complete, returnPayment } from './transitions.ts';
 import { TX_OPTIONS } from './scheduled.ts';
-import { isUuid } from '../validation.ts';
+import { complete, returnPayment } from './transitions.ts';
 
 /**
  * What the provider tells us after the fact, from its event feed (`GET /v1/events`):
@@ -29,7 +29,6 @@ import { isUuid } from '../validation.ts';
  */
 
 export const EVENTS_PAGE_SIZE = 100;
-
 
 export function createProviderEvents(deps: {
   prisma: PrismaClient;
@@ -92,15 +91,18 @@ export function createProviderEvents(deps: {
 
   /** Applies one page and moves the cursor to `next`, in one transaction; false when another poller moved the cursor first. */
   async function applyPage(from: string | null, events: ProviderEvent[], next: string | null): Promise<boolean> {
-    const outcomes = await prisma.$transaction(async (tx) => {
-      const [row] = await tx.$queryRaw<{ cursor: string | null }[]>`SELECT cursor FROM provider_event_cursor WHERE id FOR UPDATE`;
-      if (!row || row.cursor !== from) return null;
-      const applied: Array<[string, string]> = [];
-      for (const event of events) applied.push([event.type, await apply(tx, event)]);
-      failpoints.hit('provider-events.before-cursor');
-      await tx.$executeRaw`UPDATE provider_event_cursor SET cursor = ${next}, events_applied = events_applied + ${events.length}, updated_at = now() WHERE id`;
-      return applied;
-    }, { ...TX_OPTIONS, timeout: 30_000 });
+    const outcomes = await prisma.$transaction(
+      async (tx) => {
+        const [row] = await tx.$queryRaw<{ cursor: string | null }[]>`SELECT cursor FROM provider_event_cursor WHERE id FOR UPDATE`;
+        if (!row || row.cursor !== from) return null;
+        const applied: Array<[string, string]> = [];
+        for (const event of events) applied.push([event.type, await apply(tx, event)]);
+        failpoints.hit('provider-events.before-cursor');
+        await tx.$executeRaw`UPDATE provider_event_cursor SET cursor = ${next}, events_applied = events_applied + ${events.length}, updated_at = now() WHERE id`;
+        return applied;
+      },
+      { ...TX_OPTIONS, timeout: 30_000 },
+    );
     if (!outcomes) return false;
     for (const [type, outcome] of outcomes) {
       metrics.providerEvents.inc({ type, outcome });

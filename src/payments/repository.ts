@@ -1,6 +1,6 @@
 import type { Payment, PrismaClient, Tx } from '../db/prisma.ts';
 import type { ProviderEvent } from '../provider/client.ts';
-import { CUSTOMER_ATTEMPT_DETAIL, type AttemptOutcome } from './failure-reasons.ts';
+import { type AttemptOutcome, CUSTOMER_ATTEMPT_DETAIL } from './failure-reasons.ts';
 
 /**
  * The SQL about payments that changes no status (transitions.ts holds every statement that does):
@@ -31,7 +31,10 @@ export type InboundCredit = Omit<Extract<ProviderEvent, { type: 'credit.received
  * the sender, in the same statement. Otherwise it is recorded as RETURNING (to be sent back).
  * Null when the credit was recorded before: nothing happens twice.
  */
-export async function recordInboundCredit(tx: Tx, credit: InboundCredit): Promise<{ outcome: 'CREDITED' | 'RETURNING'; accountId: string | null } | null> {
+export async function recordInboundCredit(
+  tx: Tx,
+  credit: InboundCredit,
+): Promise<{ outcome: 'CREDITED' | 'RETURNING'; accountId: string | null } | null> {
   const rows = await tx.$queryRawUnsafe<{ outcome: 'CREDITED' | 'RETURNING'; accountId: string | null }[]>(
     `WITH target AS (
        SELECT a.id FROM accounts a WHERE a.sort_code = $4 AND a.account_number = $5 AND $3 = 'GBP'),

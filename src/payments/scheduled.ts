@@ -1,10 +1,10 @@
-import { calendarDateOf, londonToday, type Clock } from '../calendar.ts';
+import { type Clock, calendarDateOf, londonToday } from '../calendar.ts';
 import type { PrismaClient } from '../db/prisma.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
+import { FAILURE_REASONS } from './failure-reasons.ts';
 import { reserveDailyLimit } from './limits.ts';
 import type { PaymentJobs } from './outbox.ts';
-import { FAILURE_REASONS } from './failure-reasons.ts';
 import { executeOnDay, failOnDay } from './transitions.ts';
 
 /**
@@ -44,28 +44,35 @@ export function createScheduledExecution(deps: {
    */
   async function execute(paymentId: string): Promise<void> {
     const today = londonToday(clock);
-    const moved = await prisma.$transaction(async (tx) => {
-      const payment = await executeOnDay(tx, paymentId, today, deps.policy.reviewThreshold);
-      if (payment && payment.status !== 'FAILED') {
-        // It counts against the customer's limit on the day it runs; past it, nothing may move.
-        const { customerId } = await tx.account.findUniqueOrThrow({ where: { id: payment.accountId }, select: { customerId: true } });
-        const fits = await reserveDailyLimit(tx, { customerId, day: today, amount: Number(payment.amount), limit: deps.policy.dailyLimit });
-        if (!fits) throw new OverDailyLimit();
-      }
-      if (payment?.status === 'PENDING') await jobs.settle(tx, paymentId);
-      if (payment) return payment;
-      const current = await tx.payment.findUnique({ where: { id: paymentId }, select: { status: true, executeOn: true } });
-      if (current?.status === 'SCHEDULED' && current.executeOn) {
-        const executeOn = calendarDateOf(current.executeOn);
-        await jobs.execute(tx, { paymentId, executeOn, fresh: true });
-        logger.warn({ paymentId, executeOn, today }, 'scheduled payment job ran before its day; put off to its day');
-      }
-      return null;
-    }, TX_OPTIONS).catch(async (error: unknown) => {
-      if (!(error instanceof OverDailyLimit)) throw error;
-      // The debit above was rolled back with the transaction: fail it with nothing moved.
-      return failOnDay(prisma, paymentId, FAILURE_REASONS.LIMIT_EXCEEDED);
-    });
+    const moved = await prisma
+      .$transaction(async (tx) => {
+        const payment = await executeOnDay(tx, paymentId, today, deps.policy.reviewThreshold);
+        if (payment && payment.status !== 'FAILED') {
+          // It counts against the customer's limit on the day it runs; past it, nothing may move.
+          const { customerId } = await tx.account.findUniqueOrThrow({ where: { id: payment.accountId }, select: { customerId: true } });
+          const fits = await reserveDailyLimit(tx, {
+            customerId,
+            day: today,
+            amount: Number(payment.amount),
+            limit: deps.policy.dailyLimit,
+          });
+          if (!fits) throw new OverDailyLimit();
+        }
+        if (payment?.status === 'PENDING') await jobs.settle(tx, paymentId);
+        if (payment) return payment;
+        const current = await tx.payment.findUnique({ where: { id: paymentId }, select: { status: true, executeOn: true } });
+        if (current?.status === 'SCHEDULED' && current.executeOn) {
+          const executeOn = calendarDateOf(current.executeOn);
+          await jobs.execute(tx, { paymentId, executeOn, fresh: true });
+          logger.warn({ paymentId, executeOn, today }, 'scheduled payment job ran before its day; put off to its day');
+        }
+        return null;
+      }, TX_OPTIONS)
+      .catch(async (error: unknown) => {
+        if (!(error instanceof OverDailyLimit)) throw error;
+        // The debit above was rolled back with the transaction: fail it with nothing moved.
+        return failOnDay(prisma, paymentId, FAILURE_REASONS.LIMIT_EXCEEDED);
+      });
     if (!moved) return;
     deps.metrics.scheduledExecuted.inc({ status: moved.status });
     logger.info({ paymentId, status: moved.status, failureReason: moved.failureReason }, 'scheduled payment executed');

@@ -1,9 +1,9 @@
+import type { Clock } from '../calendar.ts';
 import type { PrismaClient } from '../db/prisma.ts';
 import type { UserError } from '../errors.ts';
 import type { PayeeService } from '../payees/payees.ts';
 import type { SendPaymentCommand } from '../validation.ts';
-import { holdReason, type HoldPolicy, type HoldReason } from './holds.ts';
-import type { Clock } from '../calendar.ts';
+import { type HoldPolicy, type HoldReason, holdReason } from './holds.ts';
 import { londonDay } from './limits.ts';
 
 /**

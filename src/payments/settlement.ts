@@ -1,7 +1,7 @@
 import type { Payment, PrismaClient } from '../db/prisma.ts';
+import { type Failpoints, noFailpoints } from '../failpoints.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
-import { noFailpoints, type Failpoints } from '../failpoints.ts';
 import type { ProviderClient, ProviderPaymentRequest, ProviderResult } from '../provider/client.ts';
 import { FAILURE_REASONS, type FailureReason } from './failure-reasons.ts';
 import { recordAttempt } from './repository.ts';
@@ -99,7 +99,10 @@ export function createSettlement(deps: SettlementDeps) {
       return updated;
     });
     if (done) metrics.settled.inc({ status: done.status });
-    logger.info({ paymentId: payment.id, status: done?.status ?? to, reason: done?.failureReason ?? reason, internal, applied: done !== null }, 'payment refunded');
+    logger.info(
+      { paymentId: payment.id, status: done?.status ?? to, reason: done?.failureReason ?? reason, internal, applied: done !== null },
+      'payment refunded',
+    );
   }
 
   async function retryLater(payment: Payment, what: string, result: ProviderResult): Promise<never> {
@@ -148,7 +151,12 @@ export function createSettlement(deps: SettlementDeps) {
         failpoints.hit('settle.after-provider-accepted');
         return complete(payment, created.replayed ? 'the provider already had the payment' : 'accepted by the provider');
       case 'rejected':
-        return refund(payment, 'CANCELLED', FAILURE_REASONS.RECIPIENT_REJECTED, `rejected by the provider: ${created.code}: ${created.message}`);
+        return refund(
+          payment,
+          'CANCELLED',
+          FAILURE_REASONS.RECIPIENT_REJECTED,
+          `rejected by the provider: ${created.code}: ${created.message}`,
+        );
       case 'voided':
         return refund(payment, 'FAILED', FAILURE_REASONS.NOT_SENT_VOIDED, 'voided at the provider');
       default:

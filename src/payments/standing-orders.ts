@@ -1,12 +1,12 @@
-import { addCalendarDays, londonToday, occurrenceDate, type CalendarDate, type Clock, type Frequency } from '../calendar.ts';
+import { addCalendarDays, type CalendarDate, type Clock, type Frequency, londonToday, occurrenceDate } from '../calendar.ts';
 import type { PrismaClient, StandingOrder } from '../db/prisma.ts';
-import { DomainError, userError, type UserError } from '../errors.ts';
+import { DomainError, type UserError, userError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
-import { parseInput, type CreateStandingOrderCommand, createStandingOrderInput, isUuid, STANDING_ORDER_KEY_PREFIX } from '../validation.ts';
+import { type CreateStandingOrderCommand, createStandingOrderInput, isUuid, parseInput, STANDING_ORDER_KEY_PREFIX } from '../validation.ts';
 import type { PaymentJobs } from './outbox.ts';
-import { MAX_SCHEDULE_DAYS, TX_OPTIONS } from './scheduled.ts';
 import { fingerprintOf, hashOf } from './payment-service.ts';
+import { MAX_SCHEDULE_DAYS, TX_OPTIONS } from './scheduled.ts';
 import { cancelOccurrences, scheduleOccurrence } from './transitions.ts';
 
 /**
@@ -24,7 +24,6 @@ import { cancelOccurrences, scheduleOccurrence } from './transitions.ts';
  */
 
 export type CreateStandingOrderResult = { standingOrder: StandingOrder; errors: [] } | { standingOrder: null; errors: [UserError] };
-
 
 const asDate = (date: CalendarDate) => new Date(`${date}T00:00:00.000Z`);
 
@@ -64,10 +63,16 @@ export function createStandingOrders(deps: {
     if (cmd.firstPaymentOn < today) {
       const replayed = await replay(customerId, cmd, fingerprint);
       if (replayed.standingOrder) return replayed;
-      return { standingOrder: null, errors: [userError('INVALID_INPUT', `firstPaymentOn must be today (${today}, London) or later`, ['firstPaymentOn'])] };
+      return {
+        standingOrder: null,
+        errors: [userError('INVALID_INPUT', `firstPaymentOn must be today (${today}, London) or later`, ['firstPaymentOn'])],
+      };
     }
     if (cmd.firstPaymentOn > addCalendarDays(today, MAX_SCHEDULE_DAYS)) {
-      return { standingOrder: null, errors: [userError('INVALID_INPUT', `firstPaymentOn must be at most ${MAX_SCHEDULE_DAYS} days ahead`, ['firstPaymentOn'])] };
+      return {
+        standingOrder: null,
+        errors: [userError('INVALID_INPUT', `firstPaymentOn must be at most ${MAX_SCHEDULE_DAYS} days ahead`, ['firstPaymentOn'])],
+      };
     }
     const account = await prisma.account.findFirst({ where: { id: cmd.fromAccountId, customerId }, select: { id: true } });
     if (!account) return { standingOrder: null, errors: [userError('ACCOUNT_NOT_FOUND', 'No such account', ['fromAccountId'])] };
@@ -97,7 +102,10 @@ export function createStandingOrders(deps: {
       return order ?? null;
     }, TX_OPTIONS);
     if (created) {
-      log.info({ standingOrderId: created.id, accountId: account.id, frequency: cmd.frequency, firstPaymentOn: cmd.firstPaymentOn }, 'standing order created');
+      log.info(
+        { standingOrderId: created.id, accountId: account.id, frequency: cmd.frequency, firstPaymentOn: cmd.firstPaymentOn },
+        'standing order created',
+      );
       return { standingOrder: created, errors: [] };
     }
     return replay(customerId, cmd, fingerprint);
@@ -111,7 +119,11 @@ export function createStandingOrders(deps: {
     if (existing.fingerprint !== fingerprint) {
       return {
         standingOrder: null,
-        errors: [userError('IDEMPOTENCY_KEY_REUSED', 'This idempotency key was already used for a different standing order from this account', ['idempotencyKey'])],
+        errors: [
+          userError('IDEMPOTENCY_KEY_REUSED', 'This idempotency key was already used for a different standing order from this account', [
+            'idempotencyKey',
+          ]),
+        ],
       };
     }
     return { standingOrder: existing, errors: [] };
@@ -146,7 +158,16 @@ export function createStandingOrders(deps: {
   async function createNextDue(today: CalendarDate): Promise<{ orderId: string; date: CalendarDate; paymentId: string | null } | null> {
     return prisma.$transaction(async (tx) => {
       const [order] = await tx.$queryRaw<
-        Array<{ id: string; account_id: string; n: number; next: string; first: string; last: string | null; frequency: Frequency; fingerprint: string }>
+        Array<{
+          id: string;
+          account_id: string;
+          n: number;
+          next: string;
+          first: string;
+          last: string | null;
+          frequency: Frequency;
+          fingerprint: string;
+        }>
       >`
         SELECT id::text, account_id::text, occurrences_created AS n, to_char(next_payment_on, 'YYYY-MM-DD') AS next,
           to_char(first_payment_on, 'YYYY-MM-DD') AS first, to_char(last_payment_on, 'YYYY-MM-DD') AS last,
@@ -181,9 +202,15 @@ export function createStandingOrders(deps: {
       if (occurrence.paymentId) {
         created++;
         deps.metrics.standingOrderOccurrences.inc();
-        logger.info({ standingOrderId: occurrence.orderId, paymentId: occurrence.paymentId, date: occurrence.date }, 'standing order occurrence created');
+        logger.info(
+          { standingOrderId: occurrence.orderId, paymentId: occurrence.paymentId, date: occurrence.date },
+          'standing order occurrence created',
+        );
       } else {
-        logger.warn({ standingOrderId: occurrence.orderId, date: occurrence.date }, 'standing order occurrence existed already; order advanced past it');
+        logger.warn(
+          { standingOrderId: occurrence.orderId, date: occurrence.date },
+          'standing order occurrence existed already; order advanced past it',
+        );
       }
     }
     return created;

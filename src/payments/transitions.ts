@@ -1,8 +1,8 @@
 import type { Payment, PrismaClient, Tx } from '../db/prisma.ts';
 import type { SendPaymentCommand } from '../validation.ts';
-import { raiseDayTotalSql } from './limits.ts';
-import { canTransition, type Arrow, type INITIAL, type PaymentStatus } from './lifecycle.ts';
 import { CUSTOMER_ATTEMPT_DETAIL, FAILURE_REASONS, type FailureReason } from './failure-reasons.ts';
+import { type Arrow, canTransition, type INITIAL, type PaymentStatus } from './lifecycle.ts';
+import { raiseDayTotalSql } from './limits.ts';
 
 /**
  * Every statement that creates a payment or changes its status: one function per arrow of the
@@ -111,7 +111,12 @@ export async function take(
  * Schedule: inserts a SCHEDULED payment from an account the customer owns: no debit, no ledger
  * entry until its day. Null when nothing was inserted (not their account, or the key is taken).
  */
-export async function schedule(tx: Tx, customerId: string, cmd: SendPaymentCommand & { executeOn: string }, fingerprint: string): Promise<Payment | null> {
+export async function schedule(
+  tx: Tx,
+  customerId: string,
+  cmd: SendPaymentCommand & { executeOn: string },
+  fingerprint: string,
+): Promise<Payment | null> {
   const rows = await tx.$queryRawUnsafe<Payment[]>(
     `INSERT INTO payments (account_id, idempotency_key, fingerprint, amount, recipient_name,
        recipient_sort_code, recipient_account_number, reference, execute_on, status)
@@ -206,10 +211,17 @@ export async function approve(tx: Tx, paymentId: string): Promise<Payment | null
 }
 
 /** The ways a HELD payment ends without being sent. */
-type HoldEnding = typeof FAILURE_REASONS.REJECTED_IN_REVIEW | typeof FAILURE_REASONS.HOLD_EXPIRED | typeof FAILURE_REASONS.CANCELLED_BY_CUSTOMER;
+type HoldEnding =
+  | typeof FAILURE_REASONS.REJECTED_IN_REVIEW
+  | typeof FAILURE_REASONS.HOLD_EXPIRED
+  | typeof FAILURE_REASONS.CANCELLED_BY_CUSTOMER;
 
 /** HELD -> CANCELLED with `reason`, the refund and its ledger entry, in one statement. Null when it was not HELD. */
-async function heldToCancelled<R extends HoldEnding>(tx: Tx, paymentId: string, reason: R): Promise<(Payment & { failureReason: R }) | null> {
+async function heldToCancelled<R extends HoldEnding>(
+  tx: Tx,
+  paymentId: string,
+  reason: R,
+): Promise<(Payment & { failureReason: R }) | null> {
   const move = arrow('HELD', 'CANCELLED');
   const rows = await tx.$queryRawUnsafe<(Payment & { failureReason: R })[]>(
     `WITH settled AS (
@@ -293,7 +305,12 @@ const REFUND_FAILED = arrow('PENDING', 'FAILED');
  * (`cancel_requested_at`) that would fail is CANCELLED_BY_CUSTOMER instead: the worker that meets
  * the customer's void at the provider refunds it as what it is.
  */
-export async function refund(tx: Tx, paymentId: string, to: Extract<Arrow<'PENDING'>, 'CANCELLED' | 'FAILED'>, reason: FailureReason): Promise<Payment | null> {
+export async function refund(
+  tx: Tx,
+  paymentId: string,
+  to: Extract<Arrow<'PENDING'>, 'CANCELLED' | 'FAILED'>,
+  reason: FailureReason,
+): Promise<Payment | null> {
   const rows = await tx.$queryRawUnsafe<Payment[]>(
     `WITH settled AS (
        UPDATE payments SET

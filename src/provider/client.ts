@@ -1,10 +1,10 @@
 import {
   BrokenCircuitError,
-  circuitBreaker,
-  ConsecutiveBreaker,
-  handleType,
   type CircuitBreakerPolicy,
   type CircuitState,
+  ConsecutiveBreaker,
+  circuitBreaker,
+  handleType,
 } from 'cockatiel';
 import { Agent, type Dispatcher } from 'undici';
 import { z } from 'zod';
@@ -87,13 +87,21 @@ export type ProviderFeedResult =
   | { kind: 'events'; events: ProviderEvent[]; next: string | null }
   | Extract<ProviderResult, { kind: 'transient' | 'unavailable' }>;
 
-export type CreditReturnResult = { kind: 'returned' } | { kind: 'unknown-credit' } | Extract<ProviderResult, { kind: 'transient' | 'unavailable' }>;
+export type CreditReturnResult =
+  | { kind: 'returned' }
+  | { kind: 'unknown-credit' }
+  | Extract<ProviderResult, { kind: 'transient' | 'unavailable' }>;
 
 const feedPageSchema = z.object({
   events: z.array(z.looseObject({ id: z.string().min(1).max(200), type: z.string() })),
   next: z.string().nullish(),
 });
-const returnedEventSchema = z.object({ id: z.string(), type: z.literal('payment.returned'), idempotencyKey: z.string().min(1), returnCode: z.string().min(1).max(35) });
+const returnedEventSchema = z.object({
+  id: z.string(),
+  type: z.literal('payment.returned'),
+  idempotencyKey: z.string().min(1),
+  returnCode: z.string().min(1).max(35),
+});
 const creditEventSchema = z.object({
   id: z.string(),
   type: z.literal('credit.received'),
@@ -101,7 +109,11 @@ const creditEventSchema = z.object({
   currency: z.string().min(1).max(3),
   recipient: z.object({ sortCode: z.string().max(20), accountNumber: z.string().max(20) }),
   sender: z.object({ name: z.string().min(1).max(140), sortCode: z.string().regex(/^\d{6}$/), accountNumber: z.string().regex(/^\d{8}$/) }),
-  reference: z.string().max(140).nullish().transform((r) => r ?? null),
+  reference: z
+    .string()
+    .max(140)
+    .nullish()
+    .transform((r) => r ?? null),
 });
 
 function parseEvent(raw: { id: string; type: string }): ProviderEvent {
@@ -165,7 +177,11 @@ export function createProviderClient(options: ProviderClientOptions) {
   const agent = new Agent({ connections: options.maxConnections ?? 256, keepAliveTimeout: 4_000, pipelining: 1 });
 
   /** One HTTP exchange; a timeout or a network error is a `TransientFailure`. */
-  async function call(method: Dispatcher.HttpMethod, path: string, body?: unknown): Promise<{ status: number; json: unknown; retryAfter: number }> {
+  async function call(
+    method: Dispatcher.HttpMethod,
+    path: string,
+    body?: unknown,
+  ): Promise<{ status: number; json: unknown; retryAfter: number }> {
     const signal = AbortSignal.timeout(options.timeoutMs);
     let status: number;
     let text: string;
@@ -234,7 +250,8 @@ export function createProviderClient(options: ProviderClientOptions) {
         if (known) return known;
         if (answer.status === 429 || answer.status >= 500) {
           const { retryAfter } = answer;
-          if (Number.isFinite(retryAfter) && retryAfter > 0) pausedUntil = Math.max(pausedUntil, Date.now() + Math.min(retryAfter, 300) * 1000);
+          if (Number.isFinite(retryAfter) && retryAfter > 0)
+            pausedUntil = Math.max(pausedUntil, Date.now() + Math.min(retryAfter, 300) * 1000);
           throw new TransientFailure({
             kind: 'transient',
             detail: `HTTP ${answer.status}`,
@@ -309,12 +326,18 @@ export function createProviderClient(options: ProviderClientOptions) {
      * but the provider's own answer (a fault, a timeout, the circuit open) is UNAVAILABLE.
      */
     async checkPayee(recipient: ProviderParty): Promise<PayeeCheckAnswer> {
-      const answer = await guarded<{ kind: 'checked'; answer: PayeeCheckAnswer }>('payee-check', 'POST', '/v1/payee-checks', recipient, (status, json) => {
-        const parsed = status === 200 ? payeeCheckSchema.safeParse(json) : null;
-        if (!parsed?.success) return undefined;
-        const { result } = parsed.data;
-        return { kind: 'checked', answer: { result, matchedName: result === 'CLOSE_MATCH' ? parsed.data.matchedName : null } };
-      });
+      const answer = await guarded<{ kind: 'checked'; answer: PayeeCheckAnswer }>(
+        'payee-check',
+        'POST',
+        '/v1/payee-checks',
+        recipient,
+        (status, json) => {
+          const parsed = status === 200 ? payeeCheckSchema.safeParse(json) : null;
+          if (!parsed?.success) return undefined;
+          const { result } = parsed.data;
+          return { kind: 'checked', answer: { result, matchedName: result === 'CLOSE_MATCH' ? parsed.data.matchedName : null } };
+        },
+      );
       return answer.kind === 'checked' ? answer.answer : { result: 'UNAVAILABLE', matchedName: null };
     },
 

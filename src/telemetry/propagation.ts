@@ -16,7 +16,12 @@ export function currentTraceCarrier(): TraceCarrier | undefined {
 }
 
 /** Runs `fn` in a consumer span named `name`, a child of the trace in `carrier` if there is one. */
-export function withTraceFrom<T>(carrier: TraceCarrier | undefined, name: string, attributes: Record<string, string>, fn: () => Promise<T>): Promise<T> {
+export function withTraceFrom<T>(
+  carrier: TraceCarrier | undefined,
+  name: string,
+  attributes: Record<string, string>,
+  fn: () => Promise<T>,
+): Promise<T> {
   const parent = carrier ? propagation.extract(context.active(), carrier) : context.active();
   return trace.getTracer('payments').startActiveSpan(name, { kind: SpanKind.CONSUMER, attributes }, parent, async (span) => {
     try {

@@ -13,22 +13,29 @@ export interface Tracing {
   shutdown(): Promise<void>;
 }
 
-export async function startTracing(options: { serviceName: string; endpoint?: string | undefined; exporter?: SpanExporter }): Promise<Tracing | null> {
+export async function startTracing(options: {
+  serviceName: string;
+  endpoint?: string | undefined;
+  exporter?: SpanExporter;
+}): Promise<Tracing | null> {
   if (!options.endpoint && !options.exporter) return null;
   // ES modules are patched through a loader hook (import-in-the-middle); CommonJS ones (pg,
   // graphql) through require hooks that registerInstrumentations installs.
   const { register } = await import('node:module');
   register('@opentelemetry/instrumentation/hook.mjs', import.meta.url);
 
-  const [{ NodeTracerProvider, BatchSpanProcessor }, { registerInstrumentations }, { resourceFromAttributes }, { ATTR_SERVICE_NAME }] = await Promise.all([
-    import('@opentelemetry/sdk-trace-node'),
-    import('@opentelemetry/instrumentation'),
-    import('@opentelemetry/resources'),
-    import('@opentelemetry/semantic-conventions'),
-  ]);
+  const [{ NodeTracerProvider, BatchSpanProcessor }, { registerInstrumentations }, { resourceFromAttributes }, { ATTR_SERVICE_NAME }] =
+    await Promise.all([
+      import('@opentelemetry/sdk-trace-node'),
+      import('@opentelemetry/instrumentation'),
+      import('@opentelemetry/resources'),
+      import('@opentelemetry/semantic-conventions'),
+    ]);
   const exporter =
     options.exporter ??
-    new (await import('@opentelemetry/exporter-trace-otlp-http')).OTLPTraceExporter({ url: `${options.endpoint?.replace(/\/+$/, '')}/v1/traces` });
+    new (await import('@opentelemetry/exporter-trace-otlp-http')).OTLPTraceExporter({
+      url: `${options.endpoint?.replace(/\/+$/, '')}/v1/traces`,
+    });
   const provider = new NodeTracerProvider({
     resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: options.serviceName }),
     spanProcessors: [new BatchSpanProcessor(exporter, { scheduledDelayMillis: 500 })],
@@ -36,13 +43,14 @@ export async function startTracing(options: { serviceName: string; endpoint?: st
   // The global provider, the AsyncLocalStorage context manager and W3C trace-context propagation.
   provider.register();
 
-  const [{ HttpInstrumentation }, { UndiciInstrumentation }, { GraphQLInstrumentation }, { PgInstrumentation }, { PrismaInstrumentation }] = await Promise.all([
-    import('@opentelemetry/instrumentation-http'),
-    import('@opentelemetry/instrumentation-undici'),
-    import('@opentelemetry/instrumentation-graphql'),
-    import('@opentelemetry/instrumentation-pg'),
-    import('@prisma/instrumentation'),
-  ]);
+  const [{ HttpInstrumentation }, { UndiciInstrumentation }, { GraphQLInstrumentation }, { PgInstrumentation }, { PrismaInstrumentation }] =
+    await Promise.all([
+      import('@opentelemetry/instrumentation-http'),
+      import('@opentelemetry/instrumentation-undici'),
+      import('@opentelemetry/instrumentation-graphql'),
+      import('@opentelemetry/instrumentation-pg'),
+      import('@prisma/instrumentation'),
+    ]);
   registerInstrumentations({
     tracerProvider: provider,
     instrumentations: [

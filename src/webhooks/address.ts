@@ -87,7 +87,8 @@ export function createAddressGuard(options: { strict: boolean; resolve: Resolver
       if (strict) {
         for (const { address } of addresses) {
           const range = refusedRange(address);
-          if (range !== null) return { ok: false, reason: `host ${hostname} resolves to ${address} (${range}), which webhooks may not reach` };
+          if (range !== null)
+            return { ok: false, reason: `host ${hostname} resolves to ${address} (${range}), which webhooks may not reach` };
         }
       }
       return { ok: true, addresses };

@@ -1,15 +1,15 @@
 import { randomInt, randomUUID } from 'node:crypto';
 import type { PgBoss } from 'pg-boss';
+import type { Clock } from '../calendar.ts';
 import type { PrismaClient } from '../db/prisma.ts';
 import { enqueueWebhookDelivery } from '../jobs/enqueue.ts';
 import type { DeliverWebhookJob } from '../jobs/queues.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import type { AddressGuard } from './address.ts';
-import { postWebhook, type PostOutcome } from './http.ts';
+import { type PostOutcome, postWebhook } from './http.ts';
 import { decryptSecret } from './secrets.ts';
 import { signatureHeader } from './verify.ts';
-import type { Clock } from '../calendar.ts';
 
 /**
  * Delivering one event to one endpoint: one attempt per `webhook.deliver` job.
@@ -60,7 +60,11 @@ export function webhookBody(event: WebhookEvent): string {
  * The wait before attempt `attempt + 1`: exponential from `baseMs`, capped at `maxMs`, with "equal
  * jitter" (half fixed, half random) so endpoints that failed together do not retry together.
  */
-export function retryDelayMs(failedAttempts: number, settings: Pick<WebhookSettings, 'retryDelayMs' | 'retryDelayMaxMs'>, random: () => number): number {
+export function retryDelayMs(
+  failedAttempts: number,
+  settings: Pick<WebhookSettings, 'retryDelayMs' | 'retryDelayMaxMs'>,
+  random: () => number,
+): number {
   const exponential = Math.min(settings.retryDelayMaxMs, settings.retryDelayMs * 2 ** Math.min(Math.max(failedAttempts - 1, 0), 40));
   return Math.round(exponential / 2 + (random() * exponential) / 2);
 }
@@ -84,7 +88,13 @@ interface DeliveryRow {
 }
 
 const outcomeReason = (outcome: PostOutcome) =>
-  outcome.kind === 'response' ? (outcome.status >= 200 && outcome.status < 300 ? 'ok' : 'http_status') : outcome.kind === 'refused' ? 'refused_address' : outcome.kind;
+  outcome.kind === 'response'
+    ? outcome.status >= 200 && outcome.status < 300
+      ? 'ok'
+      : 'http_status'
+    : outcome.kind === 'refused'
+      ? 'refused_address'
+      : outcome.kind;
 
 const describe = (outcome: PostOutcome) =>
   outcome.kind === 'response' ? `HTTP ${outcome.status}` : outcome.kind === 'timeout' ? 'timed out' : `${outcome.kind}: ${outcome.message}`;
@@ -200,7 +210,12 @@ export function createWebhookDelivery(deps: {
           last_attempt_at = ${at}, next_attempt_at = ${next}, retry_until = ${retryUntil}, job_id = ${nextJobId}::uuid
         WHERE id = ${deliveryId}::uuid AND job_id = ${jobId}::uuid AND status = 'PENDING'`;
       if (updated === 0) return false;
-      await enqueueWebhookDelivery(boss, tx, deps.jobOptions, { deliveryId: job.deliveryId, endpointId: row.endpointId, jobId: nextJobId, startAfterSeconds: delay / 1000 });
+      await enqueueWebhookDelivery(boss, tx, deps.jobOptions, {
+        deliveryId: job.deliveryId,
+        endpointId: row.endpointId,
+        jobId: nextJobId,
+        startAfterSeconds: delay / 1000,
+      });
       return true;
     });
     if (!recorded) return;

@@ -23,7 +23,12 @@ const DISPATCH_LOCK = 7_130_520_261_125n;
 export const DISPATCH_BATCH = 500;
 
 /** One round: returns how many events it read, or null when another dispatcher holds the cursor. */
-export async function dispatchOnce(deps: { prisma: PrismaClient; boss: PgBoss; jobOptions: Record<string, number | boolean>; batch?: number }): Promise<number | null> {
+export async function dispatchOnce(deps: {
+  prisma: PrismaClient;
+  boss: PgBoss;
+  jobOptions: Record<string, number | boolean>;
+  batch?: number;
+}): Promise<number | null> {
   const limit = deps.batch ?? DISPATCH_BATCH;
   return deps.prisma.$transaction(
     async (tx) => {
@@ -32,7 +37,9 @@ export async function dispatchOnce(deps: { prisma: PrismaClient; boss: PgBoss; j
       // API's feeds too) would stop at it. Until it writes, this transaction holds no xid.
       const [lock] = await tx.$queryRaw<{ locked: boolean }[]>`SELECT pg_try_advisory_xact_lock(${DISPATCH_LOCK}) AS locked`;
       if (!lock?.locked) return null;
-      const [cursor] = await tx.$queryRaw<{ xid: string; seq: string }[]>`SELECT xid::text AS xid, seq::text AS seq FROM webhook_dispatch_cursor`;
+      const [cursor] = await tx.$queryRaw<
+        { xid: string; seq: string }[]
+      >`SELECT xid::text AS xid, seq::text AS seq FROM webhook_dispatch_cursor`;
       if (!cursor) throw new Error('webhook_dispatch_cursor has no row');
       const events = await readEvents(prismaSql(tx), { after: { xid: BigInt(cursor.xid), seq: BigInt(cursor.seq) }, limit });
       const last = events.at(-1);
@@ -50,7 +57,12 @@ export async function dispatchOnce(deps: { prisma: PrismaClient; boss: PgBoss; j
         events.map((e) => e.accountId),
         events.map((e) => e.occurredAt),
       );
-      await enqueueWebhookDeliveries(deps.boss, tx, deps.jobOptions, created.map((d) => ({ deliveryId: d.id, endpointId: d.endpointId, jobId: d.jobId })));
+      await enqueueWebhookDeliveries(
+        deps.boss,
+        tx,
+        deps.jobOptions,
+        created.map((d) => ({ deliveryId: d.id, endpointId: d.endpointId, jobId: d.jobId })),
+      );
       await tx.$executeRaw`
         UPDATE webhook_dispatch_cursor SET xid = ${last.position.xid.toString()}::xid8, seq = ${last.position.seq}, updated_at = now()`;
       return events.length;

@@ -3,13 +3,13 @@ import type { PgBoss } from 'pg-boss';
 import { z } from 'zod';
 import { afterCreatedAtId, type KeysetPage } from '../db/keyset.ts';
 import type { PrismaClient } from '../db/prisma.ts';
-import { DomainError, userError, type UserError } from '../errors.ts';
+import { DomainError, type UserError, userError } from '../errors.ts';
 import { decodeCursor } from '../events/cursor.ts';
 import type { WebhookDelivery, WebhookEndpoint } from '../generated/prisma/client.ts';
 import { enqueueWebhookDelivery } from '../jobs/enqueue.ts';
 import type { Logger } from '../logger.ts';
 import { parseInput, uuid } from '../validation.ts';
-import { hostOf, type AddressGuard } from './address.ts';
+import { type AddressGuard, hostOf } from './address.ts';
 import { encryptSecret, newSigningSecret } from './secrets.ts';
 
 /**
@@ -30,7 +30,9 @@ const createWebhookEndpointInput = z.object({
     .pipe(z.url({ protocol: /^https?$/, message: 'must be an absolute http:// or https:// URL' })),
 });
 
-export type CreateEndpointResult = { endpoint: WebhookEndpoint; secret: string; errors: [] } | { endpoint: null; secret: null; errors: [UserError] };
+export type CreateEndpointResult =
+  | { endpoint: WebhookEndpoint; secret: string; errors: [] }
+  | { endpoint: null; secret: null; errors: [UserError] };
 
 const invalidUrl = (message: string) => userError('INVALID_INPUT', `url ${message}`, ['url']);
 
@@ -75,10 +77,14 @@ export function createWebhookService(deps: {
       await tx.$executeRaw`SELECT pg_advisory_xact_lock(hashtext('webhook-endpoints'), hashtext(${accountId}))`;
       const live = await tx.webhookEndpoint.count({ where: { accountId, deletedAt: null } });
       if (live >= MAX_ENDPOINTS_PER_ACCOUNT) return null;
-      return tx.webhookEndpoint.create({ data: { id, accountId, url, secretCiphertext: new Uint8Array(encryptSecret(deps.secretKey, id, secret)) } });
+      return tx.webhookEndpoint.create({
+        data: { id, accountId, url, secretCiphertext: new Uint8Array(encryptSecret(deps.secretKey, id, secret)) },
+      });
     });
     if (!endpoint) {
-      return refused(userError('INVALID_INPUT', `accountId already has ${MAX_ENDPOINTS_PER_ACCOUNT} webhook endpoints; delete one first`, ['accountId']));
+      return refused(
+        userError('INVALID_INPUT', `accountId already has ${MAX_ENDPOINTS_PER_ACCOUNT} webhook endpoints; delete one first`, ['accountId']),
+      );
     }
     logger.info({ endpointId: id, accountId }, 'webhook endpoint registered');
     return { endpoint, secret, errors: [] };

@@ -1,7 +1,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { LookupFunction } from 'node:net';
-import { hostOf, type AddressGuard, type ResolvedAddress } from './address.ts';
+import { type AddressGuard, hostOf, type ResolvedAddress } from './address.ts';
 
 /**
  * One POST of a webhook: the address checked by the guard is the address connected to (a

@@ -1,4 +1,5 @@
 import type { PgBoss } from 'pg-boss';
+import type { Clock } from '../calendar.ts';
 import type { Config } from '../config.ts';
 import type { PrismaClient } from '../db/prisma.ts';
 import { webhookJobOptions } from '../jobs/queues.ts';
@@ -7,7 +8,6 @@ import type { Metrics } from '../ops/metrics.ts';
 import { createAddressGuard, type Resolver } from './address.ts';
 import { createWebhookDelivery, type WebhookDelivery } from './deliver.ts';
 import { startDispatcher } from './dispatcher.ts';
-import type { Clock } from '../calendar.ts';
 
 /**
  * The worker's half of webhooks: the dispatcher (event stream -> deliveries) and the delivery

@@ -1,11 +1,15 @@
 import { parseArgs } from 'node:util';
-import { runChaos } from './run.ts';
 import { runMain } from '../../src/run-main.ts';
+import { runChaos } from './run.ts';
 
 /** npm run chaos -- --payments 2000 --seed 7   (exit code 1 on any violated invariant) */
 runMain(async () => {
   const { values } = parseArgs({
-    options: { payments: { type: 'string', default: '2000' }, seed: { type: 'string', default: '1' }, concurrency: { type: 'string', default: '16' } },
+    options: {
+      payments: { type: 'string', default: '2000' },
+      seed: { type: 'string', default: '1' },
+      concurrency: { type: 'string', default: '16' },
+    },
   });
   const payments = Number(values.payments);
   const seed = Number(values.seed);

@@ -1,4 +1,4 @@
-import { createClient, type Client } from 'graphql-ws';
+import { type Client, createClient } from 'graphql-ws';
 import WebSocket from 'ws';
 import { encodeCursor, START } from '../../src/events/cursor.ts';
 
@@ -79,7 +79,8 @@ export async function accountEventIds(url: string, token: string, accountId: str
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
       body: JSON.stringify({
-        query: 'query($id: ID!, $after: String) { paymentEvents(accountId: $id, after: $after, first: 500) { edges { cursor } pageInfo { hasNextPage endCursor } } }',
+        query:
+          'query($id: ID!, $after: String) { paymentEvents(accountId: $id, after: $after, first: 500) { edges { cursor } pageInfo { hasNextPage endCursor } } }',
         variables: { id: accountId, after },
       }),
     });

@@ -8,17 +8,17 @@ import pg from 'pg';
 import { uniformFloat64 } from 'pure-rand/distribution/uniformFloat64';
 import { uniformInt } from 'pure-rand/distribution/uniformInt';
 import { xoroshiro128plus } from 'pure-rand/generator/xoroshiro128plus';
-import { audit, formatAudit, type AuditReport } from '../../src/audit.ts';
+import { type AuditReport, audit, formatAudit } from '../../src/audit.ts';
 import { signToken } from '../../src/auth.ts';
-import { ensureDatabase, startEmbeddedPostgres, type EmbeddedDatabase } from '../embedded-postgres.ts';
-import { freePort } from '../free-port.ts';
-import { createPrisma } from '../../src/db/prisma.ts';
 import { migrate } from '../../src/db/migrate.ts';
-import { accountEventIds, compareStreams, followAccountEvents, type EventFollower } from './event-follower.ts';
+import { createPrisma } from '../../src/db/prisma.ts';
 import { START } from '../../src/events/cursor.ts';
 import { prismaSql, readEvents } from '../../src/events/store.ts';
 import { verifyWebhookSignature } from '../../src/webhooks/verify.ts';
-import { startProcess, type StartedProcess } from '../processes.ts';
+import { type EmbeddedDatabase, ensureDatabase, startEmbeddedPostgres } from '../embedded-postgres.ts';
+import { freePort } from '../free-port.ts';
+import { type StartedProcess, startProcess } from '../processes.ts';
+import { accountEventIds, compareStreams, type EventFollower, followAccountEvents } from './event-follower.ts';
 
 /** The element at `i`, which must be there. */
 function at<T>(list: readonly T[], i: number): T {
@@ -130,7 +130,10 @@ export function plan(seed: number, payments: number) {
       account: creditsPlanned++ % 10 === 3 ? null : int(0, ACCOUNTS - 1),
       amount: int(1, 30_000),
     }));
-    const actions: Action[] = [{ kind: 'faults', faults }, { kind: 'credits', credits }];
+    const actions: Action[] = [
+      { kind: 'faults', faults },
+      { kind: 'credits', credits },
+    ];
     const crash = int(0, 2);
     if (crash === 0 || c === 2) actions.push({ kind: 'restart-api', index: int(0, 1) });
     else actions.push({ kind: 'kill-worker', index: int(0, 1) });
@@ -280,14 +283,31 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     };
     const accounts: Array<{ accountId: string; token: string; sortCode: string; accountNumber: string }> = [];
     for (let i = 0; i < ACCOUNTS; i++) {
-      const c = await graphql(apiUrl(0), operator, 'mutation($n: String!) { createCustomer(input: { name: $n }) { id } }', { n: `Chaos ${i}` });
+      const c = await graphql(apiUrl(0), operator, 'mutation($n: String!) { createCustomer(input: { name: $n }) { id } }', {
+        n: `Chaos ${i}`,
+      });
       const customerId = (c.data?.createCustomer as { id: string } | undefined)?.id;
       if (!customerId) throw new Error(`createCustomer failed: ${JSON.stringify(c)}`);
-      const a = await graphql(apiUrl(0), operator, 'mutation($c: ID!) { openAccount(input: { customerId: $c, name: "Main" }) { id sortCode accountNumber } }', { c: customerId });
+      const a = await graphql(
+        apiUrl(0),
+        operator,
+        'mutation($c: ID!) { openAccount(input: { customerId: $c, name: "Main" }) { id sortCode accountNumber } }',
+        { c: customerId },
+      );
       const opened = a.data?.openAccount as { id: string; sortCode: string; accountNumber: string };
       const accountId = opened.id;
-      await graphql(apiUrl(0), operator, 'mutation($a: ID!, $p: Money!) { depositFunds(input: { accountId: $a, amount: $p, idempotencyKey: "chaos-funding" }) { id } }', { a: accountId, p: FUNDING });
-      accounts.push({ accountId, sortCode: opened.sortCode, accountNumber: opened.accountNumber, token: await signToken({ role: 'customer', customerId }, secret, 3600) });
+      await graphql(
+        apiUrl(0),
+        operator,
+        'mutation($a: ID!, $p: Money!) { depositFunds(input: { accountId: $a, amount: $p, idempotencyKey: "chaos-funding" }) { id } }',
+        { a: accountId, p: FUNDING },
+      );
+      accounts.push({
+        accountId,
+        sortCode: opened.sortCode,
+        accountNumber: opened.accountNumber,
+        token: await signToken({ role: 'customer', customerId }, secret, 3600),
+      });
     }
 
     // A few accounts' event streams followed throughout, as integrators would, across restarts.
@@ -311,7 +331,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
           // counted as invalid below
         }
         const header = req.headers['payments-signature'];
-        const ok = verifyWebhookSignature({ secret: secrets.get(accountId) ?? '', rawBody, header: typeof header === 'string' ? header : null }).ok;
+        const ok = verifyWebhookSignature({
+          secret: secrets.get(accountId) ?? '',
+          rawBody,
+          header: typeof header === 'string' ? header : null,
+        }).ok;
         const id = String(req.headers['payments-event-id']);
         const seen = arrived.get(id) ?? { valid: 0, invalid: 0 };
         if (ok) seen.valid++;
@@ -380,7 +404,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
         const r = await graphql(
           url,
           operator,
-          approve ? 'mutation($id: ID!) { approvePayment(paymentId: $id) { id } }' : 'mutation($id: ID!) { rejectPayment(paymentId: $id, reason: "chaos review") { id } }',
+          approve
+            ? 'mutation($id: ID!) { approvePayment(paymentId: $id) { id } }'
+            : 'mutation($id: ID!) { rejectPayment(paymentId: $id, reason: "chaos review") { id } }',
           { id: node.id },
         );
         if (r.data && !r.errors) counters[approve ? 'approved' : 'rejected']++;
@@ -416,7 +442,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
           headers: { 'content-type': 'application/json', 'x-api-key': API_KEY },
           body: JSON.stringify({
             amount: credit.amount,
-            recipient: to ? { sortCode: to.sortCode, accountNumber: to.accountNumber } : { sortCode: at(accounts, 0).sortCode, accountNumber: String(10_000_000 + counters.creditsSent) },
+            recipient: to
+              ? { sortCode: to.sortCode, accountNumber: to.accountNumber }
+              : { sortCode: at(accounts, 0).sortCode, accountNumber: String(10_000_000 + counters.creditsSent) },
             sender: { name: 'Chaos Payer', sortCode: '401234', accountNumber: '87654321' },
             reference: `chaos credit ${counters.creditsSent}`,
           }),
@@ -523,7 +551,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       if (original === null) continue;
       counters.replaysChecked++;
       if (outcome[i]?.paymentId !== outcome[original]?.paymentId || outcome[i]?.code !== outcome[original]?.code) {
-        problems.push(`replay ${i} of ${original} answered ${JSON.stringify(outcome[i])}, the original ${JSON.stringify(outcome[original])}`);
+        problems.push(
+          `replay ${i} of ${original} answered ${JSON.stringify(outcome[i])}, the original ${JSON.stringify(outcome[original])}`,
+        );
       }
     }
 
@@ -551,12 +581,13 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     let missing: string[] = [];
     const webhookDeadline = Date.now() + 60_000;
     while (Date.now() < webhookDeadline) {
-      missing = (await owed().catch(() => [{ id: 'unreadable' }])).map((e) => e.id).filter((id) => !(arrived.get(id)?.valid));
+      missing = (await owed().catch(() => [{ id: 'unreadable' }])).map((e) => e.id).filter((id) => !arrived.get(id)?.valid);
       if (missing.length === 0) break;
       await new Promise((r) => setTimeout(r, 250));
     }
     const webhookEvents = (await owed()).length;
-    if (missing.length > 0) problems.push(`${missing.length} webhook events never arrived with a valid signature, e.g. ${missing.slice(0, 3).join(', ')}`);
+    if (missing.length > 0)
+      problems.push(`${missing.length} webhook events never arrived with a valid signature, e.g. ${missing.slice(0, 3).join(', ')}`);
     const invalid = [...arrived.values()].reduce((n, a) => n + a.invalid, 0);
     if (invalid > 0) problems.push(`${invalid} webhook requests had an invalid signature`);
     const webhookRequests = [...arrived.values()].reduce((n, a) => n + a.valid + a.invalid, 0);
@@ -565,15 +596,18 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     const providerGet = async (path: string) => (await fetch(`${providerUrl}${path}`, { headers: { 'x-api-key': API_KEY } })).json();
     let unresolved = '';
     while (Date.now() < deadline + 60_000) {
-      const returnedThere = ((await providerGet('/admin/payments')) as Array<{ idempotencyKey: string; returnCode: string | null }>).filter((p) => p.returnCode);
+      const returnedThere = ((await providerGet('/admin/payments')) as Array<{ idempotencyKey: string; returnCode: string | null }>).filter(
+        (p) => p.returnCode,
+      );
       const [recorded, returning, returnedHere] = await Promise.all([
         prisma.providerCredit.count(),
         prisma.providerCredit.count({ where: { outcome: 'RETURNING' } }),
         prisma.payment.count({ where: { status: 'RETURNED' } }),
       ]).catch(() => [0, 0, 0]);
-      unresolved = recorded === counters.creditsSent && returning === 0 && returnedHere === returnedThere.length
-        ? ''
-        : `credits recorded ${recorded}/${counters.creditsSent}, ${returning} still being returned; returns applied ${returnedHere}/${returnedThere.length}`;
+      unresolved =
+        recorded === counters.creditsSent && returning === 0 && returnedHere === returnedThere.length
+          ? ''
+          : `credits recorded ${recorded}/${counters.creditsSent}, ${returning} still being returned; returns applied ${returnedHere}/${returnedThere.length}`;
       if (unresolved === '') break;
       await new Promise((r) => setTimeout(r, 250));
     }
@@ -603,12 +637,15 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       FROM operator_actions`;
     if (Number(reviewed?.approved ?? 0) !== counters.approved || Number(reviewed?.rejected ?? 0) !== counters.rejected) {
       // An answer lost to a restart after its commit is the one way these can differ: the log is the truth.
-      log(`  note: ${counters.approved}/${counters.rejected} reviews answered, ${reviewed?.approved}/${reviewed?.rejected} in the action log`);
+      log(
+        `  note: ${counters.approved}/${counters.rejected} reviews answered, ${reviewed?.approved}/${reviewed?.rejected} in the action log`,
+      );
     }
     const heldAtStart = await prisma.paymentEvent.count({ where: { previousStatus: null, status: 'HELD' } });
     const reviewedCount = Number(reviewed?.approved ?? 0) + Number(reviewed?.rejected ?? 0);
     if (reviewedCount !== heldAtStart) problems.push(`${heldAtStart} payments were HELD but the operator log has ${reviewedCount} reviews`);
-    if (heldAtStart === 0 && work.some((w) => w.amount >= REVIEW_THRESHOLD)) problems.push('no payment was HELD, though some were over REVIEW_THRESHOLD');
+    if (heldAtStart === 0 && work.some((w) => w.amount >= REVIEW_THRESHOLD))
+      problems.push('no payment was HELD, though some were over REVIEW_THRESHOLD');
     const byStatus = await prisma.payment.groupBy({ by: ['status'], _count: true });
     const count = (s: string) => byStatus.find((r) => r.status === s)?._count ?? 0;
     const refusals = outcome.filter((o) => o.code === 'INSUFFICIENT_FUNDS').length;
@@ -641,9 +678,18 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
         'event streams followed over WebSocket (reconnects): exactly once, in order',
         `${followed.length} accounts, ${eventsFollowed} events (${followers.reduce((n, f) => n + f.reconnects, 0)}): ${streamProblems.length === 0 ? 'ok' : 'VIOLATED'}`,
       ],
-      [`webhook events delivered (${WEBHOOK_ACCOUNTS} accounts; requests, repeats included)`, `${webhookEvents - missing.length}/${webhookEvents} (${webhookRequests}), invalid signatures ${invalid}`],
-      ['replays answered like their original', `${counters.replaysChecked - problems.filter((p) => p.startsWith('replay')).length}/${counters.replaysChecked}`],
-      ...report.checks.map((c): [string, string] => [`invariant: ${c.name}`, c.violations.length === 0 ? `ok (${c.checked})` : `VIOLATED x${c.violations.length}`]),
+      [
+        `webhook events delivered (${WEBHOOK_ACCOUNTS} accounts; requests, repeats included)`,
+        `${webhookEvents - missing.length}/${webhookEvents} (${webhookRequests}), invalid signatures ${invalid}`,
+      ],
+      [
+        'replays answered like their original',
+        `${counters.replaysChecked - problems.filter((p) => p.startsWith('replay')).length}/${counters.replaysChecked}`,
+      ],
+      ...report.checks.map((c): [string, string] => [
+        `invariant: ${c.name}`,
+        c.violations.length === 0 ? `ok (${c.checked})` : `VIOLATED x${c.violations.length}`,
+      ]),
       ['duration', `${Math.round((Date.now() - started) / 1000)} s`],
     ];
     const width = Math.max(...rows.map(([k]) => k.length));
@@ -653,7 +699,12 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       ...rows.map(([k, v]) => `| ${k.padEnd(width)} | ${v} |`),
     ].join('\n');
     const ok = report.ok && problems.length === 0;
-    return { ok, table: ok ? table : `${table}\n\n${formatAudit(report)}\n${problems.map((p) => `PROBLEM: ${p}`).join('\n')}`, audit: report, problems };
+    return {
+      ok,
+      table: ok ? table : `${table}\n\n${formatAudit(report)}\n${problems.map((p) => `PROBLEM: ${p}`).join('\n')}`,
+      audit: report,
+      problems,
+    };
   } finally {
     for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
     await database.stop().catch(() => undefined);

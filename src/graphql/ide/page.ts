@@ -212,10 +212,6 @@ export function renderIde(demo?: IdeDemo): string {
     // Not a GraphiQLOptions field in the types, but the page hands it to GraphiQL as its fetcher.
     ...({ fetcher: FETCHER_MARKER } as object),
   });
-  const scripts = IDE_SCRIPTS
-    .map((src) => `<script src="${src}"></script>`)
-    .join('\n');
-  return html
-    .replace('<head>', `<head>\n${scripts}`)
-    .replace(JSON.stringify(FETCHER_MARKER), 'window.paymentsFetcher');
+  const scripts = IDE_SCRIPTS.map((src) => `<script src="${src}"></script>`).join('\n');
+  return html.replace('<head>', `<head>\n${scripts}`).replace(JSON.stringify(FETCHER_MARKER), 'window.paymentsFetcher');
 }
