@@ -51,4 +51,15 @@ describe('the source layout', () => {
     );
     expect(offending).toEqual([]);
   });
+
+  it("names every file and folder of src/ and tools/ in the README's layout", () => {
+    const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+    const layout = /## Layout\n\n```\n([\s\S]*?)```/.exec(readme)?.[1] ?? '';
+    const named = new Set(layout.split(/[\s(),;:]+/).map((word) => word.replace(/\/$/, '')));
+    const missing = ['src', 'tools'].flatMap((top) =>
+      readdirSync(new URL(`../${top}/`, import.meta.url)).flatMap((entry) => (named.has(entry) ? [] : [`${top}/${entry}`])),
+    );
+    expect(layout).not.toBe('');
+    expect(missing).toEqual([]);
+  });
 });
