@@ -9,11 +9,18 @@ import { expectNoErrorLogs, paymentInput, type Stack, startStack } from './helpe
  * The settlement worker under load and in trouble: many payments in flight at once, a hanging
  * provider call that holds back no other payment, one provider call per first attempt, a graceful
  * stop, and readiness while the provider's circuit stays open. The emulator stalls chosen requests
- * unanswered (`holdKeys`) and counts what reached it, so nothing here depends on timing.
+ * unanswered (`holdKeys`, released when the faults change) and counts what reached it, so nothing here depends on timing.
  */
+/**
+ * Calls the emulator stalls must not time out while a test waits for all of them to arrive: on a
+ * loaded machine that can take longer than the suite's usual 2 s, and a timed-out call's retry would
+ * be one more stalled request.
+ */
+const PATIENT_PROVIDER = { PROVIDER_TIMEOUT_MS: '30000', PAYMENT_JOB_EXPIRE_SECONDS: '60' };
+
 let stack: Stack;
 beforeAll(async () => {
-  stack = await startStack();
+  stack = await startStack({ env: PATIENT_PROVIDER });
 });
 afterAll(async () => {
   await stack?.stop();
@@ -148,7 +155,7 @@ describe("a first attempt that finds the provider's record", () => {
 
 describe('stopping a worker', () => {
   it('lets the payments in flight finish before it returns', async () => {
-    const own = await startStack();
+    const own = await startStack({ env: PATIENT_PROVIDER });
     try {
       own.emulator.setFaults({ holdKeys: ['*'] });
       const ids = await sendPayments(own, 5);

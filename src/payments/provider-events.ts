@@ -22,10 +22,11 @@ import { complete, returnPayment } from './transitions.ts';
  *   job sends it back (`POST /v1/credits/:id/return`) until the provider confirms -> RETURNED. The
  *   credit's id is the primary key of `provider_credits`: never credited twice, never lost.
  *
- * One poll at a time (pg-boss `stately` queue), but correctness does not rest on that: each page of
- * events is applied in one transaction with the cursor, which is locked and compared with the one
- * the page was fetched from, so two pollers never apply one page twice, and every effect is
- * idempotent anyway (an event delivered twice changes nothing the second time).
+ * One poll at a time (pg-boss `stately` queue), but correctness does not rest on that: every effect
+ * is idempotent (an event applied twice changes nothing the second time), each event is applied in
+ * a transaction of its own, and the cursor moves past a page only from the cursor the page was
+ * fetched from. A poller that dies mid-page leaves the cursor where it was; the next one applies the
+ * page again, changing nothing that was already done.
  */
 
 export const EVENTS_PAGE_SIZE = 100;
@@ -89,26 +90,28 @@ export function createProviderEvents(deps: {
     }
   }
 
-  /** Applies one page and moves the cursor to `next`, in one transaction; false when another poller moved the cursor first. */
+  /**
+   * Applies one page, each event in a transaction of its own, then moves the cursor to `next` if it
+   * is still `from`; false when another poller moved it first (what this one applied meanwhile was
+   * a no-op, every effect being idempotent). One event per transaction, never a page: a transaction
+   * holds a transaction id from its first write, and the event stream orders a payment's events by
+   * it, so a page that had written anything before it returned a payment would sort that return
+   * before the worker's completion committed just earlier (RETURNED, then COMPLETED). It also locks
+   * one account at a time, so it cannot deadlock with payments from the accounts it credits.
+   */
   async function applyPage(from: string | null, events: ProviderEvent[], next: string | null): Promise<boolean> {
-    const outcomes = await prisma.$transaction(
-      async (tx) => {
-        const [row] = await tx.$queryRaw<{ cursor: string | null }[]>`SELECT cursor FROM provider_event_cursor WHERE id FOR UPDATE`;
-        if (!row || row.cursor !== from) return null;
-        const applied: Array<[string, string]> = [];
-        for (const event of events) applied.push([event.type, await apply(tx, event)]);
-        failpoints.hit('provider-events.before-cursor');
-        await tx.$executeRaw`UPDATE provider_event_cursor SET cursor = ${next}, events_applied = events_applied + ${events.length}, updated_at = now() WHERE id`;
-        return applied;
-      },
-      { ...TX_OPTIONS, timeout: 30_000 },
-    );
-    if (!outcomes) return false;
-    for (const [type, outcome] of outcomes) {
-      metrics.providerEvents.inc({ type, outcome });
+    const [row] = await prisma.$queryRaw<{ cursor: string | null }[]>`SELECT cursor FROM provider_event_cursor WHERE id`;
+    if (!row || row.cursor !== from) return false;
+    for (const event of events) {
+      const outcome = await prisma.$transaction((tx) => apply(tx, event), TX_OPTIONS);
+      metrics.providerEvents.inc({ type: event.type, outcome });
       if (outcome === 'returned') metrics.settled.inc({ status: 'RETURNED' });
     }
-    return true;
+    failpoints.hit('provider-events.before-cursor');
+    const moved = await prisma.$executeRaw`
+      UPDATE provider_event_cursor SET cursor = ${next}, events_applied = events_applied + ${events.length}, updated_at = now()
+      WHERE id AND cursor IS NOT DISTINCT FROM ${from}`;
+    return moved === 1;
   }
 
   /**
