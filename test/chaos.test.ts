@@ -30,5 +30,7 @@ describe('the chaos run', () => {
       /inbound credits sent \(to unknown accounts\): credited \/ returned +\| \d+ \([1-9]\d*\): \d+ \/ [1-9]\d* \|/,
     );
     expect(result.ok).toBe(true);
-  }, 180_000);
+    // A quiet machine runs it in about a minute; two cores shared with the rest of the suite take
+    // two to three. The run ends on its own (every step is bounded); this only catches a hang.
+  }, 300_000);
 });
