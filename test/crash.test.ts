@@ -89,7 +89,7 @@ describe('a worker killed with SIGKILL', () => {
 
   it('in the middle of its first provider call: the next worker asks first and the payment is sent once', async () => {
     const alice = await stack.newCustomer(10_000);
-    stack.emulator.setFaults({ holdKeys: ['*'] });
+    stack.emulator.setFaults({ stallKeys: ['*'] });
     const doomed = await startProcess('main-worker.ts', workerEnv(''), 'worker started');
     let paymentId = '';
     try {
@@ -100,7 +100,7 @@ describe('a worker killed with SIGKILL', () => {
       await doomed.kill();
     } finally {
       // The provider goes on to accept the POST whose sender is gone.
-      stack.emulator.setFaults({ holdKeys: [] });
+      stack.emulator.setFaults({ stallKeys: [] });
     }
     await vi.waitFor(async () => expect(await providerHolds(paymentId)).toBe(1), { timeout: 30_000, interval: 50 });
 

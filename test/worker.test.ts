@@ -9,7 +9,7 @@ import { expectNoErrorLogs, paymentInput, type Stack, startStack } from './helpe
  * The settlement worker under load and in trouble: many payments in flight at once, a hanging
  * provider call that holds back no other payment, one provider call per first attempt, a graceful
  * stop, and readiness while the provider's circuit stays open. The emulator stalls chosen requests
- * unanswered (`holdKeys`, released when the faults change) and counts what reached it, so nothing here depends on timing.
+ * unanswered (`stallKeys`, released when the faults change) and counts what reached it, so nothing here depends on timing.
  */
 /**
  * Calls the emulator stalls must not time out while a test waits for all of them to arrive: on a
@@ -42,16 +42,16 @@ async function sendPayments(on: Stack, count: number): Promise<string[]> {
 
 describe('the settlement worker', () => {
   it('has many payments at the provider at once, far more than the old batches of four', async () => {
-    stack.emulator.setFaults({ holdKeys: ['*'] });
+    stack.emulator.setFaults({ stallKeys: ['*'] });
     const before = stack.emulator.requests().inFlight;
     try {
       const ids = await sendPayments(stack, 40);
       // Every one of the 40 provider calls is waiting at the provider at the same time.
       await vi.waitFor(() => expect(stack.emulator.requests().inFlight - before).toBe(40), { timeout: 30_000, interval: 50 });
-      stack.emulator.setFaults({ holdKeys: [] });
+      stack.emulator.setFaults({ stallKeys: [] });
       for (const id of ids) await waitForStatus(stack.db, id, 'COMPLETED');
     } finally {
-      stack.emulator.setFaults({ holdKeys: [] });
+      stack.emulator.setFaults({ stallKeys: [] });
     }
     expectNoErrorLogs(stack);
   });
@@ -60,7 +60,7 @@ describe('the settlement worker', () => {
     const alice = await stack.newCustomer(100_000);
     const slow = await stack.send(alice.token, paymentInput(alice.accountId));
     const slowId = slow.payment?.id ?? '';
-    stack.emulator.setFaults({ holdKeys: [slowId] });
+    stack.emulator.setFaults({ stallKeys: [slowId] });
     try {
       await vi.waitFor(() => expect(stack.emulator.requests().byKey[slowId]?.create).toBe(1), { timeout: 30_000, interval: 50 });
       const others = await Promise.all(Array.from({ length: 10 }, () => stack.send(alice.token, paymentInput(alice.accountId))));
@@ -68,7 +68,7 @@ describe('the settlement worker', () => {
       // The hanging call is still hanging: it held back none of the others.
       expect(await statusOf(stack.db, slowId)).toBe('PENDING');
     } finally {
-      stack.emulator.setFaults({ holdKeys: [] });
+      stack.emulator.setFaults({ stallKeys: [] });
     }
     await waitForStatus(stack.db, slowId, 'COMPLETED');
   });
@@ -157,11 +157,11 @@ describe('stopping a worker', () => {
   it('lets the payments in flight finish before it returns', async () => {
     const own = await startStack({ env: PATIENT_PROVIDER });
     try {
-      own.emulator.setFaults({ holdKeys: ['*'] });
+      own.emulator.setFaults({ stallKeys: ['*'] });
       const ids = await sendPayments(own, 5);
       await vi.waitFor(() => expect(own.emulator.requests().inFlight).toBe(5), { timeout: 30_000, interval: 50 });
       const stopped = own.worker?.stop();
-      own.emulator.setFaults({ holdKeys: [] });
+      own.emulator.setFaults({ stallKeys: [] });
       await stopped;
       own.worker = null;
       for (const id of ids) expect(await statusOf(own.db, id)).toBe('COMPLETED');

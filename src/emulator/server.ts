@@ -43,9 +43,9 @@ export const faultsSchema = z
     /**
      * Extension: requests for these payments (idempotency keys) stall, unanswered, until the key
      * is taken off the list ("*" stalls every payment request): a call that hangs, for as long as a
-     * test needs it to. The field keeps its name: clients send it to PUT /admin/faults.
+     * test needs it to.
      */
-    holdKeys: z.array(z.string()).default([]),
+    stallKeys: z.array(z.string()).default([]),
   })
   .strict();
 export type Faults = z.output<typeof faultsSchema>;
@@ -182,7 +182,7 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
     faultsChanged.resolve();
     faultsChanged = Promise.withResolvers<void>();
   };
-  const isStalled = (key: string) => faults.holdKeys.includes(key) || faults.holdKeys.includes('*');
+  const isStalled = (key: string) => faults.stallKeys.includes(key) || faults.stallKeys.includes('*');
   async function stallWhileListed(key: string): Promise<void> {
     while (isStalled(key)) await faultsChanged.promise;
   }
@@ -451,7 +451,7 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
     close: () =>
       new Promise<void>((resolve) => {
         for (const timer of timers) clearTimeout(timer);
-        setFaultsTo({ ...faults, holdKeys: [] });
+        setFaultsTo({ ...faults, stallKeys: [] });
         server.closeAllConnections();
         server.close(() => resolve());
       }),
