@@ -111,7 +111,8 @@ describe('readiness', () => {
     });
     const ownBase = own.apiUrl.replace(/\/graphql$/, '');
     try {
-      expect((await fetch(`${ownBase}/readyz`)).status).toBe(200);
+      // Ready once the feed's first poll has answered (a moment after start on a busy machine).
+      await vi.waitFor(async () => expect((await fetch(`${ownBase}/readyz`)).status).toBe(200), { timeout: 10_000, interval: 50 });
       proxy.stall();
       await vi.waitFor(async () => expect((await fetch(`${ownBase}/readyz`)).status).toBe(503), { timeout: 10_000, interval: 50 });
       expect(await metricsText(`${ownBase}/metrics`)).toMatch(/^payments_event_feed_up 0$/m);
