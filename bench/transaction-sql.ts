@@ -58,6 +58,7 @@ export async function captureTransactionSql(boss: PgBoss, config: Config, custom
   // The insert statement includes the daily limit's upsert (issue 15), so the baselines pay for it too.
   await take(recorder, customerId, cmd, fingerprintOf(cmd), {
     status: 'PENDING',
+    at: new Date(),
     limitDay: londonDay(new Date()),
     dailyLimit: config.payeeSafety.dailyLimit,
   });

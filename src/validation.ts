@@ -84,6 +84,8 @@ export const createStandingOrderInput = z
     amount: pence,
     recipient,
     reference: reference.nullish().transform((r) => r ?? null),
+    /** A Confirmation of Payee check of this recipient, as for sendPayment. Not part of the fingerprint. */
+    payeeCheckId: uuid.nullish(),
     frequency: z.enum(['WEEKLY', 'MONTHLY'], { message: 'must be WEEKLY or MONTHLY' }),
     firstPaymentOn: calendarDate,
     lastPaymentOn: calendarDate.nullish().transform((d) => d ?? null),

@@ -159,7 +159,9 @@ describe('the audit', () => {
     const sent = await stack.send(alice.token, paymentInput(alice.accountId, { amount: 500 }));
     const id = sent.payment?.id ?? '';
     // As if a held payment had been put back on hold after its job was sent (it never is).
-    await withoutTransitionGuard(stack.db.$executeRaw`UPDATE payments SET status = 'HELD' WHERE id = ${id}::uuid AND status <> 'HELD'`);
+    await withoutTransitionGuard(
+      stack.db.$executeRaw`UPDATE payments SET status = 'HELD', held_at = now() WHERE id = ${id}::uuid AND status <> 'HELD'`,
+    );
     try {
       const report = await audit({ prisma: stack.db });
       expect(failing(report)).toContain('no HELD payment has a settlement job');

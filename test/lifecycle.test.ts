@@ -158,11 +158,12 @@ describe('one module for the statements', () => {
 describe('the database guard', () => {
   const CUSTOMER = '00000000-0000-4000-8000-00000000c001';
   const ACCOUNT = '00000000-0000-4000-8000-00000000a001';
-  /** A payment inserted directly in `status` (inserts are not what the trigger guards). */
+  /** A payment inserted directly in `status` (inserts are not what the trigger guards); a HELD one says when it was held. */
   async function paymentIn(status: PaymentStatus, key: string): Promise<string> {
     const { rows } = await client.query<{ id: string }>(
-      `INSERT INTO payments (account_id, idempotency_key, fingerprint, amount, recipient_name, recipient_sort_code, recipient_account_number, status)
-       VALUES ($1, $2, repeat('a', 64), 100, 'R', '123456', '12345678', $3::"PaymentStatus") RETURNING id::text`,
+      `INSERT INTO payments (account_id, idempotency_key, fingerprint, amount, recipient_name, recipient_sort_code, recipient_account_number, status, held_at)
+       VALUES ($1, $2, repeat('a', 64), 100, 'R', '123456', '12345678', $3::"PaymentStatus", CASE WHEN $3 = 'HELD' THEN now() END)
+       RETURNING id::text`,
       [ACCOUNT, key, status],
     );
     const id = rows[0]?.id;
@@ -189,10 +190,12 @@ describe('the database guard', () => {
       for (const to of PAYMENT_STATUSES) {
         await client.query('BEGIN');
         try {
-          const outcome = await client.query(`UPDATE payments SET status = $2::"PaymentStatus" WHERE id = $1::uuid`, [id, to]).then(
-            () => 'changed',
-            (error: unknown) => (error instanceof Error && 'code' in error ? String(error.code) : 'other'),
-          );
+          const outcome = await client
+            .query(`UPDATE payments SET status = $2::"PaymentStatus", held_at = coalesce(held_at, now()) WHERE id = $1::uuid`, [id, to])
+            .then(
+              () => 'changed',
+              (error: unknown) => (error instanceof Error && 'code' in error ? String(error.code) : 'other'),
+            );
           expect(outcome, `${from} > ${to}`).toBe(from === to || canTransition(from, to) ? 'changed' : '23514');
         } finally {
           await client.query('ROLLBACK');

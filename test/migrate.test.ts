@@ -74,8 +74,8 @@ describe('the migration runner', () => {
     await migrate(db.url);
     const statuses = await db.client.query(`SELECT unnest(enum_range(NULL::"PaymentStatus"))::text AS s`);
     expect(statuses.rows.map((r) => r.s)).toContain('HELD');
-    const index = await db.client.query(`SELECT indexdef FROM pg_indexes WHERE indexname = 'payments_held_created_at_idx'`);
-    expect(index.rows[0]?.indexdef).toMatch(/WHERE \(status = 'HELD'::"PaymentStatus"\)/);
+    const index = await db.client.query(`SELECT indexdef FROM pg_indexes WHERE indexname = 'payments_held_at_idx'`);
+    expect(index.rows[0]?.indexdef).toMatch(/\(held_at, id\) WHERE \(status = 'HELD'::"PaymentStatus"\)/);
   });
 
   it('is safe to run from several processes at once', async () => {
@@ -116,13 +116,8 @@ describe('the money movement migration', () => {
     const db = await emptyDatabase();
     const dir = await mkdtemp(path.join(os.tmpdir(), 'migrations-'));
     await cp(MIGRATIONS_DIR, dir, { recursive: true });
-    // A database from before money movement, payee safety and the transition guard.
-    const later = [
-      '20261125040000_money_movement',
-      '20261125050000_payee_safety',
-      '20261125050001_payee_safety_held_index',
-      '20261126000000_payment_transitions',
-    ];
+    // A database from before money movement, payee safety and the transition guard (and what came after).
+    const later = (await readMigrations()).map((m) => m.name).filter((name) => name >= '20261125040000_money_movement');
     for (const name of later) {
       await rm(path.join(dir, name), { recursive: true });
     }
@@ -147,5 +142,81 @@ describe('the money movement migration', () => {
     await expect(db.client.query(`UPDATE payments SET status = 'PENDING'`)).rejects.toMatchObject({ code: '23514' });
     await db.client.query(`UPDATE payments SET status = 'RETURNED', return_code = 'AC01'`);
     expect((await db.client.query(`SELECT cursor FROM provider_event_cursor`)).rows).toEqual([{ cursor: null }]);
+  });
+});
+
+describe('the let-through and held_at migration', () => {
+  const CUSTOMER = '00000000-0000-4000-8000-000000000001';
+  const ACCOUNT = '00000000-0000-4000-8000-000000000002';
+  const ORDER = '00000000-0000-4000-8000-000000000009';
+  const payee = (n: number) => `00000000-0000-4000-8000-0000000001${String(n).padStart(2, '0')}`;
+  const payment = (n: number) => `00000000-0000-4000-8000-0000000002${String(n).padStart(2, '0')}`;
+  const accountNumber = (n: number) => `1000000${n}`;
+
+  it('records as let through only payees whose payment the rule of the time let through, and dates holds from when they began', async () => {
+    const db = await emptyDatabase();
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'migrations-'));
+    await cp(MIGRATIONS_DIR, dir, { recursive: true });
+    const later = (await readMigrations()).map((m) => m.name).filter((name) => name >= '20261127000000_let_through_and_held_at');
+    for (const name of later) await rm(path.join(dir, name), { recursive: true });
+    await migrate(db.url, dir);
+
+    const q = (sql: string) => db.client.query(sql);
+    await q(`INSERT INTO customers (id, name) VALUES ('${CUSTOMER}', 'Old')`);
+    await q(`INSERT INTO accounts (id, customer_id, name, sort_code, account_number, balance)
+      VALUES ('${ACCOUNT}', '${CUSTOMER}', 'Main', '608371', '12345678', 0)`);
+    await q(`INSERT INTO standing_orders (id, account_id, idempotency_key, fingerprint, amount, recipient_name, recipient_sort_code,
+        recipient_account_number, frequency, first_payment_on)
+      VALUES ('${ORDER}', '${ACCOUNT}', 'so', repeat('a', 64), 1, 'R', '123456', '${accountNumber(2)}', 'MONTHLY', '2026-11-20')`);
+    // Payees 1-5, each saved ten days ago.
+    for (let n = 1; n <= 5; n++) {
+      await q(`INSERT INTO payees (id, customer_id, name, sort_code, account_number, created_at)
+        VALUES ('${payee(n)}', '${CUSTOMER}', 'R', '123456', '${accountNumber(n)}', now() - interval '10 days')`);
+    }
+    const insert = (n: number, to: number, status: string, extra: { createdAgo: string; executeOn?: string; order?: boolean }) =>
+      q(`INSERT INTO payments (id, account_id, idempotency_key, fingerprint, amount, recipient_name, recipient_sort_code,
+          recipient_account_number, status, created_at, execute_on, standing_order_id)
+        VALUES ('${payment(n)}', '${ACCOUNT}', 'k${n}', repeat('a', 64), 1, 'R', '123456', '${accountNumber(to)}', '${status}',
+          now() - interval '${extra.createdAgo}', ${extra.executeOn ?? 'NULL'}, ${extra.order ? `'${ORDER}'` : 'NULL'})`);
+    // 1: an immediate payment, not held, completed 9 days ago, and a later one: let through at the first.
+    await insert(1, 1, 'COMPLETED', { createdAgo: '9 days' });
+    await insert(2, 1, 'PENDING', { createdAgo: '1 day' });
+    // 2: only a standing-order occurrence: its day never applied the new-payee hold.
+    await insert(3, 2, 'COMPLETED', { createdAgo: '8 days', executeOn: `'2026-11-20'`, order: true });
+    // 3: held, then approved by an operator 7 days ago: let through at the approval.
+    await insert(4, 3, 'COMPLETED', { createdAgo: '8 days' });
+    await q(
+      `INSERT INTO operator_actions (operator, action, target_id, at) VALUES ('op', 'approvePayment', '${payment(4)}', now() - interval '7 days')`,
+    );
+    // 4: a payment made before the payee was saved, and one rejected in review: neither lets it through.
+    await insert(5, 4, 'COMPLETED', { createdAgo: '11 days' });
+    await insert(6, 4, 'CANCELLED', { createdAgo: '2 days' });
+    // 5: a payment scheduled two days ahead of its creation, run on its day: it skipped the hold.
+    await insert(7, 5, 'COMPLETED', { createdAgo: '6 days', executeOn: `(now() - interval '4 days')::date` });
+    // Held now: one held when it was taken, one scheduled five days ago and held on its day (today).
+    await insert(8, 1, 'HELD', { createdAgo: '0 seconds' });
+    await insert(9, 1, 'SCHEDULED', { createdAgo: '5 days', executeOn: `(now() - interval '1 day')::date` });
+    await q(`UPDATE payments SET status = 'HELD' WHERE id = '${payment(9)}'`);
+
+    expect(await migrate(db.url)).toEqual(later);
+    const payees = await q(`SELECT id::text, let_through_at FROM payees ORDER BY id`);
+    const times = await q(`SELECT
+        (SELECT created_at FROM payments WHERE id = '${payment(1)}') AS first,
+        (SELECT at FROM operator_actions WHERE target_id = '${payment(4)}') AS approved`);
+    expect(payees.rows).toEqual([
+      { id: payee(1), let_through_at: times.rows[0].first },
+      { id: payee(2), let_through_at: null },
+      { id: payee(3), let_through_at: times.rows[0].approved },
+      { id: payee(4), let_through_at: null },
+      { id: payee(5), let_through_at: null },
+    ]);
+    const held = await q(`SELECT id::text, held_at = created_at AS at_creation, held_at > now() - interval '1 minute' AS recent
+      FROM payments WHERE status = 'HELD' ORDER BY id`);
+    expect(held.rows).toEqual([
+      { id: payment(8), at_creation: true, recent: true },
+      { id: payment(9), at_creation: false, recent: true },
+    ]);
+    // From now on a HELD payment always says when it was held.
+    await expect(q(`UPDATE payments SET held_at = NULL WHERE id = '${payment(8)}'`)).rejects.toMatchObject({ code: '23514' });
   });
 });

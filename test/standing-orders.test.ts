@@ -33,6 +33,7 @@ const scheduler = (boss: PgBoss) =>
     prisma: stack.db,
     jobs: createPaymentJobs({ boss, policy: queuePolicy(stack.config), clock }),
     clock,
+    policy: stack.config.payeeSafety,
     logger: stack.logger,
     metrics: createMetrics(),
   });

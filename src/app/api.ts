@@ -110,7 +110,7 @@ export async function startApiProcess(
   // Payee safety: checks go to the provider from the API, behind this process's own breaker.
   const checker = provider ?? noPayeeChecks;
   const payees = createPayeeService({ prisma, checker, clock, logger });
-  const screen = createScreening({ prisma, payees, clock, policy: config.payeeSafety });
+  const screen = createScreening({ payees, clock, policy: config.payeeSafety });
   const holds = createHoldService({ prisma, jobs, policy: config.payeeSafety, clock, logger, metrics, afterCommit: () => events.wake() });
   const api = await startApi({
     services: {
@@ -121,7 +121,15 @@ export async function startApiProcess(
       payees,
       holds,
       cancellation: createCancellation({ prisma, provider, holds, logger, metrics, afterCommit: () => events.wake() }),
-      standingOrders: createStandingOrders({ prisma, jobs, clock, logger, metrics, afterCommit: () => events.wake() }),
+      standingOrders: createStandingOrders({
+        prisma,
+        jobs,
+        clock,
+        policy: config.payeeSafety,
+        logger,
+        metrics,
+        afterCommit: () => events.wake(),
+      }),
       accounts: createAccountService({ prisma, logger }),
       sendPaymentLimiter: limiterPool
         ? new RateLimiterPostgres({

@@ -92,7 +92,7 @@ export async function startWorkerProcess(
       logger,
       settlement: createSettlement({ prisma, provider, logger, metrics, failpoints }),
       scheduled: createScheduledExecution({ prisma, jobs, clock, policy: config.payeeSafety, logger, metrics }),
-      standingOrders: createStandingOrders({ prisma, jobs, clock, logger, metrics }),
+      standingOrders: createStandingOrders({ prisma, jobs, clock, policy: config.payeeSafety, logger, metrics }),
       providerEvents: createProviderEvents({ prisma, jobs, provider, logger, metrics, failpoints }),
       holds: createHoldService({ prisma, jobs, policy: config.payeeSafety, clock, logger, metrics }),
       webhooks,

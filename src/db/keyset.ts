@@ -14,3 +14,10 @@ export function afterCreatedAtId(after: readonly [string, string] | null) {
   const createdAt = new Date(after[0]);
   return { OR: [{ createdAt: { lt: createdAt } }, { createdAt, id: { lt: after[1] } }] };
 }
+
+/** The Prisma `where` for rows after `after` in (heldAt asc, id asc) order (the review queue); empty for the first page. */
+export function afterHeldAtId(after: readonly [string, string] | null) {
+  if (!after) return {};
+  const heldAt = new Date(after[0]);
+  return { OR: [{ heldAt: { gt: heldAt } }, { heldAt, id: { gt: after[1] } }] };
+}

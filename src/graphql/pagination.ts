@@ -20,6 +20,8 @@ export function pageSize(first: number | null | undefined): number {
 export const paymentCursorKey = z.tuple([z.iso.datetime(), z.uuid()]);
 /** Sort key of a row with a bigserial id (ledger entries, operator actions): [id as a decimal string]. */
 export const serialCursorKey = z.tuple([z.string().refine((id) => /^\d{1,19}$/.test(id) && BigInt(id) < 2n ** 63n, 'a row id')]);
+/** Sort key of a payment in the review queue (heldPayments): [heldAt as ISO-8601, id]. */
+export const heldCursorKey = paymentCursorKey;
 /** Sort key of a webhook delivery: [createdAt as ISO-8601, id], like a payment's. */
 export const deliveryCursorKey = paymentCursorKey;
 

@@ -6,7 +6,7 @@ import type { PaymentFilter, SendPaymentResult } from '../payments/payment-servi
 import { type Context, requireCustomer, requireOperator, requireViewer } from './context.ts';
 import { eventResolvers } from './events.ts';
 import type { Resolvers } from './generated/types.ts';
-import { connection, decodeCursor, pageSize, paymentCursorKey, serialCursorKey } from './pagination.ts';
+import { connection, decodeCursor, heldCursorKey, pageSize, paymentCursorKey, serialCursorKey } from './pagination.ts';
 import { DateScalar, DateTimeScalar, MoneyScalar } from './scalars.ts';
 import { subscriptionResolvers } from './subscriptions.ts';
 import { webhookResolvers } from './webhooks.ts';
@@ -72,8 +72,8 @@ export const resolvers: Resolvers = {
     heldPayments: async (_, args, ctx) => {
       requireOperator(ctx);
       const limit = pageSize(args.first ?? 50);
-      const rows = await ctx.holds.heldPayments({ after: decodeCursor(args.after, paymentCursorKey), limit });
-      return connection(rows, limit, (p) => [p.createdAt.toISOString(), p.id]);
+      const rows = await ctx.holds.heldPayments({ after: decodeCursor(args.after, heldCursorKey), limit });
+      return connection(rows, limit, (p) => [p.heldAt.toISOString(), p.id], args.after);
     },
   },
 

@@ -1,16 +1,14 @@
 import { z } from 'zod';
 import type { Clock } from '../calendar.ts';
-import type { KeysetPage } from '../db/keyset.ts';
+import { afterHeldAtId, type KeysetPage } from '../db/keyset.ts';
 import type { Payment, PrismaClient, Tx } from '../db/prisma.ts';
 import { DomainError, userError } from '../errors.ts';
-import { Prisma } from '../generated/prisma/client.ts';
 import type { Logger } from '../logger.ts';
 import { type Operator, recordOperatorAction } from '../operator-actions.ts';
 import type { Metrics } from '../ops/metrics.ts';
-import type { SavedPayee } from '../payees/payees.ts';
+import { recordLetThrough, type SavedPayee } from '../payees/payees.ts';
 import { isUuid, parseInput, rejectReason } from '../validation.ts';
 import type { FailureReason } from './failure-reasons.ts';
-import { LET_THROUGH, sqlStatuses } from './lifecycle.ts';
 import type { PaymentJobs } from './outbox.ts';
 import { approve, cancelHeld, expire, reject } from './transitions.ts';
 
@@ -23,10 +21,15 @@ import { approve, cancelHeld, expire, reject } from './transitions.ts';
  * and after HOLD_MAX_HOURS it *expires*: each of those is HELD -> CANCELLED with the money back.
  * Every one of these changes is guarded by `status = 'HELD'`, so when they race exactly one wins.
  *
+ * The hold rule (`holdReason`), one function for every way money leaves: a payment taken now
+ * (sendPayment), a scheduled payment on its day and every standing-order occurrence (scheduled.ts).
  * A payment is held when its amount is REVIEW_THRESHOLD or more, or when it goes to a payee saved
- * less than NEW_PAYEE_HOURS ago and no payment to that payee since it was saved has been let
- * through (LET_THROUGH: PENDING or COMPLETED): its first payment, however many are tried while that
- * one waits.
+ * less than NEW_PAYEE_HOURS ago that has not been let through (`letThroughAt`, recorded on the payee
+ * by an operator's approval or by the first payment to it that was not held: payees.ts): its first
+ * payment, however many are tried while that one waits.
+ *
+ * HOLD_MAX_HOURS and the review queue's order count from `heldAt`, when the payment became HELD (a
+ * scheduled payment on its day, not when it was scheduled).
  */
 
 export type HoldReason = 'amount' | 'new-payee';
@@ -40,23 +43,19 @@ export interface HoldPolicy {
   holdMaxSeconds: number;
 }
 
-/** Why this payment must be held, or null. One query, and only for a payee saved recently. */
-export async function holdReason(
-  prisma: PrismaClient,
-  policy: HoldPolicy,
-  payment: { customerId: string; amount: number; recipient: { sortCode: string; accountNumber: string } },
-  payee: SavedPayee | null,
+/**
+ * Why a payment of `amount` to `payee` (the customer's saved payee with its details, or null) taken
+ * at `now` must be held, or null: the one hold rule (see the top of this file).
+ */
+export function holdReason(
+  policy: Pick<HoldPolicy, 'reviewThreshold' | 'newPayeeSeconds'>,
+  amount: number | bigint,
+  payee: Pick<SavedPayee, 'createdAt' | 'letThroughAt'> | null,
   now: Date,
-): Promise<HoldReason | null> {
-  if (payment.amount >= policy.reviewThreshold) return 'amount';
-  if (!payee || now.getTime() - payee.createdAt.getTime() >= policy.newPayeeSeconds * 1000) return null;
-  const [letThrough] = await prisma.$queryRaw<{ found: boolean }[]>`
-    SELECT EXISTS (
-      SELECT 1 FROM payments p JOIN accounts a ON a.id = p.account_id
-      WHERE a.customer_id = ${payment.customerId}::uuid AND p.created_at >= ${payee.createdAt}
-        AND p.recipient_sort_code = ${payment.recipient.sortCode} AND p.recipient_account_number = ${payment.recipient.accountNumber}
-        AND p.status IN (${Prisma.raw(sqlStatuses(LET_THROUGH))})) AS found`;
-  return letThrough?.found ? null : 'new-payee';
+): HoldReason | null {
+  if (amount >= policy.reviewThreshold) return 'amount';
+  if (!payee || payee.letThroughAt !== null) return null;
+  return now.getTime() - payee.createdAt.getTime() < policy.newPayeeSeconds * 1000 ? 'new-payee' : null;
 }
 
 export type CancelHeldResult = { kind: 'cancelled'; payment: Payment } | { kind: 'not-found' } | { kind: 'not-held'; payment: Payment };
@@ -106,13 +105,17 @@ export function createHoldService(deps: {
     return payment;
   }
 
-  /** Operator: HELD -> PENDING and its settlement job, with the operator's action, in one transaction. */
+  /**
+   * Operator: HELD -> PENDING and its settlement job, with the operator's action, in one
+   * transaction; its payee, if saved, is let through from now on.
+   */
   async function approvePayment(operator: Operator, paymentId: string): Promise<Payment> {
     const approved = isUuid(paymentId)
       ? await prisma.$transaction(async (tx) => {
           const payment = await approve(tx, paymentId);
           if (!payment) return null;
           await jobs.settle(tx, paymentId);
+          await recordLetThrough(tx, paymentId, deps.clock.now());
           await recordOperatorAction(tx, operator, 'approvePayment', paymentId, `${payment.amount} pence`);
           return payment;
         })
@@ -150,13 +153,13 @@ export function createHoldService(deps: {
   }
 
   /**
-   * Rejects every payment HELD for HOLD_MAX_HOURS or more (at most `limit` a run), each in its own
-   * transaction with an action by HOLD_EXPIRY_OPERATOR. Returns the ids it rejected.
+   * Rejects every payment HELD for HOLD_MAX_HOURS or more since it became HELD (at most `limit` a
+   * run), each in its own transaction with an action by HOLD_EXPIRY_OPERATOR. Returns the ids it rejected.
    */
   async function expireHolds(limit = 500): Promise<string[]> {
     const before = new Date(deps.clock.now().getTime() - deps.policy.holdMaxSeconds * 1000);
     const due = await prisma.$queryRaw<{ id: string }[]>`
-      SELECT id::text AS id FROM payments WHERE status = 'HELD' AND created_at <= ${before} ORDER BY created_at, id LIMIT ${limit}`;
+      SELECT id::text AS id FROM payments WHERE status = 'HELD' AND held_at <= ${before} ORDER BY held_at, id LIMIT ${limit}`;
     const hours = deps.policy.holdMaxSeconds / 3600;
     const expired: string[] = [];
     for (const { id } of due) {
@@ -169,16 +172,17 @@ export function createHoldService(deps: {
     return expired;
   }
 
-  /** Operators' review queue: HELD payments, oldest first, keyed by (createdAt, id). */
-  async function heldPayments(page: KeysetPage<[string, string]>): Promise<Payment[]> {
-    const { after } = page;
-    return prisma.payment.findMany({
-      where: {
-        status: 'HELD',
-        ...(after ? { OR: [{ createdAt: { gt: new Date(after[0]) } }, { createdAt: new Date(after[0]), id: { gt: after[1] } }] } : {}),
-      },
-      orderBy: [{ createdAt: 'asc' }, { id: 'asc' }],
+  /** Operators' review queue: HELD payments, held longest first, keyed by (heldAt, id). */
+  async function heldPayments(page: KeysetPage<[string, string]>): Promise<Array<Payment & { heldAt: Date }>> {
+    const rows = await prisma.payment.findMany({
+      where: { status: 'HELD', ...afterHeldAtId(page.after) },
+      orderBy: [{ heldAt: 'asc' }, { id: 'asc' }],
       take: page.limit + 1,
+    });
+    return rows.map(({ heldAt, ...payment }) => {
+      // The database refuses a HELD payment without heldAt (payments_held_at_when_held).
+      if (heldAt === null) throw new Error(`held payment ${payment.id} has no held_at`);
+      return { ...payment, heldAt };
     });
   }
 

@@ -78,7 +78,10 @@ const statusSet = <const S extends readonly PaymentStatus[]>(...statuses: S): Re
  */
 export const COUNTS_AGAINST_DAILY_LIMIT = statusSet('PENDING', 'COMPLETED', 'HELD');
 
-/** PENDING and COMPLETED: taken and not held. A payee whose payment was let through is no longer new. */
+/**
+ * PENDING and COMPLETED: taken and not held. Whether a payee has been let through is recorded on the
+ * payee when it happens (payees.ts), never read back from these statuses, which change later.
+ */
 export const LET_THROUGH = statusSet('PENDING', 'COMPLETED');
 
 /**

@@ -7,6 +7,7 @@ import type { Payment, PrismaClient } from '../db/prisma.ts';
 import { DomainError, type UserError, userError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
+import { recordLetThrough } from '../payees/payees.ts';
 import { isUuid, parseInput, type SendPaymentCommand, sendPaymentInput } from '../validation.ts';
 import type { PaymentStatus } from './lifecycle.ts';
 import type { PaymentJobs } from './outbox.ts';
@@ -115,6 +116,8 @@ export function createPaymentService(deps: PaymentServiceDeps) {
           // A HELD payment gets its job only when an operator approves it (holds.ts).
           if (created.status === 'HELD') return created;
           await jobs.settle(tx, created.id);
+          // Not held: a saved payee not yet let through is let through by this payment.
+          if (screened.payee && screened.payee.letThroughAt === null) await recordLetThrough(tx, created.id, screened.at);
           return created;
         }, TX_OPTIONS)
         .finally(() => endTransaction());

@@ -1,7 +1,6 @@
 import type { Clock } from '../calendar.ts';
-import type { PrismaClient } from '../db/prisma.ts';
 import type { UserError } from '../errors.ts';
-import type { PayeeService } from '../payees/payees.ts';
+import type { PayeeService, SavedPayee } from '../payees/payees.ts';
 import type { SendPaymentCommand } from '../validation.ts';
 import { type HoldPolicy, type HoldReason, holdReason } from './holds.ts';
 import { londonDay } from './limits.ts';
@@ -18,23 +17,40 @@ export interface SafetyPolicy extends HoldPolicy {
 }
 
 export type Screened =
-  | { ok: true; status: 'PENDING' | 'HELD'; holdReason: HoldReason | null; limitDay: string; dailyLimit: number }
+  | {
+      ok: true;
+      status: 'PENDING' | 'HELD';
+      holdReason: HoldReason | null;
+      /** When it was screened: the time it becomes HELD, or lets its payee through. */
+      at: Date;
+      /** The saved payee it goes to, or null. */
+      payee: SavedPayee | null;
+      limitDay: string;
+      dailyLimit: number;
+    }
   | { ok: false; error: UserError };
 
 export type ScreenPayment = (customerId: string, cmd: SendPaymentCommand) => Promise<Screened>;
 
 export function createScreening(deps: {
-  prisma: PrismaClient;
   payees: Pick<PayeeService, 'confirmRecipient'>;
   clock: Clock;
   policy: SafetyPolicy;
 }): ScreenPayment {
-  const { prisma, payees, clock, policy } = deps;
+  const { payees, clock, policy } = deps;
   return async (customerId, cmd) => {
     const now = clock.now();
     const confirmed = await payees.confirmRecipient(customerId, cmd, policy.checkThreshold);
     if (!confirmed.ok) return confirmed;
-    const hold = await holdReason(prisma, policy, { customerId, amount: cmd.amount, recipient: cmd.recipient }, confirmed.payee, now);
-    return { ok: true, status: hold ? 'HELD' : 'PENDING', holdReason: hold, limitDay: londonDay(now), dailyLimit: policy.dailyLimit };
+    const hold = holdReason(policy, cmd.amount, confirmed.payee, now);
+    return {
+      ok: true,
+      status: hold ? 'HELD' : 'PENDING',
+      holdReason: hold,
+      at: now,
+      payee: confirmed.payee,
+      limitDay: londonDay(now),
+      dailyLimit: policy.dailyLimit,
+    };
   };
 }

@@ -3,15 +3,21 @@ import type { PrismaClient, StandingOrder } from '../db/prisma.ts';
 import { DomainError, type UserError, userError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
+import { confirmRecipient } from '../payees/payees.ts';
 import { type CreateStandingOrderCommand, createStandingOrderInput, isUuid, parseInput, STANDING_ORDER_KEY_PREFIX } from '../validation.ts';
 import type { PaymentJobs } from './outbox.ts';
 import { fingerprintOf, hashOf } from './payment-service.ts';
 import { MAX_SCHEDULE_DAYS, TX_OPTIONS } from './scheduled.ts';
+import type { SafetyPolicy } from './screening.ts';
 import { cancelOccurrences, scheduleOccurrence } from './transitions.ts';
 
 /**
  * Standing orders: pay the same recipient every week or month, from `firstPaymentOn` to
  * `lastPaymentOn` (or until cancelled).
+ *
+ * Payee safety: an order is created only past the PAYEE_NOT_CONFIRMED rule of `sendPayment`
+ * (payees.ts `confirmRecipient`, with its `payeeCheckId`), judged on one occurrence's amount; each
+ * occurrence, on its day, is held or not by the same hold rule (scheduled.ts, holds.ts).
  *
  * Occurrence n (from 0) falls on `occurrenceDate(first, frequency, n)`: monthly dates count from the
  * first, so a 31st becomes the last day of a shorter month. The scheduler (`runDue`, every minute)
@@ -47,6 +53,8 @@ export function createStandingOrders(deps: {
   prisma: PrismaClient;
   jobs: Pick<PaymentJobs, 'execute' | 'runStandingOrders'>;
   clock: Clock;
+  /** The PAYEE_NOT_CONFIRMED rule's threshold, as for sendPayment. */
+  policy: Pick<SafetyPolicy, 'checkThreshold'>;
   logger: Logger;
   metrics: Pick<Metrics, 'standingOrderOccurrences'>;
   /** Called after a cancellation commits (the API wakes its event feed); nothing by default. */
@@ -76,6 +84,14 @@ export function createStandingOrders(deps: {
     }
     const account = await prisma.account.findFirst({ where: { id: cmd.fromAccountId, customerId }, select: { id: true } });
     if (!account) return { standingOrder: null, errors: [userError('ACCOUNT_NOT_FOUND', 'No such account', ['fromAccountId'])] };
+    // The rule of sendPayment: a refusal writes nothing, but a replay still gets its order.
+    const confirmed = await confirmRecipient({ prisma, clock }, customerId, cmd, deps.policy.checkThreshold);
+    if (!confirmed.ok) {
+      const replayed = await replay(customerId, cmd, fingerprint);
+      if (replayed.standingOrder) return replayed;
+      log.info({ accountId: account.id, code: confirmed.error.code }, 'standing order refused');
+      return { standingOrder: null, errors: [confirmed.error] };
+    }
 
     const created = await prisma.$transaction(async (tx) => {
       const [order] = await tx.standingOrder.createManyAndReturn({

@@ -29,7 +29,8 @@ const PAYMENT_COLUMNS = `id, account_id AS "accountId", idempotency_key AS "idem
   currency, recipient_name AS "recipientName", recipient_sort_code AS "recipientSortCode",
   recipient_account_number AS "recipientAccountNumber", reference, status::text AS status,
   failure_reason AS "failureReason", limit_day AS "limitDay", execute_on AS "executeOn", return_code AS "returnCode",
-  standing_order_id AS "standingOrderId", cancel_requested_at AS "cancelRequestedAt", created_at AS "createdAt", updated_at AS "updatedAt"`;
+  standing_order_id AS "standingOrderId", cancel_requested_at AS "cancelRequestedAt", held_at AS "heldAt", created_at AS "createdAt",
+  updated_at AS "updatedAt"`;
 
 /**
  * CTEs `debit` and `entry`: the guarded decrement (never below zero) of the account of each payment
@@ -75,22 +76,22 @@ const paymentParams = (customerId: string, cmd: SendPaymentCommand, fingerprint:
  * back), then the account row. Null when nothing was inserted: the account is not theirs (or does
  * not exist) or already has a payment with this key; then nothing was debited. `balanceAfter` is
  * null when the payment was inserted but the balance is short: the caller must roll back.
- * `screened` says PENDING or HELD and the London day the payment counts against; after the debit,
- * the same statement raises the customer's day total (limits.ts), last in the lock order.
- * `dayTotal` is null when that would pass `dailyLimit`: the caller must roll back.
+ * `screened` says PENDING or HELD (held at `at`) and the London day the payment counts against;
+ * after the debit, the same statement raises the customer's day total (limits.ts), last in the lock
+ * order. `dayTotal` is null when that would pass `dailyLimit`: the caller must roll back.
  */
 export async function take(
   tx: Tx,
   customerId: string,
   cmd: SendPaymentCommand,
   fingerprint: string,
-  screened: { status: Extract<(typeof INITIAL)[number], 'PENDING' | 'HELD'>; limitDay: string; dailyLimit: number },
+  screened: { status: Extract<(typeof INITIAL)[number], 'PENDING' | 'HELD'>; at: Date; limitDay: string; dailyLimit: number },
 ): Promise<{ payment: Payment; balanceAfter: bigint | null; dayTotal: bigint | null } | null> {
   const rows = await tx.$queryRawUnsafe<(Payment & { balanceAfter: bigint | null; dayTotal: bigint | null })[]>(
     `WITH created AS (
        INSERT INTO payments (account_id, idempotency_key, fingerprint, amount, recipient_name,
-         recipient_sort_code, recipient_account_number, reference, execute_on, status, limit_day)
-       SELECT a.id, $3, $4, $5, $6, $7, $8, $9, $10::date, $11::"PaymentStatus", $12::date
+         recipient_sort_code, recipient_account_number, reference, execute_on, status, limit_day, held_at)
+       SELECT a.id, $3, $4, $5, $6, $7, $8, $9, $10::date, $11::"PaymentStatus", $12::date, $14::timestamptz
        FROM accounts a WHERE a.id = $1::uuid AND a.customer_id = $2::uuid
        ON CONFLICT (account_id, idempotency_key) DO NOTHING
        RETURNING *),${DEBIT('created')},
@@ -100,6 +101,7 @@ export async function take(
     screened.status,
     screened.limitDay,
     BigInt(screened.dailyLimit),
+    screened.status === 'HELD' ? screened.at : null,
   );
   const row = rows[0];
   if (!row) return null;
@@ -158,12 +160,13 @@ const DAY_CAME_SHORT = arrow('SCHEDULED', 'FAILED');
 
 /**
  * Execute on its day: a SCHEDULED payment whose day (`today` or earlier) has come: SCHEDULED ->
- * PENDING (HELD for review from `heldFrom` pence) with the guarded debit and its ledger entry,
- * counting against the customer's limit on `today`; or, when the balance is short, SCHEDULED ->
- * FAILED (INSUFFICIENT_FUNDS) with nothing debited. One statement; locks the payment row, then the
- * account row, the order every other writer uses. Null when the payment is not SCHEDULED or not due.
+ * PENDING, or HELD (at `at`) when `hold` (the hold rule's answer, holds.ts), with the guarded
+ * debit and its ledger entry, counting against the customer's limit on `today`; or, when the
+ * balance is short, SCHEDULED -> FAILED (INSUFFICIENT_FUNDS) with nothing debited. One statement;
+ * locks the payment row, then the account row, the order every other writer uses. Null when the
+ * payment is not SCHEDULED or not due.
  */
-export async function executeOnDay(tx: Tx, paymentId: string, today: string, heldFrom: number): Promise<Payment | null> {
+export async function executeOnDay(tx: Tx, paymentId: string, today: string, onDay: { hold: boolean; at: Date }): Promise<Payment | null> {
   const rows = await tx.$queryRawUnsafe<Payment[]>(
     `WITH due AS (
        SELECT id, account_id, amount FROM payments
@@ -172,9 +175,10 @@ export async function executeOnDay(tx: Tx, paymentId: string, today: string, hel
      moved AS (
        UPDATE payments p SET
          status = CASE WHEN NOT EXISTS (SELECT 1 FROM debit) THEN ${DAY_CAME_SHORT.to}
-           WHEN p.amount >= $4 THEN ${DAY_CAME_HELD.to} ELSE ${DAY_CAME_FUNDED.to} END,
+           WHEN $4::boolean THEN ${DAY_CAME_HELD.to} ELSE ${DAY_CAME_FUNDED.to} END,
          failure_reason = CASE WHEN EXISTS (SELECT 1 FROM debit) THEN NULL ELSE $3 END,
          limit_day = CASE WHEN EXISTS (SELECT 1 FROM debit) THEN $2::date ELSE p.limit_day END,
+         held_at = CASE WHEN EXISTS (SELECT 1 FROM debit) AND $4::boolean THEN $5::timestamptz ELSE p.held_at END,
          updated_at = now()
        FROM due d WHERE p.id = d.id
        RETURNING p.*)
@@ -182,7 +186,8 @@ export async function executeOnDay(tx: Tx, paymentId: string, today: string, hel
     paymentId,
     today,
     FAILURE_REASONS.INSUFFICIENT_FUNDS,
-    BigInt(heldFrom),
+    onDay.hold,
+    onDay.at,
   );
   return rows[0] ?? null;
 }

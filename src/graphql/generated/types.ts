@@ -79,6 +79,8 @@ export type CreateStandingOrderInput = {
   idempotencyKey: Scalars['String']['input'];
   /** The last day an occurrence may fall on; not before firstPaymentOn. Null: until cancelled. */
   lastPaymentOn?: InputMaybe<Scalars['Date']['input']>;
+  /** A check of this recipient (checkPayee) made by you in the last 24 hours: the rule of sendPayment's payeeCheckId, on one occurrence's amount. */
+  payeeCheckId?: InputMaybe<Scalars['ID']['input']>;
   recipient: RecipientInput;
   reference?: InputMaybe<Scalars['String']['input']>;
 };
