@@ -183,6 +183,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     const env = {
       DATABASE_URL: databaseUrl,
       AUTH_JWT_SECRET: secret,
+      WEBHOOK_SECRET_KEY: randomBytes(32).toString('hex'),
+      // The run's webhook receiver listens on 127.0.0.1.
+      WEBHOOK_ALLOW_PRIVATE_URLS: 'true',
       PROVIDER_URL: providerUrl,
       PROVIDER_API_KEY: API_KEY,
       PROVIDER_PORT: String(providerPort),
