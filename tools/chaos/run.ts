@@ -693,6 +693,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
         `invariant: ${c.name}`,
         c.violations.length === 0 ? `ok (${c.checked})` : `VIOLATED x${c.violations.length}`,
       ]),
+      ...report.figures.map((f): [string, string] => [
+        `figure: ${f.name}`,
+        `${f.value.toFixed(1)} ${f.unit} (flagged above ${f.threshold})`,
+      ]),
       ['duration', `${Math.round((Date.now() - started) / 1000)} s`],
     ];
     const width = Math.max(...rows.map(([k]) => k.length));
