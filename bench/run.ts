@@ -132,6 +132,8 @@ async function main(): Promise<void> {
     await boss.stop({ graceful: false, close: true });
 
     const secret = randomBytes(48).toString('base64url');
+    // The API and the worker encrypt and decrypt webhook secrets under the same key.
+    const webhookSecretKey = randomBytes(32).toString('hex');
     const senders: Sender[] = await Promise.all(
       Array.from({ length: ACCOUNTS }, async (_, i) => ({
         accountId: accountIdOf(i + 1),
@@ -146,7 +148,7 @@ async function main(): Promise<void> {
       DATABASE_URL: db.url,
       PORT: String(port),
       AUTH_JWT_SECRET: secret,
-      WEBHOOK_SECRET_KEY: randomBytes(32).toString('hex'),
+      WEBHOOK_SECRET_KEY: webhookSecretKey,
       SEND_PAYMENT_RATE_LIMIT_PER_MINUTE: '0',
       DAILY_PAYMENT_LIMIT: BENCH_DAILY_LIMIT,
       // Production keeps /metrics off the public port and serves it on METRICS_PORT: any free one.
@@ -327,6 +329,7 @@ async function main(): Promise<void> {
         'bench/process-worker.ts',
         {
           DATABASE_URL: db.url,
+          WEBHOOK_SECRET_KEY: webhookSecretKey,
           PROVIDER_URL: emulator.url,
           PROVIDER_API_KEY: config.providerApiKey,
           LOG_LEVEL: 'warn',

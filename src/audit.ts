@@ -1,6 +1,7 @@
 import { z } from 'zod';
-import { type Frequency, occurrenceDate } from './calendar.ts';
+import { type Clock, type Frequency, londonToday, occurrenceDate, systemClock } from './calendar.ts';
 import type { PrismaClient } from './db/prisma.ts';
+import { horizonHolders, prismaSql } from './events/store.ts';
 import { Prisma } from './generated/prisma/client.ts';
 import { QUEUES } from './jobs/queues.ts';
 import { COUNTS_AGAINST_DAILY_LIMIT, EXECUTED, isIn, STOPPED, sqlStatuses } from './payments/lifecycle.ts';
@@ -16,8 +17,18 @@ export interface AuditCheck {
   violations: string[];
 }
 
+/** A measurement the audit reports whether or not it is in bounds. */
+export interface AuditFigure {
+  name: string;
+  value: number;
+  unit: string;
+  /** Above this it is flagged, as a violation of the check it belongs to. */
+  threshold: number;
+}
+
 export interface AuditReport {
   checks: AuditCheck[];
+  figures: AuditFigure[];
   ok: boolean;
 }
 
@@ -113,6 +124,17 @@ async function checkCreditsAtProvider(
 
 /** A payment PENDING for longer than this is flagged: settlement (with its retries) takes minutes, not hours. */
 export const DEFAULT_PENDING_MAX_AGE_SECONDS = 3600;
+/**
+ * A SCHEDULED payment is flagged once its day began longer ago than this: its execution job is due
+ * at the start of its day, so one still SCHEDULED a day later was never run.
+ */
+export const DEFAULT_SCHEDULED_GRACE_SECONDS = 24 * 3600;
+/**
+ * The event horizon lag that is flagged: no transaction of the service stays open this long (a
+ * payment's is milliseconds), so a transaction holding an xid longer is stuck or foreign, and every
+ * event consumer (subscriptions, webhooks) is waiting behind it.
+ */
+export const DEFAULT_HORIZON_LAG_MAX_SECONDS = 60;
 
 export async function audit(options: {
   prisma: PrismaClient;
@@ -121,9 +143,16 @@ export async function audit(options: {
   pendingMaxAgeSeconds?: number;
   /** DAILY_PAYMENT_LIMIT: no customer's London day may pass it (without it, day totals are only reconciled). */
   dailyLimit?: number;
+  /** Flag a SCHEDULED payment whose day began longer ago than this (default a day). */
+  scheduledGraceSeconds?: number;
+  /** What "today" is for SCHEDULED payments: the system clock unless a test moved the service's. */
+  clock?: Clock;
+  /** Flag a transaction that has held the event horizon back longer than this (default a minute). */
+  horizonLagMaxSeconds?: number;
 }): Promise<AuditReport> {
   const { prisma } = options;
   const checks: AuditCheck[] = [];
+  const figures: AuditFigure[] = [];
   const check = (name: string, checked: number, violations: string[]) => checks.push({ name, checked, violations });
   const count = async (table: 'accounts' | 'payments') =>
     Number((await prisma.$queryRawUnsafe<{ n: bigint }[]>(`SELECT count(*) AS n FROM ${table}`))[0]?.n ?? 0);
@@ -161,11 +190,14 @@ export async function audit(options: {
   // What each status implies: SCHEDULED, and a scheduled payment cancelled before its day or failed
   // for funds on it, moved no money; every other payment has exactly one debit; a stopped one
   // (CANCELLED, FAILED) after a debit exactly one refund; RETURNED exactly one return entry;
-  // nothing else gets either.
+  // nothing else gets either. The debit is from the payment's account, and money comes back to
+  // the account it was taken from.
   const stopped = Prisma.raw(sqlStatuses(STOPPED));
   const entries = await prisma.$queryRaw<{ id: string; status: string; problem: string }[]>`
     WITH agg AS (
       SELECT p.id, p.status::text AS status, p.amount, p.execute_on IS NOT NULL AS scheduled,
+        coalesce(bool_or(l.kind = 'PAYMENT_DEBIT' AND l.account_id <> p.account_id), false) AS debited_elsewhere,
+        count(DISTINCT l.account_id) FILTER (WHERE l.kind IN ('PAYMENT_DEBIT', 'PAYMENT_REFUND', 'PAYMENT_RETURN')) AS accounts,
         count(l.id) FILTER (WHERE l.kind = 'PAYMENT_DEBIT') AS debits,
         coalesce(sum(l.amount) FILTER (WHERE l.kind = 'PAYMENT_DEBIT'), 0) AS debit,
         count(l.id) FILTER (WHERE l.kind = 'PAYMENT_REFUND') AS refunds,
@@ -188,7 +220,9 @@ export async function audit(options: {
         CASE WHEN status = 'RETURNED' AND returns <> 1 THEN returns || ' return entries' END,
         CASE WHEN returns = 1 AND returned <> amount THEN 'return amount differs' END,
         CASE WHEN returns > 0 AND status <> 'RETURNED' THEN 'return entry while ' || status END,
-        CASE WHEN others > 0 THEN others || ' entries of other kinds' END
+        CASE WHEN others > 0 THEN others || ' entries of other kinds' END,
+        CASE WHEN debited_elsewhere THEN 'debited from another account than its own' END,
+        CASE WHEN debits > 0 AND refunds + returns > 0 AND accounts > 1 THEN 'money back to another account than the debit''s' END
       ) AS problem FROM agg)
     SELECT id::text, status, problem FROM checked WHERE problem <> ''`;
   check(
@@ -304,6 +338,41 @@ export async function audit(options: {
     ),
   );
 
+  // A SCHEDULED payment runs at the start of its London day: one still waiting well after that was
+  // never run (its job lost), and the customer's money never went.
+  const graceSeconds = options.scheduledGraceSeconds ?? DEFAULT_SCHEDULED_GRACE_SECONDS;
+  const clock = options.clock ?? systemClock;
+  const lastDueDay = londonToday({ now: () => new Date(clock.now().getTime() - graceSeconds * 1000) });
+  const overdue = await prisma.$queryRaw<{ id: string; day: string }[]>`
+    SELECT id::text AS id, to_char(execute_on, 'YYYY-MM-DD') AS day FROM payments
+    WHERE status = 'SCHEDULED' AND execute_on <= ${lastDueDay}::date ORDER BY execute_on, id`;
+  const scheduled = Number(
+    (await prisma.$queryRaw<{ n: bigint }[]>`SELECT count(*) AS n FROM payments WHERE status = 'SCHEDULED'`)[0]?.n ?? 0,
+  );
+  check(
+    'no SCHEDULED payment is left past its day',
+    scheduled,
+    overdue.map((r) => `payment ${r.id} SCHEDULED for ${r.day}, still not run`),
+  );
+
+  // The event horizon: the oldest transaction holding an xid anywhere on the cluster. Events
+  // committed after it began are unreadable until it ends, so its age is how far every event
+  // consumer lags (0 when none).
+  const lagMax = options.horizonLagMaxSeconds ?? DEFAULT_HORIZON_LAG_MAX_SECONDS;
+  const holders = await horizonHolders(prismaSql(prisma));
+  const lagName = 'no transaction holds the event horizon back for long';
+  figures.push({ name: 'event horizon lag', value: Math.max(0, ...holders.map((h) => h.seconds)), unit: 's', threshold: lagMax });
+  check(
+    lagName,
+    holders.length,
+    holders
+      .filter((h) => h.seconds > lagMax)
+      .map(
+        (h) =>
+          `${h.pid === null ? 'a prepared transaction' : `pid ${h.pid}`} (database ${h.database ?? '?'}, application ${h.application || '?'}, ${h.state ?? 'state unknown'}) has held an xid for ${h.seconds.toFixed(1)} s, since ${h.since.toISOString()}`,
+      ),
+  );
+
   if (options.provider) {
     const response = await fetch(`${options.provider.url}/admin/payments`, { headers: { 'x-api-key': options.provider.apiKey } });
     if (!response.ok) throw new Error(`provider answered ${response.status} to GET /admin/payments`);
@@ -331,7 +400,7 @@ export async function audit(options: {
     await checkCreditsAtProvider(prisma, options.provider, check, pendingMaxAge);
   }
 
-  return { checks, ok: checks.every((c) => c.violations.length === 0) };
+  return { checks, figures, ok: checks.every((c) => c.violations.length === 0) };
 }
 
 /** The report as text for people. */
@@ -342,6 +411,7 @@ export function formatAudit(report: AuditReport): string {
     if (c.violations.length > MAX_LISTED) listed.push(`        ... and ${c.violations.length - MAX_LISTED} more`);
     return [head, ...listed].join('\n');
   });
+  for (const f of report.figures) lines.push(`      ${f.name}: ${f.value.toFixed(1)} ${f.unit} (flagged above ${f.threshold} ${f.unit})`);
   lines.push(report.ok ? 'All invariants hold.' : 'INVARIANTS VIOLATED.');
   return lines.join('\n');
 }

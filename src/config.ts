@@ -10,7 +10,10 @@ export type Config = z.infer<typeof configSchema>;
 // passes `allowDevSecret`) may sign with it, and never in production. Every other process that
 // signs or verifies tokens refuses to start without AUTH_JWT_SECRET (`requireJwtSecret`).
 const DEV_JWT_SECRET = 'dev-only-secret-change-me-dev-only-secret';
-/** Development only: production refuses to start without its own WEBHOOK_SECRET_KEY. */
+/**
+ * Known to everyone too: only `npm start` (`allowDevSecret`) encrypts webhook secrets with it. Every
+ * other API or worker process refuses to start without WEBHOOK_SECRET_KEY (`requireWebhookSecretKey`).
+ */
 const DEV_WEBHOOK_SECRET_KEY = Buffer.from('dev-only-webhook-key-change-me!!', 'utf8');
 
 /** 32 bytes, as 64 hex digits or base64: the AES-256 key that encrypts webhook secrets at rest. */
@@ -93,6 +96,7 @@ const configSchema = z
     PAYMENT_SWEEP_MIN_AGE_SECONDS: intFromEnv(300, 0, 30 * 86_400),
     OTEL_EXPORTER_OTLP_ENDPOINT: z.url({ protocol: /^https?$/ }).optional(),
     WEBHOOK_SECRET_KEY: aesKey,
+    WEBHOOK_ALLOW_PRIVATE_URLS: booleanFromEnv,
     WEBHOOK_TIMEOUT_MS: intFromEnv(5000, 50, 60_000),
     WEBHOOK_RETRY_HOURS: intFromEnv(72, 1, 24 * 30),
     WEBHOOK_RETRY_DELAY_MS: intFromEnv(10_000, 10, 3_600_000),
@@ -140,6 +144,9 @@ const configSchema = z
     }
     if (env.NODE_ENV === 'production' && env.WEBHOOK_SECRET_KEY === undefined) {
       ctx.addIssue({ code: 'custom', path: ['WEBHOOK_SECRET_KEY'], message: 'must be set in production (openssl rand -hex 32)' });
+    }
+    if (env.NODE_ENV === 'production' && env.WEBHOOK_ALLOW_PRIVATE_URLS === true) {
+      ctx.addIssue({ code: 'custom', path: ['WEBHOOK_ALLOW_PRIVATE_URLS'], message: 'is for local development only, never production' });
     }
     if (env.WEBHOOK_ENDPOINT_CONCURRENCY >= env.WEBHOOK_CONCURRENCY) {
       ctx.addIssue({
@@ -212,9 +219,11 @@ const configSchema = z
     // Traces over OTLP/HTTP to this collector (its base URL; /v1/traces is added); off when unset.
     telemetry: { endpoint: env.OTEL_EXPORTER_OTLP_ENDPOINT },
     webhooks: {
-      secretKey: env.WEBHOOK_SECRET_KEY ?? DEV_WEBHOOK_SECRET_KEY,
-      // Production: https only, and only public addresses (checked at registration and on each delivery).
-      strictUrls: env.NODE_ENV === 'production',
+      /** Undefined unless WEBHOOK_SECRET_KEY is set (or `allowDevSecret`): see `requireWebhookSecretKey`. */
+      secretKey: env.WEBHOOK_SECRET_KEY,
+      // The SSRF guard, whatever NODE_ENV says: https only, and only public addresses (checked at
+      // registration and on each delivery), unless WEBHOOK_ALLOW_PRIVATE_URLS=true (local development).
+      strictUrls: env.WEBHOOK_ALLOW_PRIVATE_URLS !== true,
       timeoutMs: env.WEBHOOK_TIMEOUT_MS,
       retryHours: env.WEBHOOK_RETRY_HOURS,
       retryDelayMs: env.WEBHOOK_RETRY_DELAY_MS,
@@ -257,8 +266,10 @@ export class ConfigError extends Error {
 
 export interface LoadConfigOptions {
   /**
-   * Sign and verify with the repository's development secret when AUTH_JWT_SECRET is unset (never
-   * in production). Only the local all-in-one demo (`npm start`, tools/start.ts) passes this.
+   * Sign and verify with the repository's development secret when AUTH_JWT_SECRET is unset, and
+   * encrypt webhook secrets with its development key when WEBHOOK_SECRET_KEY is unset (never in
+   * production). Only the local all-in-one demo (`npm start`, tools/start.ts) and `npm run token --
+   * --dev` pass this.
    */
   allowDevSecret?: boolean;
 }
@@ -273,9 +284,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`Invalid environment:\n${lines.join('\n')}`);
   }
   const config = parsed.data;
-  // Production without a secret was refused above, so the fallback is for development only.
-  if (options.allowDevSecret && config.jwtSecret === undefined) return { ...config, jwtSecret: DEV_JWT_SECRET };
-  return config;
+  // Production without a secret or a key was refused above, so the fallbacks are for development only.
+  if (!options.allowDevSecret) return config;
+  return {
+    ...config,
+    jwtSecret: config.jwtSecret ?? DEV_JWT_SECRET,
+    webhooks: { ...config.webhooks, secretKey: config.webhooks.secretKey ?? DEV_WEBHOOK_SECRET_KEY },
+  };
 }
 
 /** The JWT secret of a process that signs or verifies tokens; a `ConfigError` naming AUTH_JWT_SECRET without one. */
@@ -286,4 +301,18 @@ export function requireJwtSecret(config: Pick<Config, 'jwtSecret'>): string {
     );
   }
   return config.jwtSecret;
+}
+
+/**
+ * The key that encrypts webhook secrets, for an API or worker process; a `ConfigError` naming
+ * WEBHOOK_SECRET_KEY without one, whatever NODE_ENV says (secrets encrypted under a key everyone
+ * knows are not secret).
+ */
+export function requireWebhookSecretKey(config: Pick<Config, 'webhooks'>): Buffer {
+  if (config.webhooks.secretKey === undefined) {
+    throw new ConfigError(
+      'Invalid environment:\n  WEBHOOK_SECRET_KEY: is required (32 random bytes: openssl rand -hex 32); only `npm start`, the local demo, has a built-in one',
+    );
+  }
+  return config.webhooks.secretKey;
 }

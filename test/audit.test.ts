@@ -1,7 +1,9 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { audit } from '../src/audit.ts';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
+import { audit, formatAudit } from '../src/audit.ts';
+import { addCalendarDays, londonToday, systemClock } from '../src/calendar.ts';
 import { paymentInput, type Stack, startStack } from './helpers.ts';
 
 let stack: Stack;
@@ -43,7 +45,9 @@ describe('the audit', () => {
   it('passes on a consistent bank', async () => {
     const report = await audit({ prisma: stack.db, provider: provider() });
     expect(failing(report)).toEqual([]);
-    expect(report.checks).toHaveLength(14);
+    expect(report.checks).toHaveLength(16);
+    expect(report.figures).toEqual([{ name: 'event horizon lag', value: expect.any(Number), unit: 's', threshold: 60 }]);
+    expect(formatAudit(report)).toMatch(/^ +event horizon lag: \d+\.\d s \(flagged above 60 s\)$/m);
   });
 
   it('finds a balance that no longer matches its ledger', async () => {
@@ -233,5 +237,108 @@ describe('the audit of money movement', () => {
         WHERE p.id = ${completed.id}::uuid AND t.customer_id = a.customer_id AND t.day = p.limit_day`;
     }
     expect(newly(await audit({ prisma: stack.db }))).toEqual([]);
+  });
+});
+
+describe('the audit of its blind spots', () => {
+  const LEDGER = 'each payment has the ledger entries its status implies (a RETURNED one exactly one return entry)';
+
+  it('finds money sent back to another account than the one it was taken from, though every balance adds up', async () => {
+    const payer = await stack.newCustomer(10_000);
+    const mallory = await stack.newCustomer(500);
+    const sent = await stack.send(payer.token, paymentInput(payer.accountId, { amount: 1_000 }));
+    const id = sent.payment?.id ?? '';
+    await vi.waitFor(async () => expect((await stack.db.payment.findUniqueOrThrow({ where: { id } })).status).toBe('COMPLETED'), {
+      timeout: 20_000,
+      interval: 100,
+    });
+    const baseline = failing(await audit({ prisma: stack.db }));
+    // A return booked to Mallory's account, with her balance and its ledger kept in step: every
+    // balance, ledger chain and entry count still agrees.
+    await stack.db.$transaction([
+      stack.db.$executeRaw`UPDATE payments SET status = 'RETURNED', return_code = 'AC01' WHERE id = ${id}::uuid`,
+      stack.db.$executeRaw`INSERT INTO ledger_entries (account_id, kind, amount, balance_after, payment_id)
+        SELECT a.id, 'PAYMENT_RETURN', 1000, a.balance + 1000, ${id}::uuid FROM accounts a WHERE a.id = ${mallory.accountId}::uuid`,
+      stack.db.$executeRaw`UPDATE accounts SET balance = balance + 1000 WHERE id = ${mallory.accountId}::uuid`,
+    ]);
+    try {
+      const report = await audit({ prisma: stack.db });
+      expect(failing(report).filter((name) => !baseline.includes(name))).toEqual([LEDGER]);
+      expect(report.checks.find((c) => c.name === LEDGER)?.violations).toContain(
+        `payment ${id} (RETURNED): money back to another account than the debit's`,
+      );
+    } finally {
+      await stack.db.$transaction([
+        stack.db.$executeRaw`ALTER TABLE ledger_entries DISABLE TRIGGER ledger_entries_append_only`,
+        stack.db.$executeRaw`DELETE FROM ledger_entries WHERE payment_id = ${id}::uuid AND kind = 'PAYMENT_RETURN'`,
+        stack.db.$executeRaw`ALTER TABLE ledger_entries ENABLE TRIGGER ledger_entries_append_only`,
+        stack.db.$executeRaw`UPDATE accounts SET balance = balance - 1000 WHERE id = ${mallory.accountId}::uuid`,
+        stack.db.$executeRaw`ALTER TABLE payments DISABLE TRIGGER payments_guard_transition`,
+        stack.db.$executeRaw`UPDATE payments SET status = 'COMPLETED', return_code = NULL WHERE id = ${id}::uuid`,
+        stack.db.$executeRaw`ALTER TABLE payments ENABLE TRIGGER payments_guard_transition`,
+        stack.db
+          .$executeRaw`DELETE FROM payment_events WHERE payment_id = ${id}::uuid AND (status = 'RETURNED' OR previous_status = 'RETURNED')`,
+        // Leaving COMPLETED gave its amount back to its day (a trigger); coming back by hand takes it again.
+        stack.db.$executeRaw`UPDATE daily_payment_totals t SET used = t.used + p.amount
+          FROM payments p JOIN accounts a ON a.id = p.account_id
+          WHERE p.id = ${id}::uuid AND t.customer_id = a.customer_id AND t.day = p.limit_day`,
+      ]);
+    }
+    expect(failing(await audit({ prisma: stack.db })).filter((name) => !baseline.includes(name))).toEqual([]);
+  });
+
+  it('finds a SCHEDULED payment left a day past its day, and not one whose day is today', async () => {
+    const name = 'no SCHEDULED payment is left past its day';
+    const payer = await stack.newCustomer(10_000);
+    const today = londonToday(systemClock);
+    const sent = await stack.send(payer.token, paymentInput(payer.accountId, { amount: 100, executeOn: addCalendarDays(today, 5) }));
+    const id = sent.payment?.id ?? '';
+    expect(sent.payment?.status).toBe('SCHEDULED');
+    const violations = async (options: { scheduledGraceSeconds?: number } = {}) =>
+      (await audit({ prisma: stack.db, ...options })).checks.find((c) => c.name === name)?.violations.filter((v) => v.includes(id));
+    expect(await violations()).toEqual([]);
+    try {
+      // As if its execution job had been lost: still SCHEDULED three days after its day.
+      const late = addCalendarDays(today, -3);
+      await stack.db.$executeRaw`UPDATE payments SET execute_on = ${late}::date WHERE id = ${id}::uuid`;
+      expect(await violations()).toEqual([`payment ${id} SCHEDULED for ${late}, still not run`]);
+      // Due today: its job runs at the start of the day, within the grace.
+      await stack.db.$executeRaw`UPDATE payments SET execute_on = ${today}::date WHERE id = ${id}::uuid`;
+      expect(await violations()).toEqual([]);
+      expect(await violations({ scheduledGraceSeconds: 0 })).toEqual([`payment ${id} SCHEDULED for ${today}, still not run`]);
+    } finally {
+      await stack.db.$executeRaw`UPDATE payments SET execute_on = ${addCalendarDays(today, 5)}::date WHERE id = ${id}::uuid`;
+    }
+  });
+
+  it('reports how long the oldest transaction on the cluster has held the event horizon, and flags it over the threshold', async () => {
+    const name = 'no transaction holds the event horizon back for long';
+    // A transaction that holds an xid, in another database of the same cluster.
+    const other = new pg.Client({ connectionString: inject('adminUrl'), application_name: 'audit-test-holder' });
+    await other.connect();
+    try {
+      await other.query('BEGIN');
+      const [held] = (await other.query<{ pid: number }>('SELECT pg_backend_pid() AS pid, txid_current()')).rows;
+      const pid = held?.pid ?? 0;
+      const report = await audit({ prisma: stack.db, horizonLagMaxSeconds: 0 });
+      expect(report.figures.find((f) => f.name === 'event horizon lag')?.value).toBeGreaterThan(0);
+      const flagged = report.checks.find((c) => c.name === name);
+      expect(flagged?.checked).toBeGreaterThanOrEqual(1);
+      expect(flagged?.violations).toContainEqual(
+        expect.stringMatching(
+          new RegExp(
+            `^pid ${pid} \\(database \\w+, application audit-test-holder, idle in transaction\\) has held an xid for \\d+\\.\\d s, since `,
+          ),
+        ),
+      );
+      // Under the default threshold (a minute) it is a figure, not a violation.
+      const quiet = await audit({ prisma: stack.db });
+      expect(quiet.checks.find((c) => c.name === name)?.violations.filter((v) => v.startsWith(`pid ${pid} `))).toEqual([]);
+      await other.query('ROLLBACK');
+      const after = await audit({ prisma: stack.db, horizonLagMaxSeconds: 0 });
+      expect(after.checks.find((c) => c.name === name)?.violations.filter((v) => v.startsWith(`pid ${pid} `))).toEqual([]);
+    } finally {
+      await other.end();
+    }
   });
 });

@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { startApiProcess } from '../src/app/api.ts';
 import { audit, formatAudit } from '../src/audit.ts';
+import { freePort } from '../tools/free-port.ts';
 import { emulatorCall, expectNoErrorLogs, gql, paymentInput, type Stack, startStack, type TestCustomer } from './helpers.ts';
 
 /** cancelPayment against the worker and the provider emulator, over real HTTP. */
@@ -20,8 +22,8 @@ interface Cancelled {
     errors: Array<{ code: string; message: string; field: string[] | null }>;
   };
 }
-async function cancel(customer: TestCustomer, id: string) {
-  const response = await gql<Cancelled>(stack.apiUrl, customer.token, CANCEL, { id });
+async function cancel(customer: TestCustomer, id: string, apiUrl = stack.apiUrl) {
+  const response = await gql<Cancelled>(apiUrl, customer.token, CANCEL, { id });
   if (!response.data) throw new Error(JSON.stringify(response));
   return response.data.cancelPayment;
 }
@@ -158,5 +160,77 @@ describe('a cancel racing the worker', () => {
     expect(rows).toHaveLength(100);
     await auditOk();
     expectNoErrorLogs(stack);
+  });
+});
+
+describe('a cancellation refused because the provider could not be reached', () => {
+  it('leaves no cancel request behind when the void certainly did not reach the provider, and keeps it when it may have', async () => {
+    // Its own bank, no retries: a payment whose first send fails is voided by the worker and FAILED.
+    const own = await startStack({ worker: false, env: { PAYMENT_RETRY_LIMIT: '0' } });
+    // A second API whose provider address has nothing listening: its void is refused at connect.
+    const cut = await startApiProcess({
+      config: own.config,
+      databaseUrl: own.databaseUrl,
+      logger: own.logger,
+      port: 0,
+      providerUrl: `http://127.0.0.1:${await freePort()}`,
+    });
+    try {
+      const gwen = await own.newCustomer(10_000);
+      const send = async (amount: number) => (await own.send(gwen.token, paymentInput(gwen.accountId, { amount }))).payment?.id ?? '';
+      const notCancellable = { payment: { status: 'PENDING' }, errors: [{ code: 'PAYMENT_NOT_CANCELLABLE', field: ['paymentId'] }] };
+      const cancelRequested = async (id: string) => (await own.db.payment.findUniqueOrThrow({ where: { id } })).cancelRequestedAt;
+
+      // Refused at connect: the void never left.
+      const refusedAtConnect = await send(1_001);
+      expect(await cancel(gwen, refusedAtConnect, cut.api.url.replace('localhost', '127.0.0.1'))).toMatchObject(notCancellable);
+      expect(await cancelRequested(refusedAtConnect)).toBeNull();
+
+      // Refused by the provider (429): it did not handle the void.
+      const rateLimited = await send(1_002);
+      own.emulator.setFaults({ rateLimitRate: 1, retryAfterSeconds: 0 });
+      try {
+        expect(await cancel(gwen, rateLimited, own.apiUrl)).toMatchObject(notCancellable);
+      } finally {
+        own.emulator.setFaults({ rateLimitRate: 0 });
+      }
+      expect(await cancelRequested(rateLimited)).toBeNull();
+
+      // The void timed out while the provider still had it: it may have been (and here is) carried
+      // out, so the request stays, and the payment is refunded as the customer's cancellation.
+      const timedOut = await send(1_003);
+      own.emulator.setFaults({ holdKeys: [timedOut] });
+      try {
+        expect(await cancel(gwen, timedOut, own.apiUrl)).toMatchObject(notCancellable);
+      } finally {
+        own.emulator.setFaults({ holdKeys: [] });
+      }
+      expect(await cancelRequested(timedOut)).not.toBeNull();
+      await vi.waitFor(async () => expect((await emulatorCall(own, 'GET', `/v1/payments/${timedOut}`)).status).toBe(410), {
+        timeout: 10_000,
+        interval: 50,
+      });
+
+      // Then the worker: the first send of each fails, so it voids them and refunds them.
+      own.emulator.setFaults({ failNextCreates: 3 });
+      await own.startWorker();
+      const ids = [refusedAtConnect, rateLimited, timedOut];
+      const ended = await vi.waitFor(
+        async () => {
+          const rows = await own.db.payment.findMany({ where: { id: { in: ids } } });
+          expect(rows.filter((p) => p.status === 'PENDING')).toEqual([]);
+          return new Map(rows.map((p) => [p.id, [p.status, p.failureReason]]));
+        },
+        { timeout: 30_000, interval: 100 },
+      );
+      // A failure that follows a refused cancellation is a failure, not the customer's cancellation.
+      expect(ended.get(refusedAtConnect)).toEqual(['FAILED', 'NOT_SENT_PROVIDER_UNAVAILABLE']);
+      expect(ended.get(rateLimited)).toEqual(['FAILED', 'NOT_SENT_PROVIDER_UNAVAILABLE']);
+      expect(ended.get(timedOut)).toEqual(['CANCELLED', 'CANCELLED_BY_CUSTOMER']);
+      expect((await own.db.account.findUniqueOrThrow({ where: { id: gwen.accountId } })).balance).toBe(10_000n);
+    } finally {
+      await cut.stop();
+      await own.stop();
+    }
   });
 });

@@ -43,6 +43,9 @@ export function testConfig(env: Record<string, string> = {}): Config {
   return loadConfig({
     NODE_ENV: 'test',
     AUTH_JWT_SECRET: TEST_SECRET,
+    WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY,
+    // The tests' webhook receivers listen on 127.0.0.1.
+    WEBHOOK_ALLOW_PRIVATE_URLS: 'true',
     PAYMENT_RETRY_LIMIT: '3',
     PAYMENT_RETRY_DELAY_SECONDS: '1',
     PAYMENT_RETRY_DELAY_MAX_SECONDS: '2',
@@ -269,6 +272,8 @@ export function workerProcessEnv(
   return {
     DATABASE_URL: stack.databaseUrl,
     AUTH_JWT_SECRET: TEST_SECRET,
+    WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY,
+    WEBHOOK_ALLOW_PRIVATE_URLS: 'true',
     PROVIDER_URL: stack.emulator.url,
     PROVIDER_API_KEY: stack.config.providerApiKey,
     WORKER_PORT: '0',

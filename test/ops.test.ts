@@ -5,7 +5,7 @@ import { parse } from 'yaml';
 import { startWorkerProcess } from '../src/app/worker.ts';
 import { signToken } from '../src/auth.ts';
 import { startProcess } from '../tools/processes.ts';
-import { gql, paymentInput, type Stack, startStack, TEST_SECRET, type TestCustomer } from './helpers.ts';
+import { gql, paymentInput, type Stack, startStack, TEST_SECRET, TEST_WEBHOOK_KEY, type TestCustomer } from './helpers.ts';
 import { startStallingProxy } from './tcp-proxy.ts';
 
 let stack: Stack;
@@ -131,6 +131,7 @@ describe('graceful shutdown of a worker', () => {
     const env = {
       DATABASE_URL: stack.databaseUrl,
       AUTH_JWT_SECRET: TEST_SECRET,
+      WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY,
       PROVIDER_URL: stack.emulator.url,
       PROVIDER_API_KEY: stack.config.providerApiKey,
       WORKER_PORT: '0',
@@ -190,6 +191,7 @@ describe('docker-compose.yml', () => {
       for (const key of [
         'DATABASE_URL',
         'AUTH_JWT_SECRET',
+        'WEBHOOK_SECRET_KEY',
         'PROVIDER_URL',
         'PROVIDER_API_KEY',
         'LOG_LEVEL',

@@ -3,7 +3,16 @@ import { signToken } from '../src/auth.ts';
 import { createPrisma, type PrismaClient } from '../src/db/prisma.ts';
 import { type RunningEmulator, startEmulator } from '../src/emulator/server.ts';
 import { type StartedProcess, startProcess } from '../tools/processes.ts';
-import { createFundedCustomer, createTestDatabase, gql, paymentInput, SEND_PAYMENT, type SendPaymentData, TEST_SECRET } from './helpers.ts';
+import {
+  createFundedCustomer,
+  createTestDatabase,
+  gql,
+  paymentInput,
+  SEND_PAYMENT,
+  type SendPaymentData,
+  TEST_SECRET,
+  TEST_WEBHOOK_KEY,
+} from './helpers.ts';
 import { ACCOUNT_PAYMENTS_UPDATED, type AccountUpdate, collect, PAYMENT_UPDATED, type PaymentUpdate, wsClient } from './ws-helpers.ts';
 
 /** The element at `i`, which must be there. */
@@ -29,6 +38,7 @@ let operatorToken: string;
 const env = () => ({
   DATABASE_URL: database.url,
   AUTH_JWT_SECRET: TEST_SECRET,
+  WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY,
   PROVIDER_URL: emulator.url,
   PROVIDER_API_KEY: API_KEY,
   PORT: '0',

@@ -51,7 +51,8 @@ describe('the provider client', () => {
   it('honours Retry-After: no call reaches the provider until it has passed', async () => {
     const client = createProviderClient({ baseUrl: emulator.url, apiKey: KEY, timeoutMs: 1_000 });
     emulator.setFaults({ rateLimitRate: 1 });
-    expect(await client.getPayment('p')).toEqual({ kind: 'transient', detail: 'HTTP 429', retryAfterSeconds: 1 });
+    // A 429 is the provider refusing to handle the request: certainly not acted on.
+    expect(await client.getPayment('p')).toEqual({ kind: 'transient', detail: 'HTTP 429', retryAfterSeconds: 1, notActedOn: true });
     emulator.setFaults({ rateLimitRate: 0 });
     expect(await client.getPayment('p')).toMatchObject({
       kind: 'unavailable',

@@ -2,9 +2,12 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { SignJWT } from 'jose';
 import { describe, expect, it } from 'vitest';
+import { startApiProcess } from '../src/app/api.ts';
+import { startWorkerProcess } from '../src/app/worker.ts';
 import { createTokenVerifier, signToken } from '../src/auth.ts';
-import { loadConfig } from '../src/config.ts';
-import { demoAllowed } from '../tools/demo.ts';
+import { ConfigError, loadConfig } from '../src/config.ts';
+import { createLogger } from '../src/logger.ts';
+import { demoAllowed, loadDemoConfig } from '../tools/demo.ts';
 import { TEST_SECRET, TEST_WEBHOOK_KEY } from './helpers.ts';
 
 // The development secret that src/config.ts used to fall back to: a token signed with it must
@@ -97,11 +100,67 @@ describe('token lifetime', () => {
   });
 });
 
+describe('the webhook secret key and the SSRF guard, whatever NODE_ENV says', () => {
+  // Nothing listens here: a process that got as far as connecting would fail with another error.
+  const nowhere = 'postgresql://127.0.0.1:1/none';
+  const logger = createLogger({ level: 'silent', name: 'test' });
+
+  it('refuses to start an API or a worker without WEBHOOK_SECRET_KEY, naming it, before connecting to anything', async () => {
+    for (const env of [{ AUTH_JWT_SECRET: TEST_SECRET }, { NODE_ENV: 'development', AUTH_JWT_SECRET: TEST_SECRET }]) {
+      const config = loadConfig(env);
+      expect(config.webhooks.secretKey).toBeUndefined();
+      const api = startApiProcess({ config, databaseUrl: nowhere, logger, port: 0 });
+      await expect(api).rejects.toThrow(ConfigError);
+      await expect(api).rejects.toThrow(/WEBHOOK_SECRET_KEY/);
+      const worker = startWorkerProcess({ config, databaseUrl: nowhere, providerUrl: 'http://127.0.0.1:1', logger });
+      await expect(worker).rejects.toThrow(ConfigError);
+      await expect(worker).rejects.toThrow(/WEBHOOK_SECRET_KEY/);
+    }
+  });
+
+  it('stops the API and the worker processes at start-up with a message naming WEBHOOK_SECRET_KEY', async () => {
+    const env = { DATABASE_URL: nowhere, AUTH_JWT_SECRET: TEST_SECRET, PORT: '0', WORKER_PORT: '0', PROVIDER_URL: 'http://127.0.0.1:1' };
+    const [api, worker] = await Promise.all([runScript('src/main-api.ts', [], env), runScript('src/main-worker.ts', [], env)]);
+    expect(api.code).toBe(1);
+    expect(api.stderr).toMatch(/WEBHOOK_SECRET_KEY: is required/);
+    expect(worker.code).toBe(1);
+    expect(worker.stderr).toMatch(/WEBHOOK_SECRET_KEY: is required/);
+  });
+
+  it('keeps the SSRF guard on unless WEBHOOK_ALLOW_PRIVATE_URLS=true, which production refuses', () => {
+    expect(loadConfig({}).webhooks.strictUrls).toBe(true);
+    expect(loadConfig({ NODE_ENV: 'development' }).webhooks.strictUrls).toBe(true);
+    expect(loadConfig({ NODE_ENV: 'test' }).webhooks.strictUrls).toBe(true);
+    expect(loadConfig({ WEBHOOK_ALLOW_PRIVATE_URLS: 'false' }).webhooks.strictUrls).toBe(true);
+    expect(loadConfig({ WEBHOOK_ALLOW_PRIVATE_URLS: 'true' }).webhooks.strictUrls).toBe(false);
+    expect(() => loadConfig({ WEBHOOK_ALLOW_PRIVATE_URLS: 'yes' })).toThrow(/WEBHOOK_ALLOW_PRIVATE_URLS/);
+    expect(() =>
+      loadConfig({
+        NODE_ENV: 'production',
+        AUTH_JWT_SECRET: TEST_SECRET,
+        WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY,
+        WEBHOOK_ALLOW_PRIVATE_URLS: 'true',
+      }),
+    ).toThrow(/WEBHOOK_ALLOW_PRIVATE_URLS/);
+  });
+
+  it('gives only the local demo a development key and private webhook addresses, and not with NODE_ENV=production', () => {
+    const demo = loadDemoConfig({});
+    expect(demo.webhooks.secretKey?.length).toBe(32);
+    expect(demo.webhooks.strictUrls).toBe(false);
+    expect(loadDemoConfig({ WEBHOOK_ALLOW_PRIVATE_URLS: 'false' }).webhooks.strictUrls).toBe(true);
+    expect(loadDemoConfig({ WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY }).webhooks.secretKey).toEqual(Buffer.from(TEST_WEBHOOK_KEY, 'hex'));
+    expect(() => loadDemoConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET })).toThrow(/WEBHOOK_SECRET_KEY/);
+    const production = loadDemoConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET, WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY });
+    expect(production.webhooks.strictUrls).toBe(true);
+  });
+});
+
 describe('the all-in-one demo', () => {
   it('is not seeded, and prints no token, when NODE_ENV is production', () => {
     expect(demoAllowed(loadConfig({ NODE_ENV: 'production', AUTH_JWT_SECRET: TEST_SECRET, WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY }))).toBe(
       false,
     );
-    expect(demoAllowed(loadConfig({}, { allowDevSecret: true }))).toBe(true);
+    expect(demoAllowed(loadDemoConfig({}))).toBe(true);
   });
 });

@@ -1,6 +1,7 @@
 import type { PgBoss } from 'pg-boss';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { queuePolicy, startQueue } from '../src/app/queue.ts';
+import { startWorkerProcess } from '../src/app/worker.ts';
 import { audit, formatAudit } from '../src/audit.ts';
 import { createPaymentJobs } from '../src/jobs/enqueue.ts';
 import { createMetrics } from '../src/ops/metrics.ts';
@@ -122,6 +123,56 @@ describe('cancelling a standing order', () => {
     expect(await schedulers()[0].runDue()).toBe(0);
     expect(await occurrences(id)).toHaveLength(1);
     expect((await stack.db.account.findUniqueOrThrow({ where: { id: bob.accountId } })).balance).toBe(50_000n);
+  });
+
+  it('cancels the last occurrence of an order that has ended but not run yet, and it never executes', async () => {
+    clock.set(new Date('2027-04-12T08:00:00+01:00'));
+    const fay = await stack.newCustomer(50_000);
+    const created = await createOrder(fay, { frequency: 'WEEKLY', firstPaymentOn: '2027-04-12', lastPaymentOn: '2027-04-12' });
+    const id = created.standingOrder?.id ?? '';
+    // Its one occurrence is created: the order has ended (inactive), the occurrence is still SCHEDULED.
+    expect(await schedulers()[0].runDue()).toBe(1);
+    expect(await stack.db.standingOrder.findUniqueOrThrow({ where: { id } })).toMatchObject({ active: false, nextPaymentOn: null });
+    const [occurrence] = await occurrences(id);
+    expect(occurrence?.status).toBe('SCHEDULED');
+    const paymentId = occurrence?.id ?? '';
+
+    const cancelled = await gql<{ cancelStandingOrder: { id: string; active: boolean } }>(
+      stack.apiUrl,
+      fay.token,
+      'mutation($id: ID!) { cancelStandingOrder(id: $id) { id active } }',
+      { id },
+    );
+    expect(cancelled.data?.cancelStandingOrder).toEqual({ id, active: false });
+    expect(await stack.db.payment.findUniqueOrThrow({ where: { id: paymentId } })).toMatchObject({
+      status: 'CANCELLED',
+      failureReason: 'CANCELLED_BY_CUSTOMER',
+    });
+
+    // A worker then runs the occurrence's execution job: it finds nothing to execute.
+    const worker = await startWorkerProcess({
+      config: stack.config,
+      databaseUrl: stack.databaseUrl,
+      providerUrl: stack.emulator.url,
+      logger: stack.logger,
+      pollingIntervalSeconds: 0.5,
+      clock,
+    });
+    try {
+      await vi.waitFor(
+        async () =>
+          expect(
+            await stack.db.$queryRaw<{ state: string }[]>`
+              SELECT state::text FROM pgboss.job WHERE id = ${paymentId}::uuid AND name = 'payment.execute'`,
+          ).toEqual([{ state: 'completed' }]),
+        { timeout: 20_000, interval: 100 },
+      );
+    } finally {
+      await worker.stop();
+    }
+    expect((await stack.db.payment.findUniqueOrThrow({ where: { id: paymentId } })).status).toBe('CANCELLED');
+    expect(await stack.db.ledgerEntry.count({ where: { paymentId } })).toBe(0);
+    expect((await stack.db.account.findUniqueOrThrow({ where: { id: fay.accountId } })).balance).toBe(50_000n);
   });
 });
 

@@ -4,7 +4,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signToken } from '../src/auth.ts';
 import { type RunningEmulator, startEmulator } from '../src/emulator/server.ts';
 import { type StartedProcess, startProcess } from '../tools/processes.ts';
-import { createFundedCustomer, createTestDatabase, gql, paymentInput, SEND_PAYMENT, TEST_OPERATOR, TEST_SECRET } from './helpers.ts';
+import {
+  createFundedCustomer,
+  createTestDatabase,
+  gql,
+  paymentInput,
+  SEND_PAYMENT,
+  TEST_OPERATOR,
+  TEST_SECRET,
+  TEST_WEBHOOK_KEY,
+} from './helpers.ts';
 
 /**
  * Tracing end to end: an API process and a worker process export their spans over OTLP/HTTP to a
@@ -56,6 +65,7 @@ beforeAll(async () => {
   const env = {
     DATABASE_URL: database.url,
     AUTH_JWT_SECRET: TEST_SECRET,
+    WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY,
     PROVIDER_URL: emulator.url,
     PROVIDER_API_KEY: API_KEY,
     PORT: '0',

@@ -345,54 +345,55 @@ describe('registering endpoints', () => {
     expectNoErrorLogs(stack);
   });
 
-  it('in production refuses http://127.0.0.1, https://10.0.0.1 and a host resolving to 169.254.169.254 as INVALID_INPUT on url', async () => {
-    const names: Record<string, string[]> = {
-      'metadata.example.test': ['169.254.169.254'],
-      'mixed.example.test': ['93.184.216.34', '10.1.2.3'],
-      'public.example.test': ['93.184.216.34'],
-    };
-    const resolveHost: Resolver = async (host) =>
-      (names[host] ?? []).map((address) => ({ address, family: address.includes(':') ? 6 : 4 }));
-    const config = loadConfig({
-      NODE_ENV: 'production',
-      AUTH_JWT_SECRET: TEST_SECRET,
-      WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY,
-      METRICS_PORT: '0',
-    });
-    const api = await startApiProcess({ config, databaseUrl: stack.databaseUrl, logger: stack.logger, port: 0, resolveHost });
-    try {
-      const url = api.api.url.replace('localhost', '127.0.0.1');
-      const alice = await stack.newCustomer(0);
-      const before = await stack.db.webhookEndpoint.count();
-      const refused = [
-        'http://127.0.0.1/hooks',
-        'https://127.0.0.1/hooks',
-        'https://10.0.0.1/hooks',
-        'https://metadata.example.test/latest',
-        'https://mixed.example.test/hooks',
-        'https://[::ffff:169.254.169.254]/',
-        'https://[fd00:ec2::254]/',
-        'https://100.64.0.1/',
-        'https://unknown.example.test/',
-        'http://public.example.test/hooks',
-      ];
-      for (const target of refused) {
-        const r = await gql<CreateData>(url, alice.token, CREATE, { input: { accountId: alice.accountId, url: target } });
-        expect(r.data?.createWebhookEndpoint, target).toMatchObject({
-          endpoint: null,
-          errors: [{ code: 'INVALID_INPUT', field: ['url'] }],
+  it.each([
+    ['with NODE_ENV=production', { NODE_ENV: 'production', METRICS_PORT: '0' }],
+    ['with NODE_ENV unset', {}],
+  ])(
+    '%s refuses http://127.0.0.1, https://10.0.0.1 and a host resolving to 169.254.169.254 as INVALID_INPUT on url',
+    async (_, nodeEnv) => {
+      const names: Record<string, string[]> = {
+        'metadata.example.test': ['169.254.169.254'],
+        'mixed.example.test': ['93.184.216.34', '10.1.2.3'],
+        'public.example.test': ['93.184.216.34'],
+      };
+      const resolveHost: Resolver = async (host) =>
+        (names[host] ?? []).map((address) => ({ address, family: address.includes(':') ? 6 : 4 }));
+      const config = loadConfig({ ...nodeEnv, AUTH_JWT_SECRET: TEST_SECRET, WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY });
+      const api = await startApiProcess({ config, databaseUrl: stack.databaseUrl, logger: stack.logger, port: 0, resolveHost });
+      try {
+        const url = api.api.url.replace('localhost', '127.0.0.1');
+        const alice = await stack.newCustomer(0);
+        const before = await stack.db.webhookEndpoint.count();
+        const refused = [
+          'http://127.0.0.1/hooks',
+          'https://127.0.0.1/hooks',
+          'https://10.0.0.1/hooks',
+          'https://metadata.example.test/latest',
+          'https://mixed.example.test/hooks',
+          'https://[::ffff:169.254.169.254]/',
+          'https://[fd00:ec2::254]/',
+          'https://100.64.0.1/',
+          'https://unknown.example.test/',
+          'http://public.example.test/hooks',
+        ];
+        for (const target of refused) {
+          const r = await gql<CreateData>(url, alice.token, CREATE, { input: { accountId: alice.accountId, url: target } });
+          expect(r.data?.createWebhookEndpoint, target).toMatchObject({
+            endpoint: null,
+            errors: [{ code: 'INVALID_INPUT', field: ['url'] }],
+          });
+        }
+        expect(await stack.db.webhookEndpoint.count()).toBe(before);
+        const ok = await gql<CreateData>(url, alice.token, CREATE, {
+          input: { accountId: alice.accountId, url: 'https://public.example.test/hooks' },
         });
+        expect(ok.data?.createWebhookEndpoint.errors).toEqual([]);
+        expect(ok.data?.createWebhookEndpoint.secret).toMatch(/^whsec_/);
+      } finally {
+        await api.stop();
       }
-      expect(await stack.db.webhookEndpoint.count()).toBe(before);
-      const ok = await gql<CreateData>(url, alice.token, CREATE, {
-        input: { accountId: alice.accountId, url: 'https://public.example.test/hooks' },
-      });
-      expect(ok.data?.createWebhookEndpoint.errors).toEqual([]);
-      expect(ok.data?.createWebhookEndpoint.secret).toMatch(/^whsec_/);
-    } finally {
-      await api.stop();
-    }
-  });
+    },
+  );
 });
 
 describe('webhook building blocks', () => {

@@ -1,6 +1,6 @@
 import type { AccountService } from '../src/accounts/accounts.ts';
 import { signToken, type Viewer } from '../src/auth.ts';
-import type { Config } from '../src/config.ts';
+import { type Config, loadConfig } from '../src/config.ts';
 import type { PrismaClient } from '../src/db/prisma.ts';
 
 /**
@@ -31,6 +31,17 @@ export const DEMO_OPERATOR = 'operator:demo';
  */
 export function demoAllowed(config: Pick<Config, 'nodeEnv'>): boolean {
   return config.nodeEnv !== 'production';
+}
+
+/**
+ * The config of `npm start`, the local demo: the repository's development JWT secret and webhook key
+ * when none is given, and webhooks allowed to private addresses (a receiver on this machine) unless
+ * WEBHOOK_ALLOW_PRIVATE_URLS says otherwise. With NODE_ENV=production, none of these: it needs its
+ * own secret and key, like any API or worker, and keeps the SSRF guard.
+ */
+export function loadDemoConfig(env: Record<string, string | undefined>): Config {
+  const production = env.NODE_ENV === 'production';
+  return loadConfig(production ? env : { WEBHOOK_ALLOW_PRIVATE_URLS: 'true', ...env }, { allowDevSecret: !production });
 }
 
 export async function seedDemo(prisma: PrismaClient, accounts: AccountService, sortCode: string): Promise<void> {

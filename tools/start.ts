@@ -1,8 +1,8 @@
-import { loadConfig } from '../src/config.ts';
 import { createLogger } from '../src/logger.ts';
 import { runMain } from '../src/run-main.ts';
 import { onShutdown } from '../src/shutdown.ts';
 import { startTracing } from '../src/telemetry/tracing.ts';
+import { loadDemoConfig } from './demo.ts';
 
 /**
  * `npm start`: everything in one process for a newcomer's machine (all-in-one.ts): embedded
@@ -10,8 +10,8 @@ import { startTracing } from '../src/telemetry/tracing.ts';
  * product code: embedded PostgreSQL is a development dependency, absent from the production image.
  */
 runMain(async () => {
-  // The one entry point allowed the repository's development secret: a local demo.
-  const config = loadConfig(process.env, { allowDevSecret: true });
+  // The one entry point allowed the repository's development secret and key: a local demo.
+  const config = loadDemoConfig(process.env);
   const logger = createLogger({ level: config.logLevel, name: 'payments' });
   const tracing = await startTracing({ serviceName: 'payments', endpoint: config.telemetry.endpoint });
   // Imported once tracing has started, so what it instruments is patched as it loads.

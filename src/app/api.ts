@@ -2,7 +2,7 @@ import pg from 'pg';
 import { RateLimiterPostgres } from 'rate-limiter-flexible';
 import { createAccountService } from '../accounts/accounts.ts';
 import { createTokenVerifier } from '../auth.ts';
-import { type Config, requireJwtSecret } from '../config.ts';
+import { type Config, requireJwtSecret, requireWebhookSecretKey } from '../config.ts';
 import { createPrisma, type PrismaClient } from '../db/prisma.ts';
 import { type EventFeed, startEventFeed } from '../events/feed.ts';
 import { createAccountEvents } from '../events/stream.ts';
@@ -66,8 +66,9 @@ export async function startApiProcess(
   },
 ): Promise<ApiProcess> {
   const { config, databaseUrl } = options;
-  // Before anything is started: an API without its own secret must not come up at all.
+  // Before anything is started: an API without its own secret and key must not come up at all.
   const tokens = createTokenVerifier(requireJwtSecret(config), { maxTokenSeconds: config.maxTokenSeconds });
+  const webhookSecretKey = requireWebhookSecretKey(config);
   const { clock, queue, resolveHost } = processDefaults(config, options);
   const logger = options.logger.child({ process: 'api' });
   const metrics = options.metrics ?? createMetrics();
@@ -149,7 +150,7 @@ export async function startApiProcess(
         prisma,
         boss,
         guard: createAddressGuard({ strict: config.webhooks.strictUrls, resolve: resolveHost }),
-        secretKey: config.webhooks.secretKey,
+        secretKey: webhookSecretKey,
         jobOptions: webhookJobOptions({ timeoutMs: config.webhooks.timeoutMs, jobExpireSeconds: config.queue.jobExpireSeconds }),
         logger,
       }),

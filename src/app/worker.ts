@@ -1,6 +1,6 @@
 import type { PgBoss } from 'pg-boss';
 import type { Clock } from '../calendar.ts';
-import type { Config } from '../config.ts';
+import { type Config, requireWebhookSecretKey } from '../config.ts';
 import { createPrisma, type PrismaClient } from '../db/prisma.ts';
 import { createFailpoints } from '../failpoints.ts';
 import { createPaymentJobs } from '../jobs/enqueue.ts';
@@ -48,6 +48,8 @@ export async function startWorkerProcess(
   },
 ): Promise<WorkerProcess> {
   const { config, databaseUrl } = options;
+  // Before anything is started: a worker without its own key must not come up at all.
+  const webhookSecretKey = requireWebhookSecretKey(config);
   const { clock, queue, polling, resolveHost } = processDefaults(config, options);
   const logger = options.logger.child({ process: 'worker' });
   const metrics = options.metrics ?? createMetrics();
@@ -68,6 +70,7 @@ export async function startWorkerProcess(
   const jobs = createPaymentJobs({ boss, policy: queue, clock });
   const webhooks = startWebhookWorker({
     config,
+    secretKey: webhookSecretKey,
     prisma,
     boss,
     logger,

@@ -82,6 +82,38 @@ export async function currentHorizon(sql: Sql): Promise<EventPosition> {
   return { xid: BigInt(row.xid), seq: 0n };
 }
 
+/** A transaction that holds the horizon back: it has an xid and has not ended. */
+export interface HorizonHolder {
+  /** The backend's pid; null for a prepared transaction (it belongs to no session). */
+  pid: number | null;
+  database: string | null;
+  application: string | null;
+  /** The session's state (`idle in transaction` is the usual culprit), or `prepared`. */
+  state: string | null;
+  since: Date;
+  seconds: number;
+}
+
+/**
+ * Every transaction on the cluster that holds an xid (any database, and prepared transactions),
+ * oldest first. The horizon cannot pass the oldest of them, so events committed after it start
+ * cannot be read until it ends: its age is how far the event stream lags (0 when there is none).
+ * Sessions of other roles show only to a role with pg_read_all_stats (or a superuser).
+ */
+export async function horizonHolders(sql: Sql): Promise<HorizonHolder[]> {
+  return sql<HorizonHolder>(
+    `SELECT pid, datname::text AS database, application_name AS application, state, xact_start AS since,
+       greatest(extract(epoch FROM now() - xact_start), 0)::float8 AS seconds
+     FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() AND xact_start IS NOT NULL
+     UNION ALL
+     SELECT NULL, database::text, 'prepared transaction ' || gid, 'prepared', prepared,
+       greatest(extract(epoch FROM now() - prepared), 0)::float8
+     FROM pg_prepared_xacts
+     ORDER BY since`,
+    [],
+  );
+}
+
 /** How far retention has deleted events; null when it never has. */
 export async function prunedThrough(sql: Sql): Promise<EventPosition | null> {
   const [row] = await sql<{ xid: string; seq: string }>(

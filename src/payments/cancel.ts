@@ -7,7 +7,7 @@ import { isUuid } from '../validation.ts';
 import type { HoldService } from './holds.ts';
 import { canTransition } from './lifecycle.ts';
 import { recordAttempt } from './repository.ts';
-import { cancelScheduled, cancelVoided, complete, requestCancellation } from './transitions.ts';
+import { cancelScheduled, cancelVoided, complete, requestCancellation, withdrawCancellation } from './transitions.ts';
 
 /**
  * cancelPayment: the customer stops a payment that has not gone yet.
@@ -19,7 +19,8 @@ import { cancelScheduled, cancelVoided, complete, requestCancellation } from './
  *   the provider had already accepted it (409) -> COMPLETED and PAYMENT_NOT_CANCELLABLE. The worker
  *   racing this cannot also win: after the void the provider answers its POST with 410 (the worker
  *   then refunds, guarded on PENDING, so the money comes back once), and once the provider accepted,
- *   the void answers 409.
+ *   the void answers 409. The provider could not be reached: PAYMENT_NOT_CANCELLABLE, and the
+ *   request is taken back when the void certainly never reached the provider.
  * - Already CANCELLED: answered as cancelled (a retried request). Any status the lifecycle cannot
  *   move to CANCELLED: PAYMENT_NOT_CANCELLABLE, with the payment as it is.
  */
@@ -57,7 +58,8 @@ export function createCancellation(deps: {
     }
     // Recorded first, so whoever refunds after the void (the worker may meet it first) refunds it
     // as this cancellation. Not PENDING any more: look again.
-    if (!(await requestCancellation(prisma, payment.id))) return null;
+    const request = await requestCancellation(prisma, payment.id);
+    if (!request) return null;
     const voided = await provider.voidPayment(payment.id);
     if (voided.kind === 'voided') {
       const refunded = await prisma.$transaction(async (tx) => {
@@ -76,7 +78,16 @@ export function createCancellation(deps: {
       log.info({ paymentId: payment.id }, 'cancellation refused: the provider had already accepted the payment');
       return refused(now, 'already-accepted', 'The payment provider has already accepted this payment; it can no longer be cancelled');
     }
-    log.warn({ paymentId: payment.id, result: voided }, 'cancellation not possible now: the provider could not be reached');
+    // Refused: the request is taken back only when no void can have reached the provider. This
+    // one certainly did not (not sent, the connection never made, or a 429), and no other request
+    // may have: none came before it (`first`; one whose answer was lost may have voided it) and none
+    // since (the withdrawal is guarded on this request's own mark). Otherwise it stays: a void that
+    // did land is met by the worker (410), which must refund the payment as the customer's
+    // cancellation. (A refund by the worker during the void call itself still counts as the
+    // customer's: the mark has to come before the void, since the void may land.)
+    const certainlyNotVoided = voided.kind === 'unavailable' || (voided.kind === 'transient' && voided.notActedOn === true);
+    const withdrawn = request.first && certainlyNotVoided && (await withdrawCancellation(prisma, payment.id, request.requestedAt));
+    log.warn({ paymentId: payment.id, result: voided, withdrawn }, 'cancellation not possible now: the provider could not be reached');
     return refused(payment, 'provider-unreachable', 'The payment could not be stopped now; it may still be sent. Try again shortly.');
   }
 

@@ -147,24 +147,32 @@ export function createStandingOrders(deps: {
 
   /**
    * Stops the customer's order: no occurrence is created after this, and occurrences created but
-   * not yet run (SCHEDULED) are cancelled. Cancelling an order that has ended returns it unchanged.
-   * Another customer's order is answered exactly like one that does not exist.
+   * not yet run (SCHEDULED) are cancelled, whether or not the order was still active: an order whose
+   * last occurrence has been created is no longer active, but that occurrence has not run yet.
+   * Cancelling an order with nothing left to stop returns it unchanged. Another customer's order is
+   * answered exactly like one that does not exist.
    */
   async function cancel(customerId: string, orderId: string, log: Logger = logger): Promise<StandingOrder> {
     const notFound = () => new DomainError(userError('INVALID_INPUT', 'No such standing order', ['id']));
     if (!isUuid(orderId)) throw notFound();
-    const ended = await prisma.$transaction(async (tx) => {
-      // Waits for a scheduler holding the order, then re-checks `active`.
-      const stopped = await tx.$executeRaw`
-        UPDATE standing_orders SET active = false, next_payment_on = NULL, cancelled_at = now(), updated_at = now()
-        WHERE id = ${orderId}::uuid AND active AND account_id IN (SELECT id FROM accounts WHERE customer_id = ${customerId}::uuid)`;
-      if (stopped === 0) return false;
+    const changed = await prisma.$transaction(async (tx) => {
+      // Waits for a scheduler holding the order (its occurrence commits first), then reads `active`.
+      const [order] = await tx.$queryRaw<{ active: boolean }[]>`
+        SELECT active FROM standing_orders
+        WHERE id = ${orderId}::uuid AND account_id IN (SELECT id FROM accounts WHERE customer_id = ${customerId}::uuid)
+        FOR UPDATE`;
+      if (!order) return false;
       // A statement of its own, so it sees an occurrence a scheduler committed just before.
       const occurrences = await cancelOccurrences(tx, orderId);
-      log.info({ standingOrderId: orderId, occurrencesCancelled: occurrences }, 'standing order cancelled');
+      if (!order.active && occurrences === 0) return false;
+      // Still active, or ended with an occurrence not yet run: the customer stopped something.
+      await tx.$executeRaw`
+        UPDATE standing_orders SET active = false, next_payment_on = NULL, cancelled_at = coalesce(cancelled_at, now()), updated_at = now()
+        WHERE id = ${orderId}::uuid`;
+      log.info({ standingOrderId: orderId, wasActive: order.active, occurrencesCancelled: occurrences }, 'standing order cancelled');
       return true;
     }, TX_OPTIONS);
-    if (ended) deps.afterCommit?.();
+    if (changed) deps.afterCommit?.();
     const order = await prisma.standingOrder.findFirst({ where: { id: orderId, account: { customerId } } });
     if (!order) throw notFound();
     return order;

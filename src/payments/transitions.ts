@@ -361,13 +361,35 @@ export async function returnPayment(tx: Tx, paymentId: string, returnCode: strin
 
 /**
  * Records that the customer asked to cancel a PENDING payment, before it is voided (not a change of
- * status: it tells whoever refunds it after the void to refund it as this cancellation). False when
- * it is no longer PENDING.
+ * status: it tells whoever refunds it after the void to refund it as this cancellation). Null when
+ * it is no longer PENDING. Each request writes a mark later than the one before it (so a request can
+ * tell whether another came after it); `first` says no request was marked before this one.
  */
-export async function requestCancellation(db: Db, paymentId: string): Promise<boolean> {
-  const changed = await db.$executeRawUnsafe(
-    `UPDATE payments SET cancel_requested_at = coalesce(cancel_requested_at, now()) WHERE id = $1::uuid AND status = 'PENDING'`,
+export async function requestCancellation(db: Db, paymentId: string): Promise<{ requestedAt: Date; first: boolean } | null> {
+  // The row is locked first, so `prior` is the mark the request before this one left, even when
+  // the two ran at once.
+  const rows = await db.$queryRawUnsafe<{ requestedAt: Date; first: boolean }[]>(
+    `WITH prior AS (SELECT id, cancel_requested_at FROM payments WHERE id = $1::uuid AND status = 'PENDING' FOR UPDATE)
+     UPDATE payments p SET cancel_requested_at = greatest(clock_timestamp(), p.cancel_requested_at + interval '1 millisecond')
+     FROM prior WHERE p.id = prior.id
+     RETURNING p.cancel_requested_at AS "requestedAt", prior.cancel_requested_at IS NULL AS first`,
     paymentId,
+  );
+  return rows[0] ?? null;
+}
+
+/**
+ * Takes back a cancel request that certainly did not void the payment at the provider, so that a
+ * later failure is refunded as what it is (FAILED), not as the customer's cancellation. Guarded on
+ * PENDING and on the mark being exactly `requestedAt`, the one the request wrote: once another
+ * request has marked it since (its void may be on its way), it stays. False when nothing changed.
+ */
+export async function withdrawCancellation(db: Db, paymentId: string, requestedAt: Date): Promise<boolean> {
+  const changed = await db.$executeRawUnsafe(
+    `UPDATE payments SET cancel_requested_at = NULL
+     WHERE id = $1::uuid AND status = 'PENDING' AND cancel_requested_at = $2::timestamptz`,
+    paymentId,
+    requestedAt,
   );
   return changed > 0;
 }

@@ -46,8 +46,13 @@ export type ProviderResult =
    * was sent, so this spends no retry; try again in `resumeInSeconds`.
    */
   | { kind: 'unavailable'; detail: string; resumeInSeconds: number }
-  /** Worth retrying later: 429, 5xx, a timeout, a network error, the circuit is open, or an answer that is not the provider's. */
-  | { kind: 'transient'; detail: string; retryAfterSeconds?: number };
+  /**
+   * Worth retrying later: 429, 5xx, a timeout, a network error, the circuit is open, or an answer
+   * that is not the provider's. `notActedOn`: the provider certainly did not act on the request (the
+   * connection was never made, or it answered 429); without it, the request may have been carried
+   * out (a timeout, a 5xx, a connection lost mid-request).
+   */
+  | { kind: 'transient'; detail: string; retryAfterSeconds?: number; notActedOn?: true };
 
 /** A Confirmation of Payee answer. UNAVAILABLE: the provider could not answer (a fault, a timeout, the circuit open). */
 export type PayeeMatch = 'MATCH' | 'CLOSE_MATCH' | 'NO_MATCH' | 'UNAVAILABLE';
@@ -129,6 +134,15 @@ const recordSchema = z.object({ id: z.string(), idempotencyKey: z.string(), stat
 const errorSchema = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
 const voidedSchema = z.object({ status: z.literal('voided') });
 
+/**
+ * Errors raised before a connection exists (refused, no such host, connect timeout): the request
+ * never reached anyone. A reset or a timeout later on may come after the provider acted on it.
+ */
+const NOT_CONNECTED = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT']);
+const neverConnected = (error: unknown): boolean =>
+  error instanceof Error &&
+  [error, error.cause].some((e) => e instanceof Error && 'code' in e && typeof e.code === 'string' && NOT_CONNECTED.has(e.code));
+
 class TransientFailure extends Error {
   readonly result: Extract<ProviderResult, { kind: 'transient' }>;
   constructor(result: Extract<ProviderResult, { kind: 'transient' }>) {
@@ -202,7 +216,7 @@ export function createProviderClient(options: ProviderClientOptions) {
       const detail = signal.aborted
         ? `timed out after ${options.timeoutMs} ms`
         : `network error: ${error instanceof Error ? (error.cause instanceof Error ? error.cause.message : error.message) : String(error)}`;
-      throw new TransientFailure({ kind: 'transient', detail });
+      throw new TransientFailure({ kind: 'transient', detail, ...(!signal.aborted && neverConnected(error) ? { notActedOn: true } : {}) });
     }
     let json: unknown = null;
     try {
@@ -256,6 +270,8 @@ export function createProviderClient(options: ProviderClientOptions) {
             kind: 'transient',
             detail: `HTTP ${answer.status}`,
             ...(Number.isFinite(retryAfter) && retryAfter > 0 ? { retryAfterSeconds: retryAfter } : {}),
+            // 429: the provider refused to handle the request at all.
+            ...(answer.status === 429 ? { notActedOn: true } : {}),
           });
         }
         // Not the provider's answer (a proxy's page, a record in an unknown state): nothing was

@@ -18,6 +18,8 @@ import { startDispatcher } from './dispatcher.ts';
  */
 export function startWebhookWorker(deps: {
   config: Config;
+  /** WEBHOOK_SECRET_KEY: the key the endpoints' signing secrets are encrypted under. */
+  secretKey: Buffer;
   prisma: PrismaClient;
   boss: PgBoss;
   logger: Logger;
@@ -35,7 +37,7 @@ export function startWebhookWorker(deps: {
     logger,
     metrics,
     guard: createAddressGuard({ strict: settings.strictUrls, resolve: deps.resolve }),
-    secretKey: settings.secretKey,
+    secretKey: deps.secretKey,
     settings,
     jobOptions,
     clock: deps.clock,

@@ -183,6 +183,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     const env = {
       DATABASE_URL: databaseUrl,
       AUTH_JWT_SECRET: secret,
+      WEBHOOK_SECRET_KEY: randomBytes(32).toString('hex'),
+      // The run's webhook receiver listens on 127.0.0.1.
+      WEBHOOK_ALLOW_PRIVATE_URLS: 'true',
       PROVIDER_URL: providerUrl,
       PROVIDER_API_KEY: API_KEY,
       PROVIDER_PORT: String(providerPort),
@@ -689,6 +692,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       ...report.checks.map((c): [string, string] => [
         `invariant: ${c.name}`,
         c.violations.length === 0 ? `ok (${c.checked})` : `VIOLATED x${c.violations.length}`,
+      ]),
+      ...report.figures.map((f): [string, string] => [
+        `figure: ${f.name}`,
+        `${f.value.toFixed(1)} ${f.unit} (flagged above ${f.threshold})`,
       ]),
       ['duration', `${Math.round((Date.now() - started) / 1000)} s`],
     ];
