@@ -199,11 +199,11 @@ describe('a cancellation refused because the provider could not be reached', () 
       // The void timed out while the provider still had it: it may have been (and here is) carried
       // out, so the request stays, and the payment is refunded as the customer's cancellation.
       const timedOut = await send(1_003);
-      own.emulator.setFaults({ holdKeys: [timedOut] });
+      own.emulator.setFaults({ stallKeys: [timedOut] });
       try {
         expect(await cancel(gwen, timedOut, own.apiUrl)).toMatchObject(notCancellable);
       } finally {
-        own.emulator.setFaults({ holdKeys: [] });
+        own.emulator.setFaults({ stallKeys: [] });
       }
       expect(await cancelRequested(timedOut)).not.toBeNull();
       await vi.waitFor(async () => expect((await emulatorCall(own, 'GET', `/v1/payments/${timedOut}`)).status).toBe(410), {
