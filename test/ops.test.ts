@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { parse } from 'yaml';
 import { startWorkerProcess } from '../src/app/worker.ts';
@@ -122,6 +123,25 @@ describe('readiness', () => {
     } finally {
       await own.stop();
       await proxy.close();
+    }
+  });
+});
+
+describe('the event horizon', () => {
+  it('shows a transaction held open in another database of the cluster in the horizon lag within seconds', async () => {
+    const other = new URL(stack.databaseUrl);
+    other.pathname = '/postgres';
+    const client = new pg.Client({ connectionString: other.toString() });
+    await client.connect();
+    const lag = async () => Number(/^payments_event_horizon_lag_seconds (\S+)$/m.exec(await metricsText(`${base}/metrics`))?.[1] ?? 'NaN');
+    try {
+      await client.query('BEGIN');
+      await client.query('SELECT pg_current_xact_id()');
+      // Two seconds and more: longer than anything the rest of the suite keeps open.
+      await vi.waitFor(async () => expect(await lag()).toBeGreaterThanOrEqual(2), { timeout: 15_000, interval: 200 });
+    } finally {
+      await client.query('ROLLBACK').catch(() => undefined);
+      await client.end();
     }
   });
 });

@@ -1,5 +1,6 @@
 import type { PrismaClient } from '../db/prisma.ts';
 import type { EventFeed } from '../events/feed.ts';
+import { horizonHolders, prismaSql } from '../events/store.ts';
 import { JOBS } from '../jobs/queues.ts';
 import { PAYMENT_STATUSES } from '../payments/lifecycle.ts';
 import { type Metrics, observeGauge, sharedRead } from './metrics.ts';
@@ -56,6 +57,18 @@ export function observeApiGauges(metrics: Metrics, prisma: PrismaClient, events:
     registry,
     { name: 'payments_event_feed_up', help: '1 while this process follows the payment event stream (its polls succeed)' },
     () => [{ value: events.isHealthy() ? 1 : 0 }],
+  );
+  // The event stream is read below the cluster-wide horizon: a transaction holding an xid anywhere
+  // on the cluster (another database included, or a frozen process mid-transaction) holds back
+  // every subscriber and webhook until it ends, while everything else looks healthy.
+  const holders = sharedRead(() => horizonHolders(prismaSql(prisma)), 1_000);
+  observeGauge(
+    registry,
+    {
+      name: 'payments_event_horizon_lag_seconds',
+      help: 'How long the oldest transaction holding the event horizon back has been open (0 when none); alert above 60',
+    },
+    async () => [{ value: Math.max(0, ...(await holders()).map((h) => h.seconds)) }],
   );
 }
 
