@@ -160,7 +160,10 @@ const configSchema = z
     if (env.NODE_ENV === 'production' && env.WEBHOOK_ALLOW_PRIVATE_URLS === true) {
       ctx.addIssue({ code: 'custom', path: ['WEBHOOK_ALLOW_PRIVATE_URLS'], message: 'is for local development only, never production' });
     }
-    if ((env.DATABASE_POOL_MODE ?? (env.DIRECT_DATABASE_URL ? 'transaction' : 'direct')) === 'transaction' && env.DATABASE_PREPARED_STATEMENTS) {
+    if (
+      (env.DATABASE_POOL_MODE ?? (env.DIRECT_DATABASE_URL ? 'transaction' : 'direct')) === 'transaction' &&
+      env.DATABASE_PREPARED_STATEMENTS
+    ) {
       ctx.addIssue({
         code: 'custom',
         path: ['DATABASE_PREPARED_STATEMENTS'],

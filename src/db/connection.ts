@@ -101,7 +101,16 @@ END $$`,
 // statement_timeout): the transaction rolled back, so the same idempotency key is safe to retry.
 const UNAVAILABLE_SQLSTATES = new Set(['57P01', '57P02', '57P03', '53300', '25P03', '55P03', '57014']);
 // Node's socket errors and node-postgres's own messages when it has no connection.
-const UNAVAILABLE_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
+const UNAVAILABLE_ERRNOS = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+]);
 const UNAVAILABLE_MESSAGES =
   /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|Connection ended|server closed the connection|terminating connection|the database system is (starting up|shutting down|in recovery)|Can't reach database server|Server has closed the connection|Timed out fetching a new connection|ConnectionClosed|DatabaseNotReachable|SocketTimeout|TooManyConnections/i;
 // Prisma's own codes for the same: P1001 cannot reach, P1002 timed out, P1008 operation timed out,
@@ -123,7 +132,8 @@ export function isDatabaseUnavailable(error: unknown): boolean {
       if (code.startsWith('08') && code.length === 5) return true;
       if (UNAVAILABLE_SQLSTATES.has(code) || UNAVAILABLE_ERRNOS.has(code) || UNAVAILABLE_PRISMA_CODES.has(code)) return true;
     }
-    if (typeof e.kind === 'string' && /^(DatabaseNotReachable|ConnectionClosed|SocketTimeout|TooManyConnections)$/.test(e.kind)) return true;
+    if (typeof e.kind === 'string' && /^(DatabaseNotReachable|ConnectionClosed|SocketTimeout|TooManyConnections)$/.test(e.kind))
+      return true;
     if (typeof e.message === 'string' && UNAVAILABLE_MESSAGES.test(e.message)) return true;
     if (current instanceof AggregateError && current.errors.some(isDatabaseUnavailable)) return true;
     current = e.cause;

@@ -70,9 +70,7 @@ export function createPrisma(options: {
       // connection never crashes the process); these make the loss visible in the log.
       onPoolError: onError,
       onConnectionError: onError,
-      ...(session.preparedStatements
-        ? { statementNameGenerator: preparedStatementNames() as (query: { sql: string }) => string }
-        : {}),
+      ...(session.preparedStatements ? { statementNameGenerator: preparedStatementNames() as (query: { sql: string }) => string } : {}),
     },
   );
   const { onQuery } = options;
