@@ -201,6 +201,8 @@ export async function startStack(
      * client stays direct.
      */
     via?: (databaseUrl: string) => string;
+    /** Runs on the fresh database (its direct URL) before any process connects. */
+    beforeStart?: (databaseUrl: string) => Promise<void>;
     /** Routes the API's event feed through another address (a proxy that can stall). */
     eventsDatabaseUrl?: (databaseUrl: string) => string;
     /** Sees every SQL statement the API sends. */
@@ -214,6 +216,7 @@ export async function startStack(
   const database = await createTestDatabase();
   const config = testConfig(options.env);
   const serviceUrl = options.via ? options.via(database.url) : database.url;
+  await options.beforeStart?.(database.url);
   const { logger, errors, lines } = captureLogger(options.logLevel ? { level: options.logLevel, keepAll: true } : {});
   const emulator = await startEmulator({ apiKey: config.providerApiKey, port: 0 });
   const api = await startApiProcess({

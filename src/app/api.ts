@@ -29,6 +29,17 @@ import { type ProcessOptions, processDefaults } from './defaults.ts';
 import { queueAnswers, startQueue } from './queue.ts';
 
 /**
+ * The limiter's pool with its statements left unnamed: rate-limiter-flexible names them
+ * (`rate_limits:rlflx-upsert`), and through a transaction pooler a name prepared on one server
+ * connection is missing on the next (26000). It calls nothing but `query` on a pool.
+ */
+function withoutStatementNames(pool: pg.Pool): Pick<pg.Pool, 'query'> {
+  return {
+    query: ((config: pg.QueryConfig) => pool.query({ text: config.text, values: config.values ?? [] })) as pg.Pool['query'],
+  };
+}
+
+/**
  * The API process (GraphQL over HTTP and WebSocket), built from a Config and an explicit database
  * URL. src/main-api.ts runs one; the all-in-one start and the tests compose it too.
  */
@@ -147,7 +158,7 @@ export async function startApiProcess(
       accounts: createAccountService({ prisma, logger }),
       sendPaymentLimiter: limiterPool
         ? new RateLimiterPostgres({
-            storeClient: limiterPool,
+            storeClient: config.database.preparedStatements ? limiterPool : withoutStatementNames(limiterPool),
             storeType: 'pool',
             tableName: 'rate_limits',
             tableCreated: true,
