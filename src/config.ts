@@ -82,6 +82,12 @@ const configSchema = z
     PAYMENT_RETRY_DELAY_SECONDS: intFromEnv(2, 1, 86_400),
     PAYMENT_RETRY_DELAY_MAX_SECONDS: intFromEnv(300, 1, 86_400),
     SEND_PAYMENT_RATE_LIMIT_PER_MINUTE: intFromEnv(600, 0, 1_000_000),
+    PAYEE_CHECK_RATE_LIMIT_PER_MINUTE: intFromEnv(30, 0, 1_000_000),
+    STANDING_ORDER_RATE_LIMIT_PER_MINUTE: intFromEnv(30, 0, 1_000_000),
+    WEBHOOK_ENDPOINT_RATE_LIMIT_PER_MINUTE: intFromEnv(10, 0, 1_000_000),
+    WEBHOOK_REDELIVERY_RATE_LIMIT_PER_MINUTE: intFromEnv(60, 0, 1_000_000),
+    MAX_ACTIVE_STANDING_ORDERS_PER_ACCOUNT: intFromEnv(100, 1, 100),
+    MAX_PAYEES_PER_CUSTOMER: intFromEnv(500, 1, 500),
     WORKER_CONCURRENCY: intFromEnv(256, 1, 4096),
     PROVIDER_MAX_CONNECTIONS: wholeNumber(1, 4096).optional(),
     WORKER_CIRCUIT_UNREADY_SECONDS: intFromEnv(60, 0, 86_400),
@@ -187,6 +193,19 @@ const configSchema = z
       delayMaxSeconds: env.PAYMENT_RETRY_DELAY_MAX_SECONDS,
     },
     sendPaymentRateLimitPerMinute: env.SEND_PAYMENT_RATE_LIMIT_PER_MINUTE,
+    // Per-customer budgets of the other mutations that write or call out, counted in PostgreSQL
+    // like sendPayment's (src/graphql/budgets.ts); 0 turns one off. The caps are at most what the
+    // lists that show them serve in one answer (Customer.payees, Account.standingOrders).
+    budgets: {
+      perMinute: {
+        payeeChecks: env.PAYEE_CHECK_RATE_LIMIT_PER_MINUTE,
+        standingOrders: env.STANDING_ORDER_RATE_LIMIT_PER_MINUTE,
+        webhookEndpoints: env.WEBHOOK_ENDPOINT_RATE_LIMIT_PER_MINUTE,
+        webhookRedeliveries: env.WEBHOOK_REDELIVERY_RATE_LIMIT_PER_MINUTE,
+      },
+      maxActiveStandingOrdersPerAccount: env.MAX_ACTIVE_STANDING_ORDERS_PER_ACCOUNT,
+      maxPayeesPerCustomer: env.MAX_PAYEES_PER_CUSTOMER,
+    },
     // Payments a worker process settles at once (each waits on the provider most of its time).
     workerConcurrency: env.WORKER_CONCURRENCY,
     // Keep-alive sockets to the provider per worker process: by default one per payment in flight.

@@ -15,7 +15,14 @@ export type UserErrorCode =
   // Cancellation.
   | 'PAYMENT_NOT_CANCELLABLE';
 
-export type ErrorCode = 'UNAUTHENTICATED' | 'FORBIDDEN' | 'BAD_USER_INPUT' | 'GRAPHQL_VALIDATION_FAILED' | 'INTERNAL_SERVER_ERROR';
+export type ErrorCode =
+  | 'UNAUTHENTICATED'
+  | 'FORBIDDEN'
+  | 'BAD_USER_INPUT'
+  | 'GRAPHQL_VALIDATION_FAILED'
+  | 'INTERNAL_SERVER_ERROR'
+  // A per-customer budget refused a mutation that has no payload to carry a UserError.
+  | 'RATE_LIMITED';
 
 export interface UserError {
   code: UserErrorCode;

@@ -6,6 +6,7 @@ import { type Config, requireJwtSecret, requireWebhookSecretKey } from '../confi
 import { createPrisma, type PrismaClient } from '../db/prisma.ts';
 import { type EventFeed, startEventFeed } from '../events/feed.ts';
 import { createAccountEvents } from '../events/stream.ts';
+import { createBudgets } from '../graphql/budgets.ts';
 import type { IdeDemo } from '../graphql/ide/page.ts';
 import { type RunningApi, startApi } from '../graphql/server.ts';
 import { createSubscriptionBudget, type SubscriptionBudget } from '../graphql/subscription-budget.ts';
@@ -92,7 +93,9 @@ export async function startApiProcess(
   // The limiter's counters live in PostgreSQL (table rate_limits, created by our migration), so
   // the limit holds across every API process, not per process. A small pool of its own: a
   // limiter query never waits behind the money path's connections.
-  const limiterPool = limit > 0 ? new pg.Pool({ connectionString: databaseUrl, max: 2, application_name: 'payments-ratelimit' }) : null;
+  const budgetsOn = Object.values(config.budgets.perMinute).some((perMinute) => perMinute > 0);
+  const limiterPool =
+    limit > 0 || budgetsOn ? new pg.Pool({ connectionString: databaseUrl, max: 2, application_name: 'payments-ratelimit' }) : null;
   limiterPool?.on('error', (error) => logger.error({ err: error }, 'rate limiter pool error'));
   const providerUrl = options.providerUrl ?? config.providerUrl;
   if (!providerUrl) logger.warn('PROVIDER_URL is unset: payee checks answer UNAVAILABLE and cancelPayment cannot void PENDING payments');
@@ -110,7 +113,7 @@ export async function startApiProcess(
   const jobs = createPaymentJobs({ boss, policy: queue, clock });
   // Payee safety: checks go to the provider from the API, behind this process's own breaker.
   const checker = provider ?? noPayeeChecks;
-  const payees = createPayeeService({ prisma, checker, clock, logger });
+  const payees = createPayeeService({ prisma, checker, clock, logger, maxPayees: config.budgets.maxPayeesPerCustomer });
   const screen = createScreening({ payees, clock, policy: config.payeeSafety });
   const holds = createHoldService({ prisma, jobs, policy: config.payeeSafety, clock, logger, metrics, afterCommit: () => events.wake() });
   const api = await startApi({
@@ -130,19 +133,22 @@ export async function startApiProcess(
         logger,
         metrics,
         afterCommit: () => events.wake(),
+        maxActivePerAccount: config.budgets.maxActiveStandingOrdersPerAccount,
       }),
       accounts: createAccountService({ prisma, logger }),
-      sendPaymentLimiter: limiterPool
-        ? new RateLimiterPostgres({
-            storeClient: limiterPool,
-            storeType: 'pool',
-            tableName: 'rate_limits',
-            tableCreated: true,
-            keyPrefix: 'send-payment',
-            points: limit,
-            duration: 60,
-          })
-        : null,
+      sendPaymentLimiter:
+        limiterPool && limit > 0
+          ? new RateLimiterPostgres({
+              storeClient: limiterPool,
+              storeType: 'pool',
+              tableName: 'rate_limits',
+              tableCreated: true,
+              keyPrefix: 'send-payment',
+              points: limit,
+              duration: 60,
+            })
+          : null,
+      budgets: createBudgets({ pool: limiterPool, perMinute: config.budgets.perMinute }),
       events,
       accountEvents: createAccountEvents({ feed: events, prisma }),
       subscriptionBudget: budget,

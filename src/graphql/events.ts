@@ -4,7 +4,7 @@ import type { FeedEvent } from '../events/feed.ts';
 import { EventsPrunedError } from '../events/store.ts';
 import { type Context, requireViewer } from './context.ts';
 import type { PaymentEventResolvers, QueryResolvers, SubscriptionResolvers } from './generated/types.ts';
-import { edgesPage } from './pagination.ts';
+import { edgesPage, FIELD_PAGES } from './pagination.ts';
 import { budgeted } from './subscription-budget.ts';
 
 /**
@@ -13,7 +13,7 @@ import { budgeted } from './subscription-budget.ts';
  * page with one and carry on with the other from the last id it saw.
  */
 
-export const MAX_EVENTS_PAGE = 500;
+export const MAX_EVENTS_PAGE = FIELD_PAGES['Query.paymentEvents'].max;
 
 const badInput = (message: string, field: string) => new GraphQLError(message, { extensions: { code: 'BAD_USER_INPUT', field: [field] } });
 
@@ -56,7 +56,7 @@ export const eventResolvers = {
   Query: {
     paymentEvents: async (_, args, ctx) => {
       // The generated type says non-null (the schema has a default), but a client may send null.
-      const first = args.first ?? 100;
+      const first = args.first ?? FIELD_PAGES['Query.paymentEvents'].default;
       if (!Number.isInteger(first) || first < 1 || first > MAX_EVENTS_PAGE) {
         throw badInput(`first must be between 1 and ${MAX_EVENTS_PAGE}`, 'first');
       }

@@ -39,7 +39,7 @@ export type Account = {
   payments: PaymentConnection;
   /** 6 digits, no dashes. */
   sortCode: Scalars['String']['output'];
-  /** Oldest first, ended and cancelled ones included. */
+  /** Active ones first, then ended and cancelled ones; each oldest first. first: 1-100 (an account has at most 100 active orders, so the default lists every active one). */
   standingOrders: Array<StandingOrder>;
   /** Live (not deleted) endpoints, oldest first. */
   webhookEndpoints: Array<WebhookEndpoint>;
@@ -56,6 +56,11 @@ export type AccountPaymentsArgs = {
   after?: InputMaybe<Scalars['String']['input']>;
   first?: InputMaybe<Scalars['Int']['input']>;
   status?: InputMaybe<PaymentStatus>;
+};
+
+
+export type AccountStandingOrdersArgs = {
+  first?: InputMaybe<Scalars['Int']['input']>;
 };
 
 export type CancelPaymentPayload = {
@@ -110,8 +115,13 @@ export type Customer = {
   accounts: Array<Account>;
   id: Scalars['ID']['output'];
   name: Scalars['String']['output'];
-  /** Saved recipients, oldest first. */
+  /** Saved recipients, oldest first. first: 1-500 (a customer saves at most 500, so the default lists them all). */
   payees: Array<Payee>;
+};
+
+
+export type CustomerPayeesArgs = {
+  first?: InputMaybe<Scalars['Int']['input']>;
 };
 
 export type DepositFundsInput = {
@@ -349,7 +359,7 @@ export type Payment = {
   __typename?: 'Payment';
   account: Account;
   amount: Scalars['Money']['output'];
-  /** Every try and decision of the settlement worker, oldest first. */
+  /** Tries and decisions of the settlement worker, oldest first: the first `first` of them (1-100). */
   attempts: Array<PaymentAttempt>;
   createdAt: Scalars['DateTime']['output'];
   currency: Scalars['String']['output'];
@@ -367,6 +377,11 @@ export type Payment = {
   standingOrder?: Maybe<StandingOrder>;
   status: PaymentStatus;
   updatedAt: Scalars['DateTime']['output'];
+};
+
+
+export type PaymentAttemptsArgs = {
+  first?: InputMaybe<Scalars['Int']['input']>;
 };
 
 export type PaymentAttempt = {
@@ -831,7 +846,7 @@ export type AccountResolvers<ContextType = Context, ParentType extends Resolvers
   name?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   payments?: Resolver<ResolversTypes['PaymentConnection'], ParentType, ContextType, RequireFields<AccountPaymentsArgs, 'first'>>;
   sortCode?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
-  standingOrders?: Resolver<Array<ResolversTypes['StandingOrder']>, ParentType, ContextType>;
+  standingOrders?: Resolver<Array<ResolversTypes['StandingOrder']>, ParentType, ContextType, RequireFields<AccountStandingOrdersArgs, 'first'>>;
   webhookEndpoints?: Resolver<Array<ResolversTypes['WebhookEndpoint']>, ParentType, ContextType>;
 };
 
@@ -855,7 +870,7 @@ export type CustomerResolvers<ContextType = Context, ParentType extends Resolver
   accounts?: Resolver<Array<ResolversTypes['Account']>, ParentType, ContextType>;
   id?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
   name?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
-  payees?: Resolver<Array<ResolversTypes['Payee']>, ParentType, ContextType>;
+  payees?: Resolver<Array<ResolversTypes['Payee']>, ParentType, ContextType, RequireFields<CustomerPayeesArgs, 'first'>>;
 };
 
 export interface DateScalarConfig extends GraphQLScalarTypeConfig<ResolversTypes['Date'], any> {
@@ -954,7 +969,7 @@ export type PayeeCheckResolvers<ContextType = Context, ParentType extends Resolv
 export type PaymentResolvers<ContextType = Context, ParentType extends ResolversParentTypes['Payment'] = ResolversParentTypes['Payment']> = {
   account?: Resolver<ResolversTypes['Account'], ParentType, ContextType>;
   amount?: Resolver<ResolversTypes['Money'], ParentType, ContextType>;
-  attempts?: Resolver<Array<ResolversTypes['PaymentAttempt']>, ParentType, ContextType>;
+  attempts?: Resolver<Array<ResolversTypes['PaymentAttempt']>, ParentType, ContextType, RequireFields<PaymentAttemptsArgs, 'first'>>;
   createdAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
   currency?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   executeOn?: Resolver<Maybe<ResolversTypes['Date']>, ParentType, ContextType>;
