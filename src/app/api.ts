@@ -20,6 +20,7 @@ import { createPayeeService } from '../payees/payees.ts';
 import { createCancellation } from '../payments/cancel.ts';
 import { createHoldService } from '../payments/holds.ts';
 import { createPaymentService } from '../payments/payment-service.ts';
+import { createQuarantine } from '../payments/quarantine.ts';
 import { createScreening } from '../payments/screening.ts';
 import { createStandingOrders } from '../payments/standing-orders.ts';
 import { createProviderClient, noPayeeChecks } from '../provider/client.ts';
@@ -124,6 +125,7 @@ export async function startApiProcess(
       payments: createPaymentService({ prisma, jobs, logger, metrics, screen, clock, afterCommit: () => events.wake() }),
       payees,
       holds,
+      quarantine: createQuarantine({ prisma, logger }),
       cancellation: createCancellation({ prisma, provider, holds, logger, metrics, afterCommit: () => events.wake() }),
       standingOrders: createStandingOrders({
         prisma,

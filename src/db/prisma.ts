@@ -12,6 +12,7 @@ export type {
   Payment,
   PaymentAttempt,
   ProviderCredit,
+  ProviderEventQuarantine,
   StandingOrder,
   WebhookDelivery,
   WebhookEndpoint,

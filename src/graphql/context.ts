@@ -10,6 +10,7 @@ import type { PayeeService } from '../payees/payees.ts';
 import type { Cancellation } from '../payments/cancel.ts';
 import type { HoldService } from '../payments/holds.ts';
 import type { PaymentService } from '../payments/payment-service.ts';
+import type { Quarantine } from '../payments/quarantine.ts';
 import type { StandingOrders } from '../payments/standing-orders.ts';
 import type { WebhookService } from '../webhooks/endpoints.ts';
 import type { Budgets } from './budgets.ts';
@@ -29,6 +30,8 @@ export interface Services {
   payees: PayeeService;
   /** Held payments: operators approve or reject them. */
   holds: HoldService;
+  /** Provider events the parser refused: operators list and resolve them. */
+  quarantine: Quarantine;
   /** Per-customer limit on sendPayment, shared by every API process; null when SEND_PAYMENT_RATE_LIMIT_PER_MINUTE is 0. */
   sendPaymentLimiter: RateLimiterAbstract | null;
   /** Per-customer budgets of the other mutations that write or call out, shared by every API process. */

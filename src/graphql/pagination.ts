@@ -43,6 +43,8 @@ export const paymentCursorKey = z.tuple([z.iso.datetime(), z.uuid()]);
 export const serialCursorKey = z.tuple([z.string().refine((id) => /^\d{1,19}$/.test(id) && BigInt(id) < 2n ** 63n, 'a row id')]);
 /** Sort key of a payment in the review queue (heldPayments): [heldAt as ISO-8601, id]. */
 export const heldCursorKey = paymentCursorKey;
+/** Sort key of a quarantined provider event: [receivedAt as ISO-8601, id], newest first. */
+export const quarantineCursorKey = paymentCursorKey;
 /** Sort key of a webhook delivery: [createdAt as ISO-8601, id], like a payment's. */
 export const deliveryCursorKey = paymentCursorKey;
 

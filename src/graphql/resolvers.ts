@@ -7,7 +7,16 @@ import { spendOrThrow } from './budgets.ts';
 import { type Context, requireCustomer, requireOperator, requireViewer } from './context.ts';
 import { eventResolvers } from './events.ts';
 import type { Resolvers } from './generated/types.ts';
-import { connection, decodeCursor, fieldPageSize, heldCursorKey, pageSize, paymentCursorKey, serialCursorKey } from './pagination.ts';
+import {
+  connection,
+  decodeCursor,
+  fieldPageSize,
+  heldCursorKey,
+  pageSize,
+  paymentCursorKey,
+  quarantineCursorKey,
+  serialCursorKey,
+} from './pagination.ts';
 import { DateScalar, DateTimeScalar, MoneyScalar } from './scalars.ts';
 import { subscriptionResolvers } from './subscriptions.ts';
 import { webhookResolvers } from './webhooks.ts';
@@ -76,6 +85,16 @@ export const resolvers: Resolvers = {
       const rows = await ctx.holds.heldPayments({ after: decodeCursor(args.after, heldCursorKey), limit });
       return connection(rows, limit, (p) => [p.heldAt.toISOString(), p.id], args.after);
     },
+    quarantinedProviderEvents: async (_, args, ctx) => {
+      requireOperator(ctx);
+      const limit = pageSize(args.first ?? 50);
+      const rows = await ctx.quarantine.page({
+        after: decodeCursor(args.after, quarantineCursorKey),
+        limit,
+        unresolvedOnly: args.unresolvedOnly ?? false,
+      });
+      return connection(rows, limit, (q) => [q.receivedAt.toISOString(), q.id], args.after);
+    },
   },
 
   Mutation: {
@@ -109,6 +128,7 @@ export const resolvers: Resolvers = {
     removePayee: (_, args, ctx) => ctx.payees.removePayee(requireCustomer(ctx), args.id),
     approvePayment: (_, args, ctx) => ctx.holds.approvePayment(requireOperator(ctx), args.paymentId),
     rejectPayment: (_, args, ctx) => ctx.holds.rejectPayment(requireOperator(ctx), args.paymentId, args.reason),
+    resolveQuarantinedProviderEvent: (_, args, ctx) => ctx.quarantine.resolve(requireOperator(ctx), args.id, args.note),
     cancelPayment: (_, args, ctx) => ctx.cancellation.cancelPayment(requireCustomer(ctx), args.paymentId, ctx.logger),
     createStandingOrder: async (_, args, ctx) => {
       const customerId = requireCustomer(ctx);
@@ -169,6 +189,12 @@ export const resolvers: Resolvers = {
 
   OperatorAction: {
     id: (action) => action.id.toString(),
+  },
+
+  QuarantinedProviderEvent: {
+    eventId: (q) => q.eventKey,
+    type: (q) => q.rawType,
+    raw: (q) => JSON.stringify(q.raw),
   },
 
   StandingOrder: {
