@@ -110,6 +110,9 @@ const configSchema = z
     WEBHOOK_CONCURRENCY: intFromEnv(16, 1, 256),
     WEBHOOK_ENDPOINT_CONCURRENCY: intFromEnv(2, 1, 64),
     WEBHOOK_DISPATCH_INTERVAL_MS: intFromEnv(250, 10, 60_000),
+    WEBHOOK_CUSTOMER_CONCURRENCY: intFromEnv(4, 1, 256),
+    WEBHOOK_CIRCUIT_FAILURES: intFromEnv(5, 1, 1000),
+    WEBHOOK_CIRCUIT_OPEN_SECONDS: intFromEnv(60, 1, 86_400),
     PROVIDER_EVENTS_POLL_SECONDS: intFromEnv(5, 1, 3600),
     FAILPOINTS: z.string().optional(),
     PAYEE_CHECK_THRESHOLD: intFromEnv(100_000, 0, 100_000_000),
@@ -159,6 +162,13 @@ const configSchema = z
         code: 'custom',
         path: ['WEBHOOK_ENDPOINT_CONCURRENCY'],
         message: 'must be less than WEBHOOK_CONCURRENCY, so one endpoint never takes every slot',
+      });
+    }
+    if (env.WEBHOOK_CUSTOMER_CONCURRENCY >= env.WEBHOOK_CONCURRENCY) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['WEBHOOK_CUSTOMER_CONCURRENCY'],
+        message: 'must be less than WEBHOOK_CONCURRENCY, so one customer never takes every slot',
       });
     }
     if (env.WEBHOOK_RETRY_DELAY_MAX_MS < env.WEBHOOK_RETRY_DELAY_MS) {
@@ -250,6 +260,13 @@ const configSchema = z
       // Deliveries one worker process makes at once, and at most this many of them to one endpoint.
       concurrency: env.WEBHOOK_CONCURRENCY,
       endpointConcurrency: env.WEBHOOK_ENDPOINT_CONCURRENCY,
+      // At most this many of them for one customer's endpoints: the rest of its due deliveries wait
+      // a moment (no attempt spent), so another customer's endpoint always finds a free slot.
+      customerConcurrency: env.WEBHOOK_CUSTOMER_CONCURRENCY,
+      // An endpoint that failed this many attempts in a row is not called for this long (each
+      // delivery due meanwhile counts a failed attempt without a request, and backs off as usual).
+      circuitFailures: env.WEBHOOK_CIRCUIT_FAILURES,
+      circuitOpenMs: env.WEBHOOK_CIRCUIT_OPEN_SECONDS * 1000,
       dispatchIntervalMs: env.WEBHOOK_DISPATCH_INTERVAL_MS,
     },
     // Payee safety, amounts in pence: see src/payees/ and src/payments/limits.ts, holds.ts.
