@@ -110,7 +110,7 @@ const configSchema = z
     WEBHOOK_CONCURRENCY: intFromEnv(16, 1, 256),
     WEBHOOK_ENDPOINT_CONCURRENCY: intFromEnv(2, 1, 64),
     WEBHOOK_DISPATCH_INTERVAL_MS: intFromEnv(250, 10, 60_000),
-    WEBHOOK_CUSTOMER_CONCURRENCY: intFromEnv(4, 1, 256),
+    WEBHOOK_CUSTOMER_CONCURRENCY: wholeNumber(1, 256).optional(),
     WEBHOOK_CIRCUIT_FAILURES: intFromEnv(5, 1, 1000),
     WEBHOOK_CIRCUIT_OPEN_SECONDS: intFromEnv(60, 1, 86_400),
     PROVIDER_EVENTS_POLL_SECONDS: intFromEnv(5, 1, 3600),
@@ -164,7 +164,7 @@ const configSchema = z
         message: 'must be less than WEBHOOK_CONCURRENCY, so one endpoint never takes every slot',
       });
     }
-    if (env.WEBHOOK_CUSTOMER_CONCURRENCY >= env.WEBHOOK_CONCURRENCY) {
+    if (env.WEBHOOK_CUSTOMER_CONCURRENCY !== undefined && env.WEBHOOK_CUSTOMER_CONCURRENCY >= env.WEBHOOK_CONCURRENCY) {
       ctx.addIssue({
         code: 'custom',
         path: ['WEBHOOK_CUSTOMER_CONCURRENCY'],
@@ -262,7 +262,8 @@ const configSchema = z
       endpointConcurrency: env.WEBHOOK_ENDPOINT_CONCURRENCY,
       // At most this many of them for one customer's endpoints: the rest of its due deliveries wait
       // a moment (no attempt spent), so another customer's endpoint always finds a free slot.
-      customerConcurrency: env.WEBHOOK_CUSTOMER_CONCURRENCY,
+      // By default 4, and never more than half of WEBHOOK_CONCURRENCY.
+      customerConcurrency: env.WEBHOOK_CUSTOMER_CONCURRENCY ?? Math.max(1, Math.min(4, Math.floor(env.WEBHOOK_CONCURRENCY / 2))),
       // An endpoint that failed this many attempts in a row is not called for this long (each
       // delivery due meanwhile counts a failed attempt without a request, and backs off as usual).
       circuitFailures: env.WEBHOOK_CIRCUIT_FAILURES,

@@ -91,6 +91,7 @@ export function retryDelayMs(
 interface DeliveryRow {
   customerId: string;
   status: string;
+  lastResponseStatus: number | null;
   jobId: string | null;
   attempts: number;
   retryUntil: Date | null;
@@ -150,7 +151,7 @@ export function createWebhookDelivery(deps: {
   const load = async (deliveryId: string) =>
     (
       await prisma.$queryRaw<DeliveryRow[]>`
-        SELECT a.customer_id::text AS "customerId", d.status::text AS status, d.job_id::text AS "jobId", d.attempts, d.retry_until AS "retryUntil", d.event_id AS "eventId",
+        SELECT a.customer_id::text AS "customerId", d.status::text AS status, d.last_response_status AS "lastResponseStatus", d.job_id::text AS "jobId", d.attempts, d.retry_until AS "retryUntil", d.event_id AS "eventId",
           w.id::text AS "endpointId", w.url, w.secret_ciphertext AS secret, w.deleted_at AS "deletedAt",
           e.payment_id::text AS "paymentId", e.account_id::text AS "accountId", e.previous_status::text AS "previousStatus",
           e.status::text AS "eventStatus", e.amount::text AS amount, d.event_occurred_at AS "occurredAt"
@@ -277,7 +278,8 @@ export function createWebhookDelivery(deps: {
       else throw error;
     }
     const at = now();
-    const status = outcome.kind === 'response' ? outcome.status : null;
+    // An attempt the circuit kept from being sent leaves the last real answer on show.
+    const status = outcome.kind === 'response' ? outcome.status : outcome.kind === 'circuit-open' ? row.lastResponseStatus : null;
     const reason = outcomeReason(outcome);
 
     if (reason === 'ok') {
