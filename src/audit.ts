@@ -355,6 +355,22 @@ export async function audit(options: {
     overdue.map((r) => `payment ${r.id} SCHEDULED for ${r.day}, still not run`),
   );
 
+  // A provider event the parser refused is quarantined, never applied: money may have arrived
+  // (a bad credit) that no ledger entry shows until an operator deals with it and resolves it.
+  const quarantined = await prisma.providerEventQuarantine.findMany({
+    where: { resolvedAt: null },
+    orderBy: { receivedAt: 'asc' },
+    select: { id: true, eventKey: true, rawType: true, problem: true, receivedAt: true },
+  });
+  check(
+    'every provider event the parser refused is resolved by an operator (quarantinedProviderEvents)',
+    await prisma.providerEventQuarantine.count(),
+    quarantined.map(
+      (q) =>
+        `quarantined provider event ${q.eventKey} (${q.rawType ?? 'no type'}, id ${q.id}) since ${q.receivedAt.toISOString()}: ${q.problem}`,
+    ),
+  );
+
   // The event horizon: the oldest transaction holding an xid anywhere on the cluster. Events
   // committed after it began are unreadable until it ends, so its age is how far every event
   // consumer lags (0 when none).

@@ -94,6 +94,12 @@ const configSchema = z
     PAYMENT_RETRY_DELAY_SECONDS: intFromEnv(2, 1, 86_400),
     PAYMENT_RETRY_DELAY_MAX_SECONDS: intFromEnv(300, 1, 86_400),
     SEND_PAYMENT_RATE_LIMIT_PER_MINUTE: intFromEnv(600, 0, 1_000_000),
+    PAYEE_CHECK_RATE_LIMIT_PER_MINUTE: intFromEnv(30, 0, 1_000_000),
+    STANDING_ORDER_RATE_LIMIT_PER_MINUTE: intFromEnv(30, 0, 1_000_000),
+    WEBHOOK_ENDPOINT_RATE_LIMIT_PER_MINUTE: intFromEnv(10, 0, 1_000_000),
+    WEBHOOK_REDELIVERY_RATE_LIMIT_PER_MINUTE: intFromEnv(60, 0, 1_000_000),
+    MAX_ACTIVE_STANDING_ORDERS_PER_ACCOUNT: intFromEnv(100, 1, 100),
+    MAX_PAYEES_PER_CUSTOMER: intFromEnv(500, 1, 500),
     WORKER_CONCURRENCY: intFromEnv(256, 1, 4096),
     PROVIDER_MAX_CONNECTIONS: wholeNumber(1, 4096).optional(),
     WORKER_CIRCUIT_UNREADY_SECONDS: intFromEnv(60, 0, 86_400),
@@ -116,6 +122,9 @@ const configSchema = z
     WEBHOOK_CONCURRENCY: intFromEnv(16, 1, 256),
     WEBHOOK_ENDPOINT_CONCURRENCY: intFromEnv(2, 1, 64),
     WEBHOOK_DISPATCH_INTERVAL_MS: intFromEnv(250, 10, 60_000),
+    WEBHOOK_CUSTOMER_CONCURRENCY: wholeNumber(1, 256).optional(),
+    WEBHOOK_CIRCUIT_FAILURES: intFromEnv(5, 1, 1000),
+    WEBHOOK_CIRCUIT_OPEN_SECONDS: intFromEnv(60, 1, 86_400),
     PROVIDER_EVENTS_POLL_SECONDS: intFromEnv(5, 1, 3600),
     FAILPOINTS: z.string().optional(),
     PAYEE_CHECK_THRESHOLD: intFromEnv(100_000, 0, 100_000_000),
@@ -192,6 +201,13 @@ const configSchema = z
         message: 'must be less than WEBHOOK_CONCURRENCY, so one endpoint never takes every slot',
       });
     }
+    if (env.WEBHOOK_CUSTOMER_CONCURRENCY !== undefined && env.WEBHOOK_CUSTOMER_CONCURRENCY >= env.WEBHOOK_CONCURRENCY) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['WEBHOOK_CUSTOMER_CONCURRENCY'],
+        message: 'must be less than WEBHOOK_CONCURRENCY, so one customer never takes every slot',
+      });
+    }
     if (env.WEBHOOK_RETRY_DELAY_MAX_MS < env.WEBHOOK_RETRY_DELAY_MS) {
       ctx.addIssue({ code: 'custom', path: ['WEBHOOK_RETRY_DELAY_MAX_MS'], message: 'must not be less than WEBHOOK_RETRY_DELAY_MS' });
     }
@@ -230,6 +246,19 @@ const configSchema = z
       delayMaxSeconds: env.PAYMENT_RETRY_DELAY_MAX_SECONDS,
     },
     sendPaymentRateLimitPerMinute: env.SEND_PAYMENT_RATE_LIMIT_PER_MINUTE,
+    // Per-customer budgets of the other mutations that write or call out, counted in PostgreSQL
+    // like sendPayment's (src/graphql/budgets.ts); 0 turns one off. The caps are at most what the
+    // lists that show them serve in one answer (Customer.payees, Account.standingOrders).
+    budgets: {
+      perMinute: {
+        payeeChecks: env.PAYEE_CHECK_RATE_LIMIT_PER_MINUTE,
+        standingOrders: env.STANDING_ORDER_RATE_LIMIT_PER_MINUTE,
+        webhookEndpoints: env.WEBHOOK_ENDPOINT_RATE_LIMIT_PER_MINUTE,
+        webhookRedeliveries: env.WEBHOOK_REDELIVERY_RATE_LIMIT_PER_MINUTE,
+      },
+      maxActiveStandingOrdersPerAccount: env.MAX_ACTIVE_STANDING_ORDERS_PER_ACCOUNT,
+      maxPayeesPerCustomer: env.MAX_PAYEES_PER_CUSTOMER,
+    },
     // Payments a worker process settles at once (each waits on the provider most of its time).
     workerConcurrency: env.WORKER_CONCURRENCY,
     // Keep-alive sockets to the provider per worker process: by default one per payment in flight.
@@ -274,6 +303,14 @@ const configSchema = z
       // Deliveries one worker process makes at once, and at most this many of them to one endpoint.
       concurrency: env.WEBHOOK_CONCURRENCY,
       endpointConcurrency: env.WEBHOOK_ENDPOINT_CONCURRENCY,
+      // At most this many of them for one customer's endpoints: the rest of its due deliveries wait
+      // a moment (no attempt spent), so another customer's endpoint always finds a free slot.
+      // By default 4, and never more than half of WEBHOOK_CONCURRENCY.
+      customerConcurrency: env.WEBHOOK_CUSTOMER_CONCURRENCY ?? Math.max(1, Math.min(4, Math.floor(env.WEBHOOK_CONCURRENCY / 2))),
+      // An endpoint that failed this many attempts in a row is not called for this long (each
+      // delivery due meanwhile counts a failed attempt without a request, and backs off as usual).
+      circuitFailures: env.WEBHOOK_CIRCUIT_FAILURES,
+      circuitOpenMs: env.WEBHOOK_CIRCUIT_OPEN_SECONDS * 1000,
       dispatchIntervalMs: env.WEBHOOK_DISPATCH_INTERVAL_MS,
     },
     // Payee safety, amounts in pence: see src/payees/ and src/payments/limits.ts, holds.ts.

@@ -22,7 +22,9 @@ export type ErrorCode =
   | 'GRAPHQL_VALIDATION_FAILED'
   // The database is unreachable (or a bounded wait gave up): HTTP 503, retry with the same idempotency key.
   | 'SERVICE_UNAVAILABLE'
-  | 'INTERNAL_SERVER_ERROR';
+  | 'INTERNAL_SERVER_ERROR'
+  // A per-customer budget refused a mutation that has no payload to carry a UserError.
+  | 'RATE_LIMITED';
 
 export interface UserError {
   code: UserErrorCode;

@@ -45,7 +45,7 @@ describe('the audit', () => {
   it('passes on a consistent bank', async () => {
     const report = await audit({ prisma: stack.db, provider: provider() });
     expect(failing(report)).toEqual([]);
-    expect(report.checks).toHaveLength(16);
+    expect(report.checks).toHaveLength(17);
     expect(report.figures).toEqual([{ name: 'event horizon lag', value: expect.any(Number), unit: 's', threshold: 60 }]);
     expect(formatAudit(report)).toMatch(/^ +event horizon lag: \d+\.\d s \(flagged above 60 s\)$/m);
   });

@@ -51,6 +51,11 @@ export function testConfig(env: Record<string, string> = {}): Config {
     PAYMENT_RETRY_DELAY_MAX_SECONDS: '2',
     PROVIDER_TIMEOUT_MS: '2000',
     SEND_PAYMENT_RATE_LIMIT_PER_MINUTE: '0',
+    // The per-customer budgets are off unless a test turns one on (test/budgets.test.ts does).
+    PAYEE_CHECK_RATE_LIMIT_PER_MINUTE: '0',
+    STANDING_ORDER_RATE_LIMIT_PER_MINUTE: '0',
+    WEBHOOK_ENDPOINT_RATE_LIMIT_PER_MINUTE: '0',
+    WEBHOOK_REDELIVERY_RATE_LIMIT_PER_MINUTE: '0',
     DATABASE_POOL_SIZE: '10',
     PROVIDER_EVENTS_POLL_SECONDS: '1',
     ...env,

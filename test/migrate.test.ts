@@ -61,6 +61,7 @@ describe('the migration runner', () => {
       'payments',
       'provider_credits',
       'provider_event_cursor',
+      'provider_event_quarantine',
       'rate_limits',
       'standing_orders',
       'webhook_deliveries',

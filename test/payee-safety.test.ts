@@ -540,7 +540,14 @@ describe('the operator action log', () => {
       (d): d is ObjectTypeDefinitionNode => d.kind === 'ObjectTypeDefinition' && d.name.value === 'Mutation',
     );
     const operatorOnly = (mutation?.fields ?? []).filter((f) => f.description?.value.startsWith('Operator only')).map((f) => f.name.value);
-    expect(operatorOnly.sort()).toEqual(['approvePayment', 'createCustomer', 'depositFunds', 'openAccount', 'rejectPayment']);
+    expect(operatorOnly.sort()).toEqual([
+      'approvePayment',
+      'createCustomer',
+      'depositFunds',
+      'openAccount',
+      'rejectPayment',
+      'resolveQuarantinedProviderEvent',
+    ]);
 
     const carol = await signToken({ role: 'operator', operatorId: 'carol@bank' }, TEST_SECRET, 600);
     const customer = await stack.newCustomer(0); // createCustomer, openAccount (and depositFunds below) by TEST_OPERATOR
@@ -555,8 +562,15 @@ describe('the operator action log', () => {
     const b = (await pay(customer, { amount: 200, recipient: GRACE })).payment?.id ?? '';
     await gql(stack.apiUrl, carol, APPROVE, { id: a });
     await gql(stack.apiUrl, carol, REJECT, { id: b, reason: 'duplicate' });
+    // A provider event the parser refused (test/provider-events-quarantine.test.ts makes them through the feed).
+    const quarantined = await stack.db.providerEventQuarantine.create({
+      data: { eventKey: `unknown-${customer.customerId}`, rawType: 'mandate.cancelled', problem: 'a type we do not handle', raw: {} },
+    });
+    await gql(stack.apiUrl, carol, 'mutation($id: ID!) { resolveQuarantinedProviderEvent(id: $id, note: "not ours") { id } }', {
+      id: quarantined.id,
+    });
     const logged = await stack.db.operatorAction.findMany({
-      where: { targetId: { in: [customer.customerId, customer.accountId, a, b] } },
+      where: { targetId: { in: [customer.customerId, customer.accountId, a, b, quarantined.id] } },
       orderBy: { id: 'asc' },
     });
     expect(logged.map((l) => [l.operator, l.action])).toEqual([
@@ -565,6 +579,7 @@ describe('the operator action log', () => {
       ['carol@bank', 'depositFunds'],
       ['carol@bank', 'approvePayment'],
       ['carol@bank', 'rejectPayment'],
+      ['carol@bank', 'resolveQuarantinedProviderEvent'],
     ]);
     expect(new Set(logged.map((l) => l.action))).toEqual(new Set(operatorOnly));
   });

@@ -76,6 +76,8 @@ beforeAll(async () => {
       WEBHOOK_RETRY_DELAY_MAX_MS: '400',
       WEBHOOK_TIMEOUT_MS: '10000',
       WEBHOOK_DISPATCH_INTERVAL_MS: '50',
+      // These tests watch every retry of a failing endpoint; its circuit is tested in webhook-fairness.test.ts.
+      WEBHOOK_CIRCUIT_FAILURES: '1000',
     },
     webhookClock: { now: () => new Date(Date.now() + clockOffsetMs) },
   });
@@ -358,7 +360,13 @@ describe('registering endpoints', () => {
       };
       const resolveHost: Resolver = async (host) =>
         (names[host] ?? []).map((address) => ({ address, family: address.includes(':') ? 6 : 4 }));
-      const config = loadConfig({ ...nodeEnv, AUTH_JWT_SECRET: TEST_SECRET, WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY });
+      // The endpoint budget is off: this test makes more attempts than a customer may in a minute.
+      const config = loadConfig({
+        ...nodeEnv,
+        AUTH_JWT_SECRET: TEST_SECRET,
+        WEBHOOK_SECRET_KEY: TEST_WEBHOOK_KEY,
+        WEBHOOK_ENDPOINT_RATE_LIMIT_PER_MINUTE: '0',
+      });
       const api = await startApiProcess({ config, databaseUrl: stack.databaseUrl, logger: stack.logger, port: 0, resolveHost });
       try {
         const url = api.api.url.replace('localhost', '127.0.0.1');

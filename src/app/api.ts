@@ -8,6 +8,7 @@ import { createPrisma, type PrismaClient } from '../db/prisma.ts';
 import { type EventFeed, startEventFeed } from '../events/feed.ts';
 import { createAccountEvents } from '../events/stream.ts';
 import { createFailpoints } from '../failpoints.ts';
+import { createBudgets } from '../graphql/budgets.ts';
 import type { IdeDemo } from '../graphql/ide/page.ts';
 import { type RunningApi, startApi } from '../graphql/server.ts';
 import { createSubscriptionBudget, type SubscriptionBudget } from '../graphql/subscription-budget.ts';
@@ -21,6 +22,7 @@ import { createPayeeService } from '../payees/payees.ts';
 import { createCancellation } from '../payments/cancel.ts';
 import { createHoldService } from '../payments/holds.ts';
 import { createPaymentService } from '../payments/payment-service.ts';
+import { createQuarantine } from '../payments/quarantine.ts';
 import { createScreening } from '../payments/screening.ts';
 import { createStandingOrders } from '../payments/standing-orders.ts';
 import { createProviderClient, noPayeeChecks } from '../provider/client.ts';
@@ -109,8 +111,9 @@ export async function startApiProcess(
   // the limit holds across every API process, not per process. A small pool of its own: a
   // limiter query never waits behind the money path's connections.
   // One statement per check (an upsert), so it works through a transaction pooler unchanged.
+  const budgetsOn = Object.values(config.budgets.perMinute).some((perMinute) => perMinute > 0);
   const limiterPool =
-    limit > 0
+    limit > 0 || budgetsOn
       ? new pg.Pool({
           connectionString: databaseUrl,
           max: 2,
@@ -119,6 +122,7 @@ export async function startApiProcess(
       : null;
   // An idle client that loses its connection is dropped by the pool and replaced on next use.
   limiterPool?.on('error', (error) => logger.warn({ err: error }, 'rate limiter connection lost; the pool replaces it'));
+  const limiterStore = limiterPool && !config.database.preparedStatements ? withoutStatementNames(limiterPool) : limiterPool;
   const providerUrl = options.providerUrl ?? config.providerUrl;
   if (!providerUrl) logger.warn('PROVIDER_URL is unset: payee checks answer UNAVAILABLE and cancelPayment cannot void PENDING payments');
   const provider = providerUrl
@@ -135,7 +139,7 @@ export async function startApiProcess(
   const jobs = createPaymentJobs({ boss, policy: queue, clock });
   // Payee safety: checks go to the provider from the API, behind this process's own breaker.
   const checker = provider ?? noPayeeChecks;
-  const payees = createPayeeService({ prisma, checker, clock, logger });
+  const payees = createPayeeService({ prisma, checker, clock, logger, maxPayees: config.budgets.maxPayeesPerCustomer });
   const screen = createScreening({ payees, clock, policy: config.payeeSafety });
   const holds = createHoldService({ prisma, jobs, policy: config.payeeSafety, clock, logger, metrics, afterCommit: () => events.wake() });
   const api = await startApi({
@@ -155,6 +159,7 @@ export async function startApiProcess(
       }),
       payees,
       holds,
+      quarantine: createQuarantine({ prisma, logger }),
       cancellation: createCancellation({ prisma, provider, holds, logger, metrics, afterCommit: () => events.wake() }),
       standingOrders: createStandingOrders({
         prisma,
@@ -164,19 +169,22 @@ export async function startApiProcess(
         logger,
         metrics,
         afterCommit: () => events.wake(),
+        maxActivePerAccount: config.budgets.maxActiveStandingOrdersPerAccount,
       }),
       accounts: createAccountService({ prisma, logger }),
-      sendPaymentLimiter: limiterPool
-        ? new RateLimiterPostgres({
-            storeClient: config.database.preparedStatements ? limiterPool : withoutStatementNames(limiterPool),
-            storeType: 'pool',
-            tableName: 'rate_limits',
-            tableCreated: true,
-            keyPrefix: 'send-payment',
-            points: limit,
-            duration: 60,
-          })
-        : null,
+      sendPaymentLimiter:
+        limiterStore && limit > 0
+          ? new RateLimiterPostgres({
+              storeClient: limiterStore,
+              storeType: 'pool',
+              tableName: 'rate_limits',
+              tableCreated: true,
+              keyPrefix: 'send-payment',
+              points: limit,
+              duration: 60,
+            })
+          : null,
+      budgets: createBudgets({ pool: limiterStore, perMinute: config.budgets.perMinute }),
       events,
       accountEvents: createAccountEvents({ feed: events, prisma }),
       subscriptionBudget: budget,

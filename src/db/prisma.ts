@@ -13,6 +13,7 @@ export type {
   Payment,
   PaymentAttempt,
   ProviderCredit,
+  ProviderEventQuarantine,
   StandingOrder,
   WebhookDelivery,
   WebhookEndpoint,

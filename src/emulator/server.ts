@@ -19,6 +19,7 @@ import { ACCOUNT_HOLDER_NAMES, accountKey, matchPayeeName } from './payee-names.
  *   PUT  /admin/payee-names {sortCode, accountNumber, name}  sets an account holder's name
  *   POST /admin/payments/:key/return       returns an accepted payment (event payment.returned)
  *   POST /admin/credits  GET /admin/credits queues an inbound credit (event credit.received) / lists them
+ *   POST /admin/events {event}              queues any JSON as the feed's next event, as is (a malformed one, for tests)
  *   GET  /admin/requests                    request counts per payment, and how many were in flight at most
  *
  * Every request needs `x-api-key`. A recipient sort code of 000000 is always rejected (400).
@@ -94,7 +95,9 @@ interface FeedEvent {
   cursor: string;
   body:
     | { id: string; type: 'payment.returned'; idempotencyKey: string; returnCode: string }
-    | ({ id: string; type: 'credit.received' } & CreditRequest);
+    | ({ id: string; type: 'credit.received' } & CreditRequest)
+    // Queued as is through POST /admin/events: a feed that sends what the contract does not promise.
+    | { raw: unknown };
 }
 
 const MAX_EVENTS_PAGE = 500;
@@ -339,13 +342,22 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
       return send(res, 201, { id: credit.id });
     }
     if (path === '/admin/credits' && method === 'GET') return send(res, 200, [...credits.values()]);
+    if (path === '/admin/events' && method === 'POST') {
+      const body = z.object({ event: z.unknown() }).safeParse(parseJson(raw));
+      if (!body.success) return error(res, 400, 'INVALID_EVENT', 'body must be {"event": <any JSON>}');
+      events.push({ cursor: nextCursor(), body: { raw: body.data.event } });
+      return send(res, 201, {});
+    }
 
     if (path === '/v1/events' && method === 'GET') {
       if (await injectFault(res)) return;
       const after = url.searchParams.get('after') ?? '';
       const limit = Math.min(Math.max(Number(url.searchParams.get('limit') ?? 100) || 100, 1), MAX_EVENTS_PAGE);
       const page = events.filter((e) => e.cursor > after).slice(0, limit);
-      return send(res, 200, { events: page.map((e) => e.body), next: page.at(-1)?.cursor ?? (after || null) });
+      return send(res, 200, {
+        events: page.map((e) => ('raw' in e.body ? e.body.raw : e.body)),
+        next: page.at(-1)?.cursor ?? (after || null),
+      });
     }
     const creditReturn = /^\/v1\/credits\/([^/]+)\/return$/.exec(path);
     if (creditReturn && method === 'POST') {

@@ -56,20 +56,51 @@ function toEvent(row: EventRow): StoredEvent {
   };
 }
 
+/** Raised by a read from a position that retention has already passed: the events after it were deleted. */
+export class EventsPrunedError extends Error {
+  override name = 'EventsPrunedError';
+  constructor() {
+    super('the position is older than the event retention: events after it were deleted');
+  }
+}
+
 /**
  * Events after `after` (exclusive) and below the horizon, oldest first: of one account, or of
  * every account when `accountId` is omitted (the feed's tail).
+ *
+ * With `refusePruned`, the statement also reads how far retention has deleted and throws
+ * `EventsPrunedError` when that is past `after`. One statement is one snapshot: retention records
+ * its boundary before it deletes anything, so a snapshot that sees any event deleted sees the
+ * boundary too. Checking in a statement of its own before the read would let a prune slip in
+ * between, and the read would skip what it deleted without a word.
  */
-export async function readEvents(sql: Sql, options: { after: EventPosition; limit: number; accountId?: string }): Promise<StoredEvent[]> {
+export async function readEvents(
+  sql: Sql,
+  options: { after: EventPosition; limit: number; accountId?: string; refusePruned?: boolean },
+): Promise<StoredEvent[]> {
   const params: unknown[] = [options.after.xid.toString(), options.after.seq.toString(), options.limit];
   const account = options.accountId === undefined ? '' : `account_id = $${params.push(options.accountId)}::uuid AND`;
-  const rows = await sql<EventRow>(
-    `SELECT ${EVENT_COLUMNS} FROM payment_events
-     WHERE ${account} (xid, seq) > ($1::xid8, $2::bigint) AND xid < ${HORIZON}
-     ORDER BY payment_events.xid, payment_events.seq LIMIT $3`,
+  const where = `${account} (xid, seq) > ($1::xid8, $2::bigint) AND xid < ${HORIZON}`;
+  if (!options.refusePruned) {
+    const rows = await sql<EventRow>(
+      `SELECT ${EVENT_COLUMNS} FROM payment_events WHERE ${where} ORDER BY payment_events.xid, payment_events.seq LIMIT $3`,
+      params,
+    );
+    return rows.map(toEvent);
+  }
+  // One row when there is nothing to return (gone, or no event), else one per event.
+  const rows = await sql<Partial<EventRow> & { gone: boolean }>(
+    `SELECT r.gone, e."xid", e."seq", e."paymentId", e."accountId", e."previousStatus", e.status, e.amount, e."occurredAt"
+     FROM (SELECT EXISTS (SELECT 1 FROM payment_event_retention
+             WHERE (pruned_xid, pruned_seq) > ($1::xid8, $2::bigint)) AS gone) r
+     LEFT JOIN LATERAL (
+       SELECT ${EVENT_COLUMNS}, payment_events.xid AS sort_xid, payment_events.seq AS sort_seq FROM payment_events
+       WHERE NOT r.gone AND ${where} ORDER BY payment_events.xid, payment_events.seq LIMIT $3) e ON true
+     ORDER BY e.sort_xid, e.sort_seq`,
     params,
   );
-  return rows.map(toEvent);
+  if (rows[0]?.gone) throw new EventsPrunedError();
+  return rows.filter((row): row is EventRow & { gone: boolean } => row.xid !== null && row.xid !== undefined).map(toEvent);
 }
 
 /**

@@ -1,6 +1,6 @@
 import { Repeater } from '@repeaterjs/repeater';
 import type { PrismaClient } from '../db/prisma.ts';
-import { type EventPosition, isAfter } from './cursor.ts';
+import { type EventPosition, isAfter, START } from './cursor.ts';
 import { type EventFeed, type FeedEvent, withPayments } from './feed.ts';
 import { prismaSql, prunedThrough, readEvents } from './store.ts';
 
@@ -11,7 +11,8 @@ import { prismaSql, prunedThrough, readEvents } from './store.ts';
  * The listener is registered before the first read, and every event carries its position: an
  * event that arrives both ways is recognised and dropped, and one that arrives neither way cannot
  * exist (everything the feed delivered before the listener existed is below the horizon the
- * replay reads up to). A subscriber that falls more than `maxQueued` events behind stops queuing
+ * replay reads up to). Retention that passes the position while replaying ends the stream with
+ * `EventsPrunedError`. A subscriber that falls more than `maxQueued` events behind stops queuing
  * and catches up from the database again, so a slow client costs rows in PostgreSQL, not memory.
  */
 export interface StreamOptions {
@@ -58,7 +59,9 @@ export function accountEventStream(options: StreamOptions): Repeater<FeedEvent> 
           replaying = true;
         }
         if (replaying) {
-          const page = await readEvents(sql, { after: cursor, limit: pageSize, accountId });
+          // Every page re-checks retention in its own statement: a prune that passes the cursor
+          // mid-replay ends the stream with EventsPrunedError, never a silent gap.
+          const page = await readEvents(sql, { after: cursor, limit: pageSize, accountId, refusePruned: true });
           if (page.length === 0) replaying = false;
           for (const event of withPayments(prisma, page)) {
             if (stopped) break;
@@ -94,9 +97,13 @@ export function accountEventStream(options: StreamOptions): Repeater<FeedEvent> 
 export function createAccountEvents(deps: { feed: EventFeed; prisma: PrismaClient }) {
   const sql = prismaSql(deps.prisma);
   return {
-    /** At most `limit` events after `after`, oldest first; each one's payment is read, in one query for the page, when first asked for. */
-    page: async (accountId: string, after: EventPosition, limit: number): Promise<FeedEvent[]> =>
-      withPayments(deps.prisma, await readEvents(sql, { after, limit, accountId })),
+    /**
+     * At most `limit` events after `after` (from the start when null), oldest first; each one's
+     * payment is read, in one query for the page, when first asked for. `EventsPrunedError` when
+     * retention has passed `after` (checked in the same statement as the read).
+     */
+    page: async (accountId: string, after: EventPosition | null, limit: number): Promise<FeedEvent[]> =>
+      withPayments(deps.prisma, await readEvents(sql, { after: after ?? START, limit, accountId, refusePruned: after !== null })),
     prunedThrough: (): Promise<EventPosition | null> => prunedThrough(sql),
     follow: (accountId: string, after: EventPosition | null): Repeater<FeedEvent> =>
       accountEventStream({ feed: deps.feed, prisma: deps.prisma, accountId, after }),

@@ -10,8 +10,10 @@ import type { PayeeService } from '../payees/payees.ts';
 import type { Cancellation } from '../payments/cancel.ts';
 import type { HoldService } from '../payments/holds.ts';
 import type { PaymentService } from '../payments/payment-service.ts';
+import type { Quarantine } from '../payments/quarantine.ts';
 import type { StandingOrders } from '../payments/standing-orders.ts';
 import type { WebhookService } from '../webhooks/endpoints.ts';
+import type { Budgets } from './budgets.ts';
 import { forbidden, unauthenticated } from './errors.ts';
 import type { Loaders } from './loaders.ts';
 import type { SubscriptionBudget } from './subscription-budget.ts';
@@ -28,8 +30,12 @@ export interface Services {
   payees: PayeeService;
   /** Held payments: operators approve or reject them. */
   holds: HoldService;
+  /** Provider events the parser refused: operators list and resolve them. */
+  quarantine: Quarantine;
   /** Per-customer limit on sendPayment, shared by every API process; null when SEND_PAYMENT_RATE_LIMIT_PER_MINUTE is 0. */
   sendPaymentLimiter: RateLimiterAbstract | null;
+  /** Per-customer budgets of the other mutations that write or call out, shared by every API process. */
+  budgets: Budgets;
   /** The durable payment event stream, followed live by this process, for subscriptions. */
   events: EventFeed;
   /** An account's events: pages of its history and live streams. */

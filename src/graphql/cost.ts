@@ -10,14 +10,15 @@ import {
 } from 'graphql';
 import { type ComplexityEstimator, getComplexity } from 'graphql-query-complexity';
 import type { ErrorCode } from '../errors.ts';
-import { pageSize } from './pagination.ts';
+import { FIELD_PAGES, type FieldWithPage, fieldPageSize, pageSize } from './pagination.ts';
 
 /**
  * What an operation may cost, computed where its variables are known (an Apollo plugin for HTTP,
  * graphql-ws's onSubscribe for WebSocket), so `first: $n` and an omitted `first` count for the page
  * they will really read. Roughly one point per row read or field resolved: a connection costs its
  * page size (`first`, the schema's default when omitted, clamped to the server's maximum) times
- * its selection, a list without `first` an estimate of its length times its selection.
+ * its selection (FIELD_PAGES for fields with their own default and maximum: the size their
+ * resolver reads), a list without `first` an estimate of its length times its selection.
  */
 export const COST_LIMITS = {
   maxCost: 10_000,
@@ -30,7 +31,10 @@ const estimator: ComplexityEstimator = ({ type, field, args, childComplexity }) 
   if (type.name.startsWith('__') || getNamedType(field.type).name.startsWith('__')) return 1 + childComplexity;
   if (field.args.some((a) => a.name === 'first')) {
     const first: unknown = args.first;
-    return 1 + pageSize(typeof first === 'number' ? first : null) * childComplexity;
+    const given = typeof first === 'number' ? first : null;
+    const name = `${type.name}.${field.name}`;
+    const rows = name in FIELD_PAGES ? fieldPageSize(name as FieldWithPage, given) : pageSize(given);
+    return 1 + rows * childComplexity;
   }
   // A connection's edges are its page, already counted on the connection field.
   if (isListType(getNullableType(field.type)) && !type.name.endsWith('Connection')) {

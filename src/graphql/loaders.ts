@@ -1,5 +1,6 @@
 import DataLoader from 'dataloader';
 import type { Account, Payment, PaymentAttempt, PrismaClient } from '../db/prisma.ts';
+import { FIELD_PAGES } from './pagination.ts';
 
 /**
  * Batched reads of what nested fields need (a payment's account and attempts, a ledger entry's
@@ -20,9 +21,15 @@ export function createLoaders(prisma: PrismaClient) {
       async (ids) => byKey(ids, await prisma.payment.findMany({ where: { id: { in: unique(ids) } } }), (p) => p.id),
       { cache: false },
     ),
+    // The first FIELD_PAGES['Payment.attempts'].max of each payment, however many it has.
     attempts: new DataLoader<string, PaymentAttempt[]>(
       async (paymentIds) => {
-        const rows = await prisma.paymentAttempt.findMany({ where: { paymentId: { in: unique(paymentIds) } }, orderBy: { id: 'asc' } });
+        const rows = await prisma.$queryRaw<PaymentAttempt[]>`
+          SELECT id, payment_id::text AS "paymentId", at, outcome, detail, internal_detail AS "internalDetail" FROM (
+            SELECT a.*, row_number() OVER (PARTITION BY payment_id ORDER BY id) AS n
+            FROM payment_attempts a WHERE payment_id = ANY(${unique(paymentIds)}::uuid[])) numbered
+          WHERE n <= ${FIELD_PAGES['Payment.attempts'].max}
+          ORDER BY id`;
         const grouped = Map.groupBy(rows, (a) => a.paymentId);
         return paymentIds.map((id) => grouped.get(id) ?? []);
       },

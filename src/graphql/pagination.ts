@@ -1,6 +1,8 @@
 import { GraphQLError } from 'graphql';
 import { z } from 'zod';
 import type { ErrorCode } from '../errors.ts';
+import { MAX_PAYEES } from '../payees/payees.ts';
+import { MAX_ACTIVE_STANDING_ORDERS } from '../payments/standing-orders.ts';
 
 /**
  * Cursor pagination of connections. Cursors are opaque to clients: base64url of the JSON sort key
@@ -16,12 +18,33 @@ export function pageSize(first: number | null | undefined): number {
   return Math.min(Math.max(first ?? DEFAULT_PAGE, 1), MAX_PAGE);
 }
 
+/**
+ * Fields whose `first` has its own default and maximum (not DEFAULT_PAGE and MAX_PAGE): what the
+ * resolver reads and what the query cost counts (cost.ts), from this one table, so they agree.
+ * Lists whose default is their maximum show everything there can be (payees, active orders).
+ */
+export const FIELD_PAGES = {
+  'Query.paymentEvents': { default: 100, max: 500 },
+  'Customer.payees': { default: MAX_PAYEES, max: MAX_PAYEES },
+  'Account.standingOrders': { default: MAX_ACTIVE_STANDING_ORDERS, max: MAX_ACTIVE_STANDING_ORDERS },
+  'Payment.attempts': { default: DEFAULT_PAGE, max: MAX_PAGE },
+} as const;
+export type FieldWithPage = keyof typeof FIELD_PAGES;
+
+/** The rows `field` reads for `first`: its default when omitted or null, within 1 and its maximum. */
+export function fieldPageSize(field: FieldWithPage, first: number | null | undefined): number {
+  const page = FIELD_PAGES[field];
+  return Math.min(Math.max(first ?? page.default, 1), page.max);
+}
+
 /** Sort key of a payment: [createdAt as ISO-8601, id]. */
 export const paymentCursorKey = z.tuple([z.iso.datetime(), z.uuid()]);
 /** Sort key of a row with a bigserial id (ledger entries, operator actions): [id as a decimal string]. */
 export const serialCursorKey = z.tuple([z.string().refine((id) => /^\d{1,19}$/.test(id) && BigInt(id) < 2n ** 63n, 'a row id')]);
 /** Sort key of a payment in the review queue (heldPayments): [heldAt as ISO-8601, id]. */
 export const heldCursorKey = paymentCursorKey;
+/** Sort key of a quarantined provider event: [receivedAt as ISO-8601, id], newest first. */
+export const quarantineCursorKey = paymentCursorKey;
 /** Sort key of a webhook delivery: [createdAt as ISO-8601, id], like a payment's. */
 export const deliveryCursorKey = paymentCursorKey;
 

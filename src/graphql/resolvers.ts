@@ -3,10 +3,20 @@ import type { Account } from '../db/prisma.ts';
 import { userError } from '../errors.ts';
 import { customerAttemptDetail, customerFailureReason } from '../payments/failure-reasons.ts';
 import type { PaymentFilter, SendPaymentResult } from '../payments/payment-service.ts';
+import { spendOrThrow } from './budgets.ts';
 import { type Context, requireCustomer, requireOperator, requireViewer } from './context.ts';
 import { eventResolvers } from './events.ts';
 import type { Resolvers } from './generated/types.ts';
-import { connection, decodeCursor, heldCursorKey, pageSize, paymentCursorKey, serialCursorKey } from './pagination.ts';
+import {
+  connection,
+  decodeCursor,
+  fieldPageSize,
+  heldCursorKey,
+  pageSize,
+  paymentCursorKey,
+  quarantineCursorKey,
+  serialCursorKey,
+} from './pagination.ts';
 import { DateScalar, DateTimeScalar, MoneyScalar } from './scalars.ts';
 import { subscriptionResolvers } from './subscriptions.ts';
 import { webhookResolvers } from './webhooks.ts';
@@ -75,6 +85,16 @@ export const resolvers: Resolvers = {
       const rows = await ctx.holds.heldPayments({ after: decodeCursor(args.after, heldCursorKey), limit });
       return connection(rows, limit, (p) => [p.heldAt.toISOString(), p.id], args.after);
     },
+    quarantinedProviderEvents: async (_, args, ctx) => {
+      requireOperator(ctx);
+      const limit = pageSize(args.first ?? 50);
+      const rows = await ctx.quarantine.page({
+        after: decodeCursor(args.after, quarantineCursorKey),
+        limit,
+        unresolvedOnly: args.unresolvedOnly ?? false,
+      });
+      return connection(rows, limit, (q) => [q.receivedAt.toISOString(), q.id], args.after);
+    },
   },
 
   Mutation: {
@@ -94,13 +114,28 @@ export const resolvers: Resolvers = {
     openAccount: (_, args, ctx) => ctx.accounts.openAccount(args.input, requireOperator(ctx)),
     depositFunds: (_, args, ctx) => ctx.accounts.depositFunds(args.input, requireOperator(ctx)),
     ...webhookResolvers.Mutation,
-    checkPayee: (_, args, ctx) => ctx.payees.checkPayee(requireCustomer(ctx), args.input),
-    addPayee: (_, args, ctx) => ctx.payees.addPayee(requireCustomer(ctx), args.input),
+    checkPayee: async (_, args, ctx) => {
+      const customerId = requireCustomer(ctx);
+      await spendOrThrow(ctx.budgets, 'payeeChecks', customerId);
+      return ctx.payees.checkPayee(customerId, args.input);
+    },
+    // Saving a payee checks it first: the same budget as checkPayee.
+    addPayee: async (_, args, ctx) => {
+      const customerId = requireCustomer(ctx);
+      await spendOrThrow(ctx.budgets, 'payeeChecks', customerId);
+      return ctx.payees.addPayee(customerId, args.input);
+    },
     removePayee: (_, args, ctx) => ctx.payees.removePayee(requireCustomer(ctx), args.id),
     approvePayment: (_, args, ctx) => ctx.holds.approvePayment(requireOperator(ctx), args.paymentId),
     rejectPayment: (_, args, ctx) => ctx.holds.rejectPayment(requireOperator(ctx), args.paymentId, args.reason),
+    resolveQuarantinedProviderEvent: (_, args, ctx) => ctx.quarantine.resolve(requireOperator(ctx), args.id, args.note),
     cancelPayment: (_, args, ctx) => ctx.cancellation.cancelPayment(requireCustomer(ctx), args.paymentId, ctx.logger),
-    createStandingOrder: (_, args, ctx) => ctx.standingOrders.create(requireCustomer(ctx), args.input, ctx.logger),
+    createStandingOrder: async (_, args, ctx) => {
+      const customerId = requireCustomer(ctx);
+      const refused = await ctx.budgets.spend('standingOrders', customerId);
+      if (refused) return { standingOrder: null, errors: [refused] };
+      return ctx.standingOrders.create(customerId, args.input, ctx.logger);
+    },
     cancelStandingOrder: (_, args, ctx) => ctx.standingOrders.cancel(requireCustomer(ctx), args.id, ctx.logger),
   },
 
@@ -114,12 +149,13 @@ export const resolvers: Resolvers = {
 
   Customer: {
     accounts: (customer, _, ctx) => ctx.accounts.accountsOf(customer.id),
-    payees: (customer, _, ctx) => ctx.payees.listPayees(customer.id),
+    payees: (customer, args, ctx) => ctx.payees.listPayees(customer.id, fieldPageSize('Customer.payees', args.first)),
   },
 
   Account: {
     payments: (account, args, ctx) => paymentPage(ctx, { accountId: account.id, status: args.status }, args),
-    standingOrders: (account, _, ctx) => ctx.standingOrders.listForAccount(account.id),
+    standingOrders: (account, args, ctx) =>
+      ctx.standingOrders.listForAccount(account.id, fieldPageSize('Account.standingOrders', args.first)),
     ledger: async (account, args, ctx) => {
       const limit = pageSize(args.first);
       const rows = await ctx.accounts.ledgerPage(account.id, { after: decodeCursor(args.after, serialCursorKey), limit });
@@ -135,8 +171,9 @@ export const resolvers: Resolvers = {
     recipient: recipientOf,
     standingOrder: (payment, _, ctx) => (payment.standingOrderId ? ctx.standingOrders.findById(payment.standingOrderId) : null),
     failureReason: (payment) => customerFailureReason(payment.status, payment.failureReason),
-    attempts: async (payment, _, ctx) => {
-      const rows = await ctx.loaders.attempts.load(payment.id);
+    attempts: async (payment, args, ctx) => {
+      // The loader reads at most the field's maximum per payment; this answer shows `first` of them.
+      const rows = (await ctx.loaders.attempts.load(payment.id)).slice(0, fieldPageSize('Payment.attempts', args.first));
       // Customers get the fixed text of each outcome; the raw reason is for operators only (rows
       // from before internal_detail existed kept it in detail).
       const operator = ctx.viewer?.role === 'operator';
@@ -152,6 +189,12 @@ export const resolvers: Resolvers = {
 
   OperatorAction: {
     id: (action) => action.id.toString(),
+  },
+
+  QuarantinedProviderEvent: {
+    eventId: (q) => q.eventKey,
+    type: (q) => q.rawType,
+    raw: (q) => JSON.stringify(q.raw),
   },
 
   StandingOrder: {

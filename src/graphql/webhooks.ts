@@ -1,3 +1,4 @@
+import { spendOrThrow } from './budgets.ts';
 import { requireCustomer } from './context.ts';
 import type { AccountResolvers, MutationResolvers, WebhookEndpointResolvers } from './generated/types.ts';
 import { connection, decodeCursor, deliveryCursorKey, pageSize } from './pagination.ts';
@@ -10,9 +11,22 @@ import { connection, decodeCursor, deliveryCursorKey, pageSize } from './paginat
 
 export const webhookResolvers = {
   Mutation: {
-    createWebhookEndpoint: (_, args, ctx) => ctx.webhooks.createEndpoint(requireCustomer(ctx), args.input),
-    deleteWebhookEndpoint: (_, args, ctx) => ctx.webhooks.deleteEndpoint(requireCustomer(ctx), args.id),
-    redeliverWebhookEvent: (_, args, ctx) => ctx.webhooks.redeliver(requireCustomer(ctx), args.endpointId, args.eventId),
+    createWebhookEndpoint: async (_, args, ctx) => {
+      const customerId = requireCustomer(ctx);
+      const refused = await ctx.budgets.spend('webhookEndpoints', customerId);
+      if (refused) return { endpoint: null, secret: null, errors: [refused] };
+      return ctx.webhooks.createEndpoint(customerId, args.input);
+    },
+    deleteWebhookEndpoint: async (_, args, ctx) => {
+      const customerId = requireCustomer(ctx);
+      await spendOrThrow(ctx.budgets, 'webhookEndpoints', customerId);
+      return ctx.webhooks.deleteEndpoint(customerId, args.id);
+    },
+    redeliverWebhookEvent: async (_, args, ctx) => {
+      const customerId = requireCustomer(ctx);
+      await spendOrThrow(ctx.budgets, 'webhookRedeliveries', customerId);
+      return ctx.webhooks.redeliver(customerId, args.endpointId, args.eventId);
+    },
   } satisfies MutationResolvers,
   Account: {
     webhookEndpoints: (account, _, ctx) => ctx.webhooks.listEndpoints(account.id),

@@ -99,6 +99,12 @@ export function createMetrics() {
       labelNames: ['type', 'outcome'] as const,
       registers: [registry],
     }),
+    providerEventsQuarantined: new Counter({
+      name: 'payments_provider_events_quarantined_total',
+      help: "Events of the provider's feed the parser refused, quarantined for operators (quarantinedProviderEvents) instead of applied, by type",
+      labelNames: ['type'] as const,
+      registers: [registry],
+    }),
     creditReturns: new Counter({
       name: 'payments_credit_returns_total',
       help: 'Inbound credits for no account of ours sent back to the provider (confirmed)',

@@ -28,6 +28,12 @@ import { isUuid, parseInput, type RecipientCommand, recipientInput, type SendPay
  * statuses change later; until then, a payee saved less than NEW_PAYEE_HOURS ago is new (holds.ts).
  */
 
+/**
+ * Most payees one customer may save (MAX_PAYEES_PER_CUSTOMER may lower it), and so the most
+ * `Customer.payees` lists in one answer: every saved payee fits.
+ */
+export const MAX_PAYEES = 500;
+
 /** How long a check may be given to a payment: "a check made in the last 24 hours". */
 export const CHECK_VALID_SECONDS = 24 * 3600;
 
@@ -114,8 +120,24 @@ export async function recordLetThrough(tx: Tx, paymentId: string, at: Date): Pro
       AND pe.account_number = p.recipient_account_number AND pe.let_through_at IS NULL`;
 }
 
-export function createPayeeService(deps: { prisma: PrismaClient; checker: PayeeChecker; clock: Clock; logger: Logger }) {
+export function createPayeeService(deps: {
+  prisma: PrismaClient;
+  checker: PayeeChecker;
+  clock: Clock;
+  logger: Logger;
+  /** Payees one customer may save; MAX_PAYEES by default. */
+  maxPayees?: number;
+}) {
   const { prisma, checker, clock, logger } = deps;
+  const maxPayees = Math.min(deps.maxPayees ?? MAX_PAYEES, MAX_PAYEES);
+  const tooMany = () =>
+    new DomainError(userError('LIMIT_EXCEEDED', `At most ${maxPayees} saved payees: remove one before adding another`, ['input']));
+
+  /** True when saving these details would add a payee the customer has no room for (renaming one always fits). */
+  async function full(db: Db, customerId: string, recipient: RecipientCommand): Promise<boolean> {
+    if (await findSavedPayee(db, customerId, recipient)) return false;
+    return (await db.payee.count({ where: { customerId } })) >= maxPayees;
+  }
 
   function parseRecipient(input: unknown): RecipientCommand {
     const parsed = parseInput(recipientInput, input);
@@ -144,13 +166,20 @@ export function createPayeeService(deps: { prisma: PrismaClient; checker: PayeeC
    */
   async function addPayee(customerId: string, input: unknown): Promise<PayeeWithCheck> {
     const recipient = parseRecipient(input);
+    // Before asking the bank (a full list spends no check), and again below under the lock.
+    if (await full(prisma, customerId, recipient)) throw tooMany();
     const lastCheck = await check(customerId, recipient);
     const { sortCode, accountNumber, name } = recipient;
-    return prisma.payee.upsert({
-      where: { customerId_sortCode_accountNumber: { customerId, sortCode, accountNumber } },
-      create: { customerId, name, sortCode, accountNumber, lastCheckId: lastCheck.id, createdAt: clock.now() },
-      update: { name, lastCheckId: lastCheck.id },
-      include: { lastCheck: true },
+    return prisma.$transaction(async (tx) => {
+      // One save at a time per customer, so racing saves cannot pass the cap together.
+      await tx.$executeRaw`SELECT 1 FROM pg_advisory_xact_lock(hashtextextended(${`payees:${customerId}`}, 0))`;
+      if (await full(tx, customerId, recipient)) throw tooMany();
+      return tx.payee.upsert({
+        where: { customerId_sortCode_accountNumber: { customerId, sortCode, accountNumber } },
+        create: { customerId, name, sortCode, accountNumber, lastCheckId: lastCheck.id, createdAt: clock.now() },
+        update: { name, lastCheckId: lastCheck.id },
+        include: { lastCheck: true },
+      });
     });
   }
 
@@ -161,8 +190,14 @@ export function createPayeeService(deps: { prisma: PrismaClient; checker: PayeeC
     return count === 1;
   }
 
-  function listPayees(customerId: string): Promise<PayeeWithCheck[]> {
-    return prisma.payee.findMany({ where: { customerId }, include: { lastCheck: true }, orderBy: [{ createdAt: 'asc' }, { id: 'asc' }] });
+  /** The customer's payees, oldest first; at most `limit` (every saved payee fits in MAX_PAYEES). */
+  function listPayees(customerId: string, limit = MAX_PAYEES): Promise<PayeeWithCheck[]> {
+    return prisma.payee.findMany({
+      where: { customerId },
+      include: { lastCheck: true },
+      orderBy: [{ createdAt: 'asc' }, { id: 'asc' }],
+      take: Math.min(Math.max(limit, 1), MAX_PAYEES),
+    });
   }
 
   return {

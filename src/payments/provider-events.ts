@@ -22,6 +22,10 @@ import { complete, returnPayment } from './transitions.ts';
  *   job sends it back (`POST /v1/credits/:id/return`) until the provider confirms -> RETURNED. The
  *   credit's id is the primary key of `provider_credits`: never credited twice, never lost.
  *
+ * - anything else (a type we do not handle, or an event not in its type's shape, such as a credit
+ *   with a bad amount): quarantined (`provider_event_quarantine`) for operators, once, and the feed
+ *   moves on past it.
+ *
  * One poll at a time (pg-boss `stately` queue), but correctness does not rest on that: every effect
  * is idempotent (an event applied twice changes nothing the second time), each event is applied in
  * a transaction of its own, and the cursor moves past a page only from the cursor the page was
@@ -36,7 +40,7 @@ export function createProviderEvents(deps: {
   jobs: Pick<PaymentJobs, 'returnCredit'>;
   provider: ProviderClient;
   logger: Logger;
-  metrics: Pick<Metrics, 'providerEvents' | 'creditReturns' | 'settled'>;
+  metrics: Pick<Metrics, 'providerEvents' | 'providerEventsQuarantined' | 'creditReturns' | 'settled'>;
   failpoints?: Failpoints;
   pageSize?: number;
 }) {
@@ -78,6 +82,25 @@ export function createProviderEvents(deps: {
     return 'credited';
   }
 
+  /**
+   * Keeps an event the parser refused, whole, for operators (quarantinedProviderEvents): never
+   * applied, never dropped without a trace, and never holding up the events behind it. Once per
+   * event, however often its page is read.
+   */
+  async function quarantine(tx: Tx, event: Extract<ProviderEvent, { type: 'unknown' }>): Promise<string> {
+    const added = await tx.$executeRaw`
+      INSERT INTO provider_event_quarantine (event_key, raw_type, problem, raw)
+      VALUES (${event.id}, ${event.rawType}, ${event.problem}, ${JSON.stringify(event.raw)}::jsonb)
+      ON CONFLICT (event_key) DO NOTHING`;
+    if (added === 0) return 'already-quarantined';
+    metrics.providerEventsQuarantined.inc({ type: event.rawType ?? 'none' });
+    logger.error(
+      { eventId: event.id, type: event.rawType, problem: event.problem },
+      'provider event quarantined: not one we can apply; an operator must look (quarantinedProviderEvents)',
+    );
+    return 'quarantined';
+  }
+
   async function apply(tx: Tx, event: ProviderEvent): Promise<string> {
     switch (event.type) {
       case 'payment.returned':
@@ -85,8 +108,7 @@ export function createProviderEvents(deps: {
       case 'credit.received':
         return applyCredit(tx, event);
       default:
-        logger.error({ eventId: event.id, type: event.rawType, problem: event.problem }, 'provider event skipped: not one we can apply');
-        return 'skipped';
+        return quarantine(tx, event);
     }
   }
 

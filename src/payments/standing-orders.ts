@@ -49,6 +49,12 @@ function following(first: CalendarDate, frequency: Frequency, last: CalendarDate
 /** Most occurrences one run creates; the next run carries on. */
 const MAX_PER_RUN = 1_000;
 
+/**
+ * Most active standing orders one account may have (MAX_ACTIVE_STANDING_ORDERS_PER_ACCOUNT may
+ * lower it), and so the most `Account.standingOrders` lists in one answer: every active one fits.
+ */
+export const MAX_ACTIVE_STANDING_ORDERS = 100;
+
 export function createStandingOrders(deps: {
   prisma: PrismaClient;
   jobs: Pick<PaymentJobs, 'execute' | 'runStandingOrders'>;
@@ -59,8 +65,11 @@ export function createStandingOrders(deps: {
   metrics: Pick<Metrics, 'standingOrderOccurrences'>;
   /** Called after a cancellation commits (the API wakes its event feed); nothing by default. */
   afterCommit?: () => void;
+  /** Active orders one account may have; MAX_ACTIVE_STANDING_ORDERS by default. */
+  maxActivePerAccount?: number;
 }) {
   const { prisma, jobs, clock, logger } = deps;
+  const maxActive = Math.min(deps.maxActivePerAccount ?? MAX_ACTIVE_STANDING_ORDERS, MAX_ACTIVE_STANDING_ORDERS);
 
   async function create(customerId: string, input: unknown, log: Logger = logger): Promise<CreateStandingOrderResult> {
     const parsed = parseInput(createStandingOrderInput, input);
@@ -94,6 +103,11 @@ export function createStandingOrders(deps: {
     }
 
     const created = await prisma.$transaction(async (tx) => {
+      // Orders of one account are created one at a time (a lock on the account's orders only, not
+      // its balance row), so racing creations cannot pass the cap together.
+      await tx.$executeRaw`SELECT 1 FROM pg_advisory_xact_lock(hashtextextended(${`standing-orders:${account.id}`}, 0))`;
+      const active = await tx.standingOrder.count({ where: { accountId: account.id, active: true } });
+      if (active >= maxActive) return 'full' as const;
       const [order] = await tx.standingOrder.createManyAndReturn({
         data: [
           {
@@ -117,6 +131,20 @@ export function createStandingOrders(deps: {
       if (order && cmd.firstPaymentOn === today) await jobs.runStandingOrders(tx);
       return order ?? null;
     }, TX_OPTIONS);
+    if (created === 'full') {
+      // A retry of an order created before the account filled up still gets it.
+      const replayed = await replay(customerId, cmd, fingerprint);
+      if (replayed.standingOrder) return replayed;
+      log.info({ accountId: account.id, maxActive }, 'standing order refused: the account has the most active orders allowed');
+      return {
+        standingOrder: null,
+        errors: [
+          userError('LIMIT_EXCEEDED', `An account may have at most ${maxActive} active standing orders: cancel one first`, [
+            'fromAccountId',
+          ]),
+        ],
+      };
+    }
     if (created) {
       log.info(
         { standingOrderId: created.id, accountId: account.id, frequency: cmd.frequency, firstPaymentOn: cmd.firstPaymentOn },
@@ -241,8 +269,13 @@ export function createStandingOrders(deps: {
   }
 
   /** An account's standing orders, oldest first. */
-  const listForAccount = (accountId: string): Promise<StandingOrder[]> =>
-    prisma.standingOrder.findMany({ where: { accountId }, orderBy: [{ createdAt: 'asc' }, { id: 'asc' }] });
+  /** The account's orders, active ones first, then oldest first; at most `limit` (every active one fits in MAX_ACTIVE_STANDING_ORDERS). */
+  const listForAccount = (accountId: string, limit = MAX_ACTIVE_STANDING_ORDERS): Promise<StandingOrder[]> =>
+    prisma.standingOrder.findMany({
+      where: { accountId },
+      orderBy: [{ active: 'desc' }, { createdAt: 'asc' }, { id: 'asc' }],
+      take: Math.min(Math.max(limit, 1), MAX_ACTIVE_STANDING_ORDERS),
+    });
 
   const findById = (id: string): Promise<StandingOrder | null> => prisma.standingOrder.findUnique({ where: { id } });
 

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import {
   BrokenCircuitError,
   type CircuitBreakerPolicy,
@@ -85,8 +86,12 @@ export type ProviderEvent =
       sender: { name: string; sortCode: string; accountNumber: string };
       reference: string | null;
     }
-  /** A type we do not handle, or an event not in its type's shape: skipped (and logged), never blocking the feed. */
-  | { type: 'unknown'; id: string; rawType: string; problem: string };
+  /**
+   * A type we do not handle, or an event not in its type's shape (one with no usable id or type
+   * included): quarantined for operators with `raw`, the event as received, never blocking the feed.
+   * `id` is the event's own, or `sha256:<hex>` of its JSON when it has none.
+   */
+  | { type: 'unknown'; id: string; rawType: string | null; problem: string; raw: unknown };
 
 export type ProviderFeedResult =
   | { kind: 'events'; events: ProviderEvent[]; next: string | null }
@@ -97,10 +102,12 @@ export type CreditReturnResult =
   | { kind: 'unknown-credit' }
   | Extract<ProviderResult, { kind: 'transient' | 'unavailable' }>;
 
+// Each event is parsed on its own (parseEvent): one malformed event must not refuse the whole page.
 const feedPageSchema = z.object({
-  events: z.array(z.looseObject({ id: z.string().min(1).max(200), type: z.string() })),
+  events: z.array(z.unknown()),
   next: z.string().nullish(),
 });
+const eventHeadSchema = z.looseObject({ id: z.string().min(1).max(200), type: z.string().max(200) });
 const returnedEventSchema = z.object({
   id: z.string(),
   type: z.literal('payment.returned'),
@@ -121,13 +128,26 @@ const creditEventSchema = z.object({
     .transform((r) => r ?? null),
 });
 
-function parseEvent(raw: { id: string; type: string }): ProviderEvent {
-  const schema = raw.type === 'payment.returned' ? returnedEventSchema : raw.type === 'credit.received' ? creditEventSchema : null;
-  if (!schema) return { type: 'unknown', id: raw.id, rawType: raw.type, problem: 'a type we do not handle' };
+const describeIssue = (error: z.ZodError) => {
+  const issue = error.issues[0];
+  return `${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}`;
+};
+
+function parseEvent(raw: unknown): ProviderEvent {
+  const head = eventHeadSchema.safeParse(raw);
+  if (!head.success) {
+    const id = `sha256:${createHash('sha256')
+      .update(JSON.stringify(raw) ?? 'undefined')
+      .digest('hex')}`;
+    const type = typeof raw === 'object' && raw !== null && 'type' in raw && typeof raw.type === 'string' ? raw.type.slice(0, 200) : null;
+    return { type: 'unknown', id, rawType: type, problem: describeIssue(head.error), raw: raw ?? null };
+  }
+  const { id, type } = head.data;
+  const schema = type === 'payment.returned' ? returnedEventSchema : type === 'credit.received' ? creditEventSchema : null;
+  if (!schema) return { type: 'unknown', id, rawType: type, problem: 'a type we do not handle', raw };
   const parsed = schema.safeParse(raw);
   if (parsed.success) return parsed.data;
-  const issue = parsed.error.issues[0];
-  return { type: 'unknown', id: raw.id, rawType: raw.type, problem: `${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}` };
+  return { type: 'unknown', id, rawType: type, problem: describeIssue(parsed.error), raw };
 }
 
 const recordSchema = z.object({ id: z.string(), idempotencyKey: z.string(), status: z.string() });
