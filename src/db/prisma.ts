@@ -12,6 +12,7 @@ export type {
   Payment,
   PaymentAttempt,
   ProviderCredit,
+  ReconciliationBreak,
   StandingOrder,
   WebhookDelivery,
   WebhookEndpoint,
