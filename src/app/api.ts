@@ -11,6 +11,8 @@ import { type RunningApi, startApi } from '../graphql/server.ts';
 import { createSubscriptionBudget, type SubscriptionBudget } from '../graphql/subscription-budget.ts';
 import { createPaymentJobs } from '../jobs/enqueue.ts';
 import { webhookJobOptions } from '../jobs/queues.ts';
+import { createReconciliation } from '../ledger/reconciliation.ts';
+import { createLedgerReader } from '../ledger/statements.ts';
 import type { Logger } from '../logger.ts';
 import { METRICS_CACHE_MS, observeApiGauges } from '../ops/gauges.ts';
 import { startOpsServer } from '../ops/http.ts';
@@ -132,6 +134,8 @@ export async function startApiProcess(
         afterCommit: () => events.wake(),
       }),
       accounts: createAccountService({ prisma, logger }),
+      ledger: createLedgerReader({ prisma }),
+      reconciliation: createReconciliation({ prisma, provider, clock, logger, metrics }),
       sendPaymentLimiter: limiterPool
         ? new RateLimiterPostgres({
             storeClient: limiterPool,

@@ -1,5 +1,6 @@
 import DataLoader from 'dataloader';
 import type { Account, Payment, PaymentAttempt, PrismaClient } from '../db/prisma.ts';
+import { type Balances, createLedgerReader } from '../ledger/statements.ts';
 
 /**
  * Batched reads of what nested fields need (a payment's account and attempts, a ledger entry's
@@ -11,7 +12,16 @@ import type { Account, Payment, PaymentAttempt, PrismaClient } from '../db/prism
  * stale in both. Loaders are still made per operation, so no batch mixes two callers' reads.
  */
 export function createLoaders(prisma: PrismaClient) {
+  const ledger = createLedgerReader({ prisma });
   return {
+    /** An account's three balances, read together in one statement (one snapshot). */
+    balances: new DataLoader<string, Balances | null>(
+      async (ids) => {
+        const found = await ledger.balances(ids);
+        return ids.map((id) => found.get(id) ?? null);
+      },
+      { cache: false },
+    ),
     account: new DataLoader<string, Account | null>(
       async (ids) => byKey(ids, await prisma.account.findMany({ where: { id: { in: unique(ids) } } }), (a) => a.id),
       { cache: false },

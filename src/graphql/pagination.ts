@@ -18,8 +18,11 @@ export function pageSize(first: number | null | undefined): number {
 
 /** Sort key of a payment: [createdAt as ISO-8601, id]. */
 export const paymentCursorKey = z.tuple([z.iso.datetime(), z.uuid()]);
+const rowId = z.string().refine((id) => /^\d{1,19}$/.test(id) && BigInt(id) < 2n ** 63n, 'a row id');
 /** Sort key of a row with a bigserial id (ledger entries, operator actions): [id as a decimal string]. */
-export const serialCursorKey = z.tuple([z.string().refine((id) => /^\d{1,19}$/.test(id) && BigInt(id) < 2n ** 63n, 'a row id')]);
+export const serialCursorKey = z.tuple([rowId]);
+/** Sort key of a statement entry: [its time as ISO-8601, its ledger entry id]. */
+export const statementCursorKey = z.tuple([z.iso.datetime(), rowId]);
 /** Sort key of a payment in the review queue (heldPayments): [heldAt as ISO-8601, id]. */
 export const heldCursorKey = paymentCursorKey;
 /** Sort key of a webhook delivery: [createdAt as ISO-8601, id], like a payment's. */

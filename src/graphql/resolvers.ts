@@ -1,12 +1,14 @@
 import { RateLimiterRes } from 'rate-limiter-flexible';
 import type { Account } from '../db/prisma.ts';
-import { userError } from '../errors.ts';
+import { DomainError, userError } from '../errors.ts';
+import { MAX_STATEMENT_PAGE, statementRange } from '../ledger/statements.ts';
 import { customerAttemptDetail, customerFailureReason } from '../payments/failure-reasons.ts';
 import type { PaymentFilter, SendPaymentResult } from '../payments/payment-service.ts';
 import { type Context, requireCustomer, requireOperator, requireViewer } from './context.ts';
+import { fromDomainError } from './errors.ts';
 import { eventResolvers } from './events.ts';
 import type { Resolvers } from './generated/types.ts';
-import { connection, decodeCursor, heldCursorKey, pageSize, paymentCursorKey, serialCursorKey } from './pagination.ts';
+import { connection, decodeCursor, heldCursorKey, pageSize, paymentCursorKey, serialCursorKey, statementCursorKey } from './pagination.ts';
 import { DateScalar, DateTimeScalar, MoneyScalar } from './scalars.ts';
 import { subscriptionResolvers } from './subscriptions.ts';
 import { webhookResolvers } from './webhooks.ts';
@@ -43,6 +45,13 @@ async function accountOf(ctx: Context, owner: { accountId: string }, what: strin
   return account;
 }
 
+/** The account's balances, read together (one snapshot) whichever of the three fields are asked for. */
+async function balancesOf(ctx: Context, account: Account) {
+  const balances = await ctx.loaders.balances.load(account.id);
+  if (!balances) throw new Error(`account ${account.id} not found for its balances`);
+  return balances;
+}
+
 const recipientOf = (row: { recipientName: string; recipientSortCode: string; recipientAccountNumber: string }) => ({
   name: row.recipientName,
   sortCode: row.recipientSortCode,
@@ -75,6 +84,10 @@ export const resolvers: Resolvers = {
       const rows = await ctx.holds.heldPayments({ after: decodeCursor(args.after, heldCursorKey), limit });
       return connection(rows, limit, (p) => [p.heldAt.toISOString(), p.id], args.after);
     },
+    reconciliationBreaks: (_, args, ctx) => {
+      requireOperator(ctx);
+      return ctx.reconciliation.breaks(args.date);
+    },
   },
 
   Mutation: {
@@ -102,6 +115,11 @@ export const resolvers: Resolvers = {
     cancelPayment: (_, args, ctx) => ctx.cancellation.cancelPayment(requireCustomer(ctx), args.paymentId, ctx.logger),
     createStandingOrder: (_, args, ctx) => ctx.standingOrders.create(requireCustomer(ctx), args.input, ctx.logger),
     cancelStandingOrder: (_, args, ctx) => ctx.standingOrders.cancel(requireCustomer(ctx), args.id, ctx.logger),
+    reconcile: (_, args, ctx) => {
+      requireOperator(ctx);
+      return ctx.reconciliation.reconcile(args.date);
+    },
+    resolveReconciliationBreak: (_, args, ctx) => ctx.reconciliation.resolve(requireOperator(ctx), args.id, args.note),
   },
 
   Subscription: { ...subscriptionResolvers, ...eventResolvers.Subscription },
@@ -125,7 +143,38 @@ export const resolvers: Resolvers = {
       const rows = await ctx.accounts.ledgerPage(account.id, { after: decodeCursor(args.after, serialCursorKey), limit });
       return connection(rows, limit, (e) => [e.id.toString()], args.after);
     },
+    availableBalance: async (account, _, ctx) => (await balancesOf(ctx, account)).available,
+    ledgerBalance: async (account, _, ctx) => (await balancesOf(ctx, account)).ledger,
+    pendingOutgoing: async (account, _, ctx) => (await balancesOf(ctx, account)).pendingOutgoing,
+    balanceAt: async (account, args, ctx) => {
+      const at = new Date(args.at);
+      const balances = await ctx.ledger.balanceAt(account.id, at);
+      return { at, availableBalance: balances.available, ledgerBalance: balances.ledger };
+    },
+    statement: async (account, args, ctx) => {
+      const parsed = statementRange(args.from, args.to);
+      if (!parsed.ok) throw fromDomainError(new DomainError(parsed.error));
+      const limit = Math.min(Math.max(args.first ?? 100, 1), MAX_STATEMENT_PAGE);
+      const after = decodeCursor(args.after, statementCursorKey);
+      const [summary, rows] = await Promise.all([
+        ctx.ledger.statementSummary(account.id, parsed.range),
+        ctx.ledger.statementEntries(account.id, parsed.range, { after, limit }),
+      ]);
+      return { ...summary, entries: connection(rows, limit, (e) => [e.at.toISOString(), e.id.toString()], args.after) };
+    },
     ...webhookResolvers.Account,
+  },
+
+  StatementEntry: {
+    payment: (entry, _, ctx) => (entry.paymentId ? ctx.loaders.payment.load(entry.paymentId) : null),
+    counterparty: (entry) =>
+      entry.counterpartyName !== null && entry.counterpartySortCode !== null && entry.counterpartyAccountNumber !== null
+        ? { name: entry.counterpartyName, sortCode: entry.counterpartySortCode, accountNumber: entry.counterpartyAccountNumber }
+        : null,
+  },
+
+  ReconciliationBreak: {
+    kind: (b) => b.kind as 'MISSING_OURS' | 'MISSING_THEIRS' | 'AMOUNT_MISMATCH',
   },
 
   WebhookEndpoint: webhookResolvers.WebhookEndpoint,
