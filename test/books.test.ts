@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { audit, formatAudit } from '../src/audit.ts';
 import { addCalendarDays, londonToday, systemClock } from '../src/calendar.ts';
-import { emulatorCall, gql, paymentInput, type Stack, startStack, type TestCustomer } from './helpers.ts';
+import { enqueueReconciliation } from '../src/jobs/enqueue.ts';
+import { emulatorCall, gql, paymentInput, type Stack, startStack, TEST_OPERATOR, type TestCustomer } from './helpers.ts';
 
 let stack: Stack;
 beforeAll(async () => {
@@ -360,6 +361,8 @@ describe('reconciliation with the provider', () => {
     );
     expect(listed.data?.reconciliationBreaks).toHaveLength(3);
     expect(listed.data?.reconciliationBreaks.filter((b) => b.resolvedAt)).toHaveLength(1);
+    // Each run is in the operator action log, under the operator who ran it.
+    expect(await stack.db.operatorAction.count({ where: { action: 'reconcile', operator: TEST_OPERATOR } })).toBe(3);
     // Customers may not reconcile or see breaks.
     expect((await gql(stack.apiUrl, frank.token, RECONCILE, { date: today })).errors?.[0]?.extensions).toMatchObject({ code: 'FORBIDDEN' });
     expect(
@@ -368,5 +371,20 @@ describe('reconciliation with the provider', () => {
       code: 'BAD_USER_INPUT',
       field: ['date'],
     });
+  });
+
+  it('runs as a job of the registry, as the system, for the day it is given (yesterday when scheduled)', async () => {
+    const worker = stack.worker;
+    if (!worker) throw new Error('the stack has a worker');
+    const yesterday = addCalendarDays(today, -1);
+    await enqueueReconciliation(worker.boss, yesterday);
+    await vi.waitFor(
+      async () =>
+        expect(
+          await stack.db.reconciliationRun.findMany({ where: { runBy: 'system:reconcile' }, select: { date: true, breaksFound: true } }),
+        ).toEqual([{ date: new Date(`${yesterday}T00:00:00Z`), breaksFound: 0 }]),
+      { timeout: 20_000, interval: 200 },
+    );
+    expect(await stack.db.operatorAction.count({ where: { action: 'reconcile', operator: 'system:reconcile' } })).toBe(1);
   });
 });

@@ -66,6 +66,7 @@ describe('the migration runner', () => {
       'provider_event_cursor',
       'rate_limits',
       'reconciliation_breaks',
+      'reconciliation_runs',
       'standing_orders',
       'webhook_deliveries',
       'webhook_dispatch_cursor',

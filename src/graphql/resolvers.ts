@@ -115,10 +115,7 @@ export const resolvers: Resolvers = {
     cancelPayment: (_, args, ctx) => ctx.cancellation.cancelPayment(requireCustomer(ctx), args.paymentId, ctx.logger),
     createStandingOrder: (_, args, ctx) => ctx.standingOrders.create(requireCustomer(ctx), args.input, ctx.logger),
     cancelStandingOrder: (_, args, ctx) => ctx.standingOrders.cancel(requireCustomer(ctx), args.id, ctx.logger),
-    reconcile: (_, args, ctx) => {
-      requireOperator(ctx);
-      return ctx.reconciliation.reconcile(args.date);
-    },
+    reconcile: (_, args, ctx) => ctx.reconciliation.reconcile(args.date, requireOperator(ctx)),
     resolveReconciliationBreak: (_, args, ctx) => ctx.reconciliation.resolve(requireOperator(ctx), args.id, args.note),
   },
 

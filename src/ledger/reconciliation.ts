@@ -17,7 +17,8 @@ import { isUuid } from '../validation.ts';
  * Each break is recorded once (unique on date, kind, item type and reference), counted in
  * `payments_reconciliation_breaks_total` and logged as a `reconciliation.break` event; a break no
  * longer found when the day is reconciled again is resolved by the system, and an operator resolves
- * the rest with a note (a logged operator action).
+ * the rest with a note. Each run (an operator's, or the daily job's as system:reconcile) is recorded with
+ * its operator action, in the transaction that records its breaks.
  */
 
 export type BreakKind = 'MISSING_OURS' | 'MISSING_THEIRS' | 'AMOUNT_MISMATCH';
@@ -81,7 +82,7 @@ export function createReconciliation(deps: {
   }
 
   /** The breaks between the provider's report of `date` and our books, as they are now. */
-  async function compare(date: string): Promise<Found[]> {
+  async function compare(date: string): Promise<{ found: Found[]; reportItems: number }> {
     const [theirs, dayBefore] = await Promise.all([report(date), report(addCalendarDays(date, -1))]);
     const ours = await oursFor(theirs);
     const found: Found[] = [];
@@ -114,7 +115,7 @@ export function createReconciliation(deps: {
       const paymentId = mine.type === 'credit' ? null : mine.reference;
       found.push({ kind: 'MISSING_THEIRS', type: mine.type, reference: mine.reference, paymentId, ours: mine.amount, theirs: null });
     }
-    return found;
+    return { found, reportItems: theirs.length };
   }
 
   function checkDate(date: string, field: string): void {
@@ -122,44 +123,69 @@ export function createReconciliation(deps: {
   }
 
   /**
-   * Reconciles a London day (today or earlier) now: records the breaks not recorded before, resolves
-   * as the system those no longer found, and returns the day's open breaks, oldest first.
+   * Reconciles a London day (today or earlier) now, as `by` (an operator, or SYSTEM for the daily
+   * job): in one transaction, records the breaks not recorded before, resolves as the system those
+   * no longer found, and records the run and its operator action. Returns the day's open breaks,
+   * oldest first.
    */
-  async function reconcile(date: string): Promise<ReconciliationBreak[]> {
+  async function reconcile(date: string, by: Operator = SYSTEM): Promise<ReconciliationBreak[]> {
     checkDate(date, 'date');
     if (date > londonToday(clock)) throw new DomainError(userError('INVALID_INPUT', 'date must not be in the future', ['date']));
-    const found = await compare(date);
+    const { found, reportItems } = await compare(date);
     const day = new Date(`${date}T00:00:00Z`);
-    for (const f of found) {
-      const created = await prisma.$queryRaw<{ id: string }[]>`
-        INSERT INTO reconciliation_breaks (date, kind, item_type, provider_reference, payment_id, ours, theirs)
-        VALUES (${day}::date, ${f.kind}, ${f.type}, ${f.reference}, ${f.paymentId}::uuid, ${f.ours}, ${f.theirs})
-        ON CONFLICT (date, kind, item_type, provider_reference) DO NOTHING
-        RETURNING id::text`;
-      if (created[0]) {
-        metrics.reconciliationBreaks.inc({ kind: f.kind });
-        logger.warn(
-          {
-            event: 'reconciliation.break',
-            breakId: created[0].id,
-            date,
-            kind: f.kind,
-            itemType: f.type,
-            reference: f.reference,
-            ours: f.ours?.toString() ?? null,
-            theirs: f.theirs?.toString() ?? null,
-          },
-          'reconciliation break found',
-        );
-      }
-    }
     const stillThere = found.map((f) => `${f.kind}:${itemKey(f.type, f.reference)}`);
-    const gone = await prisma.$executeRaw`
-      UPDATE reconciliation_breaks SET resolved_at = now(), resolved_by = ${SYSTEM},
-        resolution_note = 'no longer found when the day was reconciled again'
-      WHERE date = ${day}::date AND resolved_at IS NULL AND NOT (kind || ':' || item_type || ':' || provider_reference = ANY(${stillThere}::text[]))`;
-    logger.info({ date, breaks: found.length, resolvedBySystem: gone }, 'day reconciled with the provider');
-    return prisma.reconciliationBreak.findMany({ where: { date: day, resolvedAt: null }, orderBy: [{ foundAt: 'asc' }, { id: 'asc' }] });
+    const { created, gone, open } = await prisma.$transaction(async (tx) => {
+      const created: Array<Found & { id: string }> = [];
+      for (const f of found) {
+        const [row] = await tx.$queryRaw<{ id: string }[]>`
+          INSERT INTO reconciliation_breaks (date, kind, item_type, provider_reference, payment_id, ours, theirs)
+          VALUES (${day}::date, ${f.kind}, ${f.type}, ${f.reference}, ${f.paymentId}::uuid, ${f.ours}, ${f.theirs})
+          ON CONFLICT (date, kind, item_type, provider_reference) DO NOTHING
+          RETURNING id::text`;
+        if (row) created.push({ ...f, id: row.id });
+      }
+      const gone = await tx.$executeRaw`
+        UPDATE reconciliation_breaks SET resolved_at = now(), resolved_by = ${SYSTEM},
+          resolution_note = 'no longer found when the day was reconciled again'
+        WHERE date = ${day}::date AND resolved_at IS NULL
+          AND NOT (kind || ':' || item_type || ':' || provider_reference = ANY(${stillThere}::text[]))`;
+      const run = await tx.reconciliationRun.create({
+        data: { date: day, runBy: by, reportItems, breaksFound: found.length, breaksNew: created.length },
+      });
+      await recordOperatorAction(
+        tx,
+        by,
+        'reconcile',
+        run.id,
+        `${date}: ${found.length} breaks (${created.length} new), ${gone} no longer found`,
+      );
+      const open = await tx.reconciliationBreak.findMany({
+        where: { date: day, resolvedAt: null },
+        orderBy: [{ foundAt: 'asc' }, { id: 'asc' }],
+      });
+      return { created, gone, open };
+    });
+    for (const f of created) {
+      metrics.reconciliationBreaks.inc({ kind: f.kind });
+      logger.warn(
+        {
+          event: 'reconciliation.break',
+          breakId: f.id,
+          date,
+          kind: f.kind,
+          itemType: f.type,
+          reference: f.reference,
+          ours: f.ours?.toString() ?? null,
+          theirs: f.theirs?.toString() ?? null,
+        },
+        'reconciliation break found',
+      );
+    }
+    logger.info(
+      { date, by, reportItems, breaks: found.length, new: created.length, resolvedBySystem: gone },
+      'day reconciled with the provider',
+    );
+    return open;
   }
 
   /** Every break recorded for a day, resolved ones included, oldest first. */

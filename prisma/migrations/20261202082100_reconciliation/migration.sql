@@ -25,3 +25,18 @@ CREATE TABLE "reconciliation_breaks" (
 );
 -- A break is recorded once however often its day is reconciled.
 CREATE UNIQUE INDEX "reconciliation_breaks_date_kind_item_key" ON "reconciliation_breaks"("date", "kind", "item_type", "provider_reference");
+
+-- Each reconciliation of a day: who ran it (an operator, or the daily job as system:reconcile) and
+-- what it found; the operator action log names the run.
+CREATE TABLE "reconciliation_runs" (
+    "id" UUID NOT NULL DEFAULT gen_random_uuid(),
+    "date" DATE NOT NULL,
+    "run_by" TEXT NOT NULL,
+    "report_items" INTEGER NOT NULL,
+    "breaks_found" INTEGER NOT NULL,
+    "breaks_new" INTEGER NOT NULL,
+    "at" TIMESTAMPTZ(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
+
+    CONSTRAINT "reconciliation_runs_pkey" PRIMARY KEY ("id")
+);
+CREATE INDEX "reconciliation_runs_date_idx" ON "reconciliation_runs"("date", "at");
