@@ -1,7 +1,7 @@
 import { RateLimiterRes } from 'rate-limiter-flexible';
 import type { Account } from '../db/prisma.ts';
 import { DomainError, userError } from '../errors.ts';
-import { MAX_STATEMENT_PAGE, statementRange } from '../ledger/statements.ts';
+import { statementRange } from '../ledger/statements.ts';
 import { customerAttemptDetail, customerFailureReason } from '../payments/failure-reasons.ts';
 import type { PaymentFilter, SendPaymentResult } from '../payments/payment-service.ts';
 import { type Context, requireCustomer, requireOperator, requireViewer } from './context.ts';
@@ -151,7 +151,8 @@ export const resolvers: Resolvers = {
     statement: async (account, args, ctx) => {
       const parsed = statementRange(args.from, args.to);
       if (!parsed.ok) throw fromDomainError(new DomainError(parsed.error));
-      const limit = Math.min(Math.max(args.first ?? 100, 1), MAX_STATEMENT_PAGE);
+      // Clamped like every connection, so the query cost (cost.ts) counts the page it will get.
+      const limit = pageSize(args.first ?? 100);
       const after = decodeCursor(args.after, statementCursorKey);
       const [summary, rows] = await Promise.all([
         ctx.ledger.statementSummary(account.id, parsed.range),

@@ -11,8 +11,6 @@ import { type UserError, userError } from '../errors.ts';
 
 /** The longest statement: a year, leap day included. */
 export const MAX_STATEMENT_DAYS = 366;
-/** The largest page of statement entries. */
-export const MAX_STATEMENT_PAGE = 500;
 
 export interface Balances {
   /** What can be spent now: the account's balance. */

@@ -50,7 +50,7 @@ export type Account = {
   sortCode: Scalars['String']['output'];
   /** Oldest first, ended and cancelled ones included. */
   standingOrders: Array<StandingOrder>;
-  /** London calendar days, both inclusive, at most 366 days. Entries oldest first; first: 1-500. */
+  /** London calendar days, both inclusive, at most 366 days. Entries oldest first; first: 1-100. */
   statement: Statement;
   /** Live (not deleted) endpoints, oldest first. */
   webhookEndpoints: Array<WebhookEndpoint>;
