@@ -109,6 +109,14 @@ export async function prepareDatabase(url: string, config: Config): Promise<void
        FROM generate_series(1, $1::int) n`,
       [ACCOUNTS, OPENING_BALANCE.toString()],
     );
+    // Double entry: each opening deposit is a transfer from the bank's funding account (ADR 0012).
+    await client.query(
+      `INSERT INTO postings (transfer_id, kind, account_id, bank_account, amount)
+       SELECT s.t, 'DEPOSIT', leg.account_id, leg.bank_account, leg.amount
+       FROM (SELECT gen_random_uuid() AS t, ${accountIdSql('n')} AS a FROM generate_series(1, $1::int) n) s
+       CROSS JOIN LATERAL (VALUES (s.a, NULL::text, $2::bigint), (NULL::uuid, 'FUNDING', -$2::bigint)) leg(account_id, bank_account, amount)`,
+      [ACCOUNTS, OPENING_BALANCE.toString()],
+    );
     await client.query('COMMIT');
     await client.query('ANALYZE');
   } finally {

@@ -4,6 +4,7 @@ import type { PrismaClient } from './db/prisma.ts';
 import { horizonHolders, prismaSql } from './events/store.ts';
 import { Prisma } from './generated/prisma/client.ts';
 import { QUEUES } from './jobs/queues.ts';
+import { checkDoubleEntry } from './ledger/books.ts';
 import { COUNTS_AGAINST_DAILY_LIMIT, EXECUTED, isIn, STOPPED, sqlStatuses } from './payments/lifecycle.ts';
 
 /**
@@ -415,6 +416,8 @@ export async function audit(options: {
     check('every COMPLETED or RETURNED payment is at the provider exactly once, and no other one is', rows.length, problems);
     await checkCreditsAtProvider(prisma, options.provider, check, pendingMaxAge);
   }
+
+  await checkDoubleEntry(prisma, check);
 
   return { checks, figures, ok: checks.every((c) => c.violations.length === 0) };
 }

@@ -5,6 +5,8 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MIGRATIONS_DIR, migrate, readMigrations } from '../src/db/migrate.ts';
+import { createPrisma } from '../src/db/prisma.ts';
+import { checkDoubleEntry } from '../src/ledger/books.ts';
 import { createTestDatabase } from './helpers.ts';
 
 /** A fresh, empty database (not a clone of the migrated template). */
@@ -59,10 +61,13 @@ describe('the migration runner', () => {
       'payment_events',
       'payment_transitions',
       'payments',
+      'postings',
       'provider_credits',
       'provider_event_cursor',
       'provider_event_quarantine',
       'rate_limits',
+      'reconciliation_breaks',
+      'reconciliation_runs',
       'standing_orders',
       'webhook_deliveries',
       'webhook_dispatch_cursor',
@@ -219,5 +224,93 @@ describe('the let-through and held_at migration', () => {
     ]);
     // From now on a HELD payment always says when it was held.
     await expect(q(`UPDATE payments SET held_at = NULL WHERE id = '${payment(8)}'`)).rejects.toMatchObject({ code: '23514' });
+  });
+});
+
+describe('the double-entry migration', () => {
+  const CUSTOMER = '00000000-0000-4000-8000-000000000001';
+  const ACCOUNT = '00000000-0000-4000-8000-000000000002';
+  const payment = (n: number) => `00000000-0000-4000-8000-0000000003${String(n).padStart(2, '0')}`;
+
+  it('derives balanced opening postings from a database holding payments of every status and credits of every outcome', async () => {
+    const db = await emptyDatabase();
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'migrations-'));
+    await cp(MIGRATIONS_DIR, dir, { recursive: true });
+    const later = (await readMigrations()).map((m) => m.name).filter((name) => name >= '20261202082000_double_entry');
+    for (const name of later) await rm(path.join(dir, name), { recursive: true });
+    await migrate(db.url, dir);
+
+    const q = (sql: string) => db.client.query(sql);
+    await q(`INSERT INTO customers (id, name) VALUES ('${CUSTOMER}', 'Old')`);
+    await q(`INSERT INTO accounts (id, customer_id, name, sort_code, account_number, balance)
+      VALUES ('${ACCOUNT}', '${CUSTOMER}', 'Main', '608371', '12345678', 94500)`);
+    let balance = 0;
+    const entry = (kind: string, amount: number, extra: { payment?: number; key?: string; credit?: string } = {}) => {
+      balance += amount;
+      return q(`INSERT INTO ledger_entries (account_id, kind, amount, balance_after, payment_id, idempotency_key, provider_credit_id)
+        VALUES ('${ACCOUNT}', '${kind}', ${amount}, ${balance}, ${extra.payment ? `'${payment(extra.payment)}'` : 'NULL'},
+          ${extra.key ? `'${extra.key}'` : 'NULL'}, ${extra.credit ? `'${extra.credit}'` : 'NULL'})`);
+    };
+    const insert = (n: number, status: string, amount: number, executeOn = 'NULL') =>
+      q(`INSERT INTO payments (id, account_id, idempotency_key, fingerprint, amount, recipient_name, recipient_sort_code,
+          recipient_account_number, status, held_at, execute_on)
+        VALUES ('${payment(n)}', '${ACCOUNT}', 'k${n}', repeat('a', 64), ${amount}, 'R', '123456', '87654321', '${status}',
+          ${status === 'HELD' ? 'now()' : 'NULL'}, ${executeOn})`);
+    await entry('DEPOSIT', 100_000, { key: 'opening' });
+    const statuses: Array<[string, number, string[]]> = [
+      ['PENDING', 1_000, ['PAYMENT_DEBIT']],
+      ['HELD', 2_000, ['PAYMENT_DEBIT']],
+      ['COMPLETED', 3_000, ['PAYMENT_DEBIT']],
+      ['CANCELLED', 4_000, ['PAYMENT_DEBIT', 'PAYMENT_REFUND']],
+      ['FAILED', 5_000, ['PAYMENT_DEBIT', 'PAYMENT_REFUND']],
+      ['RETURNED', 6_000, ['PAYMENT_DEBIT', 'PAYMENT_RETURN']],
+    ];
+    for (const [i, [status, amount, kinds]] of statuses.entries()) {
+      await insert(i + 1, status, amount);
+      for (const kind of kinds) await entry(kind, kind === 'PAYMENT_DEBIT' ? -amount : amount, { payment: i + 1 });
+    }
+    // Moved no money: a SCHEDULED payment, and one that failed for funds on its day.
+    await insert(7, 'SCHEDULED', 7_000, `'2027-01-01'`);
+    await insert(8, 'FAILED', 8_000, `'2026-11-01'`);
+    const credit = (id: string, amount: number, outcome: string) =>
+      q(`INSERT INTO provider_credits (id, amount, currency, recipient_sort_code, recipient_account_number, sender_name,
+          sender_sort_code, sender_account_number, outcome, account_id, resolved_at)
+        VALUES ('${id}', ${amount}, 'GBP', '608371', '12345678', 'S', '111111', '22222222', '${outcome}',
+          ${outcome === 'CREDITED' ? `'${ACCOUNT}'` : 'NULL'}, ${outcome === 'RETURNING' ? 'NULL' : 'now()'})`);
+    await credit('cr_in', 500, 'CREDITED');
+    await entry('INBOUND_CREDIT', 500, { credit: 'cr_in' });
+    await credit('cr_returning', 600, 'RETURNING');
+    await credit('cr_returned', 700, 'RETURNED');
+    expect(balance).toBe(94_500);
+
+    expect(await migrate(db.url)).toEqual(later);
+    const sums = await q(`SELECT coalesce(account_id::text, bank_account) AS account, sum(amount)::int AS balance
+      FROM postings GROUP BY 1 ORDER BY 1`);
+    expect(sums.rows).toEqual([
+      { account: ACCOUNT, balance: 94_500 },
+      { account: 'FUNDING', balance: -100_000 },
+      { account: 'INBOUND_CLEARING', balance: 600 },
+      // PENDING and HELD: accepted, not settled.
+      { account: 'IN_TRANSIT', balance: 3_000 },
+      // The COMPLETED payment out; every credit in (the returned one went on to RETURNS).
+      { account: 'PROVIDER_SETTLEMENT', balance: 3_000 - 500 - 600 - 700 },
+      { account: 'RETURNS', balance: 700 },
+    ]);
+    const unbalanced = await q(`SELECT transfer_id FROM postings GROUP BY transfer_id HAVING sum(amount) <> 0 OR count(*) <> 2`);
+    expect(unbalanced.rows).toEqual([]);
+
+    // The audit's checks of the books hold.
+    const prisma = createPrisma({ databaseUrl: db.url, poolSize: 2, applicationName: 'migrate-test' });
+    try {
+      const books: Array<[string, string[]]> = [];
+      await checkDoubleEntry(prisma, (name, _, violations) => books.push([name, violations]));
+      expect(books).toHaveLength(4);
+      expect(books).toEqual(books.map(([name]) => [name, []]));
+    } finally {
+      await prisma.$disconnect();
+    }
+    // The postings are append-only, like the ledger.
+    await expect(q(`UPDATE postings SET amount = amount + 1`)).rejects.toThrow(/append-only \(UPDATE refused\)/);
+    await expect(q(`DELETE FROM postings`)).rejects.toThrow(/append-only \(DELETE refused\)/);
   });
 });

@@ -3,6 +3,7 @@ import type { Viewer } from '../auth.ts';
 import type { KeysetPage } from '../db/keyset.ts';
 import type { Account, Customer, LedgerEntry, OperatorAction, PrismaClient } from '../db/prisma.ts';
 import { DomainError, userError } from '../errors.ts';
+import { transferSql } from '../ledger/postings.ts';
 import type { Logger } from '../logger.ts';
 import { listOperatorActions, type Operator, recordOperatorAction as recordAction } from '../operator-actions.ts';
 import { createCustomerInput, depositFundsInput, isUuid, openAccountInput, type Parsed, parseInput } from '../validation.ts';
@@ -76,8 +77,8 @@ export function createAccountService(deps: { prisma: PrismaClient; logger: Logge
   async function depositFunds(input: unknown, operator: Operator): Promise<Account> {
     const cmd = unwrap(parseInput(depositFundsInput, input));
     const amount = BigInt(cmd.amount);
-    // One statement: the credit, its ledger entry and the operator's action, or none of them (a
-    // replay credits nothing, so it records nothing either).
+    // One statement: the credit, its ledger entry, its transfer from the bank's funding account and
+    // the operator's action, or none of them (a replay credits nothing, so it records nothing either).
     const credited = await prisma
       .$queryRawUnsafe<{ id: string }[]>(
         `WITH existing AS (
@@ -88,10 +89,13 @@ export function createAccountService(deps: { prisma: PrismaClient; logger: Logge
          RETURNING id, balance),
        action AS (
          INSERT INTO operator_actions (operator, action, target_id, detail)
-         SELECT $4, 'depositFunds', id, $5 FROM credit)
-       INSERT INTO ledger_entries (account_id, kind, amount, balance_after, idempotency_key)
-       SELECT id, 'DEPOSIT', $2, balance, $3 FROM credit
-       RETURNING account_id AS id`,
+         SELECT $4, 'depositFunds', id, $5 FROM credit),
+       entry AS (
+         INSERT INTO ledger_entries (account_id, kind, amount, balance_after, idempotency_key)
+         SELECT id, 'DEPOSIT', $2, balance, $3 FROM credit
+         RETURNING account_id, amount, created_at),
+       legs AS (${transferSql({ source: 'entry', kind: 'DEPOSIT', amount: 's.amount', from: { bank: 'FUNDING' }, to: { customer: 's.account_id' }, at: 's.created_at' })})
+       SELECT account_id AS id FROM entry`,
         cmd.accountId,
         amount,
         cmd.idempotencyKey,

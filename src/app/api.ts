@@ -14,6 +14,8 @@ import { type RunningApi, startApi } from '../graphql/server.ts';
 import { createSubscriptionBudget, type SubscriptionBudget } from '../graphql/subscription-budget.ts';
 import { createPaymentJobs } from '../jobs/enqueue.ts';
 import { webhookJobOptions } from '../jobs/queues.ts';
+import { createReconciliation } from '../ledger/reconciliation.ts';
+import { createLedgerReader } from '../ledger/statements.ts';
 import type { Logger } from '../logger.ts';
 import { METRICS_CACHE_MS, observeApiGauges } from '../ops/gauges.ts';
 import { startOpsServer } from '../ops/http.ts';
@@ -172,6 +174,8 @@ export async function startApiProcess(
         maxActivePerAccount: config.budgets.maxActiveStandingOrdersPerAccount,
       }),
       accounts: createAccountService({ prisma, logger }),
+      ledger: createLedgerReader({ prisma }),
+      reconciliation: createReconciliation({ prisma, provider, clock, logger, metrics }),
       sendPaymentLimiter:
         limiterStore && limit > 0
           ? new RateLimiterPostgres({

@@ -6,6 +6,7 @@ import { createFailpoints } from '../failpoints.ts';
 import { createPaymentJobs } from '../jobs/enqueue.ts';
 import { createJobHandlers } from '../jobs/handlers.ts';
 import { startJobs } from '../jobs/worker.ts';
+import { createReconciliation } from '../ledger/reconciliation.ts';
 import type { Logger } from '../logger.ts';
 import { observeWorkerGauges } from '../ops/gauges.ts';
 import { startOpsServer } from '../ops/http.ts';
@@ -100,6 +101,7 @@ export async function startWorkerProcess(
       standingOrders: createStandingOrders({ prisma, jobs, clock, policy: config.payeeSafety, logger, metrics }),
       providerEvents: createProviderEvents({ prisma, jobs, provider, logger, metrics, failpoints }),
       holds: createHoldService({ prisma, jobs, policy: config.payeeSafety, clock, logger, metrics }),
+      reconciliation: createReconciliation({ prisma, provider, clock, logger, metrics }),
       webhooks,
       sweepMinAgeSeconds: config.queue.sweepMinAgeSeconds,
       eventRetentionDays: config.events.retentionDays,

@@ -14,6 +14,7 @@ export type {
   PaymentAttempt,
   ProviderCredit,
   ProviderEventQuarantine,
+  ReconciliationBreak,
   StandingOrder,
   WebhookDelivery,
   WebhookEndpoint,

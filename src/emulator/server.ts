@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
+import { isCalendarDate, londonToday } from '../calendar.ts';
 import type { Logger } from '../logger.ts';
 import { ACCOUNT_HOLDER_NAMES, accountKey, matchPayeeName } from './payee-names.ts';
 
@@ -101,6 +102,28 @@ interface FeedEvent {
 }
 
 const MAX_EVENTS_PAGE = 500;
+
+/** One line of the daily settlement report. */
+interface SettlementItem {
+  type: 'payment' | 'return' | 'credit';
+  reference: string;
+  amount: number;
+}
+
+/**
+ * An alteration of a day's report (`POST /admin/reports/breaks`), to make a break for the bank's
+ * reconciliation to find: an item the bank does not have (MISSING_OURS), one of its items left off
+ * (MISSING_THEIRS), or an item with another amount (AMOUNT_MISMATCH).
+ */
+const reportBreak = z.object({
+  date: z.string().refine(isCalendarDate, 'a date YYYY-MM-DD'),
+  kind: z.enum(['MISSING_OURS', 'MISSING_THEIRS', 'AMOUNT_MISMATCH']),
+  reference: z.string().min(1).max(255).optional(),
+  amount: z.number().int().positive().optional(),
+  /** What an added item is (MISSING_OURS); payment unless given. */
+  type: z.enum(['payment', 'return', 'credit']).optional(),
+});
+type ReportBreak = z.output<typeof reportBreak>;
 /** The return code used for returns picked by `returnRate` (Bacs/FPS "account closed"). */
 const RANDOM_RETURN_CODE = 'AC04';
 
@@ -166,6 +189,33 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
   let eventSequence = 0;
   let creditSequence = 0;
   const nextCursor = () => `c_${(++eventSequence).toString().padStart(12, '0')}`;
+  const reportBreaks: ReportBreak[] = [];
+  const londonDayOf = (iso: string) => londonToday({ now: () => new Date(iso) });
+
+  /** The settlement report of a London day: what was accepted, returned and delivered that day, then the injected breaks. */
+  function settlementReport(date: string): SettlementItem[] {
+    const items: SettlementItem[] = [];
+    for (const p of payments.values()) {
+      if (londonDayOf(p.acceptedAt) === date) items.push({ type: 'payment', reference: p.idempotencyKey, amount: p.request.amount });
+      if (p.returned && londonDayOf(p.returned.at) === date)
+        items.push({ type: 'return', reference: p.idempotencyKey, amount: p.request.amount });
+    }
+    for (const c of credits.values()) {
+      if (londonDayOf(c.receivedAt) === date) items.push({ type: 'credit', reference: c.id, amount: c.amount });
+    }
+    for (const b of reportBreaks.filter((x) => x.date === date)) {
+      const at = b.reference === undefined ? 0 : items.findIndex((i) => i.reference === b.reference);
+      const item = at >= 0 ? items[at] : undefined;
+      if (b.kind === 'MISSING_OURS') {
+        items.push({ type: b.type ?? 'payment', reference: b.reference ?? `unknown-${reportBreaks.indexOf(b)}`, amount: b.amount ?? 100 });
+      } else if (b.kind === 'MISSING_THEIRS' && item) {
+        items.splice(at, 1);
+      } else if (b.kind === 'AMOUNT_MISMATCH' && item) {
+        item.amount = b.amount ?? item.amount + 1;
+      }
+    }
+    return items;
+  }
 
   /** Returns an accepted payment; a second return of the same payment changes nothing. */
   function returnPayment(record: StoredPayment, returnCode: string): void {
@@ -347,6 +397,27 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
       if (!body.success) return error(res, 400, 'INVALID_EVENT', 'body must be {"event": <any JSON>}');
       events.push({ cursor: nextCursor(), body: { raw: body.data.event } });
       return send(res, 201, {});
+    }
+    if (path === '/admin/reports/breaks' && method === 'POST') {
+      const body = reportBreak.safeParse(parseJson(raw));
+      if (!body.success) {
+        const issue = body.error.issues[0];
+        return error(res, 400, 'INVALID_BREAK', `${issue?.path.join('.') ?? 'body'}: ${issue?.message ?? 'invalid'}`);
+      }
+      const before = settlementReport(body.data.date);
+      if (body.data.kind !== 'MISSING_OURS') {
+        const target = body.data.reference === undefined ? before[0] : before.find((i) => i.reference === body.data.reference);
+        if (!target) return error(res, 404, 'NOT_FOUND', "no item with this reference on that day's report");
+        reportBreaks.push({ ...body.data, reference: target.reference });
+      } else {
+        reportBreaks.push(body.data);
+      }
+      return send(res, 201, { ...reportBreaks.at(-1), reference: reportBreaks.at(-1)?.reference ?? `unknown-${reportBreaks.length - 1}` });
+    }
+    if (path === '/v1/reports/settlement' && method === 'GET') {
+      const date = url.searchParams.get('date') ?? '';
+      if (!isCalendarDate(date)) return error(res, 400, 'INVALID_DATE', 'date: a London calendar date YYYY-MM-DD');
+      return send(res, 200, { date, items: settlementReport(date) });
     }
 
     if (path === '/v1/events' && method === 'GET') {

@@ -4,6 +4,8 @@ import type { Viewer } from '../auth.ts';
 import type { PrismaClient } from '../db/prisma.ts';
 import type { EventFeed } from '../events/feed.ts';
 import type { AccountEvents } from '../events/stream.ts';
+import type { Reconciliation } from '../ledger/reconciliation.ts';
+import type { LedgerReader } from '../ledger/statements.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import type { PayeeService } from '../payees/payees.ts';
@@ -26,6 +28,10 @@ export interface Services {
   cancellation: Cancellation;
   standingOrders: StandingOrders;
   accounts: AccountService;
+  /** Balances at a time and statements, from the books. */
+  ledger: LedgerReader;
+  /** The provider's settlement report against our books, and the breaks operators resolve. */
+  reconciliation: Reconciliation;
   /** Payee checks and saved payees. */
   payees: PayeeService;
   /** Held payments: operators approve or reject them. */

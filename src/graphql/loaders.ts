@@ -1,5 +1,6 @@
 import DataLoader from 'dataloader';
 import type { Account, Payment, PaymentAttempt, PrismaClient } from '../db/prisma.ts';
+import { type Balances, createLedgerReader } from '../ledger/statements.ts';
 import { FIELD_PAGES } from './pagination.ts';
 
 /**
@@ -12,7 +13,16 @@ import { FIELD_PAGES } from './pagination.ts';
  * stale in both. Loaders are still made per operation, so no batch mixes two callers' reads.
  */
 export function createLoaders(prisma: PrismaClient) {
+  const ledger = createLedgerReader({ prisma });
   return {
+    /** An account's three balances, read together in one statement (one snapshot). */
+    balances: new DataLoader<string, Balances | null>(
+      async (ids) => {
+        const found = await ledger.balances(ids);
+        return ids.map((id) => found.get(id) ?? null);
+      },
+      { cache: false },
+    ),
     account: new DataLoader<string, Account | null>(
       async (ids) => byKey(ids, await prisma.account.findMany({ where: { id: { in: unique(ids) } } }), (a) => a.id),
       { cache: false },

@@ -39,8 +39,11 @@ export function fieldPageSize(field: FieldWithPage, first: number | null | undef
 
 /** Sort key of a payment: [createdAt as ISO-8601, id]. */
 export const paymentCursorKey = z.tuple([z.iso.datetime(), z.uuid()]);
+const rowId = z.string().refine((id) => /^\d{1,19}$/.test(id) && BigInt(id) < 2n ** 63n, 'a row id');
 /** Sort key of a row with a bigserial id (ledger entries, operator actions): [id as a decimal string]. */
-export const serialCursorKey = z.tuple([z.string().refine((id) => /^\d{1,19}$/.test(id) && BigInt(id) < 2n ** 63n, 'a row id')]);
+export const serialCursorKey = z.tuple([rowId]);
+/** Sort key of a statement entry: [its time as ISO-8601, its ledger entry id]. */
+export const statementCursorKey = z.tuple([z.iso.datetime(), rowId]);
 /** Sort key of a payment in the review queue (heldPayments): [heldAt as ISO-8601, id]. */
 export const heldCursorKey = paymentCursorKey;
 /** Sort key of a quarantined provider event: [receivedAt as ISO-8601, id], newest first. */

@@ -1,10 +1,12 @@
 import { RateLimiterRes } from 'rate-limiter-flexible';
 import type { Account } from '../db/prisma.ts';
-import { userError } from '../errors.ts';
+import { DomainError, userError } from '../errors.ts';
+import { statementRange } from '../ledger/statements.ts';
 import { customerAttemptDetail, customerFailureReason } from '../payments/failure-reasons.ts';
 import type { PaymentFilter, SendPaymentResult } from '../payments/payment-service.ts';
 import { spendOrThrow } from './budgets.ts';
 import { type Context, requireCustomer, requireOperator, requireViewer } from './context.ts';
+import { fromDomainError } from './errors.ts';
 import { eventResolvers } from './events.ts';
 import type { Resolvers } from './generated/types.ts';
 import {
@@ -16,6 +18,7 @@ import {
   paymentCursorKey,
   quarantineCursorKey,
   serialCursorKey,
+  statementCursorKey,
 } from './pagination.ts';
 import { DateScalar, DateTimeScalar, MoneyScalar } from './scalars.ts';
 import { subscriptionResolvers } from './subscriptions.ts';
@@ -51,6 +54,13 @@ async function accountOf(ctx: Context, owner: { accountId: string }, what: strin
   const account = await ctx.loaders.account.load(owner.accountId);
   if (!account) throw new Error(`account ${owner.accountId} of ${what} not found`);
   return account;
+}
+
+/** The account's balances, read together (one snapshot) whichever of the three fields are asked for. */
+async function balancesOf(ctx: Context, account: Account) {
+  const balances = await ctx.loaders.balances.load(account.id);
+  if (!balances) throw new Error(`account ${account.id} not found for its balances`);
+  return balances;
 }
 
 const recipientOf = (row: { recipientName: string; recipientSortCode: string; recipientAccountNumber: string }) => ({
@@ -95,6 +105,10 @@ export const resolvers: Resolvers = {
       });
       return connection(rows, limit, (q) => [q.receivedAt.toISOString(), q.id], args.after);
     },
+    reconciliationBreaks: (_, args, ctx) => {
+      requireOperator(ctx);
+      return ctx.reconciliation.breaks(args.date);
+    },
   },
 
   Mutation: {
@@ -137,6 +151,8 @@ export const resolvers: Resolvers = {
       return ctx.standingOrders.create(customerId, args.input, ctx.logger);
     },
     cancelStandingOrder: (_, args, ctx) => ctx.standingOrders.cancel(requireCustomer(ctx), args.id, ctx.logger),
+    reconcile: (_, args, ctx) => ctx.reconciliation.reconcile(args.date, requireOperator(ctx)),
+    resolveReconciliationBreak: (_, args, ctx) => ctx.reconciliation.resolve(requireOperator(ctx), args.id, args.note),
   },
 
   Subscription: { ...subscriptionResolvers, ...eventResolvers.Subscription },
@@ -161,7 +177,39 @@ export const resolvers: Resolvers = {
       const rows = await ctx.accounts.ledgerPage(account.id, { after: decodeCursor(args.after, serialCursorKey), limit });
       return connection(rows, limit, (e) => [e.id.toString()], args.after);
     },
+    availableBalance: async (account, _, ctx) => (await balancesOf(ctx, account)).available,
+    ledgerBalance: async (account, _, ctx) => (await balancesOf(ctx, account)).ledger,
+    pendingOutgoing: async (account, _, ctx) => (await balancesOf(ctx, account)).pendingOutgoing,
+    balanceAt: async (account, args, ctx) => {
+      const at = new Date(args.at);
+      const balances = await ctx.ledger.balanceAt(account.id, at);
+      return { at, availableBalance: balances.available, ledgerBalance: balances.ledger };
+    },
+    statement: async (account, args, ctx) => {
+      const parsed = statementRange(args.from, args.to);
+      if (!parsed.ok) throw fromDomainError(new DomainError(parsed.error));
+      // Clamped like every connection, so the query cost (cost.ts) counts the page it will get.
+      const limit = pageSize(args.first ?? 100);
+      const after = decodeCursor(args.after, statementCursorKey);
+      const [summary, rows] = await Promise.all([
+        ctx.ledger.statementSummary(account.id, parsed.range),
+        ctx.ledger.statementEntries(account.id, parsed.range, { after, limit }),
+      ]);
+      return { ...summary, entries: connection(rows, limit, (e) => [e.at.toISOString(), e.id.toString()], args.after) };
+    },
     ...webhookResolvers.Account,
+  },
+
+  StatementEntry: {
+    payment: (entry, _, ctx) => (entry.paymentId ? ctx.loaders.payment.load(entry.paymentId) : null),
+    counterparty: (entry) =>
+      entry.counterpartyName !== null && entry.counterpartySortCode !== null && entry.counterpartyAccountNumber !== null
+        ? { name: entry.counterpartyName, sortCode: entry.counterpartySortCode, accountNumber: entry.counterpartyAccountNumber }
+        : null,
+  },
+
+  ReconciliationBreak: {
+    kind: (b) => b.kind as 'MISSING_OURS' | 'MISSING_THEIRS' | 'AMOUNT_MISMATCH',
   },
 
   WebhookEndpoint: webhookResolvers.WebhookEndpoint,

@@ -20,6 +20,7 @@ import { type IdeDemo, readIdeAssets, renderIde } from './ide/page.ts';
 import { costLimitPlugin, createArmor, graphqlOverHttpStatus, QUERY_LIMITS } from './limits.ts';
 import { createLoaders } from './loaders.ts';
 import { resolvers } from './resolvers.ts';
+import { statementCsvHandler } from './statement-csv.ts';
 import { serveWebSocket } from './websocket.ts';
 
 export const SCHEMA_FILE = new URL('../../schema.graphql', import.meta.url);
@@ -118,6 +119,7 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
       res.type(services.metrics.registry.contentType).send(await services.metrics.registry.metrics());
     });
   }
+  app.get('/accounts/:id/statement.csv', statementCsvHandler({ tokens, accounts: services.accounts, ledger: services.ledger, logger }));
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
   });

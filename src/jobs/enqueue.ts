@@ -68,6 +68,12 @@ export async function enqueueStandingOrdersRun(boss: PgBoss, tx: Tx): Promise<vo
 }
 
 /** The options of every `webhook.deliver` job (`webhookJobOptions`), as the webhook settings give them. */
+/** A reconciliation of `date` (a London day) now, outside its daily schedule. */
+export async function enqueueReconciliation(boss: PgBoss, date: string): Promise<void> {
+  const data: PayloadOf<'reconcileDay'> = { date };
+  await boss.send(JOBS.reconcileDay.name, data);
+}
+
 export type WebhookJobOptions = Record<string, number | boolean>;
 
 /** One delivery attempt, as a job of its endpoint's group, with the id its delivery row names. */

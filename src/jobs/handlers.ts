@@ -1,7 +1,8 @@
 import type { Job, PgBoss } from 'pg-boss';
-import type { Clock } from '../calendar.ts';
+import { addCalendarDays, type Clock, londonToday } from '../calendar.ts';
 import type { PrismaClient } from '../db/prisma.ts';
 import { prismaSql, pruneEvents } from '../events/store.ts';
+import type { Reconciliation } from '../ledger/reconciliation.ts';
 import type { Logger } from '../logger.ts';
 import type { HoldService } from '../payments/holds.ts';
 import type { ProviderEventsService } from '../payments/provider-events.ts';
@@ -41,6 +42,8 @@ export function createJobHandlers(deps: {
   standingOrders: StandingOrders;
   providerEvents: ProviderEventsService;
   holds: Pick<HoldService, 'expireHolds'>;
+  /** The provider's daily settlement report against our books. */
+  reconciliation: Pick<Reconciliation, 'reconcile'>;
   /** One webhook delivery attempt (src/webhooks/deliver.ts), if `jobId` is still the job allowed to make it. */
   webhooks: { attempt(jobId: string, job: DeliverWebhookJob): Promise<void> };
   /** The sweeper re-enqueues PENDING payments without a live job once they are this old. */
@@ -64,6 +67,11 @@ export function createJobHandlers(deps: {
     async expireHolds() {
       const expired = await deps.holds.expireHolds();
       logger.debug({ expired: expired.length }, 'hold expiry ran');
+    },
+    async reconcileDay(data) {
+      const date = data?.date ?? addCalendarDays(londonToday(deps.clock), -1);
+      const open = await deps.reconciliation.reconcile(date);
+      logger.info({ date, openBreaks: open.length }, 'daily reconciliation done');
     },
     execute: ({ paymentId }) => deps.scheduled.execute(paymentId),
     creditReturn: ({ creditId }) => deps.providerEvents.returnCredit(creditId),

@@ -121,6 +121,23 @@ export const EVERY_MINUTE = '* * * * *';
 /** Hourly, at a minute no other schedule uses: retention. */
 export const HOURLY_AT_17 = '17 * * * *';
 
+/**
+ * Daily at 03:30 UTC: after London midnight whether it is GMT or BST, so "yesterday in London" is
+ * a whole day that has ended: the reconciliation with the provider's settlement report.
+ */
+export const DAILY_AT_0330_UTC = '30 3 * * *';
+
+/** A reconciliation of one London day; a scheduled run (no date) reconciles yesterday's. */
+export const reconcileDayJob = z
+  .object({
+    date: z
+      .string()
+      .regex(/^\d{4}-\d{2}-\d{2}$/)
+      .optional(),
+  })
+  .nullish();
+export type ReconcileDayJob = z.infer<typeof reconcileDayJob>;
+
 /** A job that carries nothing: a scheduled run, or a run asked for at once. */
 export const noPayload = z.object({}).nullish();
 
@@ -294,6 +311,26 @@ export const JOBS = {
     queue: (policy) => ({ ...creditReturnJobOptions(policy), notify: false }),
     job: creditReturnJobOptions,
     consumer: { kind: 'batch' },
+  },
+  /**
+   * Reconciles a London day against the provider's settlement report (src/ledger/reconciliation.ts):
+   * yesterday's, daily. Idempotent (each break is recorded once), so a failed run is retried with
+   * backoff, and one at a time is enough (singleton).
+   */
+  reconcileDay: {
+    name: 'reconciliation.day',
+    payload: reconcileDayJob,
+    queue: () => ({
+      policy: 'singleton',
+      retryLimit: 12,
+      retryDelay: 300,
+      retryBackoff: true,
+      retryDelayMax: 3600,
+      expireInSeconds: 600,
+      deleteAfterSeconds: 7 * 24 * 3600,
+    }),
+    schedule: DAILY_AT_0330_UTC,
+    consumer: { kind: 'single', polling: 'idle' },
   },
 } as const satisfies Record<string, JobDefinition<unknown>>;
 

@@ -105,6 +105,12 @@ export function createMetrics() {
       labelNames: ['type'] as const,
       registers: [registry],
     }),
+    reconciliationBreaks: new Counter({
+      name: 'payments_reconciliation_breaks_total',
+      help: "Breaks found between the provider's daily settlement report and our books, by kind (each counted once, when first found)",
+      labelNames: ['kind'] as const,
+      registers: [registry],
+    }),
     creditReturns: new Counter({
       name: 'payments_credit_returns_total',
       help: 'Inbound credits for no account of ours sent back to the provider (confirmed)',

@@ -1,4 +1,5 @@
 import type { Payment, PrismaClient, Tx } from '../db/prisma.ts';
+import { transferSql } from '../ledger/postings.ts';
 import type { ProviderEvent } from '../provider/client.ts';
 import { type AttemptOutcome, CUSTOMER_ATTEMPT_DETAIL } from './failure-reasons.ts';
 
@@ -28,7 +29,8 @@ export type InboundCredit = Omit<Extract<ProviderEvent, { type: 'credit.received
 /**
  * Records a provider credit once (its id is the primary key of `provider_credits`) and, when it is
  * in GBP to one of our accounts, credits that account with an INBOUND_CREDIT ledger entry naming
- * the sender, in the same statement. Otherwise it is recorded as RETURNING (to be sent back).
+ * the sender, and its transfer provider settlement -> customer, in the same statement. Otherwise it
+ * is recorded as RETURNING (to be sent back), the money moved to inbound clearing until it is.
  * Null when the credit was recorded before: nothing happens twice.
  */
 export async function recordInboundCredit(
@@ -55,7 +57,10 @@ export async function recordInboundCredit(
      entry AS (
        INSERT INTO ledger_entries (account_id, kind, amount, balance_after, counterparty_name, counterparty_sort_code,
          counterparty_account_number, reference, provider_credit_id)
-       SELECT id, 'INBOUND_CREDIT', amount, balance, $6, $7, $8, $9, credit_id FROM credit)
+       SELECT id, 'INBOUND_CREDIT', amount, balance, $6, $7, $8, $9, credit_id FROM credit
+       RETURNING account_id, amount, created_at, provider_credit_id),
+     legs AS (${transferSql({ source: 'entry', kind: 'INBOUND_CREDIT', amount: 's.amount', from: { bank: 'PROVIDER_SETTLEMENT' }, to: { customer: 's.account_id' }, at: 's.created_at', credit: 's.provider_credit_id' })}),
+     unapplied AS (${transferSql({ source: 'recorded', where: "s.outcome = 'RETURNING'", kind: 'CREDIT_UNAPPLIED', amount: 's.amount', from: { bank: 'PROVIDER_SETTLEMENT' }, to: { bank: 'INBOUND_CLEARING' }, credit: 's.id' })})
      SELECT outcome, account_id AS "accountId" FROM recorded`,
     credit.id,
     BigInt(credit.amount),
@@ -70,11 +75,18 @@ export async function recordInboundCredit(
   return rows[0] ?? null;
 }
 
-/** RETURNING -> RETURNED once the provider confirmed the credit went back. False when it was not RETURNING. */
+/**
+ * RETURNING -> RETURNED once the provider confirmed the credit went back, with its transfer inbound
+ * clearing -> returns, in one statement. False when it was not RETURNING.
+ */
 export async function markCreditReturned(db: Db, creditId: string): Promise<boolean> {
-  const changed = await db.$executeRawUnsafe(
-    `UPDATE provider_credits SET outcome = 'RETURNED', resolved_at = now() WHERE id = $1 AND outcome = 'RETURNING'`,
+  const rows = await db.$queryRawUnsafe<{ id: string }[]>(
+    `WITH returned AS (
+       UPDATE provider_credits SET outcome = 'RETURNED', resolved_at = now() WHERE id = $1 AND outcome = 'RETURNING'
+       RETURNING id, amount),
+     legs AS (${transferSql({ source: 'returned', kind: 'CREDIT_RETURNED', amount: 's.amount', from: { bank: 'INBOUND_CLEARING' }, to: { bank: 'RETURNS' }, credit: 's.id' })})
+     SELECT id FROM returned`,
     creditId,
   );
-  return changed > 0;
+  return rows.length > 0;
 }

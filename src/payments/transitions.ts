@@ -1,4 +1,5 @@
 import type { Payment, PrismaClient, Tx } from '../db/prisma.ts';
+import { transferSql } from '../ledger/postings.ts';
 import type { SendPaymentCommand } from '../validation.ts';
 import { CUSTOMER_ATTEMPT_DETAIL, FAILURE_REASONS, type FailureReason } from './failure-reasons.ts';
 import { type Arrow, canTransition, type INITIAL, type PaymentStatus } from './lifecycle.ts';
@@ -33,8 +34,9 @@ const PAYMENT_COLUMNS = `id, account_id AS "accountId", idempotency_key AS "idem
   updated_at AS "updatedAt"`;
 
 /**
- * CTEs `debit` and `entry`: the guarded decrement (never below zero) of the account of each payment
- * in `source` (columns id, account_id, amount) and its PAYMENT_DEBIT ledger entry.
+ * CTEs `debit`, `entry` and `legs`: the guarded decrement (never below zero) of the account of each
+ * payment in `source` (columns id, account_id, amount), its PAYMENT_DEBIT ledger entry, and the
+ * transfer customer -> in transit (double entry, ADR 0012) at the entry's time.
  */
 const DEBIT = (source: string) => `
      debit AS (
@@ -43,9 +45,15 @@ const DEBIT = (source: string) => `
        RETURNING a.id, a.balance, s.id AS payment_id, s.amount),
      entry AS (
        INSERT INTO ledger_entries (account_id, kind, amount, balance_after, payment_id)
-       SELECT id, 'PAYMENT_DEBIT', -amount, balance, payment_id FROM debit)`;
+       SELECT id, 'PAYMENT_DEBIT', -amount, balance, payment_id FROM debit
+       RETURNING account_id, payment_id, amount, created_at),
+     legs AS (${transferSql({ source: 'entry', kind: 'PAYMENT_DEBIT', amount: '-s.amount', from: { customer: 's.account_id' }, to: { bank: 'IN_TRANSIT' }, at: 's.created_at', payment: 's.payment_id' })})`;
 
-/** CTEs `credit` and `entry`: each payment's amount in `source` back to its account, with a ledger entry of `kind`. */
+/**
+ * CTEs `credit`, `entry` and `legs`: each payment's amount in `source` back to its account, with a
+ * ledger entry of `kind` and its transfer: a refund from in transit (the provider never executed
+ * it), a return from provider settlement (it did, and the money came back).
+ */
 const MONEY_BACK = (source: string, kind: 'PAYMENT_REFUND' | 'PAYMENT_RETURN') => `
      credit AS (
        UPDATE accounts a SET balance = a.balance + s.amount, updated_at = now()
@@ -53,7 +61,9 @@ const MONEY_BACK = (source: string, kind: 'PAYMENT_REFUND' | 'PAYMENT_RETURN') =
        RETURNING a.id, a.balance, s.id AS payment_id, s.amount),
      entry AS (
        INSERT INTO ledger_entries (account_id, kind, amount, balance_after, payment_id)
-       SELECT id, '${kind}', amount, balance, payment_id FROM credit)`;
+       SELECT id, '${kind}', amount, balance, payment_id FROM credit
+       RETURNING account_id, payment_id, amount, created_at),
+     legs AS (${transferSql({ source: 'entry', kind, amount: 's.amount', from: { bank: kind === 'PAYMENT_REFUND' ? 'IN_TRANSIT' : 'PROVIDER_SETTLEMENT' }, to: { customer: 's.account_id' }, at: 's.created_at', payment: 's.payment_id' })})`;
 
 /** $1-$10 of the statements that insert a customer's payment: the columns in the order they name them. */
 const paymentParams = (customerId: string, cmd: SendPaymentCommand, fingerprint: string) => [
@@ -278,7 +288,8 @@ export async function cancelOccurrences(tx: Tx, standingOrderId: string): Promis
 }
 
 /**
- * Complete: PENDING -> COMPLETED, with the attempt that says why, in one statement (atomic on its
+ * Complete: PENDING -> COMPLETED, with the attempt that says why and the transfer in transit ->
+ * provider settlement, in one statement (atomic on its
  * own, one round trip). Null when the payment was not PENDING (already settled by someone else).
  * `internalDetail` is for operators; the customer's text is fixed per outcome.
  */
@@ -290,7 +301,8 @@ export async function complete(db: Db, paymentId: string, internalDetail: string
        WHERE id = $1::uuid AND status = ${move.from}
        RETURNING *),
      attempt AS (
-       INSERT INTO payment_attempts (payment_id, outcome, detail, internal_detail) SELECT id, 'COMPLETED', $2, $3 FROM done)
+       INSERT INTO payment_attempts (payment_id, outcome, detail, internal_detail) SELECT id, 'COMPLETED', $2, $3 FROM done),
+     legs AS (${transferSql({ source: 'done', kind: 'PAYMENT_SETTLED', amount: 's.amount', from: { bank: 'IN_TRANSIT' }, to: { bank: 'PROVIDER_SETTLEMENT' }, payment: 's.id' })})
      SELECT ${PAYMENT_COLUMNS} FROM done`,
     paymentId,
     CUSTOMER_ATTEMPT_DETAIL.COMPLETED,

@@ -97,6 +97,20 @@ export type ProviderFeedResult =
   | { kind: 'events'; events: ProviderEvent[]; next: string | null }
   | Extract<ProviderResult, { kind: 'transient' | 'unavailable' }>;
 
+/** One line of the provider's daily settlement report: what it executed, returned or delivered that London day. */
+export const settlementItemSchema = z.object({
+  type: z.enum(['payment', 'return', 'credit']),
+  /** The payment's idempotency key (our payment id), or the credit's id. */
+  reference: z.string().min(1),
+  amount: z.number().int(),
+});
+export type SettlementItem = z.infer<typeof settlementItemSchema>;
+const settlementReportSchema = z.object({ date: z.string(), items: z.array(settlementItemSchema) });
+
+export type SettlementReportResult =
+  | { kind: 'report'; items: SettlementItem[] }
+  | Extract<ProviderResult, { kind: 'transient' | 'unavailable' }>;
+
 export type CreditReturnResult =
   | { kind: 'returned' }
   | { kind: 'unknown-credit' }
@@ -251,7 +265,7 @@ export function createProviderClient(options: ProviderClientOptions) {
 
   /** Runs one request through the breaker; transient outcomes count against it. */
   async function guarded<T extends { kind: string }>(
-    operation: 'get' | 'create' | 'void' | 'events' | 'credit-return' | 'payee-check',
+    operation: 'get' | 'create' | 'void' | 'events' | 'credit-return' | 'payee-check' | 'settlement-report',
     method: Dispatcher.HttpMethod,
     path: string,
     body: unknown,
@@ -385,6 +399,22 @@ export function createProviderClient(options: ProviderClientOptions) {
         const page = feedPageSchema.safeParse(json);
         return page.success ? { kind: 'events', events: page.data.events.map(parseEvent), next: page.data.next ?? null } : undefined;
       });
+    },
+
+    /** The provider's settlement report of a London day (`GET /v1/reports/settlement?date=`). */
+    settlementReport(date: string): Promise<SettlementReportResult> {
+      const query = new URLSearchParams({ date });
+      return guarded<Extract<SettlementReportResult, { kind: 'report' }>>(
+        'settlement-report',
+        'GET',
+        `/v1/reports/settlement?${query}`,
+        undefined,
+        (status, json) => {
+          if (status !== 200) return undefined;
+          const report = settlementReportSchema.safeParse(json);
+          return report.success && report.data.date === date ? { kind: 'report', items: report.data.items } : undefined;
+        },
+      );
     },
 
     /** Sends an inbound credit back to the provider (no account of ours to credit); idempotent there. */

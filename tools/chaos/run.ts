@@ -10,6 +10,7 @@ import { uniformInt } from 'pure-rand/distribution/uniformInt';
 import { xoroshiro128plus } from 'pure-rand/generator/xoroshiro128plus';
 import { type AuditReport, audit, formatAudit } from '../../src/audit.ts';
 import { signToken } from '../../src/auth.ts';
+import { londonToday } from '../../src/calendar.ts';
 import { migrate } from '../../src/db/migrate.ts';
 import { createPrisma } from '../../src/db/prisma.ts';
 import { START } from '../../src/events/cursor.ts';
@@ -635,6 +636,18 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     problems.push(...streamProblems);
 
     const report = await audit({ prisma, provider: { url: providerUrl, apiKey: API_KEY }, dailyLimit: DAILY_PAYMENT_LIMIT });
+    // The run's London day (or days) reconciled with the provider's settlement report: no break.
+    const reconciledDays = [...new Set([londonToday({ now: () => new Date(started) }), londonToday({ now: () => new Date() })])];
+    let breaks = 0;
+    for (const date of reconciledDays) {
+      const answer = await graphql(apiUrl(0), operator, 'mutation($d: Date!) { reconcile(date: $d) { kind providerReference } }', {
+        d: date,
+      });
+      const found = answer.data?.reconcile as Array<{ kind: string; providerReference: string }> | undefined;
+      if (!found) problems.push(`reconciling ${date} failed: ${JSON.stringify(answer.errors)}`);
+      for (const b of found ?? []) problems.push(`reconciliation break on ${date}: ${b.kind} ${b.providerReference}`);
+      breaks += found?.length ?? 0;
+    }
     const [reviewed] = await prisma.$queryRaw<{ approved: bigint; rejected: bigint }[]>`
       SELECT count(*) FILTER (WHERE action = 'approvePayment') AS approved, count(*) FILTER (WHERE action = 'rejectPayment') AS rejected
       FROM operator_actions`;
@@ -697,6 +710,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
         `figure: ${f.name}`,
         `${f.value.toFixed(1)} ${f.unit} (flagged above ${f.threshold})`,
       ]),
+      ["reconciliation with the provider's settlement report: breaks", `${breaks} (${reconciledDays.join(', ')})`],
       ['duration', `${Math.round((Date.now() - started) / 1000)} s`],
     ];
     const width = Math.max(...rows.map(([k]) => k.length));

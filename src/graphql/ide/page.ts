@@ -188,6 +188,28 @@ mutation Approve {
 query ActionLog {
   operatorActions(first: 5) { edges { node { operator action targetId detail at } } }
 }
+
+# 12. Back as the customer: the balances and a statement. availableBalance is what can be spent
+#     (the balance); ledgerBalance still counts payments debited but not yet gone (pendingOutgoing).
+#     A statement covers London days, both inclusive (put today's date in both): opening balance +
+#     money in - money out = closing balance, each entry with the balance after it. The same
+#     statement as CSV: GET /accounts/PASTE-ACCOUNT-ID/statement.csv?from=...&to=... with this token.
+query Statement {
+  account(id: "PASTE-ACCOUNT-ID") {
+    balance availableBalance ledgerBalance pendingOutgoing
+    balanceAt(at: "2026-12-01T12:00:00.000Z") { at availableBalance ledgerBalance }
+    statement(from: "2026-12-01", to: "2026-12-01", first: 20) {
+      from to openingBalance moneyIn moneyOut closingBalance
+      entries { edges { node { at kind amount runningBalance counterparty { name } reference } } pageInfo { hasNextPage endCursor } }
+    }
+  }
+}
+
+# 13. As the operator: reconcile a day with the provider's settlement report (a daily job does it
+#     for yesterday). Each difference is a break until an operator resolves it (logged).
+mutation Reconcile {
+  reconcile(date: "2026-12-01") { id kind providerReference ours theirs }
+}
 `;
 
 // The page's options are JSON; this marker is swapped for a reference to our fetcher function.
