@@ -33,6 +33,8 @@ const workerEnv = () =>
     WEBHOOK_RETRY_DELAY_MAX_MS: '500',
     WEBHOOK_DISPATCH_INTERVAL_MS: '50',
     WEBHOOK_CONCURRENCY: '4',
+    // Every attempt counts here, timeouts of a loaded machine included; the circuit is tested in webhook-fairness.test.ts.
+    WEBHOOK_CIRCUIT_FAILURES: '1000',
   });
 
 describe('a worker killed with SIGKILL during webhook deliveries', () => {
