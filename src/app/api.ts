@@ -18,7 +18,7 @@ import { createReconciliation } from '../ledger/reconciliation.ts';
 import { createLedgerReader } from '../ledger/statements.ts';
 import type { Logger } from '../logger.ts';
 import { METRICS_CACHE_MS, observeApiGauges } from '../ops/gauges.ts';
-import { startOpsServer } from '../ops/http.ts';
+import { readyWithin, startOpsServer } from '../ops/http.ts';
 import { createMetrics, type Metrics } from '../ops/metrics.ts';
 import { createPayeeService } from '../payees/payees.ts';
 import { createCancellation } from '../payments/cancel.ts';
@@ -133,11 +133,11 @@ export async function startApiProcess(
   let stopping = false;
   // Ready: not shutting down, the database answers, the queue answers (through pg-boss's own
   // pool: payments can be enqueued), and live updates can be delivered.
-  const ready = async () => {
+  const ready = readyWithin(async () => {
     if (stopping) return false;
     await prisma.$queryRaw`SELECT 1`;
     return (await queueAnswers(boss)) && events.isHealthy();
-  };
+  });
   const jobs = createPaymentJobs({ boss, policy: queue, clock });
   // Payee safety: checks go to the provider from the API, behind this process's own breaker.
   const checker = provider ?? noPayeeChecks;

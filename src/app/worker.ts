@@ -9,7 +9,7 @@ import { startJobs } from '../jobs/worker.ts';
 import { createReconciliation } from '../ledger/reconciliation.ts';
 import type { Logger } from '../logger.ts';
 import { observeWorkerGauges } from '../ops/gauges.ts';
-import { startOpsServer } from '../ops/http.ts';
+import { readyWithin, startOpsServer } from '../ops/http.ts';
 import { createMetrics, type Metrics } from '../ops/metrics.ts';
 import { createHoldService } from '../payments/holds.ts';
 import { createProviderEvents } from '../payments/provider-events.ts';
@@ -118,12 +118,12 @@ export async function startWorkerProcess(
       : await startOpsServer({
           port: options.opsPort,
           registry: metrics.registry,
-          ready: async () => {
+          ready: readyWithin(async () => {
             if (stopping) return false;
             if (circuitStuckMs > 0 && provider.circuitNotClosedForMs() > circuitStuckMs) return false;
             await prisma.$queryRaw`SELECT 1`;
             return queueAnswers(boss);
-          },
+          }),
         });
   logger.info({ providerUrl: options.providerUrl, opsUrl: ops?.url }, 'worker started');
   return {

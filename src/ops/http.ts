@@ -2,6 +2,31 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 
+/** A readiness check's answer is due within this: inside the usual 3 s of a health check's timeout. */
+export const READY_DEADLINE_MS = 2_500;
+
+/**
+ * `check` bounded by `ms`: false when it has not answered by then. A database that drops packets, or
+ * a pooler queueing for a server that is down, would otherwise keep /readyz from answering at all,
+ * where the contract wants 503.
+ */
+export function readyWithin(check: () => Promise<boolean>, ms = READY_DEADLINE_MS): () => Promise<boolean> {
+  return () =>
+    new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), ms);
+      check().then(
+        (ok) => {
+          clearTimeout(timer);
+          resolve(ok);
+        },
+        () => {
+          clearTimeout(timer);
+          resolve(false);
+        },
+      );
+    });
+}
+
 /**
  * Liveness, readiness and metrics on an ops port, for scrapers and orchestrators rather than the
  * internet: the worker's (WORKER_PORT) and the API's (METRICS_PORT). The API also serves
