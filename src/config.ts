@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { DatabaseSession } from './db/connection.ts';
 
 /**
  * Every setting of the service, parsed once from the environment at start-up.
@@ -69,6 +70,17 @@ const configSchema = z
       .regex(/^postgres(ql)?:\/\//, 'must be a postgresql:// URL')
       .optional(),
     DATABASE_POOL_SIZE: intFromEnv(10, 1, 200),
+    DIRECT_DATABASE_URL: z
+      .string()
+      .trim()
+      .regex(/^postgres(ql)?:\/\//, 'must be a postgresql:// URL')
+      .optional(),
+    DATABASE_POOL_MODE: z.enum(['direct', 'transaction'], { message: 'must be direct or transaction' }).optional(),
+    DATABASE_PREPARED_STATEMENTS: booleanFromEnv,
+    DATABASE_CONNECT_TIMEOUT_MS: intFromEnv(5_000, 100, 120_000),
+    DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS: intFromEnv(15_000, 0, 3_600_000),
+    DATABASE_LOCK_TIMEOUT_MS: intFromEnv(5_000, 0, 3_600_000),
+    DATABASE_STATEMENT_TIMEOUT_MS: intFromEnv(30_000, 0, 3_600_000),
     PORT: intFromEnv(4000, 0, 65535),
     AUTH_JWT_SECRET: z.string().optional(),
     AUTH_MAX_TOKEN_HOURS: intFromEnv(24, 1, 24 * 365),
@@ -148,6 +160,16 @@ const configSchema = z
     if (env.NODE_ENV === 'production' && env.WEBHOOK_ALLOW_PRIVATE_URLS === true) {
       ctx.addIssue({ code: 'custom', path: ['WEBHOOK_ALLOW_PRIVATE_URLS'], message: 'is for local development only, never production' });
     }
+    if (
+      (env.DATABASE_POOL_MODE ?? (env.DIRECT_DATABASE_URL ? 'transaction' : 'direct')) === 'transaction' &&
+      env.DATABASE_PREPARED_STATEMENTS
+    ) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['DATABASE_PREPARED_STATEMENTS'],
+        message: 'must be false through a transaction pooler (PgBouncer before 1.21 cannot keep named statements across transactions)',
+      });
+    }
     if (env.WEBHOOK_ENDPOINT_CONCURRENCY >= env.WEBHOOK_CONCURRENCY) {
       ctx.addIssue({
         code: 'custom',
@@ -170,6 +192,12 @@ const configSchema = z
     nodeEnv: env.NODE_ENV,
     databaseUrl: env.DATABASE_URL,
     databasePoolSize: env.DATABASE_POOL_SIZE,
+    /**
+     * A direct connection for what needs a session (migrations' advisory lock, role settings, the
+     * audit's long reads) when DATABASE_URL is a pooler; DATABASE_URL otherwise.
+     */
+    directDatabaseUrl: env.DIRECT_DATABASE_URL ?? env.DATABASE_URL,
+    database: databaseSession(env),
     port: env.PORT,
     /** Undefined unless AUTH_JWT_SECRET is set (or `allowDevSecret`): see `requireJwtSecret`. */
     jwtSecret: env.AUTH_JWT_SECRET,
@@ -258,6 +286,36 @@ const configSchema = z
     ide: env.GRAPHQL_IDE ?? env.NODE_ENV !== 'production',
     introspection: env.GRAPHQL_INTROSPECTION ?? env.GRAPHQL_IDE ?? env.NODE_ENV !== 'production',
   }));
+
+/**
+ * How every pool connects (src/db/connection.ts). DATABASE_URL is taken to be a transaction pooler
+ * when DIRECT_DATABASE_URL is set (the direct address is there because DATABASE_URL cannot hold a
+ * session), unless DATABASE_POOL_MODE says otherwise.
+ */
+function databaseSession(env: {
+  DIRECT_DATABASE_URL?: string | undefined;
+  DATABASE_POOL_MODE?: 'direct' | 'transaction' | undefined;
+  DATABASE_PREPARED_STATEMENTS?: boolean | undefined;
+  DATABASE_CONNECT_TIMEOUT_MS: number;
+  DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS: number;
+  DATABASE_LOCK_TIMEOUT_MS: number;
+  DATABASE_STATEMENT_TIMEOUT_MS: number;
+}): DatabaseSession {
+  const pooled = (env.DATABASE_POOL_MODE ?? (env.DIRECT_DATABASE_URL ? 'transaction' : 'direct')) === 'transaction';
+  return {
+    pooled,
+    // Named statements save a parse and plan per query on a direct connection (bench/README.md);
+    // through a pooler a name made on one server connection is missing on the next (26000) or
+    // clashes with another client's (42P05).
+    preparedStatements: env.DATABASE_PREPARED_STATEMENTS ?? !pooled,
+    connectTimeoutMs: env.DATABASE_CONNECT_TIMEOUT_MS,
+    timeouts: {
+      idleInTransactionMs: env.DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS,
+      lockMs: env.DATABASE_LOCK_TIMEOUT_MS,
+      statementMs: env.DATABASE_STATEMENT_TIMEOUT_MS,
+    },
+  };
+}
 
 /** Raised when the environment is unusable; the message names every bad variable. */
 export class ConfigError extends Error {

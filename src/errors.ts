@@ -15,7 +15,14 @@ export type UserErrorCode =
   // Cancellation.
   | 'PAYMENT_NOT_CANCELLABLE';
 
-export type ErrorCode = 'UNAUTHENTICATED' | 'FORBIDDEN' | 'BAD_USER_INPUT' | 'GRAPHQL_VALIDATION_FAILED' | 'INTERNAL_SERVER_ERROR';
+export type ErrorCode =
+  | 'UNAUTHENTICATED'
+  | 'FORBIDDEN'
+  | 'BAD_USER_INPUT'
+  | 'GRAPHQL_VALIDATION_FAILED'
+  // The database is unreachable (or a bounded wait gave up): HTTP 503, retry with the same idempotency key.
+  | 'SERVICE_UNAVAILABLE'
+  | 'INTERNAL_SERVER_ERROR';
 
 export interface UserError {
   code: UserErrorCode;

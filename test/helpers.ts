@@ -195,6 +195,14 @@ export async function startStack(
     worker?: boolean;
     env?: Record<string, string>;
     logLevel?: string;
+    /**
+     * Routes every connection of the API and the worker (Prisma, pg-boss, the event feed, the rate
+     * limiter) through another address: a proxy that can be cut, or PgBouncer. The test's own `db`
+     * client stays direct.
+     */
+    via?: (databaseUrl: string) => string;
+    /** Runs on the fresh database (its direct URL) before any process connects. */
+    beforeStart?: (databaseUrl: string) => Promise<void>;
     /** Routes the API's event feed through another address (a proxy that can stall). */
     eventsDatabaseUrl?: (databaseUrl: string) => string;
     /** Sees every SQL statement the API sends. */
@@ -207,11 +215,13 @@ export async function startStack(
 ): Promise<Stack> {
   const database = await createTestDatabase();
   const config = testConfig(options.env);
+  const serviceUrl = options.via ? options.via(database.url) : database.url;
+  await options.beforeStart?.(database.url);
   const { logger, errors, lines } = captureLogger(options.logLevel ? { level: options.logLevel, keepAll: true } : {});
   const emulator = await startEmulator({ apiKey: config.providerApiKey, port: 0 });
   const api = await startApiProcess({
     config,
-    databaseUrl: database.url,
+    databaseUrl: serviceUrl,
     logger,
     port: 0,
     ...(options.eventsDatabaseUrl ? { eventsDatabaseUrl: options.eventsDatabaseUrl(database.url) } : {}),
@@ -237,7 +247,7 @@ export async function startStack(
     async startWorker() {
       stack.worker = await startWorkerProcess({
         config,
-        databaseUrl: database.url,
+        databaseUrl: serviceUrl,
         providerUrl: emulator.url,
         logger,
         pollingIntervalSeconds: 0.5,

@@ -12,6 +12,12 @@ export interface StallingProxy {
   via(url: string): string;
   stall(): void;
   resume(): void;
+  /**
+   * The database is gone: every open connection is reset and new ones are refused (ECONNREFUSED)
+   * until `restore()`, as when the server is stopped or its host is down.
+   */
+  cut(): Promise<void>;
+  restore(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -40,6 +46,7 @@ export async function startStallingProxy(target: { host: string; port: number })
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
+  let listening = true;
 
   return {
     via(url) {
@@ -54,10 +61,26 @@ export async function startStallingProxy(target: { host: string; port: number })
     resume() {
       stalled = false;
     },
+    cut: () =>
+      new Promise<void>((resolve) => {
+        listening = false;
+        server.close(() => resolve());
+        for (const s of sockets) s.resetAndDestroy();
+      }),
+    restore: () =>
+      new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, '127.0.0.1', () => {
+          listening = true;
+          server.off('error', reject);
+          resolve();
+        });
+      }),
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of sockets) s.destroy();
-        server.close(() => resolve());
+        if (listening) server.close(() => resolve());
+        else resolve();
       }),
   };
 }

@@ -4,7 +4,7 @@ import { BANK_SORT_CODE, createAccountService } from '../src/accounts/accounts.t
 import { startApiProcess } from '../src/app/api.ts';
 import { startWorkerProcess } from '../src/app/worker.ts';
 import { type Config, requireJwtSecret } from '../src/config.ts';
-import { migrate } from '../src/db/migrate.ts';
+import { applyRoleTimeouts, migrate } from '../src/db/migrate.ts';
 import { startEmulator } from '../src/emulator/server.ts';
 import type { Logger } from '../src/logger.ts';
 import { createMetrics } from '../src/ops/metrics.ts';
@@ -30,7 +30,10 @@ export async function runAllInOne(config: Config, logger: Logger, stops: Array<(
     await ensureDatabase(pg.adminUrl, 'payments');
     databaseUrl = pg.urlFor('payments');
   }
-  const applied = await migrate(databaseUrl);
+  // Migrations and the role's timeouts need a session: DIRECT_DATABASE_URL when DATABASE_URL is a pooler.
+  const directUrl = config.databaseUrl ? (config.directDatabaseUrl ?? databaseUrl) : databaseUrl;
+  const applied = await migrate(directUrl);
+  await applyRoleTimeouts(directUrl, config.database.timeouts);
   logger.info({ applied }, 'migrations up to date');
 
   let providerUrl = config.providerUrl;

@@ -3,6 +3,7 @@ import { RateLimiterPostgres } from 'rate-limiter-flexible';
 import { createAccountService } from '../accounts/accounts.ts';
 import { createTokenVerifier } from '../auth.ts';
 import { type Config, requireJwtSecret, requireWebhookSecretKey } from '../config.ts';
+import { connectionOptions } from '../db/connection.ts';
 import { createPrisma, type PrismaClient } from '../db/prisma.ts';
 import { type EventFeed, startEventFeed } from '../events/feed.ts';
 import { createAccountEvents } from '../events/stream.ts';
@@ -26,6 +27,17 @@ import { createAddressGuard } from '../webhooks/address.ts';
 import { createWebhookService } from '../webhooks/endpoints.ts';
 import { type ProcessOptions, processDefaults } from './defaults.ts';
 import { queueAnswers, startQueue } from './queue.ts';
+
+/**
+ * The limiter's pool with its statements left unnamed: rate-limiter-flexible names them
+ * (`rate_limits:rlflx-upsert`), and through a transaction pooler a name prepared on one server
+ * connection is missing on the next (26000). It calls nothing but `query` on a pool.
+ */
+function withoutStatementNames(pool: pg.Pool): Pick<pg.Pool, 'query'> {
+  return {
+    query: ((config: pg.QueryConfig) => pool.query({ text: config.text, values: config.values ?? [] })) as pg.Pool['query'],
+  };
+}
 
 /**
  * The API process (GraphQL over HTTP and WebSocket), built from a Config and an explicit database
@@ -76,6 +88,8 @@ export async function startApiProcess(
     databaseUrl,
     poolSize: config.databasePoolSize,
     applicationName: 'payments-api',
+    session: config.database,
+    onError: (error) => logger.warn({ err: error }, 'database connection lost; the pool replaces it'),
     ...(options.onQuery ? { onQuery: options.onQuery } : {}),
   });
   const boss = await startQueue({ databaseUrl, config, logger });
@@ -85,6 +99,7 @@ export async function startApiProcess(
     logger,
     pollIntervalMs: config.events.pollIntervalMs,
     queryTimeoutMs: config.events.queryTimeoutMs,
+    session: config.database,
   });
   observeApiGauges(metrics, prisma, events, options.metricsCacheMs ?? METRICS_CACHE_MS);
   const limit = config.sendPaymentRateLimitPerMinute;
@@ -92,8 +107,17 @@ export async function startApiProcess(
   // The limiter's counters live in PostgreSQL (table rate_limits, created by our migration), so
   // the limit holds across every API process, not per process. A small pool of its own: a
   // limiter query never waits behind the money path's connections.
-  const limiterPool = limit > 0 ? new pg.Pool({ connectionString: databaseUrl, max: 2, application_name: 'payments-ratelimit' }) : null;
-  limiterPool?.on('error', (error) => logger.error({ err: error }, 'rate limiter pool error'));
+  // One statement per check (an upsert), so it works through a transaction pooler unchanged.
+  const limiterPool =
+    limit > 0
+      ? new pg.Pool({
+          connectionString: databaseUrl,
+          max: 2,
+          ...connectionOptions(config.database, { applicationName: 'payments-ratelimit' }),
+        })
+      : null;
+  // An idle client that loses its connection is dropped by the pool and replaced on next use.
+  limiterPool?.on('error', (error) => logger.warn({ err: error }, 'rate limiter connection lost; the pool replaces it'));
   const providerUrl = options.providerUrl ?? config.providerUrl;
   if (!providerUrl) logger.warn('PROVIDER_URL is unset: payee checks answer UNAVAILABLE and cancelPayment cannot void PENDING payments');
   const provider = providerUrl
@@ -134,7 +158,7 @@ export async function startApiProcess(
       accounts: createAccountService({ prisma, logger }),
       sendPaymentLimiter: limiterPool
         ? new RateLimiterPostgres({
-            storeClient: limiterPool,
+            storeClient: config.database.preparedStatements ? limiterPool : withoutStatementNames(limiterPool),
             storeType: 'pool',
             tableName: 'rate_limits',
             tableCreated: true,

@@ -57,6 +57,8 @@ export async function startWorkerProcess(
     databaseUrl,
     poolSize: Math.min(config.databasePoolSize, config.workerConcurrency + 2),
     applicationName: 'payments-worker',
+    session: config.database,
+    onError: (error) => logger.warn({ err: error }, 'database connection lost; the pool replaces it'),
   });
   const boss = await startQueue({ databaseUrl, config, logger });
   const provider = createProviderClient({

@@ -5,7 +5,7 @@ import { createPrisma } from '../db/prisma.ts';
 import { requireSetting, runMain } from '../run-main.ts';
 
 /**
- * Checks the bank's invariants in DATABASE_URL (and at the provider with --provider URL or
+ * Checks the bank's invariants in DIRECT_DATABASE_URL or DATABASE_URL (and at the provider with --provider URL or
  * PROVIDER_URL). Prints a report; exits 1 on any violation. `--pending-max-age MINUTES` (default
  * 60): a payment PENDING for longer is a violation. `--horizon-lag-max SECONDS` (default 60): a
  * transaction anywhere on the cluster holding the event horizon back longer is a violation.
@@ -23,7 +23,16 @@ runMain(async () => {
   const horizonLagMax = Number(values['horizon-lag-max']);
   if (!Number.isInteger(horizonLagMax) || horizonLagMax < 0) throw new Error('--horizon-lag-max must be a whole number of seconds');
   const config = loadConfig();
-  const prisma = createPrisma({ databaseUrl: requireSetting(config.databaseUrl, 'DATABASE_URL'), poolSize: 2 });
+  const url = requireSetting(config.directDatabaseUrl, 'DATABASE_URL');
+  // Long reads over the whole ledger: on a direct connection (DIRECT_DATABASE_URL when set) without
+  // the service's statement timeout; through a pooler only if that is all there is.
+  const direct = !config.database.pooled || url !== config.databaseUrl;
+  const prisma = createPrisma({
+    databaseUrl: url,
+    poolSize: 2,
+    applicationName: 'payments-audit',
+    ...(direct ? {} : { session: config.database }),
+  });
   try {
     const providerUrl = values.provider ?? config.providerUrl;
     const report = await audit({

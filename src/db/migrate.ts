@@ -3,6 +3,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { roleTimeoutStatements, type SessionTimeouts } from './connection.ts';
 
 /**
  * Applies the committed SQL migrations in prisma/migrations, recording each one in
@@ -49,10 +50,22 @@ export async function readMigrations(dir = MIGRATIONS_DIR): Promise<Migration[]>
   );
 }
 
-/** Applies every pending migration; returns the names applied. Safe to run from many processes at once. */
+/**
+ * Applies every pending migration; returns the names applied. Safe to run from many processes at once.
+ * `databaseUrl` must be a direct connection (DIRECT_DATABASE_URL when DATABASE_URL is a pooler): the
+ * lock below is a session advisory lock, which a transaction pooler would silently stop enforcing.
+ */
 export async function migrate(databaseUrl: string, dir = MIGRATIONS_DIR): Promise<string[]> {
   const migrations = await readMigrations(dir);
-  const client = new pg.Client({ connectionString: databaseUrl, application_name: 'payments-migrate' });
+  // A migration may rewrite a big table or wait for a lock held by live traffic: the role's
+  // service timeouts (roleTimeoutStatements) must not cut it short, so this session has none.
+  const client = new pg.Client({
+    connectionString: databaseUrl,
+    application_name: 'payments-migrate',
+    statement_timeout: 0,
+    lock_timeout: 0,
+    idle_in_transaction_session_timeout: 0,
+  });
   await client.connect();
   try {
     await client.query('SELECT pg_advisory_lock($1)', [PRISMA_MIGRATE_LOCK]);
@@ -98,6 +111,22 @@ export async function migrate(databaseUrl: string, dir = MIGRATIONS_DIR): Promis
     return done;
   } finally {
     await client.query('SELECT pg_advisory_unlock($1)', [PRISMA_MIGRATE_LOCK]).catch(() => undefined);
+    await client.end();
+  }
+}
+
+/**
+ * Makes `timeouts` the defaults of every new session of the connecting role in this database
+ * (`ALTER ROLE CURRENT_USER IN DATABASE ... SET`): what bounds the service's sessions when they come
+ * through a transaction pooler, which cannot carry them in the startup packet. Costs nothing per
+ * transaction. Run by `npm run migrate` on its direct connection after the migrations.
+ */
+export async function applyRoleTimeouts(databaseUrl: string, timeouts: SessionTimeouts): Promise<void> {
+  const client = new pg.Client({ connectionString: databaseUrl, application_name: 'payments-migrate' });
+  await client.connect();
+  try {
+    for (const statement of roleTimeoutStatements(timeouts)) await client.query(statement);
+  } finally {
     await client.end();
   }
 }

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { PrismaPg } from '@prisma/adapter-pg';
 import { type Prisma, PrismaClient } from '../generated/prisma/client.ts';
+import { connectionOptions, type DatabaseSession, UNBOUNDED_SESSION } from './connection.ts';
 
 export type {
   Account,
@@ -42,22 +43,35 @@ function preparedStatementNames(): (query: { sql: string }) => string | undefine
 }
 
 /**
- * A Prisma client on a node-postgres pool of `poolSize` connections. `onQuery` sees the text of every
- * SQL statement it sends (tests count them to prove that nested reads are batched).
+ * A Prisma client on a node-postgres pool of `poolSize` connections. `session` says how it connects
+ * (config.database: timeouts, keepalive, named statements or not; a direct, unbounded connection
+ * when omitted, for tests and tools). `onError` hears a connection lost while idle or inside a
+ * transaction (the pool replaces it; the query that used it fails on its own). `onQuery` sees the
+ * text of every SQL statement it sends (tests count them to prove that nested reads are batched).
  */
 export function createPrisma(options: {
   databaseUrl: string;
   poolSize: number;
   applicationName?: string;
+  session?: DatabaseSession;
+  onError?: (error: Error) => void;
   onQuery?: (sql: string) => void;
 }): PrismaClient {
+  const session = options.session ?? UNBOUNDED_SESSION;
+  const onError = options.onError ?? (() => undefined);
   const adapter = new PrismaPg(
     {
       connectionString: options.databaseUrl,
       max: options.poolSize,
-      application_name: options.applicationName ?? 'payments',
+      ...connectionOptions(session, { applicationName: options.applicationName ?? 'payments' }),
     },
-    { statementNameGenerator: preparedStatementNames() as (query: { sql: string }) => string },
+    {
+      // The adapter listens to its pool's and its transactions' connections anyway (a lost idle
+      // connection never crashes the process); these make the loss visible in the log.
+      onPoolError: onError,
+      onConnectionError: onError,
+      ...(session.preparedStatements ? { statementNameGenerator: preparedStatementNames() as (query: { sql: string }) => string } : {}),
+    },
   );
   const { onQuery } = options;
   if (!onQuery) return new PrismaClient({ adapter });

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { connectionOptions, type DatabaseSession, UNBOUNDED_SESSION } from '../db/connection.ts';
 import type { Payment, PrismaClient } from '../db/prisma.ts';
 import type { Logger } from '../logger.ts';
 import type { EventPosition } from './cursor.ts';
@@ -44,6 +45,8 @@ export interface EventFeedOptions {
   pollIntervalMs: number;
   /** A poll that takes longer is abandoned and its connection replaced (a silent network drop). */
   queryTimeoutMs: number;
+  /** How the feed's connection is made (config.database); a direct, unbounded one when omitted. */
+  session?: DatabaseSession;
   batchSize?: number;
 }
 
@@ -70,6 +73,7 @@ export function withPayments(prisma: PrismaClient, events: StoredEvent[]): FeedE
 
 export async function startEventFeed(options: EventFeedOptions): Promise<EventFeed> {
   const { logger, prisma } = options;
+  const session = options.session ?? UNBOUNDED_SESSION;
   const batchSize = options.batchSize ?? 1_000;
   const byAccount = new Map<string, Set<FeedListener>>();
   const byPayment = new Map<string, Set<FeedListener>>();
@@ -83,13 +87,12 @@ export async function startEventFeed(options: EventFeedOptions): Promise<EventFe
     if (client) return client;
     const c = new pg.Client({
       connectionString: options.databaseUrl,
-      application_name: 'payments-events',
-      // A dead peer is found by TCP keepalive, and a hung query by the client-side timeout.
-      keepAlive: true,
-      keepAliveInitialDelayMillis: 5_000,
+      // A dead peer is found by TCP keepalive, and a hung query by the client-side timeout. The
+      // server-side statement timeout is the poll's own on a direct connection; through a pooler
+      // the startup packet may carry nothing of the kind, and the role's settings apply.
+      ...connectionOptions(session, { applicationName: 'payments-events', statementMs: options.queryTimeoutMs }),
       query_timeout: options.queryTimeoutMs,
-      statement_timeout: options.queryTimeoutMs,
-      connectionTimeoutMillis: options.queryTimeoutMs,
+      connectionTimeoutMillis: Math.min(session.connectTimeoutMs, options.queryTimeoutMs),
     });
     c.on('error', (error) => drop(c, error));
     try {

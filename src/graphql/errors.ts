@@ -1,5 +1,7 @@
+import type { ApolloServerPlugin } from '@apollo/server';
 import { unwrapResolverError } from '@apollo/server/errors';
 import { GraphQLError, type GraphQLFormattedError } from 'graphql';
+import { isDatabaseUnavailable } from '../db/connection.ts';
 import { DomainError, type ErrorCode } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 
@@ -56,11 +58,40 @@ export function createFormatError(logger: Logger, options: { hideSuggestions: bo
       const message = options.hideSuggestions ? formatted.message.replace(SUGGESTION, '') : formatted.message;
       return { ...formatted, message, extensions };
     }
+    // An outage, not a bug: the contract's retryable answer (HTTP 503 via `serviceUnavailableStatus`).
+    if (isDatabaseUnavailable(original)) {
+      logger.warn({ err: original, path: formatted.path }, 'database unavailable during a GraphQL request');
+      return {
+        message: 'The service is temporarily unavailable; retry (with the same idempotency key)',
+        ...(formatted.path ? { path: formatted.path } : {}),
+        extensions: { code: 'SERVICE_UNAVAILABLE' satisfies ErrorCode },
+      };
+    }
     logger.error({ err: original, path: formatted.path, code }, 'unexpected error in a GraphQL request');
     return {
       message: 'Internal server error',
       ...(formatted.path ? { path: formatted.path } : {}),
       extensions: { code: 'INTERNAL_SERVER_ERROR' satisfies ErrorCode },
     };
+  };
+}
+
+/**
+ * HTTP 503 with Retry-After for a response carrying SERVICE_UNAVAILABLE (the database is away), so
+ * load balancers and clients treat it as retryable rather than as a failed request.
+ */
+export function serviceUnavailableStatus<T extends object>(): ApolloServerPlugin<T> {
+  return {
+    async requestDidStart() {
+      return {
+        async willSendResponse({ response }) {
+          if (response.body.kind !== 'single') return;
+          const { errors } = response.body.singleResult;
+          if (!errors?.some((e) => e.extensions?.code === ('SERVICE_UNAVAILABLE' satisfies ErrorCode))) return;
+          response.http.status = 503;
+          response.http.headers.set('retry-after', '1');
+        },
+      };
+    },
   };
 }

@@ -15,7 +15,7 @@ import express, { type ErrorRequestHandler } from 'express';
 import type { GraphQLSchema } from 'graphql';
 import { AuthError, type TokenVerifier } from '../auth.ts';
 import type { Context, Services } from './context.ts';
-import { createFormatError, unauthenticated } from './errors.ts';
+import { createFormatError, serviceUnavailableStatus, unauthenticated } from './errors.ts';
 import { type IdeDemo, readIdeAssets, renderIde } from './ide/page.ts';
 import { costLimitPlugin, createArmor, graphqlOverHttpStatus, QUERY_LIMITS } from './limits.ts';
 import { createLoaders } from './loaders.ts';
@@ -102,6 +102,7 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
       ...armorPlugins,
       costLimitPlugin<Context>(),
       graphqlOverHttpStatus<Context>(),
+      serviceUnavailableStatus<Context>(),
       accessLog(),
       ApolloServerPluginDrainHttpServer({ httpServer }),
       ApolloServerPluginLandingPageDisabled(),
