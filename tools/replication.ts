@@ -1,4 +1,5 @@
 import { execFile, execFileSync, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { access, appendFile, chmod, chown, constants, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -190,10 +191,7 @@ export async function startReplicatedCluster(
   try {
     const t0 = Date.now();
     await runAsPostgres(path.join(PG_BIN, 'initdb'), ['-D', node(0).dataDir, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8']);
-    await appendFile(
-      path.join(node(0).dataDir, 'postgresql.conf'),
-      [...SERVER_SETTINGS, ''].join('\n'),
-    );
+    await appendFile(path.join(node(0).dataDir, 'postgresql.conf'), [...SERVER_SETTINGS, ''].join('\n'));
     await start(node(0));
     if (options.database) await query(node(0), `CREATE DATABASE ${pg.escapeIdentifier(options.database)}`);
     // Each standby: a base backup of the primary with the standby settings written (-R), under its
@@ -226,7 +224,12 @@ export async function startReplicatedCluster(
     // Synchronous only now: a commit waits for a standby, and until they stream there is none.
     await query(node(0), `ALTER SYSTEM SET synchronous_standby_names = 'ANY 1 (${standbyNames.join(', ')})'`);
     await query(node(0), 'SELECT pg_reload_conf()');
-    log(`replication: primary :${node(0).port}, standbys ${nodes.slice(1).map((s) => `${s.name} :${s.port}`).join(', ')} in ${Date.now() - t0} ms`);
+    log(
+      `replication: primary :${node(0).port}, standbys ${nodes
+        .slice(1)
+        .map((s) => `${s.name} :${s.port}`)
+        .join(', ')} in ${Date.now() - t0} ms`,
+    );
   } catch (error) {
     await stopAll();
     throw error;
@@ -289,9 +292,10 @@ export async function startReplicatedCluster(
       }
       const streaming = async () =>
         (
-          await query<{ application_name: string }>(target, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'").catch(
-            () => [],
-          )
+          await query<{ application_name: string }>(
+            target,
+            "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'",
+          ).catch(() => [])
         ).map((r) => r.application_name);
       const deadline = Date.now() + timeoutMs;
       let names: string[] = await streaming();
@@ -343,6 +347,9 @@ async function killTree(dataDir: string): Promise<void> {
 }
 
 async function childrenOf(pid: number): Promise<number[]> {
+  // The kernel's own list when it keeps one (CONFIG_PROC_CHILDREN); else a scan of /proc.
+  const listed = await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => null);
+  if (listed !== null) return listed.split(' ').filter(Boolean).map(Number);
   const found: number[] = [];
   for (const entry of await readdir('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
@@ -356,13 +363,9 @@ async function childrenOf(pid: number): Promise<number[]> {
 
 function alive(pid: number): boolean {
   try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  // A zombie is dead for our purpose: it holds no socket and runs nothing.
-  try {
-    return !execFileSync('ps', ['-o', 'stat=', '-p', String(pid)]).toString().trim().startsWith('Z');
+    // A zombie is dead for our purpose: it holds no socket and runs nothing.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
   } catch {
     return false;
   }
@@ -376,4 +379,3 @@ async function waitFor(condition: () => Promise<boolean>, timeoutMs: number, wha
     await new Promise((r) => setTimeout(r, 50));
   }
 }
-
