@@ -170,6 +170,21 @@ const configSchema = z
         message: 'must be false through a transaction pooler (PgBouncer before 1.21 cannot keep named statements across transactions)',
       });
     }
+    // A frozen client's statements already waiting for a lock must give up before the session
+    // holding it is ended for idling; otherwise the next one takes the lock and freezes with it, and
+    // everyone behind waits one more idle timeout per queued statement.
+    if (
+      env.DATABASE_LOCK_TIMEOUT_MS > 0 &&
+      env.DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS > 0 &&
+      env.DATABASE_LOCK_TIMEOUT_MS >= env.DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS
+    ) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['DATABASE_LOCK_TIMEOUT_MS'],
+        message:
+          'must be less than DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS, so a frozen client cannot queue up its waiting statements behind its own lock',
+      });
+    }
     if (env.WEBHOOK_ENDPOINT_CONCURRENCY >= env.WEBHOOK_CONCURRENCY) {
       ctx.addIssue({
         code: 'custom',

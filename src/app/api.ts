@@ -7,6 +7,7 @@ import { connectionOptions } from '../db/connection.ts';
 import { createPrisma, type PrismaClient } from '../db/prisma.ts';
 import { type EventFeed, startEventFeed } from '../events/feed.ts';
 import { createAccountEvents } from '../events/stream.ts';
+import { createFailpoints } from '../failpoints.ts';
 import type { IdeDemo } from '../graphql/ide/page.ts';
 import { type RunningApi, startApi } from '../graphql/server.ts';
 import { createSubscriptionBudget, type SubscriptionBudget } from '../graphql/subscription-budget.ts';
@@ -142,7 +143,16 @@ export async function startApiProcess(
       prisma,
       logger,
       metrics,
-      payments: createPaymentService({ prisma, jobs, logger, metrics, screen, clock, afterCommit: () => events.wake() }),
+      payments: createPaymentService({
+        prisma,
+        jobs,
+        logger,
+        metrics,
+        screen,
+        clock,
+        afterCommit: () => events.wake(),
+        failpoints: createFailpoints(config.failpoints),
+      }),
       payees,
       holds,
       cancellation: createCancellation({ prisma, provider, holds, logger, metrics, afterCommit: () => events.wake() }),

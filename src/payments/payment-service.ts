@@ -5,6 +5,7 @@ import { addCalendarDays, type Clock, londonToday } from '../calendar.ts';
 import { afterCreatedAtId, type KeysetPage } from '../db/keyset.ts';
 import type { Payment, PrismaClient } from '../db/prisma.ts';
 import { DomainError, type UserError, userError } from '../errors.ts';
+import type { Failpoints } from '../failpoints.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import { recordLetThrough } from '../payees/payees.ts';
@@ -30,6 +31,8 @@ export interface PaymentServiceDeps {
   clock: Clock;
   /** Called after a new payment commits (the API wakes its event feed); nothing by default. */
   afterCommit?: () => void;
+  /** Crash or freeze injection (FAILPOINTS) for the tests; none by default. */
+  failpoints?: Failpoints;
 }
 
 /** Whose payments a page lists: an account's (of one status, when given) or a standing order's. */
@@ -104,6 +107,7 @@ export function createPaymentService(deps: PaymentServiceDeps) {
           const inserted = await take(tx, customerId, cmd, fingerprint, screened);
           if (!inserted) return null;
           const { payment: created, balanceAfter, dayTotal } = inserted;
+          deps.failpoints?.hit('send-payment.in-transaction');
           if (balanceAfter === null) {
             throw new DomainError(userError('INSUFFICIENT_FUNDS', 'The account balance is lower than the amount', ['amount']));
           }
