@@ -55,6 +55,7 @@ import { captureTransactionSql } from './transaction-sql.ts';
  * BENCH_SECONDS shortens everything for development (closed-loop points run min(8, it) seconds).
  * BENCH_NODE_FLAGS (e.g. "--cpu-prof --cpu-prof-dir=bench/profiles") is passed to the API process.
  * For experiments: BENCH_ROUNDS, BENCH_ONLY=closed|steady, BENCH_NOTIFY=0, DATABASE_POOL_SIZE,
+ * DATABASE_PREPARED_STATEMENTS=false (what named statements buy: what running behind a transaction pooler costs),
  * WORKER_CONCURRENCY, BENCH_API_NODE_OPTIONS (replaces the API's default NODE_OPTIONS).
  */
 const RESULTS_DIR = fileURLToPath(new URL('./results/', import.meta.url));
@@ -156,7 +157,7 @@ async function main(): Promise<void> {
       LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn',
       // The heap settings `npm run start:api` uses (package.json), unless an experiment replaces them.
       NODE_OPTIONS: process.env.BENCH_API_NODE_OPTIONS ?? API_NODE_OPTIONS,
-      ...pick(process.env, ['DATABASE_POOL_SIZE']),
+      ...pick(process.env, ['DATABASE_POOL_SIZE', 'DATABASE_PREPARED_STATEMENTS']),
     };
     const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
     const apiUrl = `http://127.0.0.1:${port}/graphql`;
@@ -334,7 +335,7 @@ async function main(): Promise<void> {
           PROVIDER_API_KEY: config.providerApiKey,
           LOG_LEVEL: 'warn',
           WORKER_PORT: String(workerPort),
-          ...pick(process.env, ['WORKER_CONCURRENCY', 'DATABASE_POOL_SIZE', 'PROVIDER_MAX_CONNECTIONS']),
+          ...pick(process.env, ['WORKER_CONCURRENCY', 'DATABASE_POOL_SIZE', 'PROVIDER_MAX_CONNECTIONS', 'DATABASE_PREPARED_STATEMENTS']),
         },
         { url: `${workerOpsUrl}/readyz` },
       );

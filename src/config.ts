@@ -77,7 +77,7 @@ const configSchema = z
       .optional(),
     DATABASE_POOL_MODE: z.enum(['direct', 'transaction'], { message: 'must be direct or transaction' }).optional(),
     DATABASE_PREPARED_STATEMENTS: booleanFromEnv,
-    DATABASE_CONNECT_TIMEOUT_MS: intFromEnv(5_000, 100, 120_000),
+    DATABASE_CONNECT_TIMEOUT_MS: intFromEnv(10_000, 100, 120_000),
     DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS: intFromEnv(15_000, 0, 3_600_000),
     DATABASE_LOCK_TIMEOUT_MS: intFromEnv(5_000, 0, 3_600_000),
     DATABASE_STATEMENT_TIMEOUT_MS: intFromEnv(30_000, 0, 3_600_000),

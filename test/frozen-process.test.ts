@@ -64,6 +64,14 @@ afterAll(async () => {
   await stack?.stop();
 });
 
+/** A gauge's value on the healthy API's /metrics. */
+async function gauge(name: string): Promise<number> {
+  const text = await (await fetch(stack.apiUrl.replace('/graphql', '/metrics'))).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  if (!line) throw new Error(`${name} is not in /metrics`);
+  return Number(line.split(' ')[1]);
+}
+
 /** The process's state letter in /proc: T when stopped. */
 async function processState(pid: number): Promise<string> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
@@ -95,6 +103,12 @@ describe('an API process frozen mid-transaction', () => {
       const holders = await stack.db.$queryRaw<{ state: string }[]>`
         SELECT state FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'payments-api' AND backend_xid IS NOT NULL`;
       expect(holders.map((h) => h.state)).toContain('idle in transaction');
+      // The healthy API's gauges show it: its feed's position ages, the horizon is held.
+      await vi.waitFor(async () => expect(await gauge('payments_event_feed_position_age_seconds')).toBeGreaterThan(0.5), {
+        timeout: IDLE_MS,
+        interval: 100,
+      });
+      expect(await gauge('payments_event_horizon_lag_seconds')).toBeGreaterThan(0);
 
       // The same customer's next payment through the healthy API, retried with the same key while
       // it answers 503 (its lock wait gave up): accepted once the server ends the frozen session.
@@ -121,6 +135,10 @@ describe('an API process frozen mid-transaction', () => {
       // Its subscriber sees it as soon as the horizon moves on (the frozen transaction is gone).
       await live.until((v) => v.some((e) => e.accountEvents.paymentId === next.payment?.id));
       expect(Date.now() - started).toBeLessThan(IDLE_MS + 3_000);
+      await vi.waitFor(async () => expect(await gauge('payments_event_feed_position_age_seconds')).toBeLessThan(2), {
+        timeout: 5_000,
+        interval: 100,
+      });
 
       // Resumed, the frozen process does not exit: the requests it held fail retryably or were
       // never taken, and it serves new ones.

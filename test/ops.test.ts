@@ -196,7 +196,13 @@ describe('docker-compose.yml', () => {
   };
 
   it('runs postgres, a one-shot migration, 2 API and 2 worker replicas and the provider emulator', () => {
-    expect(Object.keys(compose.services).sort()).toEqual(['api', 'migrate', 'postgres', 'provider', 'worker']);
+    expect(Object.keys(compose.services).sort()).toEqual(['api', 'migrate', 'pgbouncer', 'postgres', 'provider', 'worker']);
+    // The processes go through PgBouncer; migrations (a session advisory lock) straight to the server.
+    for (const name of ['api', 'worker']) {
+      expect(compose.services[name]?.environment?.DATABASE_URL, name).toMatch(/@pgbouncer:6432\//);
+      expect(compose.services[name]?.depends_on?.pgbouncer?.condition, name).toBe('service_healthy');
+    }
+    expect(compose.services.migrate?.environment?.DIRECT_DATABASE_URL).toMatch(/@postgres:5432\//);
     expect(compose.services.api?.deploy?.replicas).toBe(2);
     expect(compose.services.worker?.deploy?.replicas).toBe(2);
     expect(compose.services.migrate?.command).toEqual(['node', 'src/cli/migrate.ts']);

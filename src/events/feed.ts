@@ -3,7 +3,7 @@ import { connectionOptions, type DatabaseSession, UNBOUNDED_SESSION } from '../d
 import type { Payment, PrismaClient } from '../db/prisma.ts';
 import type { Logger } from '../logger.ts';
 import type { EventPosition } from './cursor.ts';
-import { currentHorizon, readEvents, type Sql, type StoredEvent } from './store.ts';
+import { currentHorizon, readEvents, type Sql, type StoredEvent, snapshotBounds } from './store.ts';
 
 /**
  * The payment event feed of one API process: a single tail of the durable event stream, fanned
@@ -33,6 +33,12 @@ export interface EventFeed {
   wake(): void;
   /** True while polls succeed: false when the connection is lost or hangs. */
   isHealthy(): boolean;
+  /**
+   * How old the feed's position is: it has delivered every event of every transaction that began
+   * more than this many seconds ago. Grows while the horizon is held back (a frozen or forgotten
+   * transaction anywhere on the cluster), while polls fail, and while the feed is behind.
+   */
+  positionAgeSeconds(): number;
   /** Listeners registered (for metrics and tests). */
   size(): number;
   stop(): Promise<void>;
@@ -70,6 +76,9 @@ export function withPayments(prisma: PrismaClient, events: StoredEvent[]): FeedE
   );
   return events.map((e) => ({ ...e, payment: () => load(e.paymentId) }));
 }
+
+/** How often the feed samples the snapshot for its position's age. */
+const POSITION_SAMPLE_MS = 1_000;
 
 export async function startEventFeed(options: EventFeedOptions): Promise<EventFeed> {
   const { logger, prisma } = options;
@@ -154,10 +163,35 @@ export async function startEventFeed(options: EventFeedOptions): Promise<EventFe
     }
   }
 
+  // The position's age: samples of (when, the snapshot's xmax then). Once every xid below a
+  // sample's xmax is delivered, everything that began before that moment is delivered.
+  const startedAt = Date.now();
+  let samples: Array<{ at: number; xmax: bigint }> = [];
+  let deliveredBefore: number | null = null;
+  let lastSampleAt = 0;
+  const covered = (xid: bigint) => {
+    const done = samples.filter((s) => s.xmax <= xid);
+    const latest = done.at(-1);
+    if (latest) deliveredBefore = latest.at;
+    samples = samples.filter((s) => s.xmax > xid);
+  };
+
   async function pollOnce(): Promise<boolean> {
+    // At most once a second: one more round trip, for the position-age gauge.
+    const now = Date.now();
+    const sample = now - lastSampleAt >= POSITION_SAMPLE_MS ? await snapshotBounds(sql) : null;
+    if (sample) {
+      lastSampleAt = now;
+      samples.push({ at: now, xmax: sample.xmax });
+    }
     const events = await readEvents(sql, { after: position, limit: batchSize });
     lastOkAt = Date.now();
     const last = events.at(-1);
+    // A short page: everything below the horizon sampled before it is delivered. A full one:
+    // everything below the last event's transaction.
+    if (events.length < batchSize) {
+      if (sample) covered(sample.xmin);
+    } else if (last) covered(last.position.xid);
     if (!last) return false;
     // Advance and fan out in one synchronous step: a listener added between two polls receives
     // exactly the events after the position it was given.
@@ -216,6 +250,7 @@ export async function startEventFeed(options: EventFeedOptions): Promise<EventFe
       wakeUp?.();
     },
     isHealthy: () => !stopped && Date.now() - lastOkAt <= staleAfterMs,
+    positionAgeSeconds: () => (Date.now() - (deliveredBefore ?? startedAt)) / 1000,
     size: () => [...byAccount.values(), ...byPayment.values()].reduce((n, s) => n + s.size, 0),
     async stop() {
       stopped = true;

@@ -82,6 +82,19 @@ export async function currentHorizon(sql: Sql): Promise<EventPosition> {
   return { xid: BigInt(row.xid), seq: 0n };
 }
 
+/**
+ * The current snapshot's bounds: every xid below `xmin` has ended (the horizon), every xid from
+ * `xmax` on had not been assigned yet when it was taken.
+ */
+export async function snapshotBounds(sql: Sql): Promise<{ xmin: bigint; xmax: bigint }> {
+  const [row] = await sql<{ xmin: string; xmax: string }>(
+    'SELECT pg_snapshot_xmin(s)::text AS xmin, pg_snapshot_xmax(s)::text AS xmax FROM pg_current_snapshot() AS s',
+    [],
+  );
+  if (!row) throw new Error('no snapshot');
+  return { xmin: BigInt(row.xmin), xmax: BigInt(row.xmax) };
+}
+
 /** A transaction that holds the horizon back: it has an xid and has not ended. */
 export interface HorizonHolder {
   /** The backend's pid; null for a prepared transaction (it belongs to no session). */

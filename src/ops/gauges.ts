@@ -58,6 +58,17 @@ export function observeApiGauges(metrics: Metrics, prisma: PrismaClient, events:
     { name: 'payments_event_feed_up', help: '1 while this process follows the payment event stream (its polls succeed)' },
     () => [{ value: events.isHealthy() ? 1 : 0 }],
   );
+  // The feed's own lag, whatever its cause (a held horizon, a lost connection, a backlog): what a
+  // subscriber of this process waits at most for an event. Alert above 2 x the idle-in-transaction
+  // timeout (30 s by default), page above 120 s (README, "Timeouts").
+  observeGauge(
+    registry,
+    {
+      name: 'payments_event_feed_position_age_seconds',
+      help: 'This process has delivered every event of transactions that began more than this many seconds ago; alert above 30',
+    },
+    () => [{ value: events.positionAgeSeconds() }],
+  );
   // The event stream is read below the cluster-wide horizon: a transaction holding an xid anywhere
   // on the cluster (another database included, or a frozen process mid-transaction) holds back
   // every subscriber and webhook until it ends, while everything else looks healthy.
