@@ -113,7 +113,7 @@ describe.skipIf(problem !== null)('a primary failover under load', () => {
     };
     // Four processes resolving their modules at once on two busy cores can take more than the
     // launcher's default minute.
-    const slow = { readyTimeoutMs: 150_000 };
+    const slow = { readyTimeoutMs: 240_000 };
     cleanups.push(() => Promise.all([...apis, ...workers].map((p) => p.kill())));
     const started = await Promise.all([
       startProcess('main-api.ts', env, 'API listening', slow),
@@ -125,7 +125,7 @@ describe.skipIf(problem !== null)('a primary failover under load', () => {
     workers = started.slice(2);
     // The test's own look at the books goes to whichever node is primary at the end.
     log('stack up');
-  }, 240_000);
+  }, 360_000);
 
   afterAll(async () => {
     await db?.$disconnect();
