@@ -84,3 +84,114 @@ export async function startStallingProxy(target: { host: string; port: number })
       }),
   };
 }
+
+/**
+ * A TCP proxy on 127.0.0.1 in front of PostgreSQL that, once armed, lets the next `COMMIT` through
+ * to the server and then cuts the connection before the server's answer can come back: the
+ * client cannot know whether its transaction committed (an ambiguous commit). It reads the
+ * client's frontend messages (Parse names a statement's text; Bind runs one) to recognise the
+ * COMMIT, whether sent by text or as a named prepared statement.
+ */
+export interface CommitCuttingProxy {
+  via(url: string): string;
+  /** Cut the connection right after the next COMMIT reaches the server. */
+  armCommitCut(): void;
+  /** How many COMMITs were cut so far. */
+  cuts(): number;
+  close(): Promise<void>;
+}
+
+export async function startCommitCuttingProxy(target: { host: string; port: number }): Promise<CommitCuttingProxy> {
+  const sockets = new Set<net.Socket>();
+  let armed = false;
+  let cut = 0;
+  const track = (socket: net.Socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => socket.destroy());
+  };
+  const cstring = (buf: Buffer, at: number): [string, number] => {
+    const end = buf.indexOf(0, at);
+    return [buf.toString('utf8', at, end), end + 1];
+  };
+  const isCommit = (sql: string | undefined) => sql !== undefined && /^\s*commit\s*;?\s*$/i.test(sql);
+
+  const server = net.createServer((client) => {
+    track(client);
+    const upstream = net.connect(target.port, target.host);
+    track(upstream);
+    const statements = new Map<string, string>();
+    let pending = Buffer.alloc(0);
+    let started = false;
+    let cutHere = false;
+    client.on('data', (chunk: Buffer) => {
+      pending = Buffer.concat([pending, chunk]);
+      let commitSent = false;
+      // Whole messages only: the startup packet first (no type byte), then typed messages.
+      for (;;) {
+        if (!started) {
+          if (pending.length < 4) break;
+          const length = pending.readInt32BE(0);
+          if (pending.length < length) break;
+          const code = pending.readInt32BE(4);
+          // An SSLRequest (80877103) is answered 'N' by the server and followed by the real startup.
+          if (code !== 80877103) started = true;
+          pending = pending.subarray(length);
+          continue;
+        }
+        if (pending.length < 5) break;
+        const length = pending.readInt32BE(1);
+        if (pending.length < length + 1) break;
+        const type = String.fromCharCode(pending[0] ?? 0);
+        const body = pending.subarray(5, length + 1);
+        if (type === 'P') {
+          const [name, next] = cstring(body, 0);
+          statements.set(name, cstring(body, next)[0]);
+        } else if (type === 'B') {
+          const [, next] = cstring(body, 0);
+          if (isCommit(statements.get(cstring(body, next)[0]))) commitSent = true;
+        } else if (type === 'Q') {
+          if (isCommit(cstring(body, 0)[0])) commitSent = true;
+        }
+        pending = pending.subarray(length + 1);
+      }
+      if (armed && commitSent) {
+        armed = false;
+        cut++;
+        cutHere = true;
+        // The COMMIT goes to the server in full (end flushes, then FIN); the client never hears back.
+        upstream.end(chunk);
+        client.destroy();
+        return;
+      }
+      upstream.write(chunk);
+    });
+    upstream.on('data', (chunk) => {
+      if (!cutHere) client.write(chunk);
+    });
+    // After a cut the server side closes by itself once it has read the COMMIT.
+    client.on('close', () => {
+      if (!cutHere) upstream.destroy();
+    });
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    via(url) {
+      const u = new URL(url);
+      u.hostname = '127.0.0.1';
+      u.port = String(port);
+      return u.toString();
+    },
+    armCommitCut() {
+      armed = true;
+    },
+    cuts: () => cut,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}

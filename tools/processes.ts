@@ -34,13 +34,14 @@ export type Readiness = string | { url: string };
  * `node src/<script>` (or `node <script>` for a path from the repository root, such as
  * `bench/process-api.ts`) as its own process, the way `npm run start:*` does, and resolves once it is
  * ready: its log says `ready` (at the default LOG_LEVEL info), or `ready.url` answers 200.
- * `nodeFlags` go before the script (e.g. --cpu-prof for the bench).
+ * `nodeFlags` go before the script (e.g. --cpu-prof for the bench); `readyTimeoutMs` (60 s by default)
+ * is how long it may take to become ready.
  */
 export async function startProcess(
   script: string,
   env: Record<string, string>,
   ready: Readiness,
-  options: { nodeFlags?: string[] } = {},
+  options: { nodeFlags?: string[]; readyTimeoutMs?: number } = {},
 ): Promise<StartedProcess> {
   const proc = spawn(process.execPath, [...(options.nodeFlags ?? []), script.includes('/') ? script : `src/${script}`], {
     cwd: ROOT,
@@ -76,10 +77,11 @@ export async function startProcess(
   const url = await new Promise<string | null>((resolve, reject) => {
     logged = resolve;
     void exited.then((code) => reject(new Error(`${script} exited with ${code} before it was ready:\n${stderr}`)));
+    const limit = options.readyTimeoutMs ?? 60_000;
     readyTimer = setTimeout(() => {
       proc.kill('SIGKILL');
-      reject(new Error(`${script} did not ${what} within 60 s:\n${stderr}`));
-    }, 60_000);
+      reject(new Error(`${script} did not ${what} within ${limit / 1000} s:\n${stderr}`));
+    }, limit);
     if (typeof ready !== 'string') void answers(ready.url, () => proc.exitCode === null).then(() => resolve(null));
   }).finally(() => clearTimeout(readyTimer));
   return {
