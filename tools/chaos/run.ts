@@ -271,6 +271,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       watch(worker, () => startWorker(i));
     };
     await Promise.all([startApi(0), startApi(1), startWorker(0), startWorker(1)]);
+    const elapsed = () => `${Math.round((Date.now() - started) / 1000)} s`;
+    log(`  processes up (${elapsed()})`);
     cleanups.push(() =>
       Promise.all(
         [...apis, ...workers].map((p) => {
@@ -399,7 +401,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       log,
     });
     cleanups.push(() => safety.stop());
+    log(`  accounts opened and funded (${elapsed()})`);
     await safety.setup();
+    log(`  payees saved, unconfirmed recipients refused (${elapsed()})`);
 
     // Balances sampled throughout, on a connection of the runner's own.
     const samples = { count: 0, negative: 0, min: Number.POSITIVE_INFINITY };
@@ -642,6 +646,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     await safety.nextDay(FINAL_DAY);
     await new Promise((r) => setTimeout(r, 2 * REVIEW_EVERY_MS));
     await safety.expireLeftHolds();
+    log(`  day +${FINAL_DAY} run, held payments left over expired (${elapsed()})`);
     const prisma = createPrisma({ databaseUrl, poolSize: 2 });
     cleanups.push(() => prisma.$disconnect());
     const deadline = Date.now() + (options.settleDeadlineMs ?? 180_000);
@@ -655,6 +660,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     }
     reviewing = false;
     await reviewer;
+    log(`  ${pending === 0 ? 'every payment settled' : `${pending} payments still PENDING or HELD`} (${elapsed()})`);
     if (pending !== 0) problems.push(`${pending} payments still PENDING or HELD after the deadline`);
 
     // Every event of the accounts with an endpoint has arrived, signed (retries may still be due).
@@ -716,6 +722,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
 
     // On the runner's clock, at its last day: nothing SCHEDULED or owed by a standing order may be
     // due by then (no grace: that day's runs are done).
+    log(`  streams, webhooks and provider events checked; auditing (${elapsed()})`);
     const report = await audit({
       prisma,
       provider: { url: providerUrl, apiKey: API_KEY },

@@ -181,65 +181,71 @@ export function createSafetyScenarios(ctx: SafetyContext) {
       });
       if (!response.ok) throw new Error(`holding a payee name failed: ${response.status}`);
     };
-    for (let i = 0; i < accounts.length; i++) {
-      await names(payeeOf(i));
-      await names(strangerOf(i));
-      const added = await call(i, 'mutation($i: RecipientInput!) { addPayee(input: $i) { id } }', { i: payeeOf(i) }, 'addPayee');
-      if (!added) throw new Error(`addPayee failed for account ${i}`);
-    }
-    for (let i = 0; i < Math.min(REFUSAL_ACCOUNTS, accounts.length); i++) {
-      const accountId = accounts[i]?.accountId;
-      const stranger = strangerOf(i);
-      const check = async (name: string) =>
-        (await call(
-          i,
-          'mutation($i: RecipientInput!) { checkPayee(input: $i) { id result } }',
-          { i: { ...stranger, name } },
-          'checkPayee',
-        )) as {
-          id: string;
-          result: string;
-        } | null;
-      const matched = await check(stranger.name);
-      if (matched?.result === 'MATCH') counters.matchChecks++;
-      else ctx.problems.push(`checkPayee of ${stranger.name}'s own name answered ${matched?.result}`);
-      const wrong = await check('Mallory Chaos');
-      if (wrong?.result === 'NO_MATCH') counters.noMatchChecks++;
-      else ctx.problems.push(`checkPayee of a wrong name answered ${wrong?.result}`);
-      const base = {
-        fromAccountId: accountId,
-        amount: UNCONFIRMED_AMOUNT,
-        recipient: { ...stranger, name: 'Mallory Chaos' },
-        reference: 'chaos',
-      };
-      const order = (key: string, payeeCheckId: string | null) => ({
-        ...base,
-        idempotencyKey: key,
-        payeeCheckId,
-        frequency: 'WEEKLY',
-        firstPaymentOn: londonToday(systemClock),
-      });
-      const attempts: Array<[string, string, Record<string, unknown>, string]> = [
-        [
-          'a standing order with a NO_MATCH check',
-          CREATE_ORDER,
-          order(`chaos-refused-so-${ctx.seed}-${i}`, wrong?.id ?? null),
-          'createStandingOrder',
-        ],
-        ['a standing order without a check', CREATE_ORDER, order(`chaos-refused-so-nocheck-${ctx.seed}-${i}`, null), 'createStandingOrder'],
-        [
-          'a payment with a NO_MATCH check',
-          SEND,
-          { ...base, idempotencyKey: `chaos-refused-${ctx.seed}-${i}`, payeeCheckId: wrong?.id ?? null },
-          'sendPayment',
-        ],
-      ];
-      for (const [what, query, input, field] of attempts) {
-        const payload = (await call(i, query, { i: input }, field)) as { errors?: Array<{ code: string }> } | null;
-        const code = payload?.errors?.[0]?.code;
-        if (code === 'PAYEE_NOT_CONFIRMED') counters.refusedPayeeNotConfirmed++;
-        else ctx.problems.push(`${what} to an unconfirmed recipient was answered ${code ?? 'with success'}, not PAYEE_NOT_CONFIRMED`);
-      }
+    // The accounts side by side, as customers would: each one's steps in order.
+    await Promise.all(
+      accounts.map(async (_, i) => {
+        await names(payeeOf(i));
+        await names(strangerOf(i));
+        const added = await call(i, 'mutation($i: RecipientInput!) { addPayee(input: $i) { id } }', { i: payeeOf(i) }, 'addPayee');
+        if (!added) throw new Error(`addPayee failed for account ${i}`);
+      }),
+    );
+    await Promise.all(Array.from({ length: Math.min(REFUSAL_ACCOUNTS, accounts.length) }, (_, i) => refuse(i)));
+  }
+
+  /** What Confirmation of Payee must refuse, from account `i`: all before any fault. */
+  async function refuse(i: number): Promise<void> {
+    const accountId = accounts[i]?.accountId;
+    const stranger = strangerOf(i);
+    const check = async (name: string) =>
+      (await call(
+        i,
+        'mutation($i: RecipientInput!) { checkPayee(input: $i) { id result } }',
+        { i: { ...stranger, name } },
+        'checkPayee',
+      )) as {
+        id: string;
+        result: string;
+      } | null;
+    const matched = await check(stranger.name);
+    if (matched?.result === 'MATCH') counters.matchChecks++;
+    else ctx.problems.push(`checkPayee of ${stranger.name}'s own name answered ${matched?.result}`);
+    const wrong = await check('Mallory Chaos');
+    if (wrong?.result === 'NO_MATCH') counters.noMatchChecks++;
+    else ctx.problems.push(`checkPayee of a wrong name answered ${wrong?.result}`);
+    const base = {
+      fromAccountId: accountId,
+      amount: UNCONFIRMED_AMOUNT,
+      recipient: { ...stranger, name: 'Mallory Chaos' },
+      reference: 'chaos',
+    };
+    const order = (key: string, payeeCheckId: string | null) => ({
+      ...base,
+      idempotencyKey: key,
+      payeeCheckId,
+      frequency: 'WEEKLY',
+      firstPaymentOn: londonToday(systemClock),
+    });
+    const attempts: Array<[string, string, Record<string, unknown>, string]> = [
+      [
+        'a standing order with a NO_MATCH check',
+        CREATE_ORDER,
+        order(`chaos-refused-so-${ctx.seed}-${i}`, wrong?.id ?? null),
+        'createStandingOrder',
+      ],
+      ['a standing order without a check', CREATE_ORDER, order(`chaos-refused-so-nocheck-${ctx.seed}-${i}`, null), 'createStandingOrder'],
+      [
+        'a payment with a NO_MATCH check',
+        SEND,
+        { ...base, idempotencyKey: `chaos-refused-${ctx.seed}-${i}`, payeeCheckId: wrong?.id ?? null },
+        'sendPayment',
+      ],
+    ];
+    for (const [what, query, input, field] of attempts) {
+      const payload = (await call(i, query, { i: input }, field)) as { errors?: Array<{ code: string }> } | null;
+      const code = payload?.errors?.[0]?.code;
+      if (code === 'PAYEE_NOT_CONFIRMED') counters.refusedPayeeNotConfirmed++;
+      else ctx.problems.push(`${what} to an unconfirmed recipient was answered ${code ?? 'with success'}, not PAYEE_NOT_CONFIRMED`);
     }
   }
 
@@ -342,12 +348,15 @@ export function createSafetyScenarios(ctx: SafetyContext) {
     const date = addCalendarDays(baseDay, day);
     setClock(new Date(startOfLondonDay(date).getTime() + 6 * 3600_000));
     await withServices(async ({ orders, scheduled, holds, prisma }) => {
-      counters.occurrencesMadeByRunner += await orders.runDue();
+      const made = await orders.runDue();
       const due = await prisma.$queryRaw<{ id: string }[]>`
         SELECT id::text AS id FROM payments WHERE status = 'SCHEDULED' AND execute_on <= ${date}::date ORDER BY execute_on, id`;
       for (const { id } of due) await scheduled.execute(id);
+      const expired = (await holds.expireHolds()).length;
+      counters.occurrencesMadeByRunner += made;
       counters.executedByRunner += due.length;
-      counters.expiredByRunner += (await holds.expireHolds()).length;
+      counters.expiredByRunner += expired;
+      ctx.log(`  day ${date}: ${made} occurrences made, ${due.length} scheduled payments run, ${expired} holds expired`);
     });
     counters.days++;
   }
