@@ -3,7 +3,7 @@ import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
 import { audit, formatAudit } from '../src/audit.ts';
-import { addCalendarDays, londonToday, systemClock } from '../src/calendar.ts';
+import { addCalendarDays, londonToday, startOfLondonDay, systemClock } from '../src/calendar.ts';
 import { gql, paymentInput, type Stack, startStack } from './helpers.ts';
 
 let stack: Stack;
@@ -430,10 +430,11 @@ describe('the audit of holds, payees and standing orders', () => {
   it('finds a standing-order occurrence owed since a past day, and a cancelled order with an occurrence still waiting', async () => {
     const payer = await stack.newCustomer(10_000);
     const today = londonToday(systemClock);
-    const yesterday = addCalendarDays(today, -1);
+    // Due tomorrow, so the worker's scheduler leaves it alone; the audit is told it is tomorrow.
+    const tomorrow = addCalendarDays(today, 1);
     const [owed] = await stack.db.$queryRaw<{ id: string }[]>`
       INSERT INTO standing_orders (account_id, idempotency_key, fingerprint, amount, recipient_name, recipient_sort_code, recipient_account_number, frequency, first_payment_on, next_payment_on)
-      VALUES (${payer.accountId}::uuid, 'audit-owed', ${'f'.repeat(64)}, 100, 'R', '123456', '12345678', 'WEEKLY', ${yesterday}::date, ${yesterday}::date)
+      VALUES (${payer.accountId}::uuid, 'audit-owed', ${'f'.repeat(64)}, 100, 'R', '123456', '12345678', 'WEEKLY', ${tomorrow}::date, ${tomorrow}::date)
       RETURNING id::text`;
     const [cancelled] = await stack.db.$queryRaw<{ id: string }[]>`
       INSERT INTO standing_orders (account_id, idempotency_key, fingerprint, amount, recipient_name, recipient_sort_code, recipient_account_number, frequency, first_payment_on, active, cancelled_at)
@@ -445,12 +446,14 @@ describe('the audit of holds, payees and standing orders', () => {
     // As if it were the cancelled order's occurrence, left SCHEDULED by the cancellation.
     await stack.db.$executeRaw`UPDATE payments SET standing_order_id = ${cancelled?.id}::uuid WHERE id = ${waiting}::uuid`;
     try {
-      // Yesterday is owed only once its day's grace has passed; with none, at once.
+      // Tomorrow's occurrence is owed tomorrow once its day's grace has passed; with none, at once.
+      const onItsDay = { now: () => new Date(startOfLondonDay(tomorrow).getTime() + 3600_000) };
       expect(violationsOf(await audit({ prisma: stack.db }), OWED)).toEqual([
         `standing order ${cancelled?.id} cancelled, but its occurrence ${waiting} is still SCHEDULED`,
       ]);
-      expect(violationsOf(await audit({ prisma: stack.db, scheduledGraceSeconds: 0 }), OWED)).toEqual([
-        `standing order ${owed?.id}: occurrence of ${yesterday} not made`,
+      expect(violationsOf(await audit({ prisma: stack.db, clock: onItsDay }), OWED)).toHaveLength(1);
+      expect(violationsOf(await audit({ prisma: stack.db, clock: onItsDay, scheduledGraceSeconds: 0 }), OWED)).toEqual([
+        `standing order ${owed?.id}: occurrence of ${tomorrow} not made`,
         `standing order ${cancelled?.id} cancelled, but its occurrence ${waiting} is still SCHEDULED`,
       ]);
     } finally {
