@@ -26,7 +26,9 @@ describe('the chaos run', () => {
     expect(orders.some((o) => o.firstIn === 0)).toBe(true);
     expect(orders.some((o) => o.toPayee)).toBe(true);
     expect(safety.some((s) => s.kind !== 'to-payee' && s.cancelAt !== null)).toBe(true);
-    expect(safety.filter((s) => s.kind === 'scheduled').length).toBeGreaterThanOrEqual(10);
+    const scheduled = safety.filter((s) => s.kind === 'scheduled');
+    expect(scheduled.length).toBeGreaterThanOrEqual(10);
+    expect(scheduled.some((s) => s.executeIn >= 30 && s.cancelAt !== null)).toBe(true);
     expect(safety.some((s) => s.kind === 'to-payee')).toBe(true);
   });
 

@@ -84,15 +84,17 @@ export function planSafety(int: (from: number, to: number) => number, chance: (p
   }
   for (let n = 0; n < count; n++) {
     const from = at();
+    // Most within the run's days; some long after it (still SCHEDULED at the end, as they should
+    // be), and every fourth long after it and cancelled while it waits.
+    const waits = n % 4 === 0;
     items.push({
       kind: 'scheduled',
       at: from,
       account: int(0, accounts - 1),
       amount: int(1, 22_000),
-      // Most within the run's days; some long after it (still SCHEDULED at the end, as they should be).
-      executeIn: chance(0.85) ? int(1, 3) : int(30, 60),
+      executeIn: waits || chance(0.15) ? int(30, 60) : int(1, 3),
       toPayee: chance(0.5),
-      cancelAt: cancelAfter(from),
+      cancelAt: waits ? int(from, Math.max(from, payments - 1)) : cancelAfter(from),
     });
   }
   for (let n = 0; n < Math.max(3, Math.round(payments / 20)); n++) {
