@@ -75,8 +75,12 @@ async function checkProviderCredits(prisma: PrismaClient, check: Check, pendingM
   ]);
 }
 
-/** Standing orders: each occurrence once, on its schedule's dates, none skipped before the next one due. */
-async function checkStandingOrders(prisma: PrismaClient, check: Check): Promise<void> {
+/**
+ * Standing orders: each occurrence once, on its schedule's dates, none skipped before the next one
+ * due; none still owed (an active order whose next date is `lastDueDay` or earlier: the scheduler
+ * runs every minute); and a cancelled order has no occurrence left waiting to run.
+ */
+async function checkStandingOrders(prisma: PrismaClient, check: Check, lastDueDay: string): Promise<void> {
   const orders = await prisma.$queryRaw<{ id: string; first: string; frequency: Frequency; n: number; dates: string[] }[]>`
     SELECT s.id::text, to_char(s.first_payment_on, 'YYYY-MM-DD') AS first, s.frequency::text AS frequency, s.occurrences_created AS n,
       coalesce(array_agg(to_char(p.execute_on, 'YYYY-MM-DD') ORDER BY p.execute_on) FILTER (WHERE p.id IS NOT NULL), '{}') AS dates
@@ -95,6 +99,86 @@ async function checkStandingOrders(prisma: PrismaClient, check: Check): Promise<
     }
   }
   check('every standing-order occurrence exists exactly once, on its date', orders.length, problems);
+
+  const owed = await prisma.$queryRaw<{ id: string; next: string }[]>`
+    SELECT id::text, to_char(next_payment_on, 'YYYY-MM-DD') AS next FROM standing_orders
+    WHERE active AND next_payment_on <= ${lastDueDay}::date ORDER BY next_payment_on, id`;
+  const leftOver = await prisma.$queryRaw<{ id: string; payment: string }[]>`
+    SELECT s.id::text, p.id::text AS payment FROM standing_orders s JOIN payments p ON p.standing_order_id = s.id
+    WHERE s.cancelled_at IS NOT NULL AND p.status = 'SCHEDULED' ORDER BY s.id, p.execute_on`;
+  check('every due standing-order occurrence was made, and a cancelled order has none waiting', orders.length, [
+    ...owed.map((r) => `standing order ${r.id}: occurrence of ${r.next} not made`),
+    ...leftOver.map((r) => `standing order ${r.id} cancelled, but its occurrence ${r.payment} is still SCHEDULED`),
+  ]);
+}
+
+/**
+ * Holds: every payment that was ever HELD has at most one decision in the operator action log
+ * (approvePayment, rejectPayment, or expireHold by the system), and it is the one its history
+ * shows: approved exactly when it left HELD for PENDING, rejected when it was CANCELLED
+ * REJECTED_IN_REVIEW, expired when HOLD_EXPIRED, none when still HELD or cancelled by its customer.
+ * No payment that was never HELD has a decision.
+ */
+async function checkHoldOutcomes(prisma: PrismaClient, check: Check): Promise<void> {
+  const rows = await prisma.$queryRaw<{ id: string; problem: string }[]>`
+    WITH held AS (
+      SELECT payment_id, bool_or(previous_status = 'HELD' AND status = 'PENDING') AS approved,
+        bool_or(previous_status = 'HELD' AND status = 'CANCELLED') AS cancelled
+      FROM payment_events GROUP BY payment_id HAVING bool_or(status = 'HELD')),
+    decisions AS (
+      SELECT target_id, count(*) FILTER (WHERE action = 'approvePayment') AS approvals,
+        count(*) FILTER (WHERE action = 'rejectPayment') AS rejections,
+        count(*) FILTER (WHERE action = 'expireHold') AS expiries
+      FROM operator_actions WHERE action IN ('approvePayment', 'rejectPayment', 'expireHold') GROUP BY target_id),
+    joined AS (
+      SELECT coalesce(h.payment_id, d.target_id) AS id, h.payment_id IS NOT NULL AS was_held, p.status::text AS status,
+        p.failure_reason, coalesce(h.approved, false) AS approved, coalesce(h.cancelled, false) AS cancelled,
+        coalesce(d.approvals, 0) AS approvals, coalesce(d.rejections, 0) AS rejections, coalesce(d.expiries, 0) AS expiries
+      FROM held h FULL JOIN decisions d ON d.target_id = h.payment_id LEFT JOIN payments p ON p.id = coalesce(h.payment_id, d.target_id))
+    SELECT id::text, concat_ws('; ',
+        CASE WHEN NOT was_held THEN 'a hold decision, but never HELD' END,
+        CASE WHEN approvals + rejections + expiries > 1 THEN (approvals + rejections + expiries) || ' hold decisions' END,
+        CASE WHEN approved <> (approvals = 1) THEN CASE WHEN approved THEN 'left HELD for PENDING without an approval' ELSE 'approved, but never left HELD for PENDING' END END,
+        CASE WHEN (cancelled AND failure_reason = 'REJECTED_IN_REVIEW') <> (rejections = 1) THEN 'rejected ' || rejections || ' times, failure ' || coalesce(failure_reason, 'none') END,
+        CASE WHEN (cancelled AND failure_reason = 'HOLD_EXPIRED') <> (expiries = 1) THEN 'expired ' || expiries || ' times, failure ' || coalesce(failure_reason, 'none') END,
+        CASE WHEN cancelled AND failure_reason NOT IN ('REJECTED_IN_REVIEW', 'HOLD_EXPIRED', 'CANCELLED_BY_CUSTOMER') THEN 'cancelled from HELD as ' || coalesce(failure_reason, 'nothing') END
+      ) AS problem
+    FROM joined`;
+  const problems = rows.filter((r) => r.problem !== '');
+  check(
+    'every HELD payment has at most one decision, the one its history shows (approved, rejected, expired, or none)',
+    rows.length,
+    problems.map((r) => `payment ${r.id}: ${r.problem}`),
+  );
+}
+
+/**
+ * A saved payee's let-through (`let_through_at`) is recorded when it happens: set only with a
+ * payment to it that an operator approved or that was debited without a hold, and set whenever
+ * such a payment happened more than `marginSeconds` after the payee was saved (a payment screened
+ * just before the payee was saved takes its transaction within that margin and does not count).
+ */
+async function checkLetThrough(prisma: PrismaClient, check: Check, marginSeconds: number): Promise<void> {
+  const rows = await prisma.$queryRaw<{ id: string; set: boolean; evidence: boolean; late: boolean }[]>`
+    WITH through AS (
+      SELECT a.customer_id, p.recipient_sort_code AS sort_code, p.recipient_account_number AS account_number, e.occurred_at
+      FROM payment_events e JOIN payments p ON p.id = e.payment_id JOIN accounts a ON a.id = p.account_id
+      WHERE (e.previous_status = 'HELD' AND e.status = 'PENDING')
+        OR (e.status = 'PENDING' AND (e.previous_status IS NULL OR e.previous_status = 'SCHEDULED')))
+    SELECT pe.id::text, pe.let_through_at IS NOT NULL AS set,
+      EXISTS (SELECT 1 FROM through t WHERE t.customer_id = pe.customer_id AND t.sort_code = pe.sort_code AND t.account_number = pe.account_number) AS evidence,
+      EXISTS (SELECT 1 FROM through t WHERE t.customer_id = pe.customer_id AND t.sort_code = pe.sort_code AND t.account_number = pe.account_number
+        AND t.occurred_at > pe.created_at + make_interval(secs => ${marginSeconds})) AS late
+    FROM payees pe`;
+  check(
+    "every payee's let-through is recorded exactly when a payment to it was approved or taken without a hold",
+    rows.length,
+    rows.flatMap((r) => {
+      if (r.set && !r.evidence) return [`payee ${r.id}: let through, but no payment to it was approved or taken without a hold`];
+      if (!r.set && r.late) return [`payee ${r.id}: a payment to it was approved or taken without a hold, but it is not let through`];
+      return [];
+    }),
+  );
 }
 
 /** Our record of credits against the provider's: returned there exactly when returned here. */
@@ -136,6 +220,11 @@ export const DEFAULT_SCHEDULED_GRACE_SECONDS = 24 * 3600;
  * event consumer (subscriptions, webhooks) is waiting behind it.
  */
 export const DEFAULT_HORIZON_LAG_MAX_SECONDS = 60;
+/**
+ * A payment screened just before its payee was saved did not see the payee and lets nothing
+ * through; its transaction starts within this long (the pool's wait, TX_OPTIONS) of the screening.
+ */
+export const DEFAULT_LET_THROUGH_MARGIN_SECONDS = 60;
 
 export async function audit(options: {
   prisma: PrismaClient;
@@ -150,6 +239,8 @@ export async function audit(options: {
   clock?: Clock;
   /** Flag a transaction that has held the event horizon back longer than this (default a minute). */
   horizonLagMaxSeconds?: number;
+  /** A payee saved this long before a payment let through must be let through by it (default a minute). */
+  letThroughMarginSeconds?: number;
 }): Promise<AuditReport> {
   const { prisma } = options;
   const checks: AuditCheck[] = [];
@@ -232,8 +323,15 @@ export async function audit(options: {
     entries.map((r) => `payment ${r.id} (${r.status}): ${r.problem}`),
   );
 
+  // What "today" is for SCHEDULED payments and due standing-order occurrences: a day's grace after it began.
+  const graceSeconds = options.scheduledGraceSeconds ?? DEFAULT_SCHEDULED_GRACE_SECONDS;
+  const clock = options.clock ?? systemClock;
+  const lastDueDay = londonToday({ now: () => new Date(clock.now().getTime() - graceSeconds * 1000) });
+
   await checkProviderCredits(prisma, check, options.pendingMaxAgeSeconds ?? DEFAULT_PENDING_MAX_AGE_SECONDS);
-  await checkStandingOrders(prisma, check);
+  await checkStandingOrders(prisma, check, lastDueDay);
+  await checkHoldOutcomes(prisma, check);
+  await checkLetThrough(prisma, check, options.letThroughMarginSeconds ?? DEFAULT_LET_THROUGH_MARGIN_SECONDS);
 
   // Each payment's events are its status history: a creation first, each change from the status
   // the one before left, the last one the status it has now. Retention may have cut the start.
@@ -341,9 +439,6 @@ export async function audit(options: {
 
   // A SCHEDULED payment runs at the start of its London day: one still waiting well after that was
   // never run (its job lost), and the customer's money never went.
-  const graceSeconds = options.scheduledGraceSeconds ?? DEFAULT_SCHEDULED_GRACE_SECONDS;
-  const clock = options.clock ?? systemClock;
-  const lastDueDay = londonToday({ now: () => new Date(clock.now().getTime() - graceSeconds * 1000) });
   const overdue = await prisma.$queryRaw<{ id: string; day: string }[]>`
     SELECT id::text AS id, to_char(execute_on, 'YYYY-MM-DD') AS day FROM payments
     WHERE status = 'SCHEDULED' AND execute_on <= ${lastDueDay}::date ORDER BY execute_on, id`;

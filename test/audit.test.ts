@@ -3,8 +3,8 @@ import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
 import { audit, formatAudit } from '../src/audit.ts';
-import { addCalendarDays, londonToday, systemClock } from '../src/calendar.ts';
-import { paymentInput, type Stack, startStack } from './helpers.ts';
+import { addCalendarDays, londonToday, startOfLondonDay, systemClock } from '../src/calendar.ts';
+import { gql, paymentInput, type Stack, startStack } from './helpers.ts';
 
 let stack: Stack;
 beforeAll(async () => {
@@ -45,7 +45,7 @@ describe('the audit', () => {
   it('passes on a consistent bank', async () => {
     const report = await audit({ prisma: stack.db, provider: provider() });
     expect(failing(report)).toEqual([]);
-    expect(report.checks).toHaveLength(21);
+    expect(report.checks).toHaveLength(24);
     expect(report.figures).toEqual([{ name: 'event horizon lag', value: expect.any(Number), unit: 's', threshold: 60 }]);
     expect(formatAudit(report)).toMatch(/^ +event horizon lag: \d+\.\d s \(flagged above 60 s\)$/m);
   });
@@ -348,5 +348,126 @@ describe('the audit of its blind spots', () => {
     } finally {
       await other.end();
     }
+  });
+});
+
+describe('the audit of holds, payees and standing orders', () => {
+  const HOLDS = 'every HELD payment has at most one decision, the one its history shows (approved, rejected, expired, or none)';
+  const LET_THROUGH = "every payee's let-through is recorded exactly when a payment to it was approved or taken without a hold";
+  const OWED = 'every due standing-order occurrence was made, and a cancelled order has none waiting';
+  const violationsOf = (report: Awaited<ReturnType<typeof audit>>, name: string) => report.checks.find((c) => c.name === name)?.violations;
+  /** Removes operator actions a test wrote by hand (the log is append-only for the service). */
+  const unlog = (id: string) =>
+    stack.db.$transaction([
+      stack.db.$executeRaw`ALTER TABLE operator_actions DISABLE TRIGGER operator_actions_append_only`,
+      stack.db.$executeRaw`DELETE FROM operator_actions WHERE target_id = ${id}::uuid AND operator = 'operator:forged'`,
+      stack.db.$executeRaw`ALTER TABLE operator_actions ENABLE TRIGGER operator_actions_append_only`,
+    ]);
+
+  it("finds a hold decision its payment's history does not show, and a let-through with no payment behind it or missing", async () => {
+    const payer = await stack.newCustomer(10_000);
+    const recipient = { name: 'Ada Lovelace', sortCode: '203040', accountNumber: '11112222' };
+    const added = await gql<{ addPayee: { id: string } }>(
+      stack.apiUrl,
+      payer.token,
+      'mutation($i: RecipientInput!) { addPayee(input: $i) { id } }',
+      { i: recipient },
+    );
+    const payeeId = added.data?.addPayee.id ?? '';
+    // The first payment to a payee saved a moment ago is held.
+    const sent = await stack.send(payer.token, paymentInput(payer.accountId, { amount: 300, recipient }));
+    const id = sent.payment?.id ?? '';
+    expect(sent.payment?.status).toBe('HELD');
+    const never = await stack.send(payer.token, paymentInput(payer.accountId, { amount: 100 }));
+    const neverHeld = never.payment?.id ?? '';
+    expect(violationsOf(await audit({ prisma: stack.db }), HOLDS)).toEqual([]);
+
+    // An expiry logged while the payment is still HELD, and an approval of one never held.
+    await stack.db
+      .$executeRaw`INSERT INTO operator_actions (operator, action, target_id) VALUES ('operator:forged', 'expireHold', ${id}::uuid)`;
+    await stack.db
+      .$executeRaw`INSERT INTO operator_actions (operator, action, target_id) VALUES ('operator:forged', 'approvePayment', ${neverHeld}::uuid)`;
+    try {
+      expect(violationsOf(await audit({ prisma: stack.db }), HOLDS)).toEqual(
+        expect.arrayContaining([
+          `payment ${id}: expired 1 times, failure none`,
+          `payment ${neverHeld}: a hold decision, but never HELD; approved, but never left HELD for PENDING`,
+        ]),
+      );
+    } finally {
+      await unlog(id);
+      await unlog(neverHeld);
+    }
+
+    // The operator approves it: one decision, the payee let through.
+    const approved = await gql(stack.apiUrl, stack.operatorToken, 'mutation($id: ID!) { approvePayment(paymentId: $id) { id } }', { id });
+    expect(approved.errors).toBeUndefined();
+    const report = await audit({ prisma: stack.db });
+    expect(violationsOf(report, HOLDS)).toEqual([]);
+    expect(violationsOf(report, LET_THROUGH)).toEqual([]);
+
+    // Its let-through lost: within the margin a payment screened before the payee was saved is
+    // allowed for; past it, it is flagged.
+    await stack.db.$executeRaw`UPDATE payees SET let_through_at = NULL WHERE id = ${payeeId}::uuid`;
+    expect(violationsOf(await audit({ prisma: stack.db }), LET_THROUGH)).toEqual([]);
+    expect(violationsOf(await audit({ prisma: stack.db, letThroughMarginSeconds: 0 }), LET_THROUGH)).toEqual([
+      `payee ${payeeId}: a payment to it was approved or taken without a hold, but it is not let through`,
+    ]);
+    // A payee let through with no payment to it at all.
+    const other = await gql<{ addPayee: { id: string } }>(
+      stack.apiUrl,
+      payer.token,
+      'mutation($i: RecipientInput!) { addPayee(input: $i) { id } }',
+      {
+        i: { name: 'Alan Turing', sortCode: '203040', accountNumber: '33334444' },
+      },
+    );
+    const otherId = other.data?.addPayee.id ?? '';
+    await stack.db.$executeRaw`UPDATE payees SET let_through_at = now() WHERE id = ${otherId}::uuid`;
+    try {
+      expect(violationsOf(await audit({ prisma: stack.db }), LET_THROUGH)).toEqual([
+        `payee ${otherId}: let through, but no payment to it was approved or taken without a hold`,
+      ]);
+    } finally {
+      await stack.db.$executeRaw`UPDATE payees SET let_through_at = NULL WHERE id = ${otherId}::uuid`;
+      await stack.db.$executeRaw`UPDATE payees SET let_through_at = now() WHERE id = ${payeeId}::uuid`;
+    }
+    expect(violationsOf(await audit({ prisma: stack.db, letThroughMarginSeconds: 0 }), LET_THROUGH)).toEqual([]);
+  });
+
+  it('finds a standing-order occurrence owed since a past day, and a cancelled order with an occurrence still waiting', async () => {
+    const payer = await stack.newCustomer(10_000);
+    const today = londonToday(systemClock);
+    // Due tomorrow, so the worker's scheduler leaves it alone; the audit is told it is tomorrow.
+    const tomorrow = addCalendarDays(today, 1);
+    const [owed] = await stack.db.$queryRaw<{ id: string }[]>`
+      INSERT INTO standing_orders (account_id, idempotency_key, fingerprint, amount, recipient_name, recipient_sort_code, recipient_account_number, frequency, first_payment_on, next_payment_on)
+      VALUES (${payer.accountId}::uuid, 'audit-owed', ${'f'.repeat(64)}, 100, 'R', '123456', '12345678', 'WEEKLY', ${tomorrow}::date, ${tomorrow}::date)
+      RETURNING id::text`;
+    const [cancelled] = await stack.db.$queryRaw<{ id: string }[]>`
+      INSERT INTO standing_orders (account_id, idempotency_key, fingerprint, amount, recipient_name, recipient_sort_code, recipient_account_number, frequency, first_payment_on, active, cancelled_at)
+      VALUES (${payer.accountId}::uuid, 'audit-cancelled', ${'f'.repeat(64)}, 100, 'R', '123456', '12345678', 'WEEKLY', ${today}::date, false, now())
+      RETURNING id::text`;
+    const sent = await stack.send(payer.token, paymentInput(payer.accountId, { amount: 100, executeOn: addCalendarDays(today, 3) }));
+    const waiting = sent.payment?.id ?? '';
+    expect(sent.payment?.status).toBe('SCHEDULED');
+    // As if it were the cancelled order's occurrence, left SCHEDULED by the cancellation.
+    await stack.db.$executeRaw`UPDATE payments SET standing_order_id = ${cancelled?.id}::uuid WHERE id = ${waiting}::uuid`;
+    try {
+      // Tomorrow's occurrence is owed tomorrow once its day's grace has passed; with none, at once.
+      const onItsDay = { now: () => new Date(startOfLondonDay(tomorrow).getTime() + 3600_000) };
+      expect(violationsOf(await audit({ prisma: stack.db }), OWED)).toEqual([
+        `standing order ${cancelled?.id} cancelled, but its occurrence ${waiting} is still SCHEDULED`,
+      ]);
+      expect(violationsOf(await audit({ prisma: stack.db, clock: onItsDay }), OWED)).toHaveLength(1);
+      expect(violationsOf(await audit({ prisma: stack.db, clock: onItsDay, scheduledGraceSeconds: 0 }), OWED)).toEqual([
+        `standing order ${owed?.id}: occurrence of ${tomorrow} not made`,
+        `standing order ${cancelled?.id} cancelled, but its occurrence ${waiting} is still SCHEDULED`,
+      ]);
+    } finally {
+      await stack.db.$executeRaw`UPDATE payments SET standing_order_id = NULL WHERE id = ${waiting}::uuid`;
+      await stack.db.$executeRaw`DELETE FROM standing_orders WHERE idempotency_key IN ('audit-owed', 'audit-cancelled')`;
+    }
+    expect(violationsOf(await audit({ prisma: stack.db, scheduledGraceSeconds: 0 }), OWED)).toEqual([]);
   });
 });

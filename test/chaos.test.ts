@@ -15,17 +15,48 @@ describe('the chaos run', () => {
     const credits = actions.flatMap((a) => (a.kind === 'credits' ? a.credits : []));
     expect(credits.length).toBeGreaterThanOrEqual(100);
     expect(credits.some((c) => c.account === null)).toBe(true);
+    // An API process and a worker are frozen mid-load; days pass on the runner's clock.
+    const freezes = actions.flatMap((a) => (a.kind === 'freeze' ? [a.role] : []));
+    expect(freezes).toEqual(['api', 'worker']);
+    expect(actions.filter((a) => a.kind === 'next-day').length).toBeGreaterThanOrEqual(2);
+    // Standing orders (some due today, some cancelled), scheduled payments, payments to new payees.
+    const { safety } = plan(7, 300);
+    const orders = safety.filter((s) => s.kind === 'standing-order');
+    expect(orders.length).toBeGreaterThanOrEqual(10);
+    expect(orders.some((o) => o.firstIn === 0)).toBe(true);
+    expect(orders.some((o) => o.toPayee)).toBe(true);
+    expect(safety.some((s) => s.kind !== 'to-payee' && s.cancelAt !== null)).toBe(true);
+    const scheduled = safety.filter((s) => s.kind === 'scheduled');
+    expect(scheduled.length).toBeGreaterThanOrEqual(10);
+    expect(scheduled.some((s) => s.executeIn >= 30 && s.cancelAt !== null)).toBe(true);
+    expect(safety.some((s) => s.kind === 'to-payee')).toBe(true);
   });
 
-  it('keeps every invariant through provider faults, SIGKILLed workers, an API restart and a PostgreSQL restart', async () => {
+  it('keeps every invariant through provider faults, SIGKILLed workers, an API restart, frozen processes and a PostgreSQL restart', async () => {
     const result = await runChaos({ payments: 200, seed: 20261124, concurrency: 12 });
     console.info(`\n${result.table}\n`);
     expect(result.problems).toEqual([]);
     expect(result.table).toMatch(/event streams followed .*\| 4 accounts, [1-9]\d* events \(\d+\): ok \|/);
-    // Some payments were held, and the operator reviewed every one of them during the run.
+    // Some payments were held on creation, and the operator reviewed them during the run.
     expect(result.table).toMatch(
-      /HELD for review: approved \/ rejected by the operator \(review retries\) *\| [1-9]\d*: \d+ \/ \d+ \(\d+\) \|/,
+      /HELD on creation: approved \/ rejected by the operator \(review retries\) *\| [1-9]\d*: [1-9]\d* \/ [1-9]\d* \(\d+\) \|/,
     );
+    // Issue 20's paths, each taken a few times, and each seen by the invariants (all ok above).
+    expect(result.table).toMatch(/\| processes frozen \(SIGSTOP \.\.\. SIGCONT\), seconds frozen *\| 2, \d+\.\d s \|/);
+    expect(result.table).toMatch(
+      /\| payees added \(let through\) \/ CoP checks MATCH, NO_MATCH \/ refused PAYEE_NOT_CONFIRMED *\| 24 \([1-9]\d*\) \/ 6, 6 \/ 18 \|/,
+    );
+    expect(result.table).toMatch(/\| standing orders created \(cancelled\) *\| [1-9]\d* \([1-9]\d*\) \|/);
+    expect(result.table).toMatch(
+      /\| standing-order occurrences: made \/ executed \/ cancelled \/ waiting *\| [1-9]\d* \/ [1-9]\d* \/ \d+ \/ \d+ \|/,
+    );
+    expect(result.table).toMatch(
+      /\| scheduled payments: made \/ executed \/ cancelled \/ waiting *\| [1-9]\d* \/ [1-9]\d* \/ [1-9]\d* \/ \d+ \|/,
+    );
+    expect(result.table).toMatch(
+      /\| payments HELD \(under REVIEW_THRESHOLD\): approved \/ rejected \/ expired \/ cancelled by customer *\| [1-9]\d* \([1-9]\d*\): [1-9]\d* \/ [1-9]\d* \/ [1-9]\d* \/ \d+ \|/,
+    );
+    expect(result.table).toMatch(/\| money conserved: balances = deposits \+ credits - at the provider *\| \d+ = \d+: ok \|/);
     expect(result.table).toMatch(
       /inbound credits sent \(to unknown accounts\): credited \/ returned +\| \d+ \([1-9]\d*\): \d+ \/ [1-9]\d* \|/,
     );

@@ -20,6 +20,7 @@ import { type EmbeddedDatabase, ensureDatabase, startEmbeddedPostgres } from '..
 import { freePort } from '../free-port.ts';
 import { type StartedProcess, startProcess } from '../processes.ts';
 import { accountEventIds, compareStreams, type EventFollower, followAccountEvents } from './event-follower.ts';
+import { createSafetyScenarios, FINAL_DAY, planSafety, SAFETY_ENV, type SafetyItem, safetyRows } from './scenarios.ts';
 
 /** The element at `i`, which must be there. */
 function at<T>(list: readonly T[], i: number): T {
@@ -33,10 +34,15 @@ function at<T>(list: readonly T[], i: number): T {
  * emulator and PostgreSQL. Concurrent payments across many accounts (some to rejected
  * recipients, some replays of an earlier key), inbound credits (some to accounts we do not have)
  * and returns of accepted payments by the recipient's bank, while the schedule injects provider
- * faults, kills and restarts workers, restarts an API process and restarts PostgreSQL once.
- * Payments of REVIEW_THRESHOLD or more are HELD, and an operator reviews them throughout
- * (approving those of an even amount, rejecting the others). Then the faults are lifted, every
- * payment must reach a terminal status within a deadline, and the audit runs. A webhook receiver
+ * faults, kills and restarts workers, restarts an API process, freezes an API process and a worker
+ * (SIGSTOP, then SIGCONT a few seconds later) and restarts PostgreSQL once. Alongside, the
+ * payee-safety workload of scenarios.ts: saved payees, Confirmation of Payee refusals, standing
+ * orders, scheduled payments and their cancellations, with days passing on the runner's clock.
+ * Payments of REVIEW_THRESHOLD or more, and first payments to new payees, are HELD, and an operator
+ * reviews them throughout (approving those whose amount is a multiple of 3, rejecting those one
+ * more, leaving the rest to expire when a day passes). Then the faults are lifted, every payment
+ * must reach a terminal status (or still wait for a day after the run's last) within a deadline,
+ * and the audit runs. A webhook receiver
  * on 127.0.0.1, registered for a few accounts, must by then have had every event of those
  * accounts at least once, each with a valid signature.
  *
@@ -66,7 +72,11 @@ type Action =
   | { kind: 'credits'; credits: PlannedCredit[] }
   | { kind: 'kill-worker'; index: number }
   | { kind: 'restart-api'; index: number }
-  | { kind: 'restart-postgres' };
+  | { kind: 'restart-postgres' }
+  /** SIGSTOP, then SIGCONT `ms` later: a VM pause or a process stuck mid-transaction. */
+  | { kind: 'freeze'; role: 'api' | 'worker'; index: number; ms: number }
+  /** A day passes on the runner's clock (scenarios.ts). */
+  | { kind: 'next-day' };
 
 interface PlannedPayment {
   account: number;
@@ -140,15 +150,19 @@ export function plan(seed: number, payments: number) {
     else actions.push({ kind: 'kill-worker', index: int(0, 1) });
     if (crash === 2) actions.push({ kind: 'kill-worker', index: int(0, 1) });
     if (c === postgresAt) actions.push({ kind: 'restart-postgres' });
+    // An API process frozen under load, later a worker.
+    if (c === 3 || c === 8) actions.push({ kind: 'freeze', role: c === 3 ? 'api' : 'worker', index: int(0, 1), ms: int(3_000, 6_000) });
+    if (c % 3 === 0) actions.push({ kind: 'next-day' });
     schedule.push({ at: Math.floor((payments * c) / (checkpoints + 1)), actions });
   }
-  const digest = createHash('sha256').update(JSON.stringify({ work, schedule })).digest('hex').slice(0, 16);
-  return { work, schedule, digest };
+  const safety: SafetyItem[] = planSafety(int, chance, payments, ACCOUNTS);
+  const digest = createHash('sha256').update(JSON.stringify({ work, schedule, safety })).digest('hex').slice(0, 16);
+  return { work, schedule, safety, digest };
 }
 
 export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
   const log = options.log ?? (() => undefined);
-  const { work, schedule, digest } = plan(options.seed, options.payments);
+  const { work, schedule, safety: safetyWork, digest } = plan(options.seed, options.payments);
   const started = Date.now();
   const problems: string[] = [];
   const counters = {
@@ -156,6 +170,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     workerKills: 0,
     apiRestarts: 0,
     postgresRestarts: 0,
+    freezes: 0,
+    frozenMs: 0,
     clientRetries: 0,
     replaysChecked: 0,
     unexpectedExits: 0,
@@ -206,6 +222,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       WEBHOOK_RETRY_DELAY_MAX_MS: '2000',
       WEBHOOK_DISPATCH_INTERVAL_MS: '100',
       PROVIDER_EVENTS_POLL_SECONDS: '1',
+      ...SAFETY_ENV,
       // info: the runner learns that a process is ready from its log line.
       LOG_LEVEL: 'info',
     };
@@ -255,6 +272,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       watch(worker, () => startWorker(i));
     };
     await Promise.all([startApi(0), startApi(1), startWorker(0), startWorker(1)]);
+    const elapsed = () => `${Math.round((Date.now() - started) / 1000)} s`;
+    log(`  processes up (${elapsed()})`);
     cleanups.push(() =>
       Promise.all(
         [...apis, ...workers].map((p) => {
@@ -369,6 +388,24 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       secrets.set(account.accountId, secret);
     }
 
+    // Payees, Confirmation of Payee refusals, standing orders, scheduled payments, days passing.
+    const safety = createSafetyScenarios({
+      seed: options.seed,
+      env,
+      databaseUrl,
+      providerUrl,
+      providerApiKey: API_KEY,
+      accounts,
+      apiUrl,
+      graphql,
+      problems,
+      log,
+    });
+    cleanups.push(() => safety.stop());
+    log(`  accounts opened and funded (${elapsed()})`);
+    await safety.setup();
+    log(`  payees saved, unconfirmed recipients refused (${elapsed()})`);
+
     // Balances sampled throughout, on a connection of the runner's own.
     const samples = { count: 0, negative: 0, min: Number.POSITIVE_INFINITY };
     let sampling = true;
@@ -395,16 +432,33 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       }
     })();
 
-    // The operator: reviews the held payments, on either API, through restarts. A review that gets
-    // no answer (its API or the database restarting) is simply done again on the next round.
+    // The operator: reviews the held payments, on either API, through restarts, page by page. A
+    // review that gets no answer (its API or the database restarting) is simply done again on the
+    // next round. Amounts that are a multiple of 3 are approved, one more rejected, the rest left
+    // to expire.
     let reviewing = true;
     let reviewRound = 0;
     const review = async (): Promise<number> => {
       const url = apiUrl(reviewRound++ % 2);
-      const page = await graphql(url, operator, '{ heldPayments(first: 50) { edges { node { id amount } } } }', {});
-      const held = (page.data?.heldPayments as { edges: Array<{ node: { id: string; amount: number } }> } | undefined)?.edges ?? [];
+      const held: Array<{ node: { id: string; amount: number } }> = [];
+      for (let after: string | null = null, more = true; more; ) {
+        const page = await graphql(
+          url,
+          operator,
+          'query($after: String) { heldPayments(first: 50, after: $after) { edges { node { id amount } } pageInfo { hasNextPage endCursor } } }',
+          { after },
+        );
+        const connection = page.data?.heldPayments as
+          | { edges: Array<{ node: { id: string; amount: number } }>; pageInfo: { hasNextPage: boolean; endCursor: string | null } }
+          | undefined;
+        if (!connection) throw new Error('heldPayments got no answer');
+        held.push(...connection.edges);
+        more = connection.pageInfo.hasNextPage;
+        after = connection.pageInfo.endCursor;
+      }
       for (const { node } of held) {
-        const approve = node.amount % 2 === 0;
+        if (node.amount % 3 === 2) continue;
+        const approve = node.amount % 3 === 0;
         const r = await graphql(
           url,
           operator,
@@ -478,6 +532,21 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
           await database.stop();
           database = await startEmbeddedPostgres({ dataDir, port: pgPort });
           return;
+        case 'freeze': {
+          // Mid-load: whatever it had open (a transaction holding row locks, the event horizon)
+          // stays open until it runs again; the other processes must carry on meanwhile.
+          const victim = (action.role === 'api' ? apis : workers)[action.index];
+          if (!victim) return;
+          counters.freezes++;
+          victim.proc.kill('SIGSTOP');
+          const frozenAt = Date.now();
+          await new Promise((r) => setTimeout(r, action.ms));
+          victim.proc.kill('SIGCONT');
+          counters.frozenMs += Date.now() - frozenAt;
+          return;
+        }
+        case 'next-day':
+          return safety.nextDay();
       }
     };
 
@@ -547,7 +616,15 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
         if (answered % Math.max(1, Math.floor(work.length / 10)) === 0) log(`  ${answered}/${work.length} payments answered`);
       }
     };
+    let trafficDone = false;
+    const scenarios = safety.run(
+      safetyWork,
+      () => answered,
+      () => trafficDone,
+    );
     await Promise.all(Array.from({ length: options.concurrency ?? 16 }, client));
+    trafficDone = true;
+    await scenarios;
     await checkpoint(schedule.length - 1);
 
     for (let i = 0; i < work.length; i++) {
@@ -565,17 +642,26 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     // last held ones).
     log('  faults lifted; waiting for every payment to be reviewed and settled');
     await setFaults({});
+    // The run's last day: every occurrence and scheduled payment due by then runs; then, later that
+    // day, the holds the operator left expire.
+    await safety.nextDay(FINAL_DAY);
+    await new Promise((r) => setTimeout(r, 2 * REVIEW_EVERY_MS));
+    await safety.expireLeftHolds();
+    log(`  day +${FINAL_DAY} run, held payments left over expired (${elapsed()})`);
     const prisma = createPrisma({ databaseUrl, poolSize: 2 });
     cleanups.push(() => prisma.$disconnect());
     const deadline = Date.now() + (options.settleDeadlineMs ?? 180_000);
     let pending = Number.POSITIVE_INFINITY;
-    while (Date.now() < deadline) {
+    for (let round = 1; Date.now() < deadline; round++) {
       pending = await prisma.payment.count({ where: { status: { in: ['PENDING', 'HELD'] } } }).catch(() => Number.POSITIVE_INFINITY);
       if (pending === 0) break;
+      // A hold the last expiry missed (its step retried after an error) expires on a later round.
+      if (round % 20 === 0) await safety.expireLeftHolds();
       await new Promise((r) => setTimeout(r, 250));
     }
     reviewing = false;
     await reviewer;
+    log(`  ${pending === 0 ? 'every payment settled' : `${pending} payments still PENDING or HELD`} (${elapsed()})`);
     if (pending !== 0) problems.push(`${pending} payments still PENDING or HELD after the deadline`);
 
     // Every event of the accounts with an endpoint has arrived, signed (retries may still be due).
@@ -635,7 +721,16 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     await Promise.all(followers.map((f) => f.stop()));
     problems.push(...streamProblems);
 
-    const report = await audit({ prisma, provider: { url: providerUrl, apiKey: API_KEY }, dailyLimit: DAILY_PAYMENT_LIMIT });
+    // On the runner's clock, at its last day: nothing SCHEDULED or owed by a standing order may be
+    // due by then (no grace: that day's runs are done).
+    log(`  streams, webhooks and provider events checked; auditing (${elapsed()})`);
+    const report = await audit({
+      prisma,
+      provider: { url: providerUrl, apiKey: API_KEY },
+      dailyLimit: DAILY_PAYMENT_LIMIT,
+      clock: safety.clock,
+      scheduledGraceSeconds: 0,
+    });
     // The run's London day (or days) reconciled with the provider's settlement report: no break.
     const reconciledDays = [...new Set([londonToday({ now: () => new Date(started) }), londonToday({ now: () => new Date() })])];
     let breaks = 0;
@@ -657,11 +752,23 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
         `  note: ${counters.approved}/${counters.rejected} reviews answered, ${reviewed?.approved}/${reviewed?.rejected} in the action log`,
       );
     }
+    // Each hold's outcome against the operator's log is the audit's (every HELD payment has the one
+    // decision its history shows); here, that there were holds at all.
     const heldAtStart = await prisma.paymentEvent.count({ where: { previousStatus: null, status: 'HELD' } });
-    const reviewedCount = Number(reviewed?.approved ?? 0) + Number(reviewed?.rejected ?? 0);
-    if (reviewedCount !== heldAtStart) problems.push(`${heldAtStart} payments were HELD but the operator log has ${reviewedCount} reviews`);
     if (heldAtStart === 0 && work.some((w) => w.amount >= REVIEW_THRESHOLD))
       problems.push('no payment was HELD, though some were over REVIEW_THRESHOLD');
+    // Money is conserved: what the accounts hold is what was deposited and credited, less what is
+    // at the provider and not returned (nothing is PENDING or HELD by now).
+    const [money] = await prisma.$queryRaw<{ balances: bigint; credited: bigint }[]>`
+      SELECT (SELECT coalesce(sum(balance), 0) FROM accounts)::bigint AS balances,
+        (SELECT coalesce(sum(amount), 0) FROM provider_credits WHERE outcome = 'CREDITED')::bigint AS credited`;
+    const sent = ((await providerGet('/admin/payments')) as Array<{ amount: number; returnCode: string | null }>)
+      .filter((p) => !p.returnCode)
+      .reduce((sum, p) => sum + BigInt(p.amount), 0n);
+    const expectedBalances = BigInt(ACCOUNTS * FUNDING) + (money?.credited ?? 0n) - sent;
+    const conserved = pending === 0 && money?.balances === expectedBalances;
+    if (pending === 0 && !conserved)
+      problems.push(`balances add up to ${money?.balances}, but deposits and credits less what the provider holds are ${expectedBalances}`);
     const byStatus = await prisma.payment.groupBy({ by: ['status'], _count: true });
     const count = (s: string) => byStatus.find((r) => r.status === s)?._count ?? 0;
     const refusals = outcome.filter((o) => o.code === 'INSUFFICIENT_FUNDS').length;
@@ -674,8 +781,13 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       ['payments FAILED (refunded)', count('FAILED')],
       ['payments PENDING or HELD at the end', count('PENDING') + count('HELD')],
       [
-        'payments HELD for review: approved / rejected by the operator (review retries)',
+        'payments HELD on creation: approved / rejected by the operator (review retries)',
         `${heldAtStart}: ${reviewed?.approved ?? 0} / ${reviewed?.rejected ?? 0} (${counters.reviewRetries})`,
+      ],
+      ...(await safetyRows(prisma, safety.counters, REVIEW_THRESHOLD)),
+      [
+        'money conserved: balances = deposits + credits - at the provider',
+        `${money?.balances} = ${expectedBalances}: ${conserved ? 'ok' : 'VIOLATED'}`,
       ],
       ['payments RETURNED by the recipient bank (returnRate)', count('RETURNED')],
       [
@@ -687,6 +799,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       ['workers SIGKILLed and restarted', counters.workerKills],
       ['API processes restarted', counters.apiRestarts],
       ['PostgreSQL restarts', counters.postgresRestarts],
+      ['processes frozen (SIGSTOP ... SIGCONT), seconds frozen', `${counters.freezes}, ${(counters.frozenMs / 1000).toFixed(1)} s`],
       ['client retries (same key)', counters.clientRetries],
       ['unexpected process exits', counters.unexpectedExits],
       ['balance samples (negative seen)', `${samples.count} (${samples.negative}), lowest ${samples.min}`],
