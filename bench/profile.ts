@@ -1,0 +1,127 @@
+import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { signToken } from '../src/auth.ts';
+import { loadConfig } from '../src/config.ts';
+import { freePort } from '../tools/free-port.ts';
+import { startProcess } from '../tools/processes.ts';
+import { cleanupOnSignals } from './cleanup.ts';
+import { ACCOUNTS, accountIdOf, customerIdOf, prepareDatabase, startBenchDatabase } from './database.ts';
+import { runLoad, type Sender } from './load.ts';
+import { cpuSeconds, sampleRss } from './processes.ts';
+import { loadProfile, summarize, summaryMarkdown } from './profile-summary.ts';
+
+/**
+ * `node bench/profile.ts`: a CPU profile of the API under sendPayment load, and its start-up.
+ * The API runs as the bench runs it (bench/process-api.ts, the node flags of `npm run start:api`,
+ * NODE_ENV=production, LOG_LEVEL=warn, rate limit off) with `--cpu-prof`, on a fresh embedded
+ * PostgreSQL with the bench's 10,000 funded accounts. It measures the time to /readyz 200, then
+ * PROFILE_CLIENTS (32) closed loops for PROFILE_SECONDS (20) after a warm-up, stops the API (which
+ * writes the profile on exit) and prints: API CPU time per accepted payment (from /proc, not the
+ * profile), peak RSS, and the profile's top frames by package and by function for the load window
+ * and for start-up. The .cpuprofile is kept (PROFILE_DIR, default bench/profiles/) for Chrome's
+ * DevTools or speedscope.
+ */
+const CLIENTS = Number(process.env.PROFILE_CLIENTS ?? 32);
+const SECONDS = Number(process.env.PROFILE_SECONDS ?? 20);
+const WARMUP_SECONDS = 3;
+const DIR = process.env.PROFILE_DIR ?? fileURLToPath(new URL('./profiles/', import.meta.url));
+const log = (line: string) => process.stderr.write(`[profile] ${line}\n`);
+
+function apiNodeFlags(): string {
+  const pkg = JSON.parse(readFileSync(fileURLToPath(new URL('../package.json', import.meta.url)), 'utf8')) as {
+    scripts?: Record<string, string>;
+  };
+  return /^node\s+(.*?)\s*src\/main-api\.ts$/.exec(pkg.scripts?.['start:api']?.trim() ?? '')?.[1] ?? '';
+}
+
+async function main(): Promise<void> {
+  const cleanup = cleanupOnSignals(log);
+  try {
+    const loadAtStart = os.loadavg().map((l) => l.toFixed(2));
+    const config = loadConfig({ DATABASE_URL: process.env.DATABASE_URL, DAILY_PAYMENT_LIMIT: '1000000000000' });
+    const db = await startBenchDatabase(config, log);
+    cleanup.add('database', () => db.stop());
+    await prepareDatabase(db.url, config);
+    const secret = randomBytes(48).toString('base64url');
+    const senders: Sender[] = await Promise.all(
+      Array.from({ length: ACCOUNTS }, async (_, i) => ({
+        accountId: accountIdOf(i + 1),
+        token: await signToken({ role: 'customer', customerId: customerIdOf(i + 1) }, secret, 3600),
+      })),
+    );
+    await mkdir(DIR, { recursive: true });
+    const profileDir = await mkdtemp(path.join(DIR, 'run-'));
+    const port = await freePort();
+    const spawnedAt = performance.now();
+    const api = await startProcess(
+      'bench/process-api.ts',
+      {
+        NODE_ENV: 'production',
+        DATABASE_URL: db.url,
+        PORT: String(port),
+        AUTH_JWT_SECRET: secret,
+        WEBHOOK_SECRET_KEY: randomBytes(32).toString('hex'),
+        SEND_PAYMENT_RATE_LIMIT_PER_MINUTE: '0',
+        DAILY_PAYMENT_LIMIT: '1000000000000',
+        METRICS_PORT: '0',
+        LOG_LEVEL: 'warn',
+        NODE_OPTIONS: process.env.BENCH_API_NODE_OPTIONS ?? apiNodeFlags(),
+      },
+      { url: `http://127.0.0.1:${port}/readyz` },
+      { nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, ...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean)] },
+    );
+    cleanup.add('API', () => api.stop());
+    const readyMs = performance.now() - spawnedAt;
+    const startupCpu = cpuSeconds(api.pid);
+    log(
+      `API ready (/readyz 200) after ${readyMs.toFixed(0)} ms, ${(startupCpu * 1000).toFixed(0)} ms of CPU; load average ${loadAtStart.join(' ')}`,
+    );
+
+    const url = `http://127.0.0.1:${port}/graphql`;
+    const pickSender = () => senders[Math.floor(Math.random() * senders.length)] as Sender;
+    await runLoad({ url, clients: CLIENTS, seconds: WARMUP_SECONDS, keyPrefix: `warm-${Date.now()}-`, pickSender });
+    const rss = sampleRss(api.pid);
+    const cpuBefore = cpuSeconds(api.pid);
+    const loadFrom = (performance.now() - spawnedAt) / 1000;
+    const result = await runLoad({ url, clients: CLIENTS, seconds: SECONDS, keyPrefix: `profile-${Date.now()}-`, pickSender });
+    const loadTo = (performance.now() - spawnedAt) / 1000;
+    const cpuMs = (cpuSeconds(api.pid) - cpuBefore) * 1000;
+    const peakRss = rss.stop();
+    const loadAtEnd = os.loadavg().map((l) => l.toFixed(2));
+    await api.stop();
+
+    const file = readdirSync(profileDir).find((f) => f.endsWith('.cpuprofile'));
+    if (!file) throw new Error(`no .cpuprofile in ${profileDir}`);
+    const profile = loadProfile(path.join(profileDir, file));
+    const top = Number(process.env.PROFILE_TOP ?? 25);
+    process.stdout.write(
+      [
+        `## sendPayment at ${CLIENTS} clients, ${SECONDS} s (profile ${path.relative(process.cwd(), path.join(profileDir, file))})`,
+        '',
+        `accepted ${result.accepted} (${result.acceptedPerSec.toFixed(0)}/s), errors ${result.errors}${result.errorSamples.length ? ` (${result.errorSamples.join(' | ')})` : ''}, ` +
+          `p50/p99 ${result.p50Ms.toFixed(1)}/${result.p99Ms.toFixed(1)} ms; API CPU ${(cpuMs / result.accepted).toFixed(3)} ms per accepted payment (/proc); ` +
+          `peak API RSS ${peakRss.toFixed(0)} MB; ready after ${readyMs.toFixed(0)} ms (${(startupCpu * 1000).toFixed(0)} ms CPU); ` +
+          `load average ${loadAtStart.join(' ')} at the start, ${loadAtEnd.join(' ')} at the end`,
+        '',
+        summaryMarkdown(summarize(profile, { fromSeconds: loadFrom, toSeconds: loadTo, top }), { count: result.accepted, what: 'payment' }),
+        '',
+        `## start-up, until /readyz answered 200 (${readyMs.toFixed(0)} ms)`,
+        '',
+        summaryMarkdown(summarize(profile, { toSeconds: readyMs / 1000, top: 15 })),
+        '',
+      ].join('\n'),
+    );
+  } finally {
+    await cleanup.run();
+    cleanup.dispose();
+  }
+}
+
+main().catch((error: unknown) => {
+  log(error instanceof Error ? (error.stack ?? error.message) : String(error));
+  process.exitCode = 1;
+});
