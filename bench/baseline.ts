@@ -54,6 +54,8 @@ export function pgbenchScript(sql: TransactionSql, choice: AccountChoice): strin
     11: `'PENDING'`,
     12: `(now() AT TIME ZONE 'Europe/London')::date`,
     13: `${String(sql.insertPayment.values[12])}::bigint`,
+    // When a HELD payment was held: none for a PENDING one.
+    14: 'NULL',
   });
   const enqueue = params(sql.enqueue.text, { 1: `(replace(:jobjson::text, 'PAYMENT_ID', :p_id::text))` });
   for (const text of [insert, enqueue]) {

