@@ -6,13 +6,15 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { signToken } from '../src/auth.ts';
 import { loadConfig } from '../src/config.ts';
+import { startEmulator } from '../src/emulator/server.ts';
 import { freePort } from '../tools/free-port.ts';
 import { startProcess } from '../tools/processes.ts';
 import { cleanupOnSignals } from './cleanup.ts';
 import { ACCOUNTS, accountIdOf, customerIdOf, prepareDatabase, startBenchDatabase } from './database.ts';
-import { runLoad, type Sender } from './load.ts';
+import { runLoad, runOpenLoop, type Sender } from './load.ts';
 import { cpuSeconds, sampleRss } from './processes.ts';
 import { loadProfile, summarize, summaryMarkdown } from './profile-summary.ts';
+import { drain, queueDepth, settledSoFar } from './steady.ts';
 
 /**
  * `node bench/profile.ts`: a CPU profile of the API under sendPayment load, and its start-up.
@@ -24,6 +26,11 @@ import { loadProfile, summarize, summaryMarkdown } from './profile-summary.ts';
  * profile), peak RSS, and the profile's top frames by package and by function for the load window
  * and for start-up. The .cpuprofile is kept (PROFILE_DIR, default bench/profiles/) for Chrome's
  * DevTools or speedscope.
+ *
+ * PROFILE_RATE=200 instead runs the steady state: the API and a worker (its defaults, 50 ms
+ * provider latency, PROFILE_PROVIDER_MS) under an open loop at that rate (latency from when each
+ * request was due), and reports both processes' CPU per payment, peak RSS and JS heap, and
+ * settlement.
  */
 const CLIENTS = Number(process.env.PROFILE_CLIENTS ?? 32);
 const SECONDS = Number(process.env.PROFILE_SECONDS ?? 20);
@@ -83,6 +90,56 @@ async function main(): Promise<void> {
 
     const url = `http://127.0.0.1:${port}/graphql`;
     const pickSender = () => senders[Math.floor(Math.random() * senders.length)] as Sender;
+    const rate = Number(process.env.PROFILE_RATE ?? 0);
+    if (rate > 0) {
+      const emulator = await startEmulator({ apiKey: config.providerApiKey, port: 0, host: '127.0.0.1' });
+      cleanup.add('emulator', () => emulator.close());
+      emulator.setFaults({ latencyMs: Number(process.env.PROFILE_PROVIDER_MS ?? 50) });
+      const workerPort = await freePort();
+      const workerSpawned = performance.now();
+      const worker = await startProcess(
+        'bench/process-worker.ts',
+        {
+          DATABASE_URL: db.url,
+          WEBHOOK_SECRET_KEY: randomBytes(32).toString('hex'),
+          PROVIDER_URL: emulator.url,
+          PROVIDER_API_KEY: config.providerApiKey,
+          LOG_LEVEL: 'warn',
+          WORKER_PORT: String(workerPort),
+        },
+        { url: `http://127.0.0.1:${workerPort}/readyz` },
+      );
+      cleanup.add('worker', () => worker.stop());
+      const workerReadyMs = performance.now() - workerSpawned;
+      const ops = `http://127.0.0.1:${workerPort}`;
+      await runOpenLoop({ url, rate, seconds: WARMUP_SECONDS, keyPrefix: `warm-${Date.now()}-`, pickSender });
+      await drain(db.url, 30);
+      const rss = { api: sampleRss(api.pid), worker: sampleRss(worker.pid) };
+      const cpu = { api: cpuSeconds(api.pid), worker: cpuSeconds(worker.pid) };
+      const settledBefore = await settledSoFar(ops);
+      const started = performance.now();
+      const load = await runOpenLoop({ url, rate, seconds: SECONDS, keyPrefix: `steady-${Date.now()}-`, pickSender });
+      const elapsed = (performance.now() - started) / 1000;
+      const settled = (await settledSoFar(ops)) - settledBefore;
+      const apiCpu = (cpuSeconds(api.pid) - cpu.api) * 1000;
+      const workerCpu = (cpuSeconds(worker.pid) - cpu.worker) * 1000;
+      const depth = await queueDepth(db.url);
+      const drained = await drain(db.url, 60);
+      const heap = (await (await fetch(`${ops}/metrics`)).text()).match(/^payments_nodejs_heap_size_used_bytes (\S+)$/m)?.[1];
+      process.stdout.write(
+        `## open loop at ${rate}/s for ${SECONDS} s, provider ${process.env.PROFILE_PROVIDER_MS ?? 50} ms\n\n` +
+          `offered ${load.offered}, accepted ${load.accepted} (${(load.accepted / elapsed).toFixed(0)}/s), errors ${load.errors}${load.errorSamples.length ? ` (${load.errorSamples.join(' | ')})` : ''}; ` +
+          `latency from due time p50/p95/p99 ${load.p50Ms.toFixed(1)}/${load.p95Ms.toFixed(1)}/${load.p99Ms.toFixed(1)} ms; ` +
+          `settled ${settled} (${(settled / elapsed).toFixed(0)}/s), queue at the end ${depth}, drained in ${drained === null ? '-' : drained.toFixed(1)} s\n` +
+          `API: CPU ${(apiCpu / load.accepted).toFixed(3)} ms per accepted payment, peak RSS ${rss.api.stop().toFixed(0)} MB, ready after ${readyMs.toFixed(0)} ms\n` +
+          `worker: CPU ${(workerCpu / Math.max(1, settled)).toFixed(3)} ms per settled payment, peak RSS ${rss.worker.stop().toFixed(0)} MB, heap used at the end ${heap ? (Number(heap) / 1048576).toFixed(0) : '-'} MB, ready after ${workerReadyMs.toFixed(0)} ms\n` +
+          `load average ${loadAtStart.join(' ')} at the start, ${os
+            .loadavg()
+            .map((l) => l.toFixed(2))
+            .join(' ')} at the end\n`,
+      );
+      return;
+    }
     await runLoad({ url, clients: CLIENTS, seconds: WARMUP_SECONDS, keyPrefix: `warm-${Date.now()}-`, pickSender });
     const rss = sampleRss(api.pid);
     const cpuBefore = cpuSeconds(api.pid);

@@ -1,5 +1,4 @@
 import { createHmac, createSecretKey, type KeyObject, timingSafeEqual } from 'node:crypto';
-import { SignJWT } from 'jose';
 import { z } from 'zod';
 
 /**
@@ -137,6 +136,8 @@ export function createTokenVerifier(secret: string, options: { maxTokenSeconds?:
 
 /** Signs a token for `viewer` that expires after `ttlSeconds`. */
 export async function signToken(viewer: Viewer, secret: string, ttlSeconds: number): Promise<string> {
+  // Loaded when a token is first signed (the CLI, tests, the demo): an API process only verifies.
+  const { SignJWT } = await import('jose');
   const jwt = new SignJWT({ role: viewer.role })
     .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
     .setIssuedAt()
