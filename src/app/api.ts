@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { RateLimiterPostgres } from 'rate-limiter-flexible';
 import { createAccountService } from '../accounts/accounts.ts';
 import { createTokenVerifier } from '../auth.ts';
 import { type Config, requireJwtSecret, requireWebhookSecretKey } from '../config.ts';
@@ -131,9 +132,8 @@ export async function startApiProcess(
         afterCommit: () => events.wake(),
       }),
       accounts: createAccountService({ prisma, logger }),
-      // Loaded only when the limit is on (its package is some 40 modules of start-up).
       sendPaymentLimiter: limiterPool
-        ? new (await import('rate-limiter-flexible')).RateLimiterPostgres({
+        ? new RateLimiterPostgres({
             storeClient: limiterPool,
             storeType: 'pool',
             tableName: 'rate_limits',

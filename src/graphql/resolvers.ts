@@ -1,3 +1,4 @@
+import { RateLimiterRes } from 'rate-limiter-flexible';
 import type { Account } from '../db/prisma.ts';
 import { userError } from '../errors.ts';
 import { customerAttemptDetail, customerFailureReason } from '../payments/failure-reasons.ts';
@@ -21,11 +22,8 @@ async function sendPaymentLimited(ctx: Context, customerId: string, input: unkno
     try {
       await ctx.sendPaymentLimiter.consume(customerId);
     } catch (error) {
-      // The limiter rejects with its RateLimiterRes (not an Error) when the limit is reached.
-      const msBeforeNext =
-        !(error instanceof Error) && typeof error === 'object' && error !== null && 'msBeforeNext' in error ? error.msBeforeNext : null;
-      if (typeof msBeforeNext !== 'number') throw error;
-      const seconds = Math.ceil(msBeforeNext / 1000);
+      if (!(error instanceof RateLimiterRes)) throw error;
+      const seconds = Math.ceil(error.msBeforeNext / 1000);
       return { payment: null, errors: [userError('RATE_LIMITED', `Too many payments; try again in ${seconds} s`)] };
     }
   }
