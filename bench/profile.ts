@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { mkdir, mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -12,7 +12,7 @@ import { startProcess } from '../tools/processes.ts';
 import { cleanupOnSignals } from './cleanup.ts';
 import { ACCOUNTS, accountIdOf, customerIdOf, prepareDatabase, startBenchDatabase } from './database.ts';
 import { runLoad, runOpenLoop, type Sender } from './load.ts';
-import { cpuSeconds, sampleRss } from './processes.ts';
+import { cpuSeconds, sampleRss, startScriptFlags } from './processes.ts';
 import { loadProfile, summarize, summaryMarkdown } from './profile-summary.ts';
 import { drain, queueDepth, settledSoFar } from './steady.ts';
 
@@ -37,13 +37,6 @@ const SECONDS = Number(process.env.PROFILE_SECONDS ?? 20);
 const WARMUP_SECONDS = 3;
 const DIR = process.env.PROFILE_DIR ?? fileURLToPath(new URL('./profiles/', import.meta.url));
 const log = (line: string) => process.stderr.write(`[profile] ${line}\n`);
-
-function apiNodeFlags(): string {
-  const pkg = JSON.parse(readFileSync(fileURLToPath(new URL('../package.json', import.meta.url)), 'utf8')) as {
-    scripts?: Record<string, string>;
-  };
-  return /^node\s+(.*?)\s*src\/main-api\.ts$/.exec(pkg.scripts?.['start:api']?.trim() ?? '')?.[1] ?? '';
-}
 
 async function main(): Promise<void> {
   const cleanup = cleanupOnSignals(log);
@@ -76,7 +69,7 @@ async function main(): Promise<void> {
         DAILY_PAYMENT_LIMIT: '1000000000000',
         METRICS_PORT: '0',
         LOG_LEVEL: 'warn',
-        NODE_OPTIONS: process.env.BENCH_API_NODE_OPTIONS ?? apiNodeFlags(),
+        NODE_OPTIONS: process.env.BENCH_API_NODE_OPTIONS ?? startScriptFlags('start:api'),
       },
       { url: `http://127.0.0.1:${port}/readyz` },
       { nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, ...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean)] },
@@ -106,6 +99,7 @@ async function main(): Promise<void> {
           PROVIDER_API_KEY: config.providerApiKey,
           LOG_LEVEL: 'warn',
           WORKER_PORT: String(workerPort),
+          NODE_OPTIONS: process.env.BENCH_WORKER_NODE_OPTIONS ?? startScriptFlags('start:worker'),
         },
         { url: `http://127.0.0.1:${workerPort}/readyz` },
       );

@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -26,7 +25,7 @@ import {
   transactionTimes,
 } from './database.ts';
 import { runLoad, type Sender } from './load.ts';
-import { cpuSeconds, sampleRss } from './processes.ts';
+import { cpuSeconds, sampleRss, startScriptFlags } from './processes.ts';
 import {
   markdownTable,
   type PgbenchPoint,
@@ -84,18 +83,9 @@ const TARGET = {
 
 const log = (line: string) => process.stderr.write(`[bench] ${line}\n`);
 
-/** The node flags `npm run start:api` starts the API with (package.json), so the bench measures the same. */
-const API_NODE_OPTIONS = apiNodeFlags();
-
-function apiNodeFlags(): string {
-  const pkg = JSON.parse(readFileSync(fileURLToPath(new URL('../package.json', import.meta.url)), 'utf8')) as {
-    scripts?: Record<string, string>;
-  };
-  const script = pkg.scripts?.['start:api'] ?? '';
-  const match = /^node\s+(.*?)\s*src\/main-api\.ts$/.exec(script.trim());
-  if (!match) throw new Error(`package.json start:api is not "node [flags] src/main-api.ts": ${script}`);
-  return match[1] ?? '';
-}
+/** The node flags of `npm run start:api` and `start:worker` (package.json), so the bench measures the same. */
+const API_NODE_OPTIONS = startScriptFlags('start:api');
+const WORKER_NODE_OPTIONS = startScriptFlags('start:worker');
 
 /** The notifications the payment transaction sent before ADR 0006, put back for comparison. */
 const WITH_NOTIFY_SQL = `
@@ -362,6 +352,7 @@ async function main(): Promise<void> {
           PROVIDER_API_KEY: config.providerApiKey,
           LOG_LEVEL: 'warn',
           WORKER_PORT: String(workerPort),
+          NODE_OPTIONS: process.env.BENCH_WORKER_NODE_OPTIONS ?? WORKER_NODE_OPTIONS,
           ...pick(process.env, ['WORKER_CONCURRENCY', 'DATABASE_POOL_SIZE', 'PROVIDER_MAX_CONNECTIONS']),
         },
         { url: `${workerOpsUrl}/readyz` },
