@@ -10,7 +10,7 @@ import { startEmulator } from '../src/emulator/server.ts';
 import { freePort } from '../tools/free-port.ts';
 import { startProcess } from '../tools/processes.ts';
 import { cleanupOnSignals } from './cleanup.ts';
-import { ACCOUNTS, accountIdOf, customerIdOf, prepareDatabase, startBenchDatabase } from './database.ts';
+import { ACCOUNTS, accountIdOf, customerIdOf, prepareDatabase, queryOnce, startBenchDatabase } from './database.ts';
 import { runLoad, runOpenLoop, type Sender } from './load.ts';
 import { cpuSeconds, sampleRss, startScriptFlags } from './processes.ts';
 import { loadProfile, summarize, summaryMarkdown } from './profile-summary.ts';
@@ -135,6 +135,18 @@ async function main(): Promise<void> {
       return;
     }
     await runLoad({ url, clients: CLIENTS, seconds: WARMUP_SECONDS, keyPrefix: `warm-${Date.now()}-`, pickSender });
+    // Transactions PostgreSQL committed in the window (each autocommit statement counts as one):
+    // per payment, a count that the machine's load does not move.
+    const transactions = async () =>
+      Number(
+        (
+          await queryOnce<{ n: string }>(
+            db.url,
+            'SELECT (xact_commit + xact_rollback)::text AS n FROM pg_stat_database WHERE datname = current_database()',
+          )
+        )[0]?.n,
+      );
+    const xactBefore = await transactions();
     const rss = sampleRss(api.pid);
     const cpuBefore = cpuSeconds(api.pid);
     const loadFrom = (performance.now() - spawnedAt) / 1000;
@@ -142,6 +154,9 @@ async function main(): Promise<void> {
     const loadTo = (performance.now() - spawnedAt) / 1000;
     const cpuMs = (cpuSeconds(api.pid) - cpuBefore) * 1000;
     const peakRss = rss.stop();
+    // pg_stat_database is updated when a backend reports (at most every second or so): let it.
+    await new Promise((r) => setTimeout(r, 1_500));
+    const xactPerPayment = ((await transactions()) - xactBefore) / result.accepted;
     const loadAtEnd = os.loadavg().map((l) => l.toFixed(2));
     await api.stop();
 
@@ -155,7 +170,7 @@ async function main(): Promise<void> {
         '',
         `accepted ${result.accepted} (${result.acceptedPerSec.toFixed(0)}/s), errors ${result.errors}${result.errorSamples.length ? ` (${result.errorSamples.join(' | ')})` : ''}, ` +
           `p50/p99 ${result.p50Ms.toFixed(1)}/${result.p99Ms.toFixed(1)} ms; API CPU ${(cpuMs / result.accepted).toFixed(3)} ms per accepted payment (/proc); ` +
-          `peak API RSS ${peakRss.toFixed(0)} MB; ready after ${readyMs.toFixed(0)} ms (${(startupCpu * 1000).toFixed(0)} ms CPU); ` +
+          `database transactions per payment ${xactPerPayment.toFixed(2)}; peak API RSS ${peakRss.toFixed(0)} MB; ready after ${readyMs.toFixed(0)} ms (${(startupCpu * 1000).toFixed(0)} ms CPU); ` +
           `load average ${loadAtStart.join(' ')} at the start, ${loadAtEnd.join(' ')} at the end`,
         '',
         summaryMarkdown(summarize(profile, { fromSeconds: loadFrom, toSeconds: loadTo, top }), { count: result.accepted, what: 'payment' }),
