@@ -144,8 +144,9 @@ export async function runPgbench(options: {
     child.once('error', reject);
     child.once('exit', (code) => (code === 0 ? resolve(text) : reject(new Error(`pgbench exited ${code}:\n${text}`))));
   });
-  const tps = Number(/tps = ([\d.]+) \(without initial connection time\)/.exec(output)?.[1] ?? NaN);
   const transactions = Number(/number of transactions actually processed: (\d+)/.exec(output)?.[1] ?? 0);
+  // A starved machine can leave pgbench with no transaction at all, and then no tps line.
+  const tps = transactions === 0 ? 0 : Number(/tps = ([\d.]+) \(without initial connection time\)/.exec(output)?.[1] ?? NaN);
   const failed = Number(/number of failed transactions: (\d+)/.exec(output)?.[1] ?? 0);
   if (!Number.isFinite(tps)) throw new Error(`could not read tps from pgbench:\n${output}`);
   return { tps, transactions, failed, output };

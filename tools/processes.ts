@@ -80,7 +80,8 @@ export async function startProcess(
       proc.kill('SIGKILL');
       reject(new Error(`${script} did not ${what} within 60 s:\n${stderr}`));
     }, 60_000);
-    if (typeof ready !== 'string') void answers(ready.url, () => proc.exitCode === null).then(() => resolve(null));
+    if (typeof ready !== 'string')
+      void answers(ready.url, () => proc.exitCode === null && proc.signalCode === null).then(() => resolve(null));
   }).finally(() => clearTimeout(readyTimer));
   return {
     proc,
