@@ -48,23 +48,9 @@ export function isCalendarDate(value: string): boolean {
   return ymd(new TZDate(y, m - 1, d, 'UTC')) === value;
 }
 
-/**
- * The London day of the last UTC minute asked about. Europe/London's offsets from UTC are whole
- * hours, so a London day always begins on a whole UTC minute: every instant of one UTC minute is
- * on the same London day, and the answer for the minute is exact. Every payment asks (the limit's
- * day, scheduling), and the time-zone conversion was a visible share of a payment's CPU.
- */
-const lastLondonDay = { minute: Number.NaN, day: '' };
-
 /** Today in London, by `clock`. */
 export function londonToday(clock: Clock): CalendarDate {
-  const at = clock.now().getTime();
-  const minute = Math.floor(at / 60_000);
-  if (minute !== lastLondonDay.minute) {
-    lastLondonDay.day = ymd(new TZDate(at, BANK_TIME_ZONE));
-    lastLondonDay.minute = minute;
-  }
-  return lastLondonDay.day;
+  return ymd(new TZDate(clock.now().getTime(), BANK_TIME_ZONE));
 }
 
 /** The instant `date` begins in London (midnight, GMT or BST as it falls). */
