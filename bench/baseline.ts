@@ -54,6 +54,8 @@ export function pgbenchScript(sql: TransactionSql, choice: AccountChoice): strin
     11: `'PENDING'`,
     12: `(now() AT TIME ZONE 'Europe/London')::date`,
     13: `${String(sql.insertPayment.values[12])}::bigint`,
+    // When a HELD payment was held: none for a PENDING one.
+    14: 'NULL',
   });
   const enqueue = params(sql.enqueue.text, { 1: `(replace(:jobjson::text, 'PAYMENT_ID', :p_id::text))` });
   for (const text of [insert, enqueue]) {
@@ -142,8 +144,9 @@ export async function runPgbench(options: {
     child.once('error', reject);
     child.once('exit', (code) => (code === 0 ? resolve(text) : reject(new Error(`pgbench exited ${code}:\n${text}`))));
   });
-  const tps = Number(/tps = ([\d.]+) \(without initial connection time\)/.exec(output)?.[1] ?? NaN);
   const transactions = Number(/number of transactions actually processed: (\d+)/.exec(output)?.[1] ?? 0);
+  // A starved machine can leave pgbench with no transaction at all, and then no tps line.
+  const tps = transactions === 0 ? 0 : Number(/tps = ([\d.]+) \(without initial connection time\)/.exec(output)?.[1] ?? NaN);
   const failed = Number(/number of failed transactions: (\d+)/.exec(output)?.[1] ?? 0);
   if (!Number.isFinite(tps)) throw new Error(`could not read tps from pgbench:\n${output}`);
   return { tps, transactions, failed, output };

@@ -3,6 +3,22 @@
  * started by the repository's one launcher, tools/processes.ts.
  */
 import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+/**
+ * The node flags `npm run start:api` (or `start:worker`) starts its process with (package.json),
+ * so the bench measures what ships.
+ */
+export function startScriptFlags(script: 'start:api' | 'start:worker'): string {
+  const pkg = JSON.parse(readFileSync(fileURLToPath(new URL('../package.json', import.meta.url)), 'utf8')) as {
+    scripts?: Record<string, string>;
+  };
+  const line = pkg.scripts?.[script]?.trim() ?? '';
+  const file = script === 'start:api' ? 'main-api' : 'main-worker';
+  const match = new RegExp(`^node\\s+(.*?)\\s*src/${file}\\.ts$`).exec(line);
+  if (!match) throw new Error(`package.json ${script} is not "node [flags] src/${file}.ts": ${line}`);
+  return match[1] ?? '';
+}
 
 /** Resident memory of a process in MB, from /proc (Linux). */
 export function rssMb(pid: number): number {

@@ -39,6 +39,9 @@ export interface SteadyResult {
   loadShare: number;
   offeredPerSec: number;
   acceptedPerSec: number;
+  /** Requests offered in the measured window, and how many were accepted. */
+  offeredCount: number;
+  acceptedCount: number;
   settledPerSec: number;
   /** Settlement jobs waiting (created or retry) when the load stopped. */
   queueDepthAtEnd: number;

@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -13,6 +12,7 @@ import { createLogger } from '../src/logger.ts';
 import { freePort } from '../tools/free-port.ts';
 import { type StartedProcess, startProcess } from '../tools/processes.ts';
 import { type AccountChoice, findPgbench, runNodeBaseline, runPgbench } from './baseline.ts';
+import { cleanupOnSignals } from './cleanup.ts';
 import {
   ACCOUNTS,
   accountIdOf,
@@ -25,7 +25,7 @@ import {
   transactionTimes,
 } from './database.ts';
 import { runLoad, type Sender } from './load.ts';
-import { cpuSeconds, sampleRss } from './processes.ts';
+import { cpuSeconds, sampleRss, startScriptFlags } from './processes.ts';
 import {
   markdownTable,
   type PgbenchPoint,
@@ -70,21 +70,23 @@ const HOT_CLIENTS = 64;
 const PGBENCH_SWEEP = [4, 16];
 const STEADY_SHARES = [0.25, 0.5, 0.8];
 const STEADY_LATENCIES = [0, 50];
+/** Issue 21's fixed open-loop rate (payments/s), whatever the maximum, with a 50 ms provider. */
+const STEADY_FIXED_RATE = Number(process.env.BENCH_FIXED_RATE ?? 200);
+/** Issue 21's targets. */
+const TARGET = {
+  apiCpuMsPerPaymentC32: 0.8,
+  c32VsPgbenchBest: 0.6,
+  p99At50PctMs: 50,
+  p99AtFixedRateMs: 100,
+  rssMb: 256,
+  readySeconds: 3,
+} as const;
 
 const log = (line: string) => process.stderr.write(`[bench] ${line}\n`);
 
-/** The node flags `npm run start:api` starts the API with (package.json), so the bench measures the same. */
-const API_NODE_OPTIONS = apiNodeFlags();
-
-function apiNodeFlags(): string {
-  const pkg = JSON.parse(readFileSync(fileURLToPath(new URL('../package.json', import.meta.url)), 'utf8')) as {
-    scripts?: Record<string, string>;
-  };
-  const script = pkg.scripts?.['start:api'] ?? '';
-  const match = /^node\s+(.*?)\s*src\/main-api\.ts$/.exec(script.trim());
-  if (!match) throw new Error(`package.json start:api is not "node [flags] src/main-api.ts": ${script}`);
-  return match[1] ?? '';
-}
+/** The node flags of `npm run start:api` and `start:worker` (package.json), so the bench measures the same. */
+const API_NODE_OPTIONS = startScriptFlags('start:api');
+const WORKER_NODE_OPTIONS = startScriptFlags('start:worker');
 
 /** The notifications the payment transaction sent before ADR 0006, put back for comparison. */
 const WITH_NOTIFY_SQL = `
@@ -120,11 +122,19 @@ async function main(): Promise<void> {
     log('!!!!! pgbench NOT FOUND (install postgresql-client or set PGBENCH): the baseline is the Node pg client only !!!!!');
   }
   log(config.databaseUrl ? 'using a new database on DATABASE_URL' : 'starting embedded PostgreSQL');
-  const db = await startBenchDatabase(config, log);
+  // Everything started from here on is stopped on SIGINT/SIGTERM too, last started first.
+  const cleanup = cleanupOnSignals(log);
   const children: StartedProcess[] = [];
-  const tmp = await mkdtemp(path.join(os.tmpdir(), 'payments-bench-'));
-  const emulator = await startEmulator({ apiKey: config.providerApiKey, port: 0, host: '127.0.0.1' });
   try {
+    const db = await startBenchDatabase(config, log);
+    cleanup.add('embedded PostgreSQL', () => db.stop());
+    const tmp = await mkdtemp(path.join(os.tmpdir(), 'payments-bench-'));
+    cleanup.add('temporary folder', () => rm(tmp, { recursive: true, force: true }));
+    const emulator = await startEmulator({ apiKey: config.providerApiKey, port: 0, host: '127.0.0.1' });
+    cleanup.add('emulator', () => emulator.close());
+    cleanup.add('API and worker processes', async () => {
+      for (const c of children) await c.stop().catch(() => undefined);
+    });
     await prepareDatabase(db.url, config);
     log(`seeded ${ACCOUNTS} accounts`);
 
@@ -161,10 +171,15 @@ async function main(): Promise<void> {
     };
     const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
     const apiUrl = `http://127.0.0.1:${port}/graphql`;
+    const apiReadyMs: number[] = [];
     const startApi = async () => {
+      const spawned = performance.now();
       const child = await startProcess('bench/process-api.ts', apiEnv, { url: `http://127.0.0.1:${port}/readyz` }, { nodeFlags });
+      apiReadyMs.push(performance.now() - spawned);
       children.push(child);
-      log(`API pid ${child.pid} at ${apiUrl} (NODE_OPTIONS ${apiEnv.NODE_OPTIONS || '-'})`);
+      log(
+        `API pid ${child.pid} at ${apiUrl} (NODE_OPTIONS ${apiEnv.NODE_OPTIONS || '-'}), /readyz 200 after ${apiReadyMs.at(-1)?.toFixed(0)} ms; load average ${os.loadavg()[0]?.toFixed(2)}`,
+      );
       return child;
     };
     let api = await startApi();
@@ -320,12 +335,15 @@ async function main(): Promise<void> {
     const deadlocksSeen = (await deadlocks(db.url)) - deadlocksBefore;
 
     const steady: SteadyResult[] = [];
+    let peakWorkerRss = 0;
+    let workerReadyMs = Number.NaN;
     if (only !== 'closed') {
       if (!Number.isFinite(maxRate)) throw new Error('BENCH_ONLY=steady needs BENCH_MAX_RATE (payments/s)');
       // The closed loops' payments have no worker behind them: their jobs go, the payments stay PENDING.
       await queryOnce(db.url, 'DELETE FROM pgboss.job WHERE name = $1', [QUEUES.settle]);
       const workerPort = await freePort();
       const workerOpsUrl = `http://127.0.0.1:${workerPort}`;
+      const workerSpawned = performance.now();
       const worker = await startProcess(
         'bench/process-worker.ts',
         {
@@ -335,17 +353,27 @@ async function main(): Promise<void> {
           PROVIDER_API_KEY: config.providerApiKey,
           LOG_LEVEL: 'warn',
           WORKER_PORT: String(workerPort),
+          NODE_OPTIONS: process.env.BENCH_WORKER_NODE_OPTIONS ?? WORKER_NODE_OPTIONS,
           ...pick(process.env, ['WORKER_CONCURRENCY', 'DATABASE_POOL_SIZE', 'PROVIDER_MAX_CONNECTIONS', 'DATABASE_PREPARED_STATEMENTS']),
         },
         { url: `${workerOpsUrl}/readyz` },
       );
+      workerReadyMs = performance.now() - workerSpawned;
       children.push(worker);
-      log(`worker pid ${worker.pid}; steady state from a maximum of ${maxRate.toFixed(0)}/s, ${STEADY_SECONDS} s per point`);
-      // Interleaved: the provider latency alternates at each load level.
-      for (const share of STEADY_SHARES) {
-        for (const latency of STEADY_LATENCIES) {
+      log(
+        `worker pid ${worker.pid}, /readyz 200 after ${workerReadyMs.toFixed(0)} ms; steady state from a maximum of ${maxRate.toFixed(0)}/s, ${STEADY_SECONDS} s per point`,
+      );
+      // Interleaved: the provider latency alternates at each load level; then the fixed rate.
+      const steadyPoints = [
+        ...STEADY_SHARES.flatMap((share) =>
+          STEADY_LATENCIES.map((latency) => ({ name: `steady-${Math.round(share * 100)}pct-${latency}ms`, share, latency })),
+        ),
+        ...(STEADY_FIXED_RATE > 0 ? [{ name: `steady-${STEADY_FIXED_RATE}ps-50ms`, share: STEADY_FIXED_RATE / maxRate, latency: 50 }] : []),
+      ];
+      for (const { name, share, latency } of steadyPoints) {
+        {
           const r = await steadyPoint({
-            name: `steady-${Math.round(share * 100)}pct-${latency}ms`,
+            name,
             databaseUrl: db.url,
             apiUrl,
             api,
@@ -362,6 +390,7 @@ async function main(): Promise<void> {
           });
           steady.push(r);
           peakApiRss = Math.max(peakApiRss, r.apiRssMb);
+          peakWorkerRss = Math.max(peakWorkerRss, r.workerRssMb);
           log(
             `${r.name}: offered ${r.offeredPerSec}/s, accepted ${r.acceptedPerSec.toFixed(0)}/s, settled ${r.settledPerSec.toFixed(0)}/s, ` +
               `queue at end ${r.queueDepthAtEnd}, p50/p95/p99 ${fmt(r.p50Ms)}/${fmt(r.p95Ms)}/${fmt(r.p99Ms)} ms, errors ${r.errors}; ` +
@@ -380,7 +409,17 @@ async function main(): Promise<void> {
       .loadavg()
       .map((l) => l.toFixed(2))
       .join(' ');
-    const summary = targets({ results, pgbenchPoints, steady, peakApiRss, deadlocksSeen, mismatches });
+    const summary = targets({
+      results,
+      pgbenchPoints,
+      steady,
+      peakApiRss,
+      peakWorkerRss,
+      apiReadyMs: apiReadyMs[0] ?? Number.NaN,
+      workerReadyMs,
+      deadlocksSeen,
+      mismatches,
+    });
     process.stdout.write(
       `\n${markdownTable(results)}\n\n${pgbenchTable(pgbenchPoints)}\n\n${steadyTable(steady)}\n\n${summary}\n\n` +
         `load average (1/5/15 min): ${load} at the start, ${loadAtEnd} at the end\n`,
@@ -409,6 +448,9 @@ async function main(): Promise<void> {
           ledgerMismatches: mismatches,
           maxAcceptancePerSec: maxRate,
           peakApiRssMb: peakApiRss,
+          peakWorkerRssMb: peakWorkerRss,
+          apiReadyMs,
+          workerReadyMs,
           targets: summary.split('\n'),
           scenarios: results,
           pgbenchPoints,
@@ -421,10 +463,8 @@ async function main(): Promise<void> {
     if (results.length > 0) await writeFile(path.join(RESULTS_DIR, 'throughput.svg'), throughputSvg(results));
     log(`wrote bench/results/latest.json and throughput.svg in ${((Date.now() - startedAt) / 1000).toFixed(0)} s`);
   } finally {
-    for (const c of children) await c.stop().catch(() => undefined);
-    await emulator.close();
-    await db.stop().catch((e: unknown) => log(`stopping the database: ${String(e)}`));
-    await rm(tmp, { recursive: true, force: true });
+    await cleanup.run();
+    cleanup.dispose();
   }
 }
 
@@ -473,6 +513,9 @@ function targets(run: {
   pgbenchPoints: PgbenchPoint[];
   steady: SteadyResult[];
   peakApiRss: number;
+  peakWorkerRss: number;
+  apiReadyMs: number;
+  workerReadyMs: number;
   deadlocksSeen: number;
   mismatches: number;
 }): string {
@@ -482,17 +525,32 @@ function targets(run: {
   const best = pgbenchPoints.reduce<PgbenchPoint | null>((b, p) => (b === null || p.tps > b.tps ? p : b), null);
   const atPool = pgbenchPoints.find((p) => p.why.includes('pool size'));
   const c32VsBest = c32 && best ? c32.acceptedPerSec / best.tps : NaN;
+  const c32Cpu = c32?.apiCpuMsPerPayment ?? NaN;
   const at80slow = steady.find((r) => r.loadShare === 0.8 && r.providerLatencyMs === 50);
   const settleRatio = at80slow ? at80slow.settledPerSec / at80slow.acceptedPerSec : NaN;
   const at50 = steady.filter((r) => r.loadShare === 0.5);
   const p99At50 = at50.length > 0 ? Math.max(...at50.map((r) => r.p99Ms)) : NaN;
+  const fixed = steady.find((r) => r.name === `steady-${STEADY_FIXED_RATE}ps-50ms`);
+  const fixedAllAccepted = fixed ? fixed.errors === 0 && fixed.acceptedCount === fixed.offeredCount : false;
+  const fixedSettled = fixed ? fixed.settledPerSec / fixed.acceptedPerSec : NaN;
+  const fixedOk =
+    fixed !== undefined &&
+    fixedAllAccepted &&
+    fixed.p99Ms <= TARGET.p99AtFixedRateMs &&
+    fixedSettled >= 0.95 &&
+    fixed.drainSeconds !== null;
   const errors = results.reduce((n, r) => n + r.errors, 0) + steady.reduce((n, r) => n + r.errors, 0);
+  const workerRss = steady.length > 0 ? run.peakWorkerRss : NaN;
   return [
-    `- settled/s >= 0.95 x accepted/s at 80 % load, provider 50 ms: ${fmt(at80slow?.settledPerSec ?? NaN, 0)} / ${fmt(at80slow?.acceptedPerSec ?? NaN, 0)} = ${fmt(settleRatio, 2)} -> ${check(settleRatio >= 0.95)}`,
-    `- open-loop p99 <= 50 ms at 50 % load (worse of 0 and 50 ms provider): ${fmt(p99At50)} ms -> ${check(p99At50 <= 50)}`,
-    `- accepted/s at 32 clients >= 0.6 x pgbench's best: ${fmt(c32?.acceptedPerSec ?? NaN, 0)} / ${fmt(best?.tps ?? NaN, 0)} (pgbench at ${best?.clients ?? '-'} clients) = ${fmt(c32VsBest, 2)} -> ${check(c32VsBest >= 0.6)}` +
+    `- API CPU per accepted payment at 32 clients <= ${TARGET.apiCpuMsPerPaymentC32} ms: ${fmt(c32Cpu, 2)} ms -> ${check(c32Cpu <= TARGET.apiCpuMsPerPaymentC32)}`,
+    `- accepted/s at 32 clients >= ${TARGET.c32VsPgbenchBest} x pgbench's best: ${fmt(c32?.acceptedPerSec ?? NaN, 0)} / ${fmt(best?.tps ?? NaN, 0)} (pgbench at ${best?.clients ?? '-'} clients) = ${fmt(c32VsBest, 2)} -> ${check(c32VsBest >= TARGET.c32VsPgbenchBest)}` +
       `; against pgbench at the API's pool size (${atPool?.clients ?? '-'}): ${fmt(atPool ? (c32?.acceptedPerSec ?? NaN) / atPool.tps : NaN, 2)}`,
-    `- API RSS <= 300 MB under load (peak over every point): ${fmt(run.peakApiRss, 0)} MB -> ${check(run.peakApiRss <= 300)}`,
+    `- open-loop p99 <= ${TARGET.p99At50PctMs} ms at 50 % of the maximum (worse of 0 and 50 ms provider): ${fmt(p99At50)} ms -> ${check(p99At50 <= TARGET.p99At50PctMs)}`,
+    `- open loop at ${STEADY_FIXED_RATE}/s, 50 ms provider: everything accepted (${fixed ? `${fixed.acceptedCount} of ${fixed.offeredCount}, ${fixed.errors} errors` : '-'}), p99 <= ${TARGET.p99AtFixedRateMs} ms (${fmt(fixed?.p99Ms ?? NaN)} ms), settlement keeping up (settled / accepted ${fmt(fixedSettled, 2)} >= 0.95, queue drained ${fixed?.drainSeconds === null ? 'NOT within the cap' : `in ${fmt(fixed?.drainSeconds ?? NaN)} s`}) -> ${check(fixedOk)}`,
+    `- settled/s >= 0.95 x accepted/s at 80 % load, provider 50 ms: ${fmt(at80slow?.settledPerSec ?? NaN, 0)} / ${fmt(at80slow?.acceptedPerSec ?? NaN, 0)} = ${fmt(settleRatio, 2)} -> ${check(settleRatio >= 0.95)}`,
+    `- API RSS <= ${TARGET.rssMb} MB (peak over every point): ${fmt(run.peakApiRss, 0)} MB -> ${check(run.peakApiRss <= TARGET.rssMb)}`,
+    `- worker RSS <= ${TARGET.rssMb} MB (peak over the steady points): ${fmt(workerRss, 0)} MB -> ${check(workerRss <= TARGET.rssMb)}`,
+    `- ready (/readyz 200) in < ${TARGET.readySeconds} s (on a quiet machine; load average ${os.loadavg()[0]?.toFixed(2)} now): API ${fmt(run.apiReadyMs / 1000, 2)} s, worker ${fmt(run.workerReadyMs / 1000, 2)} s -> ${check(run.apiReadyMs < TARGET.readySeconds * 1000 && run.workerReadyMs < TARGET.readySeconds * 1000)}`,
     `- deadlocks: ${run.deadlocksSeen}, errors (incl. serialization failures): ${errors} -> ${check(run.deadlocksSeen === 0 && errors === 0)}`,
     `- ledger invariant (balance == sum of entries): ${run.mismatches} mismatching accounts -> ${check(run.mismatches === 0)}`,
   ].join('\n');

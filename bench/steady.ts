@@ -93,6 +93,8 @@ export async function steadyPoint(options: {
     loadShare: options.loadShare,
     offeredPerSec: rate,
     acceptedPerSec: load.accepted / elapsedSeconds,
+    offeredCount: load.offered,
+    acceptedCount: load.accepted,
     settledPerSec: (settledAfter - settledBefore) / elapsedSeconds,
     queueDepthAtEnd,
     drainSeconds,

@@ -1,5 +1,8 @@
 import { TZDate } from '@date-fns/tz';
-import { addDays, addMonths, format } from 'date-fns';
+// One module each, not the package's index: the index loads every one of date-fns's ~250 functions
+// (and `format` alone some 35 more, locales included), a noticeable part of a process's start-up.
+import { addDays } from 'date-fns/addDays';
+import { addMonths } from 'date-fns/addMonths';
 
 /**
  * Time and the bank's calendar. Every service that decides a date (the day a scheduled payment
@@ -25,6 +28,12 @@ export type Frequency = 'WEEKLY' | 'MONTHLY';
 
 const DATE_SHAPE = /^(\d{4})-(\d{2})-(\d{2})$/;
 
+/** `date` written YYYY-MM-DD in its own time zone (a TZDate's fields are its zone's). */
+function ymd(date: Date): CalendarDate {
+  const pad = (n: number, width: number) => String(n).padStart(width, '0');
+  return `${pad(date.getFullYear(), 4)}-${pad(date.getMonth() + 1, 2)}-${pad(date.getDate(), 2)}`;
+}
+
 function parts(date: CalendarDate): [number, number, number] {
   const match = DATE_SHAPE.exec(date);
   if (!match) throw new Error(`not a calendar date: ${date}`);
@@ -36,12 +45,12 @@ export function isCalendarDate(value: string): boolean {
   if (!DATE_SHAPE.test(value)) return false;
   const [y, m, d] = parts(value);
   if (y < 1900 || y > 9999) return false;
-  return format(new TZDate(y, m - 1, d, 'UTC'), 'yyyy-MM-dd') === value;
+  return ymd(new TZDate(y, m - 1, d, 'UTC')) === value;
 }
 
 /** Today in London, by `clock`. */
 export function londonToday(clock: Clock): CalendarDate {
-  return format(new TZDate(clock.now().getTime(), BANK_TIME_ZONE), 'yyyy-MM-dd');
+  return ymd(new TZDate(clock.now().getTime(), BANK_TIME_ZONE));
 }
 
 /** The instant `date` begins in London (midnight, GMT or BST as it falls). */
@@ -53,7 +62,7 @@ export function startOfLondonDay(date: CalendarDate): Date {
 /** `date` plus `days` calendar days. */
 export function addCalendarDays(date: CalendarDate, days: number): CalendarDate {
   const [y, m, d] = parts(date);
-  return format(addDays(new TZDate(y, m - 1, d, 'UTC'), days), 'yyyy-MM-dd');
+  return ymd(addDays(new TZDate(y, m - 1, d, 'UTC'), days));
 }
 
 /**
@@ -64,7 +73,7 @@ export function addCalendarDays(date: CalendarDate, days: number): CalendarDate 
 export function occurrenceDate(first: CalendarDate, frequency: Frequency, n: number): CalendarDate {
   const [y, m, d] = parts(first);
   const start = new TZDate(y, m - 1, d, 'UTC');
-  return format(frequency === 'WEEKLY' ? addDays(start, 7 * n) : addMonths(start, n), 'yyyy-MM-dd');
+  return ymd(frequency === 'WEEKLY' ? addDays(start, 7 * n) : addMonths(start, n));
 }
 
 /** Seconds from `clock`'s now until `date` begins in London; 0 when it has begun. */

@@ -145,6 +145,23 @@ describe('the London calendar', () => {
     expect(secondsUntilDay({ now: () => new Date('2027-07-01T10:00:00Z') }, '2027-07-01')).toBe(0);
   });
 
+  it('answers the London day of every instant alike, however instants are asked in turn', () => {
+    const london = new Intl.DateTimeFormat('en-CA', { timeZone: 'Europe/London', year: 'numeric', month: '2-digit', day: '2-digit' });
+    // Instants around the midnights and the summer-time changes of 2027, in any order, repeated.
+    const edges = ['2027-03-27T23:59:59.999Z', '2027-03-28T00:00:00Z', '2027-03-28T00:59:59.999Z', '2027-03-28T01:00:00Z'];
+    const edge = fc.oneof(
+      fc.constantFrom(...edges.map((e) => Date.parse(e))),
+      fc.integer({ min: Date.parse('2027-03-27T22:00:00Z'), max: Date.parse('2027-03-28T02:00:00Z') }),
+      fc.integer({ min: Date.parse('2027-10-30T22:00:00Z'), max: Date.parse('2027-10-31T02:00:00Z') }),
+      fc.integer({ min: Date.parse('2027-06-30T22:58:00Z'), max: Date.parse('2027-06-30T23:02:00Z') }),
+    );
+    fc.assert(
+      fc.property(fc.array(edge, { minLength: 1, maxLength: 20 }), (instants) => {
+        for (const at of instants) expect(londonToday({ now: () => new Date(at) })).toBe(london.format(at));
+      }),
+    );
+  });
+
   it('accepts only real dates written YYYY-MM-DD', () => {
     expect(['2028-02-29', '2027-12-31'].every(isCalendarDate)).toBe(true);
     expect(['2027-02-29', '2027-13-01', '2027-1-01', '27-01-01', '2027-01-01T00:00:00Z', '', 'tomorrow'].some(isCalendarDate)).toBe(false);

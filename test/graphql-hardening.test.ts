@@ -146,6 +146,17 @@ describe('query cost counts the pages a query will really read', () => {
     expect(sql).toEqual([]);
   });
 
+  it('counts the same document again with the variables of each request: a small page first does not let a large one through', async () => {
+    const query = nestedPages('(first: $n)');
+    const small = await measured(bulk.token, query, { id: bulk.accountId, n: 2 });
+    expect(small.body.errors).toBeUndefined();
+    const large = await measured(bulk.token, query, { id: bulk.accountId, n: 100 });
+    expect(large.body.errors).toEqual([
+      expect.objectContaining({ extensions: expect.objectContaining({ code: 'GRAPHQL_VALIDATION_FAILED' }) }),
+    ]);
+    expect(large.sql).toEqual([]);
+  });
+
   it('costs an omitted first at the schema default of 20 per page, and a first over 100 at 100', () => {
     const schema = buildSchema();
     const cost = (pageArg: string, variables: Record<string, unknown>) =>

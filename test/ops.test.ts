@@ -248,6 +248,13 @@ describe('docker-compose.yml', () => {
     const dockerfile = readFileSync(new URL('../Dockerfile', import.meta.url), 'utf8');
     expect(dockerfile).toContain(`CMD ${JSON.stringify(['node', ...flags, 'src/main-api.ts']).replaceAll(',', ', ')}`);
   });
+
+  it('starts the worker with the heap settings of npm run start:worker, as docker compose does', () => {
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { scripts: Record<string, string> };
+    const flags = pkg.scripts['start:worker']?.split(' ').filter((a) => a.startsWith('--')) ?? [];
+    expect(flags).toEqual(expect.arrayContaining([expect.stringMatching(/^--max-old-space-size=\d+$/)]));
+    expect(compose.services.worker?.command).toEqual(['node', ...flags, 'src/main-worker.ts']);
+  });
 });
 
 describe('tokens', () => {

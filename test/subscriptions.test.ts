@@ -88,6 +88,27 @@ describe('paymentUpdated over a real WebSocket', () => {
   });
 });
 
+describe('waking the event feed', () => {
+  it('polls at once after a commit only while this process has a live subscription', async () => {
+    const wake = vi.spyOn(stack.api.events, 'wake');
+    try {
+      const alice = await stack.newCustomer(10_000);
+      expect(stack.api.events.size()).toBe(0);
+      await stack.send(alice.token, paymentInput(alice.accountId, { amount: 100 }));
+      expect(wake).not.toHaveBeenCalled();
+
+      const { client } = connect(alice.token);
+      const sub = collect<AccountUpdate>(client, ACCOUNT_PAYMENTS_UPDATED, { id: alice.accountId });
+      await vi.waitFor(() => expect(stack.api.events.size()).toBeGreaterThan(0));
+      const sent = await stack.send(alice.token, paymentInput(alice.accountId, { amount: 200 }));
+      expect(wake).toHaveBeenCalled();
+      await sub.until((v) => v.some((u) => u.accountPaymentsUpdated.id === sent.payment?.id));
+    } finally {
+      wake.mockRestore();
+    }
+  });
+});
+
 describe('connection authentication', () => {
   it('closes with 4403 for a bad token', async () => {
     const forged = await signToken({ role: 'operator', operatorId: 'mallory' }, 'a-different-secret-of-32-bytes-or-more', 3600);

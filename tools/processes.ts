@@ -82,7 +82,8 @@ export async function startProcess(
       proc.kill('SIGKILL');
       reject(new Error(`${script} did not ${what} within ${limit / 1000} s:\n${stderr}`));
     }, limit);
-    if (typeof ready !== 'string') void answers(ready.url, () => proc.exitCode === null).then(() => resolve(null));
+    if (typeof ready !== 'string')
+      void answers(ready.url, () => proc.exitCode === null && proc.signalCode === null).then(() => resolve(null));
   }).finally(() => clearTimeout(readyTimer));
   return {
     proc,

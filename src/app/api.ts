@@ -107,6 +107,13 @@ export async function startApiProcess(
     session: config.database,
   });
   observeApiGauges(metrics, prisma, events, options.metricsCacheMs ?? METRICS_CACHE_MS);
+  // A commit wakes the feed (an immediate poll) only when this process has a live subscription to
+  // deliver it to; otherwise its regular poll (EVENT_POLL_INTERVAL_MS) keeps the position moving.
+  // Under load, waking on every payment kept the feed polling back to back: a round trip of this
+  // process and of PostgreSQL per payment or so, for no listener.
+  const wakeFeed = () => {
+    if (events.size() > 0) events.wake();
+  };
   const limit = config.sendPaymentRateLimitPerMinute;
   const budget = createSubscriptionBudget();
   // The limiter's counters live in PostgreSQL (table rate_limits, created by our migration), so
@@ -143,7 +150,7 @@ export async function startApiProcess(
   const checker = provider ?? noPayeeChecks;
   const payees = createPayeeService({ prisma, checker, clock, logger, maxPayees: config.budgets.maxPayeesPerCustomer });
   const screen = createScreening({ payees, clock, policy: config.payeeSafety });
-  const holds = createHoldService({ prisma, jobs, policy: config.payeeSafety, clock, logger, metrics, afterCommit: () => events.wake() });
+  const holds = createHoldService({ prisma, jobs, policy: config.payeeSafety, clock, logger, metrics, afterCommit: wakeFeed });
   const api = await startApi({
     services: {
       prisma,
@@ -156,13 +163,13 @@ export async function startApiProcess(
         metrics,
         screen,
         clock,
-        afterCommit: () => events.wake(),
+        afterCommit: wakeFeed,
         failpoints: createFailpoints(config.failpoints),
       }),
       payees,
       holds,
       quarantine: createQuarantine({ prisma, logger }),
-      cancellation: createCancellation({ prisma, provider, holds, logger, metrics, afterCommit: () => events.wake() }),
+      cancellation: createCancellation({ prisma, provider, holds, logger, metrics, afterCommit: wakeFeed }),
       standingOrders: createStandingOrders({
         prisma,
         jobs,
@@ -170,7 +177,7 @@ export async function startApiProcess(
         policy: config.payeeSafety,
         logger,
         metrics,
-        afterCommit: () => events.wake(),
+        afterCommit: wakeFeed,
         maxActivePerAccount: config.budgets.maxActiveStandingOrdersPerAccount,
       }),
       accounts: createAccountService({ prisma, logger }),

@@ -7,6 +7,7 @@ import {
   getVariableValues,
   isListType,
   type OperationDefinitionNode,
+  visit,
 } from 'graphql';
 import { type ComplexityEstimator, getComplexity } from 'graphql-query-complexity';
 import type { ErrorCode } from '../errors.ts';
@@ -70,9 +71,48 @@ export function queryCost(options: {
   }
 }
 
+/**
+ * Whether the cost of `document` can depend on its variables: only a `first` argument reads them
+ * (the estimator above). Most documents (a client's sendPayment, every mutation) pass none there.
+ */
+function costReadsVariables(document: DocumentNode): boolean {
+  let reads = false;
+  visit(document, {
+    Argument(node) {
+      if (node.name.value !== 'first') return false;
+      visit(node.value, {
+        Variable() {
+          reads = true;
+        },
+      });
+      return false;
+    },
+  });
+  return reads;
+}
+
+/**
+ * Operations already found within the limit whatever their variables, per parsed document (Apollo
+ * hands every request of the same text the same cached DocumentNode) and schema: their cost is not
+ * computed again, nor their variables coerced a second time for it (execution still checks them).
+ * Only "within the limit" is kept, so a refusal and its message are always computed afresh.
+ */
+const withinLimit = new WeakMap<DocumentNode, WeakMap<GraphQLSchema, Set<string>>>();
+
 /** A refusal when the operation costs more than the limit, or null. */
 export function costError(options: Parameters<typeof queryCost>[0]): GraphQLError | null {
+  const { schema, document } = options;
+  const operation = options.operationName ?? '';
+  const known = withinLimit.get(document)?.get(schema);
+  if (known?.has(operation)) return null;
   const cost = queryCost(options);
+  if (cost !== null && cost <= COST_LIMITS.maxCost && !costReadsVariables(document)) {
+    const bySchema = withinLimit.get(document) ?? new WeakMap<GraphQLSchema, Set<string>>();
+    withinLimit.set(document, bySchema);
+    const operations = bySchema.get(schema) ?? new Set<string>();
+    bySchema.set(schema, operations);
+    operations.add(operation);
+  }
   if (cost === null || cost <= COST_LIMITS.maxCost) return null;
   const shown = Number.isFinite(cost) ? ` is ${cost}` : '';
   return new GraphQLError(

@@ -16,7 +16,7 @@ import type { GraphQLSchema } from 'graphql';
 import { AuthError, type TokenVerifier } from '../auth.ts';
 import type { Context, Services } from './context.ts';
 import { createFormatError, serviceUnavailableStatus, unauthenticated } from './errors.ts';
-import { type IdeDemo, readIdeAssets, renderIde } from './ide/page.ts';
+import type { IdeDemo } from './ide/page.ts';
 import { costLimitPlugin, createArmor, graphqlOverHttpStatus, QUERY_LIMITS } from './limits.ts';
 import { createLoaders } from './loaders.ts';
 import { resolvers } from './resolvers.ts';
@@ -129,6 +129,9 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
   });
 
   if (options.ide) {
+    // Loaded only when the IDE is served: GraphiQL's inlined bundle is megabytes of JavaScript that
+    // a production process (GRAPHQL_IDE off) would parse at every start for nothing.
+    const { readIdeAssets, renderIde } = await import('./ide/page.ts');
     const html = renderIde(options.ideDemo);
     app.get('/graphql', (req, res, next) => {
       const wantsHtml = req.accepts(['application/json', 'application/graphql-response+json', 'text/html']) === 'text/html';
