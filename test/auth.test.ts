@@ -4,8 +4,8 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createTokenVerifier, signToken } from '../src/auth.ts';
 
 /**
- * The token verifier checks HS256 signatures with node's HMAC and keeps verified tokens until they
- * expire: it must accept exactly what jose's jwtVerify (HS256 pinned, exp required) accepts.
+ * The token verifier keeps verified tokens until they expire: cached or not, it must accept exactly
+ * what jose's jwtVerify (HS256 pinned, exp required) accepts.
  */
 
 const SECRET = 'auth-test-secret-that-is-at-least-32-bytes-long';
@@ -69,11 +69,6 @@ describe('token verification', () => {
 
   afterEach(() => {
     vi.useRealTimers();
-  });
-
-  it('refuses base64 padding, which jose lets through (no JWT library writes it)', async () => {
-    const token = `${await signToken({ role: 'operator', operatorId: 'a' }, SECRET, 600)}=`;
-    await expect(createTokenVerifier(SECRET).verify(token)).rejects.toThrow('token is invalid');
   });
 
   it('refuses a cached token once it has expired', async () => {
