@@ -2,9 +2,11 @@ import { readFileSync } from 'node:fs';
 import { type ObjectTypeDefinitionNode, parse } from 'graphql';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { signToken } from '../src/auth.ts';
+import { londonToday, systemClock } from '../src/calendar.ts';
 import { loadConfig } from '../src/config.ts';
 import { refund } from '../src/payments/transitions.ts';
 import {
+  emulatorCall,
   expectNoErrorLogs,
   gql,
   paymentInput,
@@ -545,8 +547,10 @@ describe('the operator action log', () => {
       'createCustomer',
       'depositFunds',
       'openAccount',
+      'reconcile',
       'rejectPayment',
       'resolveQuarantinedProviderEvent',
+      'resolveReconciliationBreak',
     ]);
 
     const carol = await signToken({ role: 'operator', operatorId: 'carol@bank' }, TEST_SECRET, 600);
@@ -569,8 +573,25 @@ describe('the operator action log', () => {
     await gql(stack.apiUrl, carol, 'mutation($id: ID!) { resolveQuarantinedProviderEvent(id: $id, note: "not ours") { id } }', {
       id: quarantined.id,
     });
+    // A day reconciled with a break the provider's report makes up, and the break resolved.
+    const today = londonToday(systemClock);
+    await emulatorCall(stack, 'POST', '/admin/reports/breaks', { date: today, kind: 'MISSING_OURS', amount: 4_321 });
+    const reconciled = await gql<{ reconcile: Array<{ id: string; kind: string; theirs: number | null }> }>(
+      stack.apiUrl,
+      carol,
+      'mutation($d: Date!) { reconcile(date: $d) { id kind theirs } }',
+      { d: today },
+    );
+    const made = reconciled.data?.reconcile.find((r) => r.kind === 'MISSING_OURS' && r.theirs === 4_321);
+    if (!made) throw new Error(`reconcile found no injected break: ${JSON.stringify(reconciled)}`);
+    await gql(stack.apiUrl, carol, 'mutation($id: ID!) { resolveReconciliationBreak(id: $id, note: "made up") { id } }', { id: made.id });
     const logged = await stack.db.operatorAction.findMany({
-      where: { targetId: { in: [customer.customerId, customer.accountId, a, b, quarantined.id] } },
+      where: {
+        OR: [
+          { targetId: { in: [customer.customerId, customer.accountId, a, b, quarantined.id, made.id] } },
+          { operator: 'carol@bank', action: 'reconcile' },
+        ],
+      },
       orderBy: { id: 'asc' },
     });
     expect(logged.map((l) => [l.operator, l.action])).toEqual([
@@ -580,6 +601,8 @@ describe('the operator action log', () => {
       ['carol@bank', 'approvePayment'],
       ['carol@bank', 'rejectPayment'],
       ['carol@bank', 'resolveQuarantinedProviderEvent'],
+      ['carol@bank', 'reconcile'],
+      ['carol@bank', 'resolveReconciliationBreak'],
     ]);
     expect(new Set(logged.map((l) => l.action))).toEqual(new Set(operatorOnly));
   });

@@ -63,8 +63,11 @@ export function createProviderEvents(deps: {
       logger.info({ paymentId, returnCode: event.returnCode }, 'payment returned; money back');
       return 'returned';
     }
-    if (payment.status !== 'RETURNED' && payment.status !== 'PENDING') {
-      logger.error({ eventId: event.id, paymentId, status: payment.status }, 'the provider returned a payment that is not COMPLETED here');
+    // Read again: the status read above may be stale when another poller (another worker) applied
+    // the same event meanwhile, and a payment it returned is no error.
+    const now = await tx.payment.findUnique({ where: { id: paymentId }, select: { status: true } });
+    if (now?.status !== 'RETURNED') {
+      logger.error({ eventId: event.id, paymentId, status: now?.status }, 'the provider returned a payment that is not COMPLETED here');
       return 'not-completed';
     }
     return 'already-returned';
