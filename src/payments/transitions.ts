@@ -34,6 +34,14 @@ const PAYMENT_COLUMNS = `id, account_id AS "accountId", idempotency_key AS "idem
   updated_at AS "updatedAt"`;
 
 /**
+ * A filter that is always true and lifts the statement timeout for the rest of the transaction,
+ * COMMIT included, at no extra round trip. A COMMIT still waiting for a synchronous standby when a
+ * statement timeout cancels it is reported as committed although no standby has it yet, and a
+ * failover would then lose money we acknowledged: never cancel a COMMIT that moves money.
+ */
+const UNCANCELLABLE_COMMIT = `set_config('statement_timeout', '0', true) = '0'`;
+
+/**
  * CTEs `debit`, `entry` and `legs`: the guarded decrement (never below zero) of the account of each
  * payment in `source` (columns id, account_id, amount), its PAYMENT_DEBIT ledger entry, and the
  * transfer customer -> in transit (double entry, ADR 0012) at the entry's time.
@@ -41,7 +49,7 @@ const PAYMENT_COLUMNS = `id, account_id AS "accountId", idempotency_key AS "idem
 const DEBIT = (source: string) => `
      debit AS (
        UPDATE accounts a SET balance = a.balance - s.amount, updated_at = now()
-       FROM ${source} s WHERE a.id = s.account_id AND a.balance >= s.amount
+       FROM ${source} s WHERE a.id = s.account_id AND a.balance >= s.amount AND ${UNCANCELLABLE_COMMIT}
        RETURNING a.id, a.balance, s.id AS payment_id, s.amount),
      entry AS (
        INSERT INTO ledger_entries (account_id, kind, amount, balance_after, payment_id)
@@ -57,7 +65,7 @@ const DEBIT = (source: string) => `
 const MONEY_BACK = (source: string, kind: 'PAYMENT_REFUND' | 'PAYMENT_RETURN') => `
      credit AS (
        UPDATE accounts a SET balance = a.balance + s.amount, updated_at = now()
-       FROM ${source} s WHERE a.id = s.account_id
+       FROM ${source} s WHERE a.id = s.account_id AND ${UNCANCELLABLE_COMMIT}
        RETURNING a.id, a.balance, s.id AS payment_id, s.amount),
      entry AS (
        INSERT INTO ledger_entries (account_id, kind, amount, balance_after, payment_id)
