@@ -49,7 +49,7 @@ describe('the chaos run', () => {
       /HELD on creation: approved \/ rejected by the operator \(review retries\) *\| [1-9]\d*: [1-9]\d* \/ [1-9]\d* \(\d+\) \|/,
     );
     // Issue 20's paths, each taken a few times, and each seen by the invariants (all ok above).
-    expect(result.table).toMatch(/\| database failover *\| SKIPPED: disabled for this run \(failover: false\) \|/);
+    expect(result.table).toMatch(/\| database failover *\| SKIPPED: disabled for this run \(--no-failover\) \|/);
     expect(result.table).toMatch(/\| processes frozen \(SIGSTOP \.\.\. SIGCONT\), seconds frozen *\| 2, \d+\.\d s \|/);
     expect(result.table).toMatch(
       /\| payees added \(let through\) \/ CoP checks MATCH, NO_MATCH \/ refused PAYEE_NOT_CONFIRMED *\| 24 \([1-9]\d*\) \/ 6, 6 \/ 18 \|/,

@@ -57,10 +57,11 @@ export async function startChaosDatabase(options: {
   failover: boolean;
   log: (line: string) => void;
 }): Promise<ChaosDatabase> {
-  const unavailable = options.failover ? await failoverUnavailable() : 'disabled for this run (failover: false)';
-  if (unavailable === null) return startReplicated(options.log);
-  options.log(`  database failover fault SKIPPED: cannot build replicas here: ${unavailable}; one embedded PostgreSQL instead`);
-  return startEmbedded(options.dir, unavailable);
+  const unavailable = options.failover ? await failoverUnavailable() : null;
+  if (options.failover && unavailable === null) return startReplicated(options.log);
+  const why = unavailable === null ? 'disabled for this run (--no-failover)' : `cannot build replicas here: ${unavailable}`;
+  options.log(`  database failover fault SKIPPED: ${why}; one embedded PostgreSQL instead`);
+  return startEmbedded(options.dir, why);
 }
 
 async function startEmbedded(dir: string, why: string): Promise<ChaosDatabase> {

@@ -34,7 +34,8 @@ function at<T>(list: readonly T[], i: number): T {
  * recipients, some replays of an earlier key), inbound credits (some to accounts we do not have)
  * and returns of accepted payments by the recipient's bank, while the schedule injects provider
  * faults, kills and restarts workers, restarts an API process, freezes an API process and a worker
- * (SIGSTOP, then SIGCONT a few seconds later) and restarts PostgreSQL once. Alongside, the
+ * (SIGSTOP, then SIGCONT a few seconds later), restarts PostgreSQL once and, where replicas can be
+ * built, fails the primary over to a standby once (failover.ts). Alongside, the
  * payee-safety workload of scenarios.ts: saved payees, Confirmation of Payee refusals, standing
  * orders, scheduled payments and their cancellations, with days passing on the runner's clock.
  * Payments of REVIEW_THRESHOLD or more, and first payments to new payees, are HELD, and an operator
