@@ -7,6 +7,11 @@ describe('the chaos run', () => {
     expect(plan(7, 500).digest).not.toBe(plan(8, 500).digest);
     const { schedule } = plan(7, 500);
     expect(schedule.flatMap((c) => c.actions).filter((a) => a.kind === 'restart-postgres')).toHaveLength(1);
+    // One database failover, after the restart, among payments in flight (the last checkpoint leaves some after it).
+    const failovers = schedule.flatMap((c, k) => (c.actions.some((a) => a.kind === 'failover') ? [k] : []));
+    expect(failovers).toHaveLength(1);
+    expect(failovers[0]).toBeGreaterThan(schedule.findIndex((c) => c.actions.some((a) => a.kind === 'restart-postgres')));
+    expect(failovers[0]).toBeLessThan(schedule.length - 1);
     expect(schedule.flatMap((c) => c.actions).some((a) => a.kind === 'restart-api')).toBe(true);
     expect(schedule.flatMap((c) => c.actions).some((a) => a.kind === 'kill-worker')).toBe(true);
     // Returns of accepted payments and inbound credits, some to accounts we do not have, are among the faults.
@@ -33,7 +38,9 @@ describe('the chaos run', () => {
   });
 
   it('keeps every invariant through provider faults, SIGKILLed workers, an API restart, frozen processes and a PostgreSQL restart', async () => {
-    const result = await runChaos({ payments: 200, seed: 20261124, concurrency: 12 });
+    // One embedded PostgreSQL: the replicated cluster's set-up would cost the suite's time budget, and
+    // test/failover.test.ts fails a primary over under load already. The fault is then reported skipped.
+    const result = await runChaos({ payments: 200, seed: 20261124, concurrency: 12, failover: false });
     console.info(`\n${result.table}\n`);
     expect(result.problems).toEqual([]);
     expect(result.table).toMatch(/event streams followed .*\| 4 accounts, [1-9]\d* events \(\d+\): ok \|/);
@@ -42,6 +49,7 @@ describe('the chaos run', () => {
       /HELD on creation: approved \/ rejected by the operator \(review retries\) *\| [1-9]\d*: [1-9]\d* \/ [1-9]\d* \(\d+\) \|/,
     );
     // Issue 20's paths, each taken a few times, and each seen by the invariants (all ok above).
+    expect(result.table).toMatch(/\| database failover *\| SKIPPED: disabled for this run \(--no-failover\) \|/);
     expect(result.table).toMatch(/\| processes frozen \(SIGSTOP \.\.\. SIGCONT\), seconds frozen *\| 2, \d+\.\d s \|/);
     expect(result.table).toMatch(
       /\| payees added \(let through\) \/ CoP checks MATCH, NO_MATCH \/ refused PAYEE_NOT_CONFIRMED *\| 24 \([1-9]\d*\) \/ 6, 6 \/ 18 \|/,

@@ -11,15 +11,14 @@ import { xoroshiro128plus } from 'pure-rand/generator/xoroshiro128plus';
 import { type AuditReport, audit, formatAudit } from '../../src/audit.ts';
 import { signToken } from '../../src/auth.ts';
 import { londonToday } from '../../src/calendar.ts';
-import { migrate } from '../../src/db/migrate.ts';
 import { createPrisma } from '../../src/db/prisma.ts';
 import { START } from '../../src/events/cursor.ts';
 import { prismaSql, readEvents } from '../../src/events/store.ts';
 import { verifyWebhookSignature } from '../../src/webhooks/verify.ts';
-import { type EmbeddedDatabase, ensureDatabase, startEmbeddedPostgres } from '../embedded-postgres.ts';
 import { freePort } from '../free-port.ts';
 import { type StartedProcess, startProcess } from '../processes.ts';
 import { accountEventIds, compareStreams, type EventFollower, followAccountEvents } from './event-follower.ts';
+import { startChaosDatabase } from './failover.ts';
 import { createSafetyScenarios, FINAL_DAY, planSafety, SAFETY_ENV, type SafetyItem, safetyRows } from './scenarios.ts';
 
 /** The element at `i`, which must be there. */
@@ -35,7 +34,8 @@ function at<T>(list: readonly T[], i: number): T {
  * recipients, some replays of an earlier key), inbound credits (some to accounts we do not have)
  * and returns of accepted payments by the recipient's bank, while the schedule injects provider
  * faults, kills and restarts workers, restarts an API process, freezes an API process and a worker
- * (SIGSTOP, then SIGCONT a few seconds later) and restarts PostgreSQL once. Alongside, the
+ * (SIGSTOP, then SIGCONT a few seconds later), restarts PostgreSQL once and, where replicas can be
+ * built, fails the primary over to a standby once (failover.ts). Alongside, the
  * payee-safety workload of scenarios.ts: saved payees, Confirmation of Payee refusals, standing
  * orders, scheduled payments and their cancellations, with days passing on the runner's clock.
  * Payments of REVIEW_THRESHOLD or more, and first payments to new payees, are HELD, and an operator
@@ -57,6 +57,12 @@ export interface ChaosOptions {
   concurrency?: number;
   /** How long settlement may take after the faults are lifted. */
   settleDeadlineMs?: number;
+  /**
+   * Run on a primary with two synchronous standbys behind PgBouncer and fail the primary over once
+   * (tools/chaos/failover.ts), where replicas can be built; true by default. false keeps one
+   * embedded PostgreSQL (the failover fault is then reported as skipped).
+   */
+  failover?: boolean;
   log?: (line: string) => void;
 }
 
@@ -73,6 +79,8 @@ type Action =
   | { kind: 'kill-worker'; index: number }
   | { kind: 'restart-api'; index: number }
   | { kind: 'restart-postgres' }
+  /** The primary SIGKILLed mid-load, the most advanced standby promoted, PgBouncer re-pointed. */
+  | { kind: 'failover' }
   /** SIGSTOP, then SIGCONT `ms` later: a VM pause or a process stuck mid-transaction. */
   | { kind: 'freeze'; role: 'api' | 'worker'; index: number; ms: number }
   /** A day passes on the runner's clock (scenarios.ts). */
@@ -105,6 +113,9 @@ const REVIEW_THRESHOLD = 18_000;
 const DAILY_PAYMENT_LIMIT = 2_500_000;
 /** How often the operator looks at the held payments. */
 const REVIEW_EVERY_MS = 300;
+
+/** The checkpoint whose actions include the database failover. */
+const FAILOVER_AT = 7;
 
 /** The workload and the schedule, from the seed alone. */
 export function plan(seed: number, payments: number) {
@@ -150,6 +161,8 @@ export function plan(seed: number, payments: number) {
     else actions.push({ kind: 'kill-worker', index: int(0, 1) });
     if (crash === 2) actions.push({ kind: 'kill-worker', index: int(0, 1) });
     if (c === postgresAt) actions.push({ kind: 'restart-postgres' });
+    // Drawing nothing from the generator: the rest of the schedule stays what it was without it.
+    if (c === FAILOVER_AT) actions.push({ kind: 'failover' });
     // An API process frozen under load, later a worker.
     if (c === 3 || c === 8) actions.push({ kind: 'freeze', role: c === 3 ? 'api' : 'worker', index: int(0, 1), ms: int(3_000, 6_000) });
     if (c % 3 === 0) actions.push({ kind: 'next-day' });
@@ -184,21 +197,21 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
 
   const dir = await mkdtemp(path.join(os.tmpdir(), 'payments-chaos-'));
   await chmod(dir, 0o755);
-  const dataDir = path.join(dir, 'data');
-  const pgPort = await freePort();
-  let database: EmbeddedDatabase = await startEmbeddedPostgres({ dataDir, port: pgPort });
   const cleanups: Array<() => Promise<unknown>> = [];
+  // Migrated; behind PgBouncer with standbys where this machine can build them (failover.ts).
+  const database = await startChaosDatabase({ dir, failover: options.failover ?? true, log }).catch(async (error: unknown) => {
+    await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+    throw error;
+  });
   try {
-    await ensureDatabase(database.adminUrl, 'chaos');
-    const databaseUrl = database.urlFor('chaos');
-    await migrate(databaseUrl);
+    const databaseUrl = database.env.DATABASE_URL ?? '';
 
     const secret = randomBytes(32).toString('hex');
     const providerPort = await freePort();
     const providerUrl = `http://127.0.0.1:${providerPort}`;
     const apiPorts = [await freePort(), await freePort()];
     const env = {
-      DATABASE_URL: databaseUrl,
+      ...database.env,
       AUTH_JWT_SECRET: secret,
       WEBHOOK_SECRET_KEY: randomBytes(32).toString('hex'),
       // The run's webhook receiver listens on 127.0.0.1.
@@ -529,8 +542,15 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
           return killAndRestart(apis, action.index, startApi);
         case 'restart-postgres':
           counters.postgresRestarts++;
-          await database.stop();
-          database = await startEmbeddedPostgres({ dataDir, port: pgPort });
+          return database.restart();
+        case 'failover':
+          if (database.failoverSkipped !== null) {
+            log(`  chaos: database failover SKIPPED: ${database.failoverSkipped}`);
+            return;
+          }
+          await database.failover();
+          // Processes started from now on name the new primary as their direct address.
+          Object.assign(env, database.env);
           return;
         case 'freeze': {
           // Mid-load: whatever it had open (a transaction holding row locks, the event horizon)
@@ -648,7 +668,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
     await new Promise((r) => setTimeout(r, 2 * REVIEW_EVERY_MS));
     await safety.expireLeftHolds();
     log(`  day +${FINAL_DAY} run, held payments left over expired (${elapsed()})`);
-    const prisma = createPrisma({ databaseUrl, poolSize: 2 });
+    // The runner's own reads and audit: on a direct connection to the (current) primary, as `npm run audit`.
+    const prisma = createPrisma({ databaseUrl: database.directUrl(), poolSize: 2 });
     cleanups.push(() => prisma.$disconnect());
     const deadline = Date.now() + (options.settleDeadlineMs ?? 180_000);
     let pending = Number.POSITIVE_INFINITY;
@@ -799,6 +820,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosResult> {
       ['workers SIGKILLed and restarted', counters.workerKills],
       ['API processes restarted', counters.apiRestarts],
       ['PostgreSQL restarts', counters.postgresRestarts],
+      database.row(),
       ['processes frozen (SIGSTOP ... SIGCONT), seconds frozen', `${counters.freezes}, ${(counters.frozenMs / 1000).toFixed(1)} s`],
       ['client retries (same key)', counters.clientRetries],
       ['unexpected process exits', counters.unexpectedExits],

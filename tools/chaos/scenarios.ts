@@ -385,7 +385,13 @@ export function createSafetyScenarios(ctx: SafetyContext) {
       holds: ReturnType<typeof createHoldService>;
     }) => Promise<void>,
   ): Promise<void> {
-    prismaRef ??= createPrisma({ databaseUrl: ctx.databaseUrl, poolSize: 2, applicationName: 'chaos-days' });
+    // Through a transaction pooler (the failover run's PgBouncer) with unnamed statements, as the service's own.
+    prismaRef ??= createPrisma({
+      databaseUrl: ctx.databaseUrl,
+      poolSize: 2,
+      applicationName: 'chaos-days',
+      ...(config.database.pooled ? { session: config.database } : {}),
+    });
     const prisma = prismaRef;
     // Each step is retried whole: every part of it is safe to run again.
     for (let attempt = 1; ; attempt++) {
