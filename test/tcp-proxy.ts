@@ -7,6 +7,14 @@ import net from 'node:net';
  * a stall never reaches the server. Tests put it between a component and PostgreSQL to see how
  * that component notices a connection that hangs without closing.
  */
+/** `url` with its host and port replaced by the proxy's, everything else kept. */
+function throughPort(url: string, port: number): string {
+  const u = new URL(url);
+  u.hostname = '127.0.0.1';
+  u.port = String(port);
+  return u.toString();
+}
+
 export interface StallingProxy {
   /** `url` with its host and port replaced by the proxy's. */
   via(url: string): string;
@@ -49,12 +57,7 @@ export async function startStallingProxy(target: { host: string; port: number })
   let listening = true;
 
   return {
-    via(url) {
-      const u = new URL(url);
-      u.hostname = '127.0.0.1';
-      u.port = String(port);
-      return u.toString();
-    },
+    via: (url) => throughPort(url, port),
     stall() {
       stalled = true;
     },
@@ -178,12 +181,7 @@ export async function startCommitCuttingProxy(target: { host: string; port: numb
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   return {
-    via(url) {
-      const u = new URL(url);
-      u.hostname = '127.0.0.1';
-      u.port = String(port);
-      return u.toString();
-    },
+    via: (url) => throughPort(url, port),
     armCommitCut() {
       armed = true;
     },
