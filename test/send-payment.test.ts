@@ -46,6 +46,19 @@ describe('sendPayment', () => {
     expect(await balanceOf(alice.accountId)).toBe(1_000n);
   });
 
+  it("answers with the account's balance after the debit, and none for a replay, which debits nothing", async () => {
+    const alice = await stack.newCustomer(5_000);
+    const query =
+      'mutation($input: SendPaymentInput!) { sendPayment(input: $input) { payment { id } replayed balanceAfter errors { code } } }';
+    const input = paymentInput(alice.accountId, { amount: 1_200 });
+    type Answer = { sendPayment: { payment: { id: string } | null; replayed: boolean; balanceAfter: number | null; errors: unknown[] } };
+    const first = await gql<Answer>(stack.apiUrl, alice.token, query, { input });
+    expect(first.data?.sendPayment).toMatchObject({ replayed: false, balanceAfter: 3_800, errors: [] });
+    const again = await gql<Answer>(stack.apiUrl, alice.token, query, { input });
+    expect(again.data?.sendPayment).toMatchObject({ replayed: true, balanceAfter: null, errors: [] });
+    expect(await balanceOf(alice.accountId)).toBe(3_800n);
+  });
+
   it('lets the balance reach exactly zero', async () => {
     const alice = await stack.newCustomer(1_000);
     const sent = await stack.send(alice.token, paymentInput(alice.accountId, { amount: 1_000 }));

@@ -17,7 +17,9 @@ import { MAX_SCHEDULE_DAYS, TX_OPTIONS } from './scheduled.ts';
 import type { ScreenPayment } from './screening.ts';
 import { schedule, take } from './transitions.ts';
 
-export type SendPaymentResult = { payment: Payment; replayed: boolean; errors: [] } | { payment: null; errors: [UserError] };
+export type SendPaymentResult =
+  /** `balanceAfter`: the account's balance right after this request's debit; null when it debited nothing (a replay, a later day). */
+  { payment: Payment; replayed: boolean; balanceAfter: bigint | null; errors: [] } | { payment: null; errors: [UserError] };
 
 export interface PaymentServiceDeps {
   prisma: PrismaClient;
@@ -96,13 +98,14 @@ export function createPaymentService(deps: PaymentServiceDeps) {
 
     const endTransaction = deps.metrics.transactionSeconds.startTimer();
     try {
-      const payment = await prisma
-        .$transaction(async (tx) => {
+      const taken = await prisma
+        .$transaction(async (tx): Promise<{ payment: Payment; balanceAfter: bigint | null } | null> => {
           if (executeOn !== null && executeOn > today) {
             // Screened now for the payee (a refusal above); the limit and a hold apply on its day.
             const scheduled = await schedule(tx, customerId, { ...cmd, executeOn }, fingerprint);
-            if (scheduled) await jobs.execute(tx, { paymentId: scheduled.id, executeOn });
-            return scheduled;
+            if (!scheduled) return null;
+            await jobs.execute(tx, { paymentId: scheduled.id, executeOn });
+            return { payment: scheduled, balanceAfter: null };
           }
           const inserted = await take(tx, customerId, cmd, fingerprint, screened);
           if (!inserted) return null;
@@ -118,22 +121,23 @@ export function createPaymentService(deps: PaymentServiceDeps) {
             );
           }
           // A HELD payment gets its job only when an operator approves it (holds.ts).
-          if (created.status === 'HELD') return created;
+          if (created.status === 'HELD') return { payment: created, balanceAfter };
           await jobs.settle(tx, created.id);
           // Not held: a saved payee not yet let through is let through by this payment.
           if (screened.payee && screened.payee.letThroughAt === null) await recordLetThrough(tx, created.id, screened.at);
-          return created;
+          return { payment: created, balanceAfter };
         }, TX_OPTIONS)
         .finally(() => endTransaction());
 
-      if (payment) {
+      if (taken) {
+        const { payment, balanceAfter } = taken;
         deps.afterCommit?.();
         if (screened.holdReason && payment.status === 'HELD') deps.metrics.held.inc({ reason: screened.holdReason });
         log.info(
           { paymentId: payment.id, accountId: payment.accountId, amount: cmd.amount, status: payment.status, executeOn },
           'payment accepted',
         );
-        return { payment, replayed: false, errors: [] };
+        return { payment, replayed: false, balanceAfter, errors: [] };
       }
       return await replay(customerId, cmd, fingerprint);
     } catch (error) {
@@ -161,7 +165,7 @@ export function createPaymentService(deps: PaymentServiceDeps) {
         ],
       };
     }
-    return { payment: existing, replayed: true, errors: [] };
+    return { payment: existing, replayed: true, balanceAfter: null, errors: [] };
   }
 
   /** The payment when the viewer may see it; null when it is not theirs, does not exist, or the id is malformed (all alike). */

@@ -657,6 +657,8 @@ export type SendPaymentInput = {
 
 export type SendPaymentPayload = {
   __typename?: 'SendPaymentPayload';
+  /** The account's available balance right after this payment's debit, in the same transaction; null when this request debited nothing (a replay, or a payment scheduled for a later day). */
+  balanceAfter?: Maybe<Scalars['Money']['output']>;
   errors: Array<UserError>;
   payment?: Maybe<Payment>;
   /** True when this answer is an earlier payment with the same idempotency key (nothing new was debited). */
@@ -1275,6 +1277,7 @@ export type ReconciliationBreakResolvers<ContextType = Context, ParentType exten
 };
 
 export type SendPaymentPayloadResolvers<ContextType = Context, ParentType extends ResolversParentTypes['SendPaymentPayload'] = ResolversParentTypes['SendPaymentPayload']> = {
+  balanceAfter?: Resolver<Maybe<ResolversTypes['Money']>, ParentType, ContextType>;
   errors?: Resolver<Array<ResolversTypes['UserError']>, ParentType, ContextType>;
   payment?: Resolver<Maybe<ResolversTypes['Payment']>, ParentType, ContextType>;
   replayed?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
