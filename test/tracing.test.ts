@@ -94,14 +94,18 @@ describe('tracing', () => {
     const paymentId = sent.data?.sendPayment.payment.id ?? '';
     expect(paymentId).not.toBe('');
 
-    // The worker's span for this payment's job, once both processes have exported.
+    // The worker's span for this payment's job, once both processes have exported: each exports in
+    // batches of its own, so the API's request span may arrive after the worker's provider call.
     let trace: CollectedSpan[] = [];
     await expect
       .poll(
         () => {
           const job = spans.find((s) => s.service === 'payments-worker' && s.name === 'payment.settle');
           trace = job ? spans.filter((s) => s.traceId === job.traceId) : [];
-          return trace.some((s) => s.service === 'payments-worker' && /^(POST|GET)$/.test(s.name.split(' ')[0] ?? ''));
+          return (
+            trace.some((s) => s.service === 'payments-worker' && /^(POST|GET)$/.test(s.name.split(' ')[0] ?? '')) &&
+            trace.some((s) => s.service === 'payments-api' && s.scope.includes('instrumentation-http') && s.kind === 2)
+          );
         },
         { timeout: 30_000, interval: 200 },
       )
