@@ -11,7 +11,7 @@ import { createScheduledExecution } from '../../src/payments/scheduled.ts';
 import { createStandingOrders } from '../../src/payments/standing-orders.ts';
 
 /**
- * The chaos run's payee-safety workload (issue 20's paths), alongside the payments of run.ts:
+ * The chaos run's payee-safety workload (every way money leaves: standing orders, scheduled days, holds), alongside the payments of run.ts:
  * saved payees and Confirmation of Payee (MATCH and NO_MATCH, refusals PAYEE_NOT_CONFIRMED of a
  * standing order and a payment), standing orders, scheduled payments, payments to new payees, and
  * cancellations of orders and scheduled payments, all through the API under the run's faults.
