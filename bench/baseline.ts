@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -26,8 +27,11 @@ export function findPgbench(): string | null {
 /** Account numbers (1-based) drawn by a scenario: any of `accounts`, or always the hot one. */
 export type AccountChoice = { kind: 'spread'; accounts: number } | { kind: 'hot'; account: number };
 
+/** A payment id per pgbench transaction, from the same parts as its unique idempotency key. */
+const PAYMENT_ID = `md5(:keyprefix::text || :client_id::text || '-' || :k::text)::uuid`;
+
 /**
- * The pgbench script: the same three statements as the service's transaction, with the service's
+ * The pgbench script: the same statements as the service's transaction, with the service's
  * parameters turned into pgbench variables. Only the values differ (random account, unique key).
  */
 export function pgbenchScript(sql: TransactionSql, choice: AccountChoice): string {
@@ -48,17 +52,17 @@ export function pgbenchScript(sql: TransactionSql, choice: AccountChoice): strin
     7: ':rsort',
     8: ':racct',
     9: ':ref',
-    // An immediate payment: no executeOn (issue 14).
+    // An immediate payment: no executeOn.
     10: 'NULL',
-    // Payee safety (issue 15): the status the screening chose, the London day of the limit, the limit.
-    11: `'PENDING'`,
-    12: `(now() AT TIME ZONE 'Europe/London')::date`,
-    13: `${String(sql.insertPayment.values[12])}::bigint`,
-    // When a HELD payment was held: none for a PENDING one.
-    14: 'NULL',
+    // Payee safety: the London day of the limit, the limit, when it was screened.
+    11: `(now() AT TIME ZONE 'Europe/London')::date`,
+    12: `${String(sql.insertPayment.values[11])}::bigint`,
+    13: 'now()',
+    // The payment's id, chosen by the caller, and its settlement job, which names it.
+    14: PAYMENT_ID,
+    15: `replace(:jobjson::text, 'PAYMENT_ID', ${PAYMENT_ID}::text)`,
   });
-  const enqueue = params(sql.enqueue.text, { 1: `(replace(:jobjson::text, 'PAYMENT_ID', :p_id::text))` });
-  for (const text of [insert, enqueue]) {
+  for (const text of [insert]) {
     // pgbench reads ":name" as a variable anywhere in a command; make sure only ours are there.
     const stray = oneLine(text)
       .match(/(?<!:):(?!:)[A-Za-z0-9_]+/g)
@@ -70,9 +74,7 @@ export function pgbenchScript(sql: TransactionSql, choice: AccountChoice): strin
     '\\set k random(1, 1000000000000)',
     '\\set amount random(1, 1000)',
     'BEGIN;',
-    `${oneLine(insert)}`,
-    '\\gset p_',
-    `${oneLine(enqueue)};`,
+    `${oneLine(insert)};`,
     'COMMIT;',
     '',
   ].join('\n');
@@ -153,8 +155,8 @@ export async function runPgbench(options: {
 }
 
 /**
- * The minimal Node baseline: one pg.Client per simulated client, each running BEGIN, the two
- * statements with the captured text as named prepared statements (parsed once per connection, as
+ * The minimal Node baseline: one pg.Client per simulated client, each running BEGIN, the
+ * statement with the captured text as named prepared statements (parsed once per connection, as
  * the service's Prisma adapter does with `statementNameGenerator`), COMMIT.
  */
 export async function runNodeBaseline(options: {
@@ -198,7 +200,10 @@ export async function runNodeBaseline(options: {
             values[1] = customerIdOf(n);
             values[2] = key;
             values[4] = amount;
-            const inserted = await client.query<{ id: string; balanceAfter: string | null }>({
+            const paymentId = randomUUID();
+            values[13] = paymentId;
+            values[14] = sql.jobJsonTemplate.replaceAll('PAYMENT_ID', paymentId);
+            const inserted = await client.query<{ id: string; balanceAfter: string | null; jobs: number }>({
               name: 'bench_insert_payment',
               text: sql.insertPayment.text,
               values,
@@ -206,11 +211,7 @@ export async function runNodeBaseline(options: {
             const payment = inserted.rows[0];
             if (!payment) throw new Error('payment not inserted');
             if (payment.balanceAfter === null) throw new Error('debit refused');
-            await client.query({
-              name: 'bench_enqueue',
-              text: sql.enqueue.text,
-              values: [sql.jobJsonTemplate.replaceAll('PAYMENT_ID', payment.id)],
-            });
+            if (payment.jobs !== 1) throw new Error('settlement job not written');
             await client.query('COMMIT');
             accepted++;
             latencies.push(performance.now() - t0);

@@ -1,8 +1,9 @@
 import type { PgBoss } from 'pg-boss';
 import { queuePolicy } from '../src/app/queue.ts';
+import { systemClock } from '../src/calendar.ts';
 import type { Config } from '../src/config.ts';
 import type { Payment, Tx } from '../src/db/prisma.ts';
-import { enqueueSettlement } from '../src/jobs/enqueue.ts';
+import { createPaymentJobs } from '../src/jobs/enqueue.ts';
 import { londonDay } from '../src/payments/limits.ts';
 import { fingerprintOf } from '../src/payments/payment-service.ts';
 import { take } from '../src/payments/transitions.ts';
@@ -13,12 +14,11 @@ export interface Statement {
   values: unknown[];
 }
 
-/** The statements a sendPayment transaction sends between BEGIN and COMMIT. */
+/** The statement a sendPayment transaction sends between BEGIN and COMMIT. */
 export interface TransactionSql {
-  /** The payment, the guarded debit and its ledger entry (one statement). */
+  /** The payment, the guarded debit, its ledger entry, the day total and the settlement job (one statement). */
   insertPayment: Statement;
-  enqueue: Statement;
-  /** The job JSON of `enqueue` with the payment id replaced by PAYMENT_ID. */
+  /** The job JSON (`$15`) with the payment id (`$14`) replaced by PAYMENT_ID. */
   jobJsonTemplate: string;
 }
 
@@ -36,8 +36,8 @@ export function sampleCommand(accountId: string, key: string, amount: number): S
 }
 
 /**
- * Records the SQL text and parameters that the service's own functions (transitions.ts and
- * pg-boss's send with fromPrisma(tx)) would send, by handing them a recording transaction.
+ * Records the SQL text and parameters that the service's own functions (transitions.ts, with the
+ * settlement job pg-boss builds) would send, by handing them a recording transaction.
  * The baselines replay exactly this, so they stay in step with the code.
  */
 export async function captureTransactionSql(boss: PgBoss, config: Config, customerId: string, accountId: string): Promise<TransactionSql> {
@@ -56,18 +56,18 @@ export async function captureTransactionSql(boss: PgBoss, config: Config, custom
   } as unknown as Tx;
 
   // The insert statement includes the daily limit's upsert (issue 15), so the baselines pay for it too.
-  await take(recorder, customerId, cmd, fingerprintOf(cmd), {
-    status: 'PENDING',
-    at: new Date(),
-    limitDay: londonDay(new Date()),
-    dailyLimit: config.payeeSafety.dailyLimit,
-  });
-  await enqueueSettlement(boss, recorder, queuePolicy(config), { paymentId: SAMPLE_PAYMENT_ID });
-  const [insert, enqueue] = recorded;
-  if (!insert || !enqueue || recorded.length !== 2) {
-    throw new Error(`expected 2 statements in the sendPayment transaction, recorded ${recorded.length}`);
-  }
-  const json = enqueue.values[0];
+  const jobs = createPaymentJobs({ boss, policy: queuePolicy(config), clock: systemClock });
+  await take(
+    recorder,
+    customerId,
+    cmd,
+    fingerprintOf(cmd),
+    { at: new Date(), limitDay: londonDay(new Date()), dailyLimit: config.payeeSafety.dailyLimit, hold: config.payeeSafety },
+    { paymentId: SAMPLE_PAYMENT_ID, settlement: await jobs.settlementInsert(SAMPLE_PAYMENT_ID) },
+  );
+  const [insert] = recorded;
+  if (!insert || recorded.length !== 1) throw new Error(`expected 1 statement in the sendPayment transaction, recorded ${recorded.length}`);
+  const json = insert.values[14];
   if (typeof json !== 'string') throw new Error('pg-boss job parameter is not a JSON string');
-  return { insertPayment: insert, enqueue, jobJsonTemplate: json.replaceAll(SAMPLE_PAYMENT_ID, 'PAYMENT_ID') };
+  return { insertPayment: insert, jobJsonTemplate: json.replaceAll(SAMPLE_PAYMENT_ID, 'PAYMENT_ID') };
 }

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPrisma, type PrismaClient } from '../src/db/prisma.ts';
 import { refund, take } from '../src/payments/transitions.ts';
@@ -51,7 +52,8 @@ describe('the COMMIT of a money transaction', () => {
           executeOn: null,
         },
         'f'.repeat(64),
-        { status: 'PENDING', at: new Date(), limitDay: '2026-12-02', dailyLimit: 1_000_000 },
+        { at: new Date(), limitDay: '2026-12-02', dailyLimit: 1_000_000, hold: { reviewThreshold: 1_000_000, newPayeeSeconds: 0 } },
+        { paymentId: randomUUID(), settlement: null },
       );
       expect(taken?.balanceAfter).toBe(9_000n);
       const afterTake = await timeoutNow(tx);

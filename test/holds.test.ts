@@ -4,7 +4,7 @@ import { audit } from '../src/audit.ts';
 import { createPaymentJobs } from '../src/jobs/enqueue.ts';
 import { QUEUES } from '../src/jobs/queues.ts';
 import { createMetrics } from '../src/ops/metrics.ts';
-import { createHoldService, HOLD_EXPIRY_OPERATOR, type HoldService } from '../src/payments/holds.ts';
+import { createHoldService, HOLD_EXPIRY_OPERATOR, type HoldService, holdReason, holdReasonSql } from '../src/payments/holds.ts';
 import { expectNoErrorLogs, gql, paymentInput, type Stack, startStack, type TestCustomer } from './helpers.ts';
 import { collect, PAYMENT_UPDATED, type PaymentUpdate, wsClient } from './ws-helpers.ts';
 
@@ -201,6 +201,41 @@ describe('subscribers', () => {
       ]);
     } finally {
       await ws.client.dispose();
+    }
+  });
+});
+
+describe('the hold rule', () => {
+  it('reads the same in SQL (the statement that takes a payment) as in TypeScript, at every boundary', async () => {
+    const policy = { reviewThreshold: REVIEW_THRESHOLD, newPayeeSeconds: 24 * 3600 };
+    const sql = `SELECT ${holdReasonSql(policy, {
+      amount: '$1::bigint',
+      payeeId: '$2::uuid',
+      payeeCreatedAt: '$3::timestamptz',
+      payeeLetThroughAt: '$4::timestamptz',
+      now: '$5::timestamptz',
+    })} AS reason`;
+    const at = new Date('2026-03-29T00:30:00.000Z');
+    const newFor = policy.newPayeeSeconds * 1000;
+    const payees = [
+      null,
+      ...[-1, 0, 1].flatMap((ms) => [
+        { id: '00000000-0000-4000-8000-000000000001', createdAt: new Date(at.getTime() - newFor + ms), letThroughAt: null },
+        { id: '00000000-0000-4000-8000-000000000001', createdAt: new Date(at.getTime() - newFor + ms), letThroughAt: at },
+      ]),
+    ];
+    for (const amount of [1, REVIEW_THRESHOLD - 1, REVIEW_THRESHOLD, REVIEW_THRESHOLD + 1]) {
+      for (const payee of payees) {
+        const [row] = await stack.db.$queryRawUnsafe<{ reason: string | null }[]>(
+          sql,
+          BigInt(amount),
+          payee?.id ?? null,
+          payee?.createdAt ?? null,
+          payee?.letThroughAt ?? null,
+          at,
+        );
+        expect({ amount, payee, reason: row?.reason }).toEqual({ amount, payee, reason: holdReason(policy, amount, payee, at) });
+      }
     }
   });
 });

@@ -3,8 +3,10 @@ import { expectNoErrorLogs, gql, paymentInput, rowCounts, SEND_PAYMENT, type Sen
 
 // No worker: these tests are about taking payments, and settlement would move statuses under them.
 let stack: Stack;
+/** Every SQL statement the API has sent (its transactions' BEGIN is not reported). */
+const statements: string[] = [];
 beforeAll(async () => {
-  stack = await startStack({ worker: false });
+  stack = await startStack({ worker: false, onApiQuery: (sql) => statements.push(sql) });
 });
 afterAll(async () => {
   await stack?.stop();
@@ -32,6 +34,14 @@ describe('sendPayment', () => {
     const jobs = await stack.db.$queryRaw<{ id: string; data: unknown }[]>`
       SELECT id::text, data FROM pgboss.job WHERE name = 'payment.settle' AND id = ${id}::uuid`;
     expect(jobs).toEqual([{ id, data: { paymentId: id } }]);
+  });
+
+  it('takes a payment in one statement and its COMMIT: no read before it, the job inside it', async () => {
+    const alice = await stack.newCustomer(5_000);
+    statements.length = 0;
+    const sent = await stack.send(alice.token, paymentInput(alice.accountId, { amount: 1_000 }));
+    expect(sent.payment?.status).toBe('PENDING');
+    expect(statements).toEqual([expect.stringMatching(/^WITH payee AS \(.*INSERT INTO payments .*INSERT INTO pgboss\./s), 'COMMIT']);
   });
 
   it('refuses a payment larger than the balance and writes nothing', async () => {

@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { fromPrisma, type PgBoss } from 'pg-boss';
+import { type Db, fromPrisma, type PgBoss } from 'pg-boss';
 import { type Clock, secondsUntilDay } from '../calendar.ts';
 import type { Tx } from '../db/prisma.ts';
-import type { PaymentJobs } from '../payments/outbox.ts';
+import type { JobInsert, PaymentJobs } from '../payments/outbox.ts';
 import { currentTraceCarrier } from '../telemetry/propagation.ts';
 import { JOBS, type PayloadOf, type QueuePolicy } from './queues.ts';
 
@@ -10,6 +10,12 @@ import { JOBS, type PayloadOf, type QueuePolicy } from './queues.ts';
  * Every job is sent by one of these helpers, never built by hand: each writes its job in the
  * caller's transaction (`tx`), so the job commits with the change that needs it or not at all.
  */
+
+/** A settlement job's payload with the trace it was given, or else the current one. */
+function withTrace(job: PayloadOf<'settle'>): PayloadOf<'settle'> {
+  const trace = job.trace ?? currentTraceCarrier();
+  return { ...job, ...(trace ? { trace } : {}) };
+}
 
 /**
  * A settlement job. It carries the trace it was given (a deferred job's successor keeps its
@@ -24,15 +30,42 @@ export async function enqueueSettlement(
   job: PayloadOf<'settle'>,
   options: { fresh?: boolean; retryLimit?: number; startAfter?: Date } = {},
 ): Promise<void> {
-  const trace = job.trace ?? currentTraceCarrier();
-  const data: PayloadOf<'settle'> = { ...job, ...(trace ? { trace } : {}) };
-  await boss.send(JOBS.settle.name, data, {
+  await boss.send(JOBS.settle.name, withTrace(job), {
     ...JOBS.settle.job(policy),
     ...(options.fresh ? {} : { id: job.paymentId }),
     ...(options.retryLimit === undefined ? {} : { retryLimit: options.retryLimit }),
     ...(options.startAfter ? { startAfter: options.startAfter } : {}),
     db: fromPrisma(tx),
   });
+}
+
+/**
+ * What pg-boss runs to send one job, taken instead of run: `send(db)` is a send through `db`, which
+ * records the statement and answers as the database would. pg-boss still builds the row (options,
+ * the queue's defaults and table, the trace context); the caller runs it inside a statement of its
+ * own (`JobInsert`). Throws when pg-boss sent anything but one plain INSERT with the one parameter.
+ */
+export async function takeJobInsert(send: (db: Db) => Promise<unknown>): Promise<JobInsert> {
+  const taken: Array<{ text: string; values: unknown[] }> = [];
+  await send({
+    executeSql: async (text, values = []) => {
+      taken.push({ text, values });
+      return { rows: [{ id: null }] };
+    },
+  });
+  const [only] = taken;
+  const json = only?.values[0];
+  if (
+    !only ||
+    taken.length !== 1 ||
+    only.values.length !== 1 ||
+    typeof json !== 'string' ||
+    !/^\s*INSERT\b/.test(only.text) ||
+    only.text.match(/\$\d+/g)?.join() !== '$1'
+  ) {
+    throw new Error('pg-boss did not send a job as one INSERT with its JSON as $1; the payment statement cannot carry it');
+  }
+  return { text: only.text, json };
 }
 
 /**
@@ -117,6 +150,8 @@ export function createPaymentJobs(deps: { boss: PgBoss; policy: QueuePolicy; clo
   const { boss, policy, clock } = deps;
   return {
     settle: (tx, paymentId) => enqueueSettlement(boss, tx, policy, { paymentId }),
+    settlementInsert: (paymentId) =>
+      takeJobInsert((db) => boss.send(JOBS.settle.name, withTrace({ paymentId }), { ...JOBS.settle.job(policy), id: paymentId, db })),
     execute: (tx, job) => enqueueExecution(boss, tx, { policy, clock }, job),
     returnCredit: (tx, creditId) => enqueueCreditReturn(boss, tx, policy, creditId),
     runStandingOrders: (tx) => enqueueStandingOrdersRun(boss, tx),

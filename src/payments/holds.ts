@@ -58,6 +58,24 @@ export function holdReason(
   return now.getTime() - payee.createdAt.getTime() < policy.newPayeeSeconds * 1000 ? 'new-payee' : null;
 }
 
+/**
+ * The same rule as SQL, for the statement that takes a payment and reads the payee itself
+ * (transitions.ts `take`): each field of `e` is an SQL expression, the payee's columns NULL when there
+ * is none. Yields 'amount', 'new-payee' or NULL, as `holdReason` would (test/holds.test.ts holds the
+ * two to each other).
+ */
+export function holdReasonSql(
+  policy: Pick<HoldPolicy, 'reviewThreshold' | 'newPayeeSeconds'>,
+  e: { amount: string; payeeId: string; payeeCreatedAt: string; payeeLetThroughAt: string; now: string },
+): string {
+  const { reviewThreshold, newPayeeSeconds } = policy;
+  if (!Number.isSafeInteger(reviewThreshold) || !Number.isSafeInteger(newPayeeSeconds))
+    throw new Error('hold policy must be whole numbers');
+  return `CASE WHEN ${e.amount} >= ${reviewThreshold} THEN 'amount'
+       WHEN ${e.payeeId} IS NOT NULL AND ${e.payeeLetThroughAt} IS NULL
+         AND ${e.now} - ${e.payeeCreatedAt} < ${newPayeeSeconds} * interval '1 second' THEN 'new-payee' END`;
+}
+
 export type CancelHeldResult = { kind: 'cancelled'; payment: Payment } | { kind: 'not-found' } | { kind: 'not-held'; payment: Payment };
 
 const rejectInput = z.object({ reason: rejectReason });

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { ownedAccountWhere } from '../accounts/accounts.ts';
 import type { Viewer } from '../auth.ts';
 import { addCalendarDays, type Clock, londonToday } from '../calendar.ts';
@@ -8,8 +8,8 @@ import { DomainError, type UserError, userError } from '../errors.ts';
 import type { Failpoints } from '../failpoints.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
-import { recordLetThrough } from '../payees/payees.ts';
 import { isUuid, parseInput, type SendPaymentCommand, sendPaymentInput } from '../validation.ts';
+import type { HoldReason } from './holds.ts';
 import type { PaymentStatus } from './lifecycle.ts';
 import type { PaymentJobs } from './outbox.ts';
 import { findPaymentByKey } from './repository.ts';
@@ -96,20 +96,25 @@ export function createPaymentService(deps: PaymentServiceDeps) {
       return { payment: null, errors: [screened.error] };
     }
 
+    // Its id is chosen here so that its settlement job, written by the same statement, can name it.
+    const paymentId = randomUUID();
+    const later = executeOn !== null && executeOn > today;
+    // Written only if the statement finds it is not to be held.
+    const settlement = later ? null : await jobs.settlementInsert(paymentId);
     const endTransaction = deps.metrics.transactionSeconds.startTimer();
     try {
       const taken = await prisma
-        .$transaction(async (tx): Promise<{ payment: Payment; balanceAfter: bigint | null } | null> => {
-          if (executeOn !== null && executeOn > today) {
+        .$transaction(async (tx): Promise<{ payment: Payment; balanceAfter: bigint | null; holdReason: HoldReason | null } | null> => {
+          if (later && executeOn !== null) {
             // Screened now for the payee (a refusal above); the limit and a hold apply on its day.
             const scheduled = await schedule(tx, customerId, { ...cmd, executeOn }, fingerprint);
             if (!scheduled) return null;
             await jobs.execute(tx, { paymentId: scheduled.id, executeOn });
-            return { payment: scheduled, balanceAfter: null };
+            return { payment: scheduled, balanceAfter: null, holdReason: null };
           }
-          const inserted = await take(tx, customerId, cmd, fingerprint, screened);
+          const inserted = await take(tx, customerId, cmd, fingerprint, screened, { paymentId, settlement });
           if (!inserted) return null;
-          const { payment: created, balanceAfter, dayTotal } = inserted;
+          const { payment: created, balanceAfter, dayTotal, holdReason, jobWritten } = inserted;
           deps.failpoints?.hit('send-payment.in-transaction');
           if (balanceAfter === null) {
             throw new DomainError(userError('INSUFFICIENT_FUNDS', 'The account balance is lower than the amount', ['amount']));
@@ -121,18 +126,17 @@ export function createPaymentService(deps: PaymentServiceDeps) {
             );
           }
           // A HELD payment gets its job only when an operator approves it (holds.ts).
-          if (created.status === 'HELD') return { payment: created, balanceAfter };
-          await jobs.settle(tx, created.id);
-          // Not held: a saved payee not yet let through is let through by this payment.
-          if (screened.payee && screened.payee.letThroughAt === null) await recordLetThrough(tx, created.id, screened.at);
-          return { payment: created, balanceAfter };
+          if (created.status === 'HELD') return { payment: created, balanceAfter, holdReason };
+          // The outbox: a PENDING payment never commits without its settlement job.
+          if (!jobWritten) throw new Error(`payment ${created.id} was taken without its settlement job`);
+          return { payment: created, balanceAfter, holdReason };
         }, TX_OPTIONS)
         .finally(() => endTransaction());
 
       if (taken) {
-        const { payment, balanceAfter } = taken;
+        const { payment, balanceAfter, holdReason } = taken;
         deps.afterCommit?.();
-        if (screened.holdReason && payment.status === 'HELD') deps.metrics.held.inc({ reason: screened.holdReason });
+        if (holdReason && payment.status === 'HELD') deps.metrics.held.inc({ reason: holdReason });
         log.info(
           { paymentId: payment.id, accountId: payment.accountId, amount: cmd.amount, status: payment.status, executeOn },
           'payment accepted',

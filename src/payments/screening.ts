@@ -1,14 +1,16 @@
 import type { Clock } from '../calendar.ts';
 import type { UserError } from '../errors.ts';
-import type { PayeeService, SavedPayee } from '../payees/payees.ts';
+import type { PayeeService } from '../payees/payees.ts';
 import type { SendPaymentCommand } from '../validation.ts';
-import { type HoldPolicy, type HoldReason, holdReason } from './holds.ts';
+import type { HoldPolicy } from './holds.ts';
 import { londonDay } from './limits.ts';
 
 /**
- * Payee safety before a payment is taken: is the recipient confirmed, must the payment
- * be held, and which London day's limit does it count against. Reads only; the limit itself is
- * taken inside the payment's transaction (limits.ts).
+ * Payee safety before a payment is taken: is the recipient confirmed, and which London day's limit
+ * does it count against. Reads only, and only when the confirmation rule could refuse: a payment at
+ * or below the check threshold with no `payeeCheckId` is never refused, so it reads nothing here. The
+ * hold rule needs the payee too; the statement that takes the payment reads it (transitions.ts
+ * `take`), as it raises the limit (limits.ts).
  */
 
 export interface SafetyPolicy extends HoldPolicy {
@@ -19,14 +21,11 @@ export interface SafetyPolicy extends HoldPolicy {
 export type Screened =
   | {
       ok: true;
-      status: 'PENDING' | 'HELD';
-      holdReason: HoldReason | null;
       /** When it was screened: the time it becomes HELD, or lets its payee through. */
       at: Date;
-      /** The saved payee it goes to, or null. */
-      payee: SavedPayee | null;
       limitDay: string;
       dailyLimit: number;
+      hold: Pick<HoldPolicy, 'reviewThreshold' | 'newPayeeSeconds'>;
     }
   | { ok: false; error: UserError };
 
@@ -40,17 +39,10 @@ export function createScreening(deps: {
   const { payees, clock, policy } = deps;
   return async (customerId, cmd) => {
     const now = clock.now();
-    const confirmed = await payees.confirmRecipient(customerId, cmd, policy.checkThreshold);
-    if (!confirmed.ok) return confirmed;
-    const hold = holdReason(policy, cmd.amount, confirmed.payee, now);
-    return {
-      ok: true,
-      status: hold ? 'HELD' : 'PENDING',
-      holdReason: hold,
-      at: now,
-      payee: confirmed.payee,
-      limitDay: londonDay(now),
-      dailyLimit: policy.dailyLimit,
-    };
+    if (cmd.payeeCheckId || cmd.amount > policy.checkThreshold) {
+      const confirmed = await payees.confirmRecipient(customerId, cmd, policy.checkThreshold);
+      if (!confirmed.ok) return confirmed;
+    }
+    return { ok: true, at: now, limitDay: londonDay(now), dailyLimit: policy.dailyLimit, hold: policy };
   };
 }

@@ -2,8 +2,10 @@ import type { Payment, PrismaClient, Tx } from '../db/prisma.ts';
 import { transferSql } from '../ledger/postings.ts';
 import type { SendPaymentCommand } from '../validation.ts';
 import { CUSTOMER_ATTEMPT_DETAIL, FAILURE_REASONS, type FailureReason } from './failure-reasons.ts';
+import { type HoldPolicy, type HoldReason, holdReasonSql } from './holds.ts';
 import { type Arrow, canTransition, type INITIAL, type PaymentStatus } from './lifecycle.ts';
 import { raiseDayTotalSql } from './limits.ts';
+import type { JobInsert } from './outbox.ts';
 
 /**
  * Every statement that creates a payment or changes its status: one function per arrow of the
@@ -88,43 +90,79 @@ const paymentParams = (customerId: string, cmd: SendPaymentCommand, fingerprint:
 ];
 
 /**
- * Take: inserts a PENDING (or HELD) payment from an account the customer owns and, in the same
- * statement (one round trip), the guarded decrement and its ledger entry. Locks in this order: the
+ * Take: inserts a PENDING or HELD payment with id `paymentId` from an account the customer owns and,
+ * in the same statement (one round trip), the guarded decrement and its ledger entry. The statement
+ * reads the customer's saved payee for the recipient and applies the hold rule (holds.ts) to it:
+ * HELD at `screened.at` for its `holdReason`, else PENDING, which lets a payee not yet let through
+ * through (payees.ts) and writes `settlement`, its job (outbox.ts). Locks in this order: the
  * payment's unique-index entry (a concurrent duplicate waits here until the first commits or rolls
- * back), then the account row. Null when nothing was inserted: the account is not theirs (or does
- * not exist) or already has a payment with this key; then nothing was debited. `balanceAfter` is
- * null when the payment was inserted but the balance is short: the caller must roll back.
- * `screened` says PENDING or HELD (held at `at`) and the London day the payment counts against;
- * after the debit, the same statement raises the customer's day total (limits.ts), last in the lock
- * order. `dayTotal` is null when that would pass `dailyLimit`: the caller must roll back.
+ * back), the account row, the customer's day total (limits.ts), the payee. Null when nothing was
+ * inserted: the account is not theirs (or does not exist) or already has a payment with this key;
+ * then nothing was debited. `balanceAfter` is null when the payment was inserted but the balance is
+ * short, and `dayTotal` when it would pass `dailyLimit`: the caller must roll back. `jobWritten`
+ * says the settlement job was written, which it is only for a PENDING payment whose debit and day
+ * total went through.
  */
 export async function take(
   tx: Tx,
   customerId: string,
   cmd: SendPaymentCommand,
   fingerprint: string,
-  screened: { status: Extract<(typeof INITIAL)[number], 'PENDING' | 'HELD'>; at: Date; limitDay: string; dailyLimit: number },
-): Promise<{ payment: Payment; balanceAfter: bigint | null; dayTotal: bigint | null } | null> {
-  const rows = await tx.$queryRawUnsafe<(Payment & { balanceAfter: bigint | null; dayTotal: bigint | null })[]>(
-    `WITH created AS (
-       INSERT INTO payments (account_id, idempotency_key, fingerprint, amount, recipient_name,
+  screened: { at: Date; limitDay: string; dailyLimit: number; hold: Pick<HoldPolicy, 'reviewThreshold' | 'newPayeeSeconds'> },
+  made: { paymentId: string; settlement: JobInsert | null },
+): Promise<{
+  payment: Payment;
+  balanceAfter: bigint | null;
+  dayTotal: bigint | null;
+  holdReason: HoldReason | null;
+  jobWritten: boolean;
+} | null> {
+  const { settlement } = made;
+  const held = holdReasonSql(screened.hold, {
+    amount: '$5::bigint',
+    payeeId: 'p.id',
+    payeeCreatedAt: 'p.created_at',
+    payeeLetThroughAt: 'p.let_through_at',
+    now: '$13::timestamptz',
+  });
+  // Not held, and the debit and the day total went through (`day` has a row only after a debit).
+  const letThrough = `(SELECT reason FROM hold) IS NULL AND EXISTS (SELECT 1 FROM day)`;
+  const job = settlement
+    ? `,
+     job AS (${settlement.text.replace(/\$1(?!\d)/, () => `(CASE WHEN ${letThrough} THEN $15 ELSE '[]' END)`)})`
+    : '';
+  const rows = await tx.$queryRawUnsafe<
+    (Payment & { balanceAfter: bigint | null; dayTotal: bigint | null; holdReason: HoldReason | null; jobs: number })[]
+  >(
+    `WITH payee AS (
+       SELECT id, created_at, let_through_at FROM payees WHERE customer_id = $2::uuid AND sort_code = $7 AND account_number = $8),
+     hold AS (SELECT ${held} AS reason FROM (SELECT 1) one LEFT JOIN payee p ON true),
+     created AS (
+       INSERT INTO payments (id, account_id, idempotency_key, fingerprint, amount, recipient_name,
          recipient_sort_code, recipient_account_number, reference, execute_on, status, limit_day, held_at)
-       SELECT a.id, $3, $4, $5, $6, $7, $8, $9, $10::date, $11::"PaymentStatus", $12::date, $14::timestamptz
-       FROM accounts a WHERE a.id = $1::uuid AND a.customer_id = $2::uuid
+       SELECT $14::uuid, a.id, $3, $4, $5, $6, $7, $8, $9, $10::date,
+         CASE WHEN h.reason IS NULL THEN ${initial('PENDING')} ELSE ${initial('HELD')} END, $11::date,
+         CASE WHEN h.reason IS NULL THEN NULL ELSE $13::timestamptz END
+       FROM accounts a, hold h WHERE a.id = $1::uuid AND a.customer_id = $2::uuid
        ON CONFLICT (account_id, idempotency_key) DO NOTHING
        RETURNING *),${DEBIT('created')},
-     day AS (${raiseDayTotalSql({ customerId: '$2::uuid', day: '$12::date', amount: 'd.amount', limit: '$13::bigint', from: 'debit d' })})
-     SELECT ${PAYMENT_COLUMNS}, (SELECT balance FROM debit) AS "balanceAfter", (SELECT used FROM day) AS "dayTotal" FROM created`,
+     day AS (${raiseDayTotalSql({ customerId: '$2::uuid', day: '$11::date', amount: 'd.amount', limit: '$12::bigint', from: 'debit d' })}),
+     let_through AS (
+       UPDATE payees pe SET let_through_at = $13::timestamptz FROM payee p
+       WHERE pe.id = p.id AND pe.let_through_at IS NULL AND ${letThrough})${job}
+     SELECT ${PAYMENT_COLUMNS}, (SELECT balance FROM debit) AS "balanceAfter", (SELECT used FROM day) AS "dayTotal",
+       (SELECT reason FROM hold) AS "holdReason", ${settlement ? '(SELECT count(*) FROM job)::int' : '0'} AS jobs FROM created`,
     ...paymentParams(customerId, cmd, fingerprint),
-    screened.status,
     screened.limitDay,
     BigInt(screened.dailyLimit),
-    screened.status === 'HELD' ? screened.at : null,
+    screened.at,
+    made.paymentId,
+    ...(settlement ? [settlement.json] : []),
   );
   const row = rows[0];
   if (!row) return null;
-  const { balanceAfter, dayTotal, ...payment } = row;
-  return { payment, balanceAfter, dayTotal };
+  const { balanceAfter, dayTotal, holdReason, jobs, ...payment } = row;
+  return { payment, balanceAfter, dayTotal, holdReason, jobWritten: jobs === 1 };
 }
 
 /**
