@@ -149,7 +149,7 @@ export async function startApiProcess(
   // Payee safety: checks go to the provider from the API, behind this process's own breaker.
   const checker = provider ?? noPayeeChecks;
   const payees = createPayeeService({ prisma, checker, clock, logger, maxPayees: config.budgets.maxPayeesPerCustomer });
-  const screen = createScreening({ payees, clock, policy: config.payeeSafety });
+  const screen = createScreening({ payees, policy: config.payeeSafety });
   const holds = createHoldService({ prisma, jobs, policy: config.payeeSafety, clock, logger, metrics, afterCommit: wakeFeed });
   const api = await startApi({
     services: {

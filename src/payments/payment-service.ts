@@ -1,7 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { ownedAccountWhere } from '../accounts/accounts.ts';
 import type { Viewer } from '../auth.ts';
-import { addCalendarDays, type Clock, londonToday } from '../calendar.ts';
+import { addCalendarDays, type Clock } from '../calendar.ts';
 import { afterCreatedAtId, type KeysetPage } from '../db/keyset.ts';
 import type { Payment, PrismaClient } from '../db/prisma.ts';
 import { DomainError, type UserError, userError } from '../errors.ts';
@@ -11,6 +11,7 @@ import type { Metrics } from '../ops/metrics.ts';
 import { isUuid, parseInput, type SendPaymentCommand, sendPaymentInput } from '../validation.ts';
 import type { HoldReason } from './holds.ts';
 import type { PaymentStatus } from './lifecycle.ts';
+import { londonDay } from './limits.ts';
 import type { PaymentJobs } from './outbox.ts';
 import { findPaymentByKey } from './repository.ts';
 import { MAX_SCHEDULE_DAYS, TX_OPTIONS } from './scheduled.ts';
@@ -73,7 +74,8 @@ export function createPaymentService(deps: PaymentServiceDeps) {
     if (!parsed.ok) return { payment: null, errors: [parsed.error] };
     const cmd = parsed.value;
     const fingerprint = fingerprintOf(cmd);
-    const today = londonToday(deps.clock);
+    const now = deps.clock.now();
+    const today = londonDay(now);
     const { executeOn } = cmd;
     if (executeOn !== null && executeOn < today) {
       // A retry of a scheduled payment made before its day is still a replay; anything else is refused.
@@ -89,7 +91,7 @@ export function createPaymentService(deps: PaymentServiceDeps) {
     }
 
     // Payee safety: a refusal writes nothing, but a replay still gets its payment.
-    const screened = await deps.screen(customerId, cmd);
+    const screened = await deps.screen(customerId, cmd, { now, today });
     if (!screened.ok) {
       if (await findPaymentByKey(prisma, customerId, cmd.fromAccountId, cmd.idempotencyKey)) return replay(customerId, cmd, fingerprint);
       deps.metrics.refusals.inc({ code: screened.error.code });

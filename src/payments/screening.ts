@@ -1,9 +1,8 @@
-import type { Clock } from '../calendar.ts';
+import type { CalendarDate } from '../calendar.ts';
 import type { UserError } from '../errors.ts';
 import type { PayeeService } from '../payees/payees.ts';
 import type { SendPaymentCommand } from '../validation.ts';
 import type { HoldPolicy } from './holds.ts';
-import { londonDay } from './limits.ts';
 
 /**
  * Payee safety before a payment is taken: is the recipient confirmed, and which London day's limit
@@ -29,20 +28,16 @@ export type Screened =
     }
   | { ok: false; error: UserError };
 
-export type ScreenPayment = (customerId: string, cmd: SendPaymentCommand) => Promise<Screened>;
+/** `now` is when the payment is screened and `today` its London day: the caller's one reading of the clock. */
+export type ScreenPayment = (customerId: string, cmd: SendPaymentCommand, when: { now: Date; today: CalendarDate }) => Promise<Screened>;
 
-export function createScreening(deps: {
-  payees: Pick<PayeeService, 'confirmRecipient'>;
-  clock: Clock;
-  policy: SafetyPolicy;
-}): ScreenPayment {
-  const { payees, clock, policy } = deps;
-  return async (customerId, cmd) => {
-    const now = clock.now();
+export function createScreening(deps: { payees: Pick<PayeeService, 'confirmRecipient'>; policy: SafetyPolicy }): ScreenPayment {
+  const { payees, policy } = deps;
+  return async (customerId, cmd, { now, today }) => {
     if (cmd.payeeCheckId || cmd.amount > policy.checkThreshold) {
       const confirmed = await payees.confirmRecipient(customerId, cmd, policy.checkThreshold);
       if (!confirmed.ok) return confirmed;
     }
-    return { ok: true, at: now, limitDay: londonDay(now), dailyLimit: policy.dailyLimit, hold: policy };
+    return { ok: true, at: now, limitDay: today, dailyLimit: policy.dailyLimit, hold: policy };
   };
 }
