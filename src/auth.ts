@@ -1,3 +1,4 @@
+import { createSigner, createVerifier, TokenError } from 'fast-jwt';
 import { LRUCache } from 'lru-cache';
 import { z } from 'zod';
 
@@ -15,6 +16,9 @@ const claims = z.discriminatedUnion('role', [
   z.object({ role: z.literal('customer'), sub: z.uuid() }),
   z.object({ role: z.literal('operator'), sub: operatorId }),
 ]);
+
+/** RFC 7519's times are NumericDates: a token whose `iat` or `nbf` is anything else is refused (as jose does). */
+const timeClaims = z.object({ exp: z.number(), iat: z.number().optional(), nbf: z.number().optional() });
 
 /** How long a token may live, at most, from now: a leaked long-lived token is refused. */
 export const DEFAULT_MAX_TOKEN_SECONDS = 24 * 3600;
@@ -39,51 +43,55 @@ export interface TokenVerifier {
 export const DEFAULT_VERIFIED_TOKEN_CACHE = 10_000;
 
 /**
- * Verifies bearer tokens with jose (HS256 pinned, `exp` required). A token that verified is kept
- * (the token string is the key, so only the very same bytes hit) until its `exp`, in a
- * least-recently-used cache of at most `cacheSize` entries: a client sends the same token with
- * every request, and a hit skips jose's WebCrypto verify (a promise and a thread-pool hop) and both
- * JSON parses. Expiry is checked on every hit; failures are never kept. `cacheSize` 0 turns it off.
+ * Verifies bearer tokens with fast-jwt (HS256 pinned, `exp` required), synchronously: WebCrypto's
+ * verify (jose's) was a promise and a thread-pool hop per token, ~100 µs of the API's CPU for each
+ * new token under load (bench/README.md). A token that verified is kept (the token string is the
+ * key, so only the very same bytes hit) until its `exp`, in a least-recently-used cache of at most
+ * `cacheSize` entries: a client sends the same token with every request, and a hit skips the HMAC,
+ * both JSON parses and the claims check. Expiry is checked on every hit; failures are never kept.
+ * `cacheSize` 0 turns it off.
  */
 export function createTokenVerifier(secret: string, options: { maxTokenSeconds?: number; cacheSize?: number } = {}): TokenVerifier {
-  const key = new TextEncoder().encode(secret);
   const maxTokenSeconds = options.maxTokenSeconds ?? DEFAULT_MAX_TOKEN_SECONDS;
   const cacheSize = options.cacheSize ?? DEFAULT_VERIFIED_TOKEN_CACHE;
   const verified = cacheSize > 0 ? new LRUCache<string, { session: Session; exp: number }>({ max: cacheSize }) : null;
 
-  async function verifyUncached(token: string): Promise<{ session: Session; exp: number }> {
-    // Loaded on the first token that is not in the cache: most requests never need it.
-    const { jwtVerify, errors } = await import('jose');
+  // HS256 only, `exp` required; synchronous (node's own HMAC), so a token costs no thread-pool hop.
+  const verifyJwt = createVerifier({ key: secret, algorithms: ['HS256'], requiredClaims: ['exp'] });
+
+  function verifyUncached(token: string): { session: Session; exp: number } {
+    let payload: Record<string, unknown>;
     try {
-      const { payload } = await jwtVerify(token, key, { algorithms: ['HS256'], requiredClaims: ['exp'] });
-      const parsed = claims.safeParse(payload);
-      if (!parsed.success || typeof payload.exp !== 'number') throw new AuthError('token claims are invalid');
-      // A minute of slack for clocks that disagree a little.
-      if (payload.exp > Date.now() / 1000 + maxTokenSeconds + 60) throw new AuthError('token lifetime exceeds the maximum');
-      const viewer: Viewer =
-        parsed.data.role === 'customer'
-          ? { role: 'customer', customerId: parsed.data.sub }
-          : { role: 'operator', operatorId: parsed.data.sub };
-      // Shared by every request that presents this token: nobody may change it.
-      return { session: Object.freeze({ viewer: Object.freeze(viewer), expiresAt: new Date(payload.exp * 1000) }), exp: payload.exp };
+      payload = verifyJwt(token);
     } catch (error) {
-      if (error instanceof AuthError) throw error;
-      if (error instanceof errors.JWTExpired) throw new AuthError('token expired');
+      if (error instanceof TokenError && error.code === TokenError.codes.expired) throw new AuthError('token expired');
       throw new AuthError('token is invalid');
     }
+    const parsed = claims.safeParse(payload);
+    const times = timeClaims.safeParse(payload);
+    if (!parsed.success || !times.success) throw new AuthError('token claims are invalid');
+    // A minute of slack for clocks that disagree a little.
+    const { exp } = times.data;
+    if (exp > Date.now() / 1000 + maxTokenSeconds + 60) throw new AuthError('token lifetime exceeds the maximum');
+    const viewer: Viewer =
+      parsed.data.role === 'customer'
+        ? { role: 'customer', customerId: parsed.data.sub }
+        : { role: 'operator', operatorId: parsed.data.sub };
+    // Shared by every request that presents this token: nobody may change it.
+    return { session: Object.freeze({ viewer: Object.freeze(viewer), expiresAt: new Date(exp * 1000) }), exp };
   }
 
   async function verify(token: string): Promise<Session> {
     const hit = verified?.get(token);
     if (hit) {
-      // jose's rule for an uncached token: expired once `exp` is not after now (whole seconds).
+      // The rule for an uncached token (fast-jwt's, as jose's): expired once `exp` is not after now (whole seconds).
       if (hit.exp <= Math.floor(Date.now() / 1000)) {
         verified?.delete(token);
         throw new AuthError('token expired');
       }
       return hit.session;
     }
-    const entry = await verifyUncached(token);
+    const entry = verifyUncached(token);
     verified?.set(token, entry);
     return entry.session;
   }
@@ -102,12 +110,6 @@ export function createTokenVerifier(secret: string, options: { maxTokenSeconds?:
 
 /** Signs a token for `viewer` that expires after `ttlSeconds`. */
 export async function signToken(viewer: Viewer, secret: string, ttlSeconds: number): Promise<string> {
-  // Loaded when a token is first signed (the CLI, tests, the demo): an API process only verifies.
-  const { SignJWT } = await import('jose');
-  const jwt = new SignJWT({ role: viewer.role })
-    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
-    .setIssuedAt()
-    .setExpirationTime(Math.floor(Date.now() / 1000) + ttlSeconds);
-  jwt.setSubject(viewer.role === 'customer' ? viewer.customerId : viewer.operatorId);
-  return jwt.sign(new TextEncoder().encode(secret));
+  const sign = createSigner({ key: secret, algorithm: 'HS256', expiresIn: ttlSeconds * 1000 });
+  return sign({ role: viewer.role, sub: viewer.role === 'customer' ? viewer.customerId : viewer.operatorId });
 }

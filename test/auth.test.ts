@@ -27,6 +27,7 @@ const cases: Array<[string, () => Promise<string>]> = [
   ['a token not valid yet (nbf)', async () => forge({ alg: 'HS256' }, { ...customer, exp: now() + 600, nbf: now() + 300 })],
   ['a token valid since (nbf)', async () => forge({ alg: 'HS256' }, { ...customer, exp: now() + 600, nbf: now() - 5 })],
   ['a string iat', async () => forge({ alg: 'HS256' }, { ...customer, exp: now() + 600, iat: 'yesterday' })],
+  ['a string nbf', async () => forge({ alg: 'HS256' }, { ...customer, exp: now() + 600, nbf: String(now() - 5) })],
   ['a string exp', async () => forge({ alg: 'HS256' }, { ...customer, exp: String(now() + 600) })],
   ['no exp', async () => forge({ alg: 'HS256' }, customer)],
   ['alg none', async () => `${b64({ alg: 'none' })}.${b64({ ...customer, exp: now() + 600 })}.`],
