@@ -6,7 +6,7 @@ import type { Payment, Tx } from '../src/db/prisma.ts';
 import { createPaymentJobs } from '../src/jobs/enqueue.ts';
 import { londonDay } from '../src/payments/limits.ts';
 import { fingerprintOf } from '../src/payments/payment-service.ts';
-import { take } from '../src/payments/transitions.ts';
+import { createTake } from '../src/payments/transitions.ts';
 import type { SendPaymentCommand } from '../src/validation.ts';
 
 export interface Statement {
@@ -57,7 +57,7 @@ export async function captureTransactionSql(boss: PgBoss, config: Config, custom
 
   // The insert statement includes the daily limit's upsert (issue 15), so the baselines pay for it too.
   const jobs = createPaymentJobs({ boss, policy: queuePolicy(config), clock: systemClock });
-  await take(
+  await createTake()(
     recorder,
     customerId,
     cmd,

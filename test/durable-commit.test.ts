@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPrisma, type PrismaClient } from '../src/db/prisma.ts';
-import { refund, take } from '../src/payments/transitions.ts';
+import { createTake, refund } from '../src/payments/transitions.ts';
 import { createTestDatabase } from './helpers.ts';
 
 /**
@@ -39,7 +39,7 @@ describe('the COMMIT of a money transaction', () => {
     const seen = await prisma.$transaction(async (tx) => {
       await tx.$executeRaw`SET LOCAL statement_timeout = '5s'`;
       const before = await timeoutNow(tx);
-      const taken = await take(
+      const taken = await createTake()(
         tx,
         CUSTOMER,
         {

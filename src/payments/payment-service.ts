@@ -16,7 +16,7 @@ import type { PaymentJobs } from './outbox.ts';
 import { findPaymentByKey } from './repository.ts';
 import { MAX_SCHEDULE_DAYS, TX_OPTIONS } from './scheduled.ts';
 import type { ScreenPayment } from './screening.ts';
-import { schedule, take } from './transitions.ts';
+import { createTake, schedule } from './transitions.ts';
 
 export type SendPaymentResult =
   /** `balanceAfter`: the account's balance right after this request's debit; null when it debited nothing (a replay, a later day). */
@@ -62,6 +62,7 @@ export const hashOf = (parts: unknown[]): string => createHash('sha256').update(
 
 export function createPaymentService(deps: PaymentServiceDeps) {
   const { prisma, jobs, logger } = deps;
+  const take = createTake();
 
   /**
    * Takes a payment: in one transaction with no network I/O, the payment row, the guarded

@@ -90,7 +90,7 @@ const paymentParams = (customerId: string, cmd: SendPaymentCommand, fingerprint:
 ];
 
 /**
- * Take: inserts a PENDING or HELD payment with id `paymentId` from an account the customer owns and,
+ * Take (the function `createTake` gives; one per payment service): inserts a PENDING or HELD payment with id `paymentId` from an account the customer owns and,
  * in the same statement (one round trip), the guarded decrement and its ledger entry. The statement
  * reads the customer's saved payee for the recipient and applies the hold rule (holds.ts) to it:
  * HELD at `screened.at` for its `holdReason`, else PENDING, which lets a payee not yet let through
@@ -103,22 +103,59 @@ const paymentParams = (customerId: string, cmd: SendPaymentCommand, fingerprint:
  * says the settlement job was written, which it is only for a PENDING payment whose debit and day
  * total went through.
  */
-export async function take(
-  tx: Tx,
-  customerId: string,
-  cmd: SendPaymentCommand,
-  fingerprint: string,
-  screened: { at: Date; limitDay: string; dailyLimit: number; hold: Pick<HoldPolicy, 'reviewThreshold' | 'newPayeeSeconds'> },
-  made: { paymentId: string; settlement: JobInsert | null },
-): Promise<{
-  payment: Payment;
-  balanceAfter: bigint | null;
-  dayTotal: bigint | null;
-  holdReason: HoldReason | null;
-  jobWritten: boolean;
-} | null> {
-  const { settlement } = made;
-  const held = holdReasonSql(screened.hold, {
+export function createTake() {
+  // The statement's text depends only on the hold policy and the job's INSERT, the same for every
+  // payment of a process: the ~7 kB text is built once and then reused as the same string, which
+  // also spares hashing it again to find its prepared statement (~40 µs per payment, measured).
+  let built: { reviewThreshold: number; newPayeeSeconds: number; jobText: string | null; sql: string } | null = null;
+
+  function statement(hold: Pick<HoldPolicy, 'reviewThreshold' | 'newPayeeSeconds'>, jobText: string | null): string {
+    const { reviewThreshold, newPayeeSeconds } = hold;
+    if (built?.reviewThreshold === reviewThreshold && built.newPayeeSeconds === newPayeeSeconds && built.jobText === jobText) {
+      return built.sql;
+    }
+    built = { reviewThreshold, newPayeeSeconds, jobText, sql: takeSql(hold, jobText) };
+    return built.sql;
+  }
+
+  return async function take(
+    tx: Tx,
+    customerId: string,
+    cmd: SendPaymentCommand,
+    fingerprint: string,
+    screened: { at: Date; limitDay: string; dailyLimit: number; hold: Pick<HoldPolicy, 'reviewThreshold' | 'newPayeeSeconds'> },
+    made: { paymentId: string; settlement: JobInsert | null },
+  ): Promise<{
+    payment: Payment;
+    balanceAfter: bigint | null;
+    dayTotal: bigint | null;
+    holdReason: HoldReason | null;
+    jobWritten: boolean;
+  } | null> {
+    const { settlement } = made;
+    const rows = await tx.$queryRawUnsafe<
+      (Payment & { balanceAfter: bigint | null; dayTotal: bigint | null; holdReason: HoldReason | null; jobs: number })[]
+    >(
+      statement(screened.hold, settlement?.text ?? null),
+      ...paymentParams(customerId, cmd, fingerprint),
+      screened.limitDay,
+      BigInt(screened.dailyLimit),
+      screened.at,
+      made.paymentId,
+      ...(settlement ? [settlement.json] : []),
+    );
+    const row = rows[0];
+    if (!row) return null;
+    const { balanceAfter, dayTotal, holdReason, jobs, ...payment } = row;
+    return { payment, balanceAfter, dayTotal, holdReason, jobWritten: jobs === 1 };
+  };
+}
+
+export type Take = ReturnType<typeof createTake>;
+
+/** The text of take's statement (above): $1-$10 the payment's columns, $11-$15 as `take` sends them. */
+function takeSql(hold: Pick<HoldPolicy, 'reviewThreshold' | 'newPayeeSeconds'>, jobText: string | null): string {
+  const held = holdReasonSql(hold, {
     amount: '$5::bigint',
     payeeId: 'p.id',
     payeeCreatedAt: 'p.created_at',
@@ -127,14 +164,12 @@ export async function take(
   });
   // Not held, and the debit and the day total went through (`day` has a row only after a debit).
   const letThrough = `(SELECT reason FROM hold) IS NULL AND EXISTS (SELECT 1 FROM day)`;
-  const job = settlement
-    ? `,
-     job AS (${settlement.text.replace(/\$1(?!\d)/, () => `(CASE WHEN ${letThrough} THEN $15 ELSE '[]' END)`)})`
-    : '';
-  const rows = await tx.$queryRawUnsafe<
-    (Payment & { balanceAfter: bigint | null; dayTotal: bigint | null; holdReason: HoldReason | null; jobs: number })[]
-  >(
-    `WITH payee AS (
+  const job =
+    jobText === null
+      ? ''
+      : `,
+     job AS (${jobText.replace(/\$1(?!\d)/, () => `(CASE WHEN ${letThrough} THEN $15 ELSE '[]' END)`)})`;
+  return `WITH payee AS (
        SELECT id, created_at, let_through_at FROM payees WHERE customer_id = $2::uuid AND sort_code = $7 AND account_number = $8),
      hold AS (SELECT ${held} AS reason FROM (SELECT 1) one LEFT JOIN payee p ON true),
      created AS (
@@ -151,18 +186,7 @@ export async function take(
        UPDATE payees pe SET let_through_at = $13::timestamptz FROM payee p
        WHERE pe.id = p.id AND pe.let_through_at IS NULL AND ${letThrough})${job}
      SELECT ${PAYMENT_COLUMNS}, (SELECT balance FROM debit) AS "balanceAfter", (SELECT used FROM day) AS "dayTotal",
-       (SELECT reason FROM hold) AS "holdReason", ${settlement ? '(SELECT count(*) FROM job)::int' : '0'} AS jobs FROM created`,
-    ...paymentParams(customerId, cmd, fingerprint),
-    screened.limitDay,
-    BigInt(screened.dailyLimit),
-    screened.at,
-    made.paymentId,
-    ...(settlement ? [settlement.json] : []),
-  );
-  const row = rows[0];
-  if (!row) return null;
-  const { balanceAfter, dayTotal, holdReason, jobs, ...payment } = row;
-  return { payment, balanceAfter, dayTotal, holdReason, jobWritten: jobs === 1 };
+       (SELECT reason FROM hold) AS "holdReason", ${jobText === null ? '0' : '(SELECT count(*) FROM job)::int'} AS jobs FROM created`;
 }
 
 /**
