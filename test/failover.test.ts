@@ -9,6 +9,7 @@ import { type RunningEmulator, startEmulator } from '../src/emulator/server.ts';
 import { START } from '../src/events/cursor.ts';
 import { prismaSql, readEvents } from '../src/events/store.ts';
 import { createLogger } from '../src/logger.ts';
+import { READY_DEADLINE_MS } from '../src/ops/http.ts';
 import { verifyWebhookSignature } from '../src/webhooks/verify.ts';
 import { accountEventIds, compareStreams, type EventFollower, followAccountEvents } from '../tools/chaos/event-follower.ts';
 import { type PgBouncer, pgBouncerBinary, startPgBouncer } from '../tools/pgbouncer.ts';
@@ -221,8 +222,9 @@ describe.skipIf(problem !== null)('a primary failover under load', () => {
     killedAt = Date.now();
     log(`primary killed after ${acknowledged.size} acknowledged payments`);
     // A failover manager notices within its loop; ours waits a moment of outage on purpose, so
-    // that requests, polls and readiness all meet the dead primary.
-    await new Promise((r) => setTimeout(r, 2_000));
+    // that requests, polls and readiness all meet the dead primary. Longer than a readiness check
+    // may take, so that a check asked during the outage cannot run on into the new primary and pass.
+    await new Promise((r) => setTimeout(r, READY_DEADLINE_MS + 1_500));
     const promotion = await cluster.promoteMostAdvanced();
     await bouncer.repoint('127.0.0.1', promotion.promoted.port);
     promotedAt = Date.now();

@@ -211,7 +211,10 @@ describe('a settlement job that runs twice', () => {
       await settlement.settle(paymentId);
 
       const payment = await settleStack.db.payment.findUniqueOrThrow({ where: { id: paymentId }, include: { ledgerEntries: true } });
-      expect(payment.status).toBe('CANCELLED');
+      // Whichever reaches the provider first decides how it ends: a settlement's POST is rejected
+      // (CANCELLED), or the reconciliation finds nothing there and voids it first (FAILED). Either
+      // way it is refunded exactly once.
+      expect(['CANCELLED', 'FAILED']).toContain(payment.status);
       expect(payment.ledgerEntries.map((e) => e.kind).sort()).toEqual(['PAYMENT_DEBIT', 'PAYMENT_REFUND']);
       const account = await settleStack.db.account.findUniqueOrThrow({ where: { id: carol.accountId } });
       expect(account.balance).toBe(10_000n);
