@@ -76,8 +76,11 @@ export function createPrisma(options: {
     },
   );
   const { onQuery } = options;
-  if (!onQuery) return new PrismaClient({ adapter });
-  const client = new PrismaClient({ adapter, log: [{ emit: 'event', level: 'query' }] });
+  // 'minimal': Prisma's other formats capture a stack (`new Error()`) on every query to point an
+  // error at its caller, ~25-30 µs per transaction (measured); our logs carry the error's own stack.
+  const errorFormat = 'minimal';
+  if (!onQuery) return new PrismaClient({ adapter, errorFormat });
+  const client = new PrismaClient({ adapter, errorFormat, log: [{ emit: 'event', level: 'query' }] });
   client.$on('query', (event) => onQuery(event.query));
   return client;
 }
