@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import pg from 'pg';
 import { signToken } from '../src/auth.ts';
@@ -10,7 +9,7 @@ import { freePort } from '../tools/free-port.ts';
 import { startProcess } from '../tools/processes.ts';
 import { cleanupOnSignals } from './cleanup.ts';
 import { accountIdOf, customerIdOf, prepareDatabase, startBenchDatabase } from './database.ts';
-import { startScriptFlags } from './processes.ts';
+import { BENCH_DAILY_LIMIT, benchApiEnv, cpuTimes } from './processes.ts';
 
 /**
  * `node bench/overhead.ts`: what a payment's CPU is made of, in two measurements that the machine's
@@ -27,13 +26,6 @@ import { startScriptFlags } from './processes.ts';
 const REQUESTS = Number(process.env.OVERHEAD_REQUESTS ?? 6_000);
 const SENDERS = 2_000;
 const log = (line: string) => process.stdout.write(`${line}\n`);
-
-/** User and system seconds of a process so far. */
-function cpuOf(pid: number): { user: number; system: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return { user: Number(fields[11]) / 100, system: Number(fields[12]) / 100 };
-}
 
 /** Runs `once` `total` times over `clients` concurrent loops. */
 async function closedLoops(clients: number, total: number, once: () => Promise<void>): Promise<number> {
@@ -55,7 +47,7 @@ async function main(): Promise<void> {
         .map((l) => l.toFixed(2))
         .join(' ')}`,
     );
-    const config = loadConfig({ DATABASE_URL: process.env.DATABASE_URL, DAILY_PAYMENT_LIMIT: '1000000000000' });
+    const config = loadConfig({ DATABASE_URL: process.env.DATABASE_URL, DAILY_PAYMENT_LIMIT: BENCH_DAILY_LIMIT });
     const db = await startBenchDatabase(config, log);
     cleanup.add('database', () => db.stop());
     await prepareDatabase(db.url, config);
@@ -63,18 +55,7 @@ async function main(): Promise<void> {
     const port = await freePort();
     const api = await startProcess(
       'bench/process-api.ts',
-      {
-        NODE_ENV: 'production',
-        DATABASE_URL: db.url,
-        PORT: String(port),
-        AUTH_JWT_SECRET: secret,
-        WEBHOOK_SECRET_KEY: randomBytes(32).toString('hex'),
-        SEND_PAYMENT_RATE_LIMIT_PER_MINUTE: '0',
-        DAILY_PAYMENT_LIMIT: '1000000000000',
-        METRICS_PORT: '0',
-        LOG_LEVEL: 'warn',
-        NODE_OPTIONS: startScriptFlags('start:api'),
-      },
+      benchApiEnv({ databaseUrl: db.url, port, jwtSecret: secret, webhookSecretKey: randomBytes(32).toString('hex') }),
       { url: `http://127.0.0.1:${port}/readyz` },
     );
     cleanup.add('API', () => api.stop());
@@ -114,17 +95,25 @@ async function main(): Promise<void> {
         };
         // Warm-up: every token verified once, every statement prepared.
         await closedLoops(clients, SENDERS * 2, once);
-        const before = cpuOf(api.pid);
+        const before = cpuTimes(api.pid);
         const rate = await closedLoops(clients, REQUESTS, once);
-        const after = cpuOf(api.pid);
+        const after = cpuTimes(api.pid);
         const per = (seconds: number) => ((seconds * 1e6) / REQUESTS).toFixed(0);
         log(`| ${name} | ${clients} | ${per(after.user - before.user)} | ${per(after.system - before.system)} | ${rate.toFixed(0)} |`);
       }
     }
     await api.stop();
 
+    // A connection lost while idle (the database stopping at the end) is logged, never an uncaught 'error'.
+    const lost = (client: string) => (error: Error) => log(`${client}: connection lost: ${error.message}`);
     const pool = new pg.Pool({ connectionString: db.url, max: 8 });
-    const prisma = createPrisma({ databaseUrl: db.url, poolSize: 8, session: { ...UNBOUNDED_SESSION, preparedStatements: true } });
+    pool.on('error', lost('pg'));
+    const prisma = createPrisma({
+      databaseUrl: db.url,
+      poolSize: 8,
+      session: { ...UNBOUNDED_SESSION, preparedStatements: true },
+      onError: lost('Prisma'),
+    });
     cleanup.add('clients', async () => {
       await pool.end();
       await prisma.$disconnect();

@@ -12,7 +12,7 @@ import { startProcess } from '../tools/processes.ts';
 import { cleanupOnSignals } from './cleanup.ts';
 import { ACCOUNTS, accountIdOf, customerIdOf, prepareDatabase, queryOnce, startBenchDatabase } from './database.ts';
 import { runLoad, runOpenLoop, type Sender } from './load.ts';
-import { cpuSeconds, sampleRss, startScriptFlags } from './processes.ts';
+import { BENCH_DAILY_LIMIT, benchApiEnv, cpuSeconds, sampleRss, startScriptFlags } from './processes.ts';
 import { loadProfile, summarize, summaryMarkdown } from './profile-summary.ts';
 import { drain, queueDepth, settledSoFar } from './steady.ts';
 
@@ -42,7 +42,7 @@ async function main(): Promise<void> {
   const cleanup = cleanupOnSignals(log);
   try {
     const loadAtStart = os.loadavg().map((l) => l.toFixed(2));
-    const config = loadConfig({ DATABASE_URL: process.env.DATABASE_URL, DAILY_PAYMENT_LIMIT: '1000000000000' });
+    const config = loadConfig({ DATABASE_URL: process.env.DATABASE_URL, DAILY_PAYMENT_LIMIT: BENCH_DAILY_LIMIT });
     const db = await startBenchDatabase(config, log);
     cleanup.add('database', () => db.stop());
     await prepareDatabase(db.url, config);
@@ -59,18 +59,7 @@ async function main(): Promise<void> {
     const spawnedAt = performance.now();
     const api = await startProcess(
       'bench/process-api.ts',
-      {
-        NODE_ENV: 'production',
-        DATABASE_URL: db.url,
-        PORT: String(port),
-        AUTH_JWT_SECRET: secret,
-        WEBHOOK_SECRET_KEY: randomBytes(32).toString('hex'),
-        SEND_PAYMENT_RATE_LIMIT_PER_MINUTE: '0',
-        DAILY_PAYMENT_LIMIT: '1000000000000',
-        METRICS_PORT: '0',
-        LOG_LEVEL: 'warn',
-        NODE_OPTIONS: process.env.BENCH_API_NODE_OPTIONS ?? startScriptFlags('start:api'),
-      },
+      benchApiEnv({ databaseUrl: db.url, port, jwtSecret: secret, webhookSecretKey: randomBytes(32).toString('hex') }),
       { url: `http://127.0.0.1:${port}/readyz` },
       { nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, ...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean)] },
     );

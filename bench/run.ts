@@ -25,7 +25,7 @@ import {
   transactionTimes,
 } from './database.ts';
 import { runLoad, type Sender } from './load.ts';
-import { cpuSeconds, sampleRss, startScriptFlags } from './processes.ts';
+import { BENCH_DAILY_LIMIT, benchApiEnv, cpuSeconds, pick, sampleRss, startScriptFlags } from './processes.ts';
 import {
   markdownTable,
   type PgbenchPoint,
@@ -84,8 +84,7 @@ const TARGET = {
 
 const log = (line: string) => process.stderr.write(`[bench] ${line}\n`);
 
-/** The node flags of `npm run start:api` and `start:worker` (package.json), so the bench measures the same. */
-const API_NODE_OPTIONS = startScriptFlags('start:api');
+/** The node flags of `npm run start:worker` (package.json), so the bench measures the same (the API's: benchApiEnv). */
 const WORKER_NODE_OPTIONS = startScriptFlags('start:worker');
 
 /** The notifications the payment transaction sent before ADR 0006, put back for comparison. */
@@ -104,8 +103,6 @@ const WITHOUT_NOTIFY_SQL = `
   DROP TRIGGER bench_notify_status ON payments;
   DROP FUNCTION bench_notify_change();
   UPDATE pgboss.queue SET notify = false WHERE name = '${QUEUES.settle}';`;
-
-const BENCH_DAILY_LIMIT = '1000000000000';
 
 async function main(): Promise<void> {
   const startedAt = Date.now();
@@ -154,21 +151,7 @@ async function main(): Promise<void> {
 
     const port = await freePort();
     const poolSize = Number(process.env.DATABASE_POOL_SIZE ?? config.databasePoolSize);
-    const apiEnv: Record<string, string> = {
-      NODE_ENV: 'production',
-      DATABASE_URL: db.url,
-      PORT: String(port),
-      AUTH_JWT_SECRET: secret,
-      WEBHOOK_SECRET_KEY: webhookSecretKey,
-      SEND_PAYMENT_RATE_LIMIT_PER_MINUTE: '0',
-      DAILY_PAYMENT_LIMIT: BENCH_DAILY_LIMIT,
-      // Production keeps /metrics off the public port and serves it on METRICS_PORT: any free one.
-      METRICS_PORT: '0',
-      LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn',
-      // The heap settings `npm run start:api` uses (package.json), unless an experiment replaces them.
-      NODE_OPTIONS: process.env.BENCH_API_NODE_OPTIONS ?? API_NODE_OPTIONS,
-      ...pick(process.env, ['DATABASE_POOL_SIZE', 'DATABASE_PREPARED_STATEMENTS']),
-    };
+    const apiEnv = benchApiEnv({ databaseUrl: db.url, port, jwtSecret: secret, webhookSecretKey });
     const nodeFlags = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
     const apiUrl = `http://127.0.0.1:${port}/graphql`;
     const apiReadyMs: number[] = [];
@@ -558,10 +541,6 @@ function targets(run: {
 
 function fmt(v: number | null, digits = 1): string {
   return v === null || Number.isNaN(v) || !Number.isFinite(v) ? '-' : v.toFixed(digits);
-}
-
-function pick(env: NodeJS.ProcessEnv, names: string[]): Record<string, string> {
-  return Object.fromEntries(names.flatMap((n) => (env[n] ? [[n, env[n]]] : [])));
 }
 
 main().catch((error: unknown) => {

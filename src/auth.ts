@@ -17,7 +17,7 @@ const claims = z.discriminatedUnion('role', [
   z.object({ role: z.literal('operator'), sub: operatorId }),
 ]);
 
-/** RFC 7519's times are NumericDates: a token whose `iat` or `nbf` is anything else is refused (as jose does). */
+/** RFC 7519's times are NumericDates: a token whose `iat` or `nbf` is anything else is refused. */
 const timeClaims = z.object({ exp: z.number(), iat: z.number().optional(), nbf: z.number().optional() });
 
 /** How long a token may live, at most, from now: a leaked long-lived token is refused. */
@@ -43,9 +43,9 @@ export interface TokenVerifier {
 export const DEFAULT_VERIFIED_TOKEN_CACHE = 10_000;
 
 /**
- * Verifies bearer tokens with fast-jwt (HS256 pinned, `exp` required), synchronously: WebCrypto's
- * verify (jose's) was a promise and a thread-pool hop per token, ~100 µs of the API's CPU for each
- * new token under load (bench/README.md). A token that verified is kept (the token string is the
+ * Verifies bearer tokens with fast-jwt (HS256 pinned, `exp` required), synchronously: a WebCrypto
+ * verify is a promise and a thread-pool hop per token, several times the CPU of node's own HMAC
+ * (bench/jwt-verify.ts). A token that verified is kept (the token string is the
  * key, so only the very same bytes hit) until its `exp`, in a least-recently-used cache of at most
  * `cacheSize` entries: a client sends the same token with every request, and a hit skips the HMAC,
  * both JSON parses and the claims check. Expiry is checked on every hit; failures are never kept.
@@ -84,7 +84,7 @@ export function createTokenVerifier(secret: string, options: { maxTokenSeconds?:
   async function verify(token: string): Promise<Session> {
     const hit = verified?.get(token);
     if (hit) {
-      // The rule for an uncached token (fast-jwt's, as jose's): expired once `exp` is not after now (whole seconds).
+      // The rule for an uncached token: expired once `exp` is not after now (whole seconds).
       if (hit.exp <= Math.floor(Date.now() / 1000)) {
         verified?.delete(token);
         throw new AuthError('token expired');

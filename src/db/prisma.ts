@@ -77,7 +77,7 @@ export function createPrisma(options: {
   );
   const { onQuery } = options;
   // 'minimal': Prisma's other formats capture a stack (`new Error()`) on every query to point an
-  // error at its caller, ~25-30 µs per transaction (measured); our logs carry the error's own stack.
+  // error at its caller (bench/README.md has what it costs); our logs carry the error's own stack.
   const errorFormat = 'minimal';
   if (!onQuery) return new PrismaClient({ adapter, errorFormat });
   const client = new PrismaClient({ adapter, errorFormat, log: [{ emit: 'event', level: 'query' }] });

@@ -90,8 +90,9 @@ const paymentParams = (customerId: string, cmd: SendPaymentCommand, fingerprint:
 ];
 
 /**
- * Take (the function `createTake` gives; one per payment service): inserts a PENDING or HELD payment with id `paymentId` from an account the customer owns and,
- * in the same statement (one round trip), the guarded decrement and its ledger entry. The statement
+ * Take (the function `createTake` gives; one per payment service): inserts a PENDING or HELD
+ * payment with id `paymentId` from an account the customer owns and, in the same statement (one
+ * round trip), the guarded decrement and its ledger entry. The statement
  * reads the customer's saved payee for the recipient and applies the hold rule (holds.ts) to it:
  * HELD at `screened.at` for its `holdReason`, else PENDING, which lets a payee not yet let through
  * through (payees.ts) and writes `settlement`, its job (outbox.ts). Locks in this order: the
@@ -106,7 +107,7 @@ const paymentParams = (customerId: string, cmd: SendPaymentCommand, fingerprint:
 export function createTake() {
   // The statement's text depends only on the hold policy and the job's INSERT, the same for every
   // payment of a process: the ~7 kB text is built once and then reused as the same string, which
-  // also spares hashing it again to find its prepared statement (~40 µs per payment, measured).
+  // also spares hashing it again to find its prepared statement (bench/README.md).
   let built: { reviewThreshold: number; newPayeeSeconds: number; jobText: string | null; sql: string } | null = null;
 
   function statement(hold: Pick<HoldPolicy, 'reviewThreshold' | 'newPayeeSeconds'>, jobText: string | null): string {
@@ -150,8 +151,6 @@ export function createTake() {
     return { payment, balanceAfter, dayTotal, holdReason, jobWritten: jobs === 1 };
   };
 }
-
-export type Take = ReturnType<typeof createTake>;
 
 /** The text of take's statement (above): $1-$10 the payment's columns, $11-$15 as `take` sends them. */
 function takeSql(hold: Pick<HoldPolicy, 'reviewThreshold' | 'newPayeeSeconds'>, jobText: string | null): string {
