@@ -2,7 +2,7 @@ import type { PgBoss } from 'pg-boss';
 import { queuePolicy } from '../src/app/queue.ts';
 import { systemClock } from '../src/calendar.ts';
 import type { Config } from '../src/config.ts';
-import type { Payment, Tx } from '../src/db/prisma.ts';
+import type { Payment } from '../src/db/prisma.ts';
 import { createPaymentJobs } from '../src/jobs/enqueue.ts';
 import { londonDay } from '../src/payments/limits.ts';
 import { fingerprintOf } from '../src/payments/payment-service.ts';
@@ -48,12 +48,10 @@ export async function captureTransactionSql(boss: PgBoss, config: Config, custom
     accountId,
     amount: BigInt(cmd.amount),
   } satisfies Pick<Payment, 'id' | 'accountId' | 'amount'>;
-  const recorder = {
-    $queryRawUnsafe: async (text: string, ...values: unknown[]) => {
-      recorded.push({ text, values });
-      return recorded.length === 1 ? [{ ...fakePayment, balanceAfter: 1n }] : [{ id: SAMPLE_PAYMENT_ID }];
-    },
-  } as unknown as Tx;
+  const recorder = async <T>(text: string, values: unknown[]): Promise<T[]> => {
+    recorded.push({ text, values });
+    return [{ ...fakePayment, balanceAfter: 1n } as T];
+  };
 
   // The insert statement includes the daily limit's upsert (issue 15), so the baselines pay for it too.
   const jobs = createPaymentJobs({ boss, policy: queuePolicy(config), clock: systemClock });

@@ -1,7 +1,8 @@
 import { z } from 'zod';
 import { type Clock, type Frequency, londonToday, occurrenceDate, systemClock } from './calendar.ts';
 import type { PrismaClient } from './db/prisma.ts';
-import { horizonHolders, prismaSql } from './events/store.ts';
+import { prismaSql } from './db/prisma.ts';
+import { horizonHolders } from './events/store.ts';
 import { Prisma } from './generated/prisma/client.ts';
 import { QUEUES } from './jobs/queues.ts';
 import { checkDoubleEntry } from './ledger/books.ts';

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createPrisma, type PrismaClient } from '../src/db/prisma.ts';
+import { createPrisma, type PrismaClient, prismaSql } from '../src/db/prisma.ts';
 import { createTake, refund } from '../src/payments/transitions.ts';
 import { createTestDatabase } from './helpers.ts';
 
@@ -40,7 +40,7 @@ describe('the COMMIT of a money transaction', () => {
       await tx.$executeRaw`SET LOCAL statement_timeout = '5s'`;
       const before = await timeoutNow(tx);
       const taken = await createTake()(
-        tx,
+        prismaSql(tx),
         CUSTOMER,
         {
           idempotencyKey: 'durable-1',

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { prismaSql } from '../src/db/prisma.ts';
 import type { EventPosition } from '../src/events/cursor.ts';
-import { EventsPrunedError, prismaSql, pruneEvents, readEvents } from '../src/events/store.ts';
+import { EventsPrunedError, pruneEvents, readEvents } from '../src/events/store.ts';
 import { accountEventStream, createAccountEvents } from '../src/events/stream.ts';
 import { expectNoErrorLogs, paymentInput, type Stack, startStack, type TestCustomer } from './helpers.ts';
 

@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { audit, formatAudit } from '../src/audit.ts';
+import { prismaSql } from '../src/db/prisma.ts';
 import { START } from '../src/events/cursor.ts';
-import { prismaSql, readEvents } from '../src/events/store.ts';
+import { readEvents } from '../src/events/store.ts';
 import { verifyWebhookSignature } from '../src/webhooks/verify.ts';
 import { startProcess } from '../tools/processes.ts';
 import { gql, paymentInput, type Stack, startStack, workerProcessEnv } from './helpers.ts';

@@ -1,8 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startApiProcess } from '../src/app/api.ts';
 import { loadConfig } from '../src/config.ts';
+import { prismaSql } from '../src/db/prisma.ts';
 import { START } from '../src/events/cursor.ts';
-import { prismaSql, readEvents, type StoredEvent } from '../src/events/store.ts';
+import { readEvents, type StoredEvent } from '../src/events/store.ts';
 import { createAddressGuard, type Resolver, refusedRange } from '../src/webhooks/address.ts';
 import { retryDelayMs } from '../src/webhooks/deliver.ts';
 import { postWebhook } from '../src/webhooks/http.ts';

@@ -4,7 +4,7 @@ import { createAccountService } from '../accounts/accounts.ts';
 import { createTokenVerifier } from '../auth.ts';
 import { type Config, requireJwtSecret, requireWebhookSecretKey } from '../config.ts';
 import { connectionOptions } from '../db/connection.ts';
-import { createPrisma, type PrismaClient } from '../db/prisma.ts';
+import { openDatabase, type PrismaClient } from '../db/prisma.ts';
 import { type EventFeed, startEventFeed } from '../events/feed.ts';
 import { createAccountEvents } from '../events/stream.ts';
 import { createFailpoints } from '../failpoints.ts';
@@ -89,7 +89,7 @@ export async function startApiProcess(
   const { clock, queue, resolveHost } = processDefaults(config, options);
   const logger = options.logger.child({ process: 'api' });
   const metrics = options.metrics ?? createMetrics();
-  const prisma = createPrisma({
+  const { prisma, transaction } = openDatabase({
     databaseUrl,
     poolSize: config.databasePoolSize,
     applicationName: 'payments-api',
@@ -158,6 +158,7 @@ export async function startApiProcess(
       metrics,
       payments: createPaymentService({
         prisma,
+        transaction,
         jobs,
         logger,
         metrics,

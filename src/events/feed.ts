@@ -1,9 +1,9 @@
 import pg from 'pg';
 import { connectionOptions, type DatabaseSession, UNBOUNDED_SESSION } from '../db/connection.ts';
-import type { Payment, PrismaClient } from '../db/prisma.ts';
+import type { Payment, PrismaClient, Sql } from '../db/prisma.ts';
 import type { Logger } from '../logger.ts';
 import type { EventPosition } from './cursor.ts';
-import { currentHorizon, readEvents, type Sql, type StoredEvent, snapshotBounds } from './store.ts';
+import { currentHorizon, readEvents, type StoredEvent, snapshotBounds } from './store.ts';
 
 /**
  * The payment event feed of one API process: a single tail of the durable event stream, fanned

@@ -1,3 +1,4 @@
+import type { Sql } from '../db/prisma.ts';
 import type { PaymentStatus } from '../payments/lifecycle.ts';
 import { type EventPosition, encodeCursor } from './cursor.ts';
 
@@ -10,7 +11,6 @@ import { type EventPosition, encodeCursor } from './cursor.ts';
  * The functions take a `Sql` runner so the same statements serve a Prisma client (queries) and
  * the event feed's own dedicated connection.
  */
-export type Sql = <T>(text: string, params: unknown[]) => Promise<T[]>;
 
 export interface StoredEvent {
   /** The cursor of this event. */
@@ -201,9 +201,4 @@ export async function pruneEvents(sql: Sql, options: { before: Date; batchSize?:
     deleted += n;
     if (n === 0) return deleted;
   }
-}
-
-/** The `Sql` runner of a Prisma client (its pool). */
-export function prismaSql(prisma: { $queryRawUnsafe<T>(query: string, ...values: unknown[]): Promise<T> }): Sql {
-  return <T>(text: string, params: unknown[]) => prisma.$queryRawUnsafe<T[]>(text, ...params);
 }

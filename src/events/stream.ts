@@ -1,8 +1,9 @@
 import { Repeater } from '@repeaterjs/repeater';
 import type { PrismaClient } from '../db/prisma.ts';
+import { prismaSql } from '../db/prisma.ts';
 import { type EventPosition, isAfter, START } from './cursor.ts';
 import { type EventFeed, type FeedEvent, withPayments } from './feed.ts';
-import { prismaSql, prunedThrough, readEvents } from './store.ts';
+import { prunedThrough, readEvents } from './store.ts';
 
 /**
  * One account's events for one subscriber: replayed from the database after a position, then

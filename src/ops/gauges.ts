@@ -1,6 +1,7 @@
 import type { PrismaClient } from '../db/prisma.ts';
+import { prismaSql } from '../db/prisma.ts';
 import type { EventFeed } from '../events/feed.ts';
-import { horizonHolders, prismaSql } from '../events/store.ts';
+import { horizonHolders } from '../events/store.ts';
 import { JOBS } from '../jobs/queues.ts';
 import { PAYMENT_STATUSES } from '../payments/lifecycle.ts';
 import { type Metrics, observeGauge, sharedRead } from './metrics.ts';

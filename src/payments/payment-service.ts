@@ -3,7 +3,7 @@ import { ownedAccountWhere } from '../accounts/accounts.ts';
 import type { Viewer } from '../auth.ts';
 import { addCalendarDays, type Clock } from '../calendar.ts';
 import { afterCreatedAtId, type KeysetPage } from '../db/keyset.ts';
-import type { Payment, PrismaClient } from '../db/prisma.ts';
+import type { Payment, PrismaClient, RunTransaction } from '../db/prisma.ts';
 import { DomainError, type UserError, userError } from '../errors.ts';
 import type { Failpoints } from '../failpoints.ts';
 import type { Logger } from '../logger.ts';
@@ -24,6 +24,8 @@ export type SendPaymentResult =
 
 export interface PaymentServiceDeps {
   prisma: PrismaClient;
+  /** The payment's interactive transaction, with its money statement on the transaction's own connection. */
+  transaction: RunTransaction;
   /** The settlement and execution jobs, written in the payment's transaction. */
   jobs: PaymentJobs;
   logger: Logger;
@@ -106,8 +108,8 @@ export function createPaymentService(deps: PaymentServiceDeps) {
     const settlement = later ? null : await jobs.settlementInsert(paymentId);
     const endTransaction = deps.metrics.transactionSeconds.startTimer();
     try {
-      const taken = await prisma
-        .$transaction(async (tx): Promise<{ payment: Payment; balanceAfter: bigint | null; holdReason: HoldReason | null } | null> => {
+      const taken = await deps
+        .transaction(async (tx, sql): Promise<{ payment: Payment; balanceAfter: bigint | null; holdReason: HoldReason | null } | null> => {
           if (later && executeOn !== null) {
             // Screened now for the payee (a refusal above); the limit and a hold apply on its day.
             const scheduled = await schedule(tx, customerId, { ...cmd, executeOn }, fingerprint);
@@ -115,7 +117,7 @@ export function createPaymentService(deps: PaymentServiceDeps) {
             await jobs.execute(tx, { paymentId: scheduled.id, executeOn });
             return { payment: scheduled, balanceAfter: null, holdReason: null };
           }
-          const inserted = await take(tx, customerId, cmd, fingerprint, screened, { paymentId, settlement });
+          const inserted = await take(sql, customerId, cmd, fingerprint, screened, { paymentId, settlement });
           if (!inserted) return null;
           const { payment: created, balanceAfter, dayTotal, holdReason, jobWritten } = inserted;
           deps.failpoints?.hit('send-payment.in-transaction');

@@ -1,4 +1,4 @@
-import type { Payment, PrismaClient, Tx } from '../db/prisma.ts';
+import type { Payment, PrismaClient, Sql, Tx } from '../db/prisma.ts';
 import { transferSql } from '../ledger/postings.ts';
 import type { SendPaymentCommand } from '../validation.ts';
 import { CUSTOMER_ATTEMPT_DETAIL, FAILURE_REASONS, type FailureReason } from './failure-reasons.ts';
@@ -92,7 +92,8 @@ const paymentParams = (customerId: string, cmd: SendPaymentCommand, fingerprint:
 /**
  * Take (the function `createTake` gives; one per payment service): inserts a PENDING or HELD
  * payment with id `paymentId` from an account the customer owns and, in the same statement (one
- * round trip), the guarded decrement and its ledger entry. The statement
+ * round trip), the guarded decrement and its ledger entry. `sql` runs it inside the caller's
+ * transaction (the transaction's own connection, `RunTransaction` in db/prisma.ts). The statement
  * reads the customer's saved payee for the recipient and applies the hold rule (holds.ts) to it:
  * HELD at `screened.at` for its `holdReason`, else PENDING, which lets a payee not yet let through
  * through (payees.ts) and writes `settlement`, its job (outbox.ts). Locks in this order: the
@@ -120,7 +121,7 @@ export function createTake() {
   }
 
   return async function take(
-    tx: Tx,
+    sql: Sql,
     customerId: string,
     cmd: SendPaymentCommand,
     fingerprint: string,
@@ -134,16 +135,16 @@ export function createTake() {
     jobWritten: boolean;
   } | null> {
     const { settlement } = made;
-    const rows = await tx.$queryRawUnsafe<
-      (Payment & { balanceAfter: bigint | null; dayTotal: bigint | null; holdReason: HoldReason | null; jobs: number })[]
-    >(
+    const rows = await sql<Payment & { balanceAfter: bigint | null; dayTotal: bigint | null; holdReason: HoldReason | null; jobs: number }>(
       statement(screened.hold, settlement?.text ?? null),
-      ...paymentParams(customerId, cmd, fingerprint),
-      screened.limitDay,
-      BigInt(screened.dailyLimit),
-      screened.at,
-      made.paymentId,
-      ...(settlement ? [settlement.json] : []),
+      [
+        ...paymentParams(customerId, cmd, fingerprint),
+        screened.limitDay,
+        BigInt(screened.dailyLimit),
+        screened.at,
+        made.paymentId,
+        ...(settlement ? [settlement.json] : []),
+      ],
     );
     const row = rows[0];
     if (!row) return null;
