@@ -48,9 +48,21 @@ export function isCalendarDate(value: string): boolean {
   return ymd(new TZDate(y, m - 1, d, 'UTC')) === value;
 }
 
+/**
+ * The London day last answered, as the instants it spans, [start, end) in ms since the epoch: every
+ * payment asks, nearly always about the day of the last one, and a time-zone conversion costs tens
+ * of microseconds. An instant inside the span is on that day by definition of the span, whatever
+ * order instants are asked in; any other instant computes its day and span afresh.
+ */
+let lastLondonDay: { start: number; end: number; day: CalendarDate } | null = null;
+
 /** Today in London, by `clock`. */
 export function londonToday(clock: Clock): CalendarDate {
-  return ymd(new TZDate(clock.now().getTime(), BANK_TIME_ZONE));
+  const at = clock.now().getTime();
+  if (lastLondonDay && at >= lastLondonDay.start && at < lastLondonDay.end) return lastLondonDay.day;
+  const day = ymd(new TZDate(at, BANK_TIME_ZONE));
+  lastLondonDay = { start: startOfLondonDay(day).getTime(), end: startOfLondonDay(addCalendarDays(day, 1)).getTime(), day };
+  return day;
 }
 
 /** The instant `date` begins in London (midnight, GMT or BST as it falls). */
