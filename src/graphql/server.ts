@@ -9,13 +9,14 @@ import {
   ApolloServerPluginUsageReportingDisabled,
 } from '@apollo/server/plugin/disabled';
 import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
-import { expressMiddleware } from '@as-integrations/express5';
 import { makeExecutableSchema } from '@graphql-tools/schema';
 import express, { type ErrorRequestHandler } from 'express';
 import type { GraphQLSchema } from 'graphql';
 import { AuthError, type TokenVerifier } from '../auth.ts';
+import type { Logger } from '../logger.ts';
 import type { Context, Services } from './context.ts';
 import { createFormatError, serviceUnavailableStatus, unauthenticated } from './errors.ts';
+import { graphqlHandler } from './http-integration.ts';
 import type { IdeDemo } from './ide/page.ts';
 import { costLimitPlugin, createArmor, graphqlOverHttpStatus, QUERY_LIMITS } from './limits.ts';
 import { createLoaders } from './loaders.ts';
@@ -54,9 +55,12 @@ export interface RunningApi {
 }
 
 /** One log line per GraphQL operation, on the request's own logger (so it carries the request id). */
-function accessLog(): ApolloServerPlugin<Context> {
+function accessLog(logger: Logger): ApolloServerPlugin<Context> {
   return {
     async requestDidStart({ contextValue }) {
+      // Below info (LOG_LEVEL=warn) there is no line to write: no hooks, and the request's own
+      // logger is never made (the context makes it on first use).
+      if (!logger.isLevelEnabled('info')) return {};
       const started = performance.now();
       return {
         async willSendResponse({ operationName, errors, operation }) {
@@ -104,7 +108,7 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
       costLimitPlugin<Context>(),
       graphqlOverHttpStatus<Context>(),
       serviceUnavailableStatus<Context>(),
-      accessLog(),
+      accessLog(logger),
       ApolloServerPluginDrainHttpServer({ httpServer }),
       ApolloServerPluginLandingPageDisabled(),
       // Nothing about this API's schema or traffic is sent to Apollo's cloud.
@@ -157,17 +161,25 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
       next();
     },
     express.json({ limit: '64kb' }),
-    expressMiddleware(apollo, {
-      context: async ({ res, req }): Promise<Context> => {
-        const log = logger.child({ requestId: String(res.locals.requestId) });
-        try {
-          const viewer = (await tokens.fromHeader(req.headers.authorization))?.viewer ?? null;
-          return { ...services, logger: log, viewer, loaders: createLoaders(services.prisma) };
-        } catch (error) {
-          if (error instanceof AuthError) throw unauthenticated(`Unauthenticated: ${error.message}`);
-          throw error;
-        }
-      },
+    graphqlHandler(apollo, async (req, res): Promise<Context> => {
+      const requestId = String(res.locals.requestId);
+      let log: Logger | null = null;
+      try {
+        const viewer = (await tokens.fromHeader(req.headers.authorization))?.viewer ?? null;
+        return {
+          ...services,
+          // Made on first use: a request that logs nothing (most, below info) pays nothing for it.
+          get logger() {
+            log ??= logger.child({ requestId });
+            return log;
+          },
+          viewer,
+          loaders: createLoaders(services.prisma),
+        };
+      } catch (error) {
+        if (error instanceof AuthError) throw unauthenticated(`Unauthenticated: ${error.message}`);
+        throw error;
+      }
     }),
   );
 
