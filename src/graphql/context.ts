@@ -62,6 +62,28 @@ export interface Context extends Omit<Services, 'prisma'> {
   loaders: Loaders;
 }
 
+/**
+ * A request's context: its own viewer and loaders on top of the process's services, which it
+ * inherits rather than copies. Apollo copies a context's own properties for every operation (and
+ * would run a getter while copying), so that copy is two fields; the request's logger, carrying its
+ * id, is made the first time something logs (below info, most requests never do).
+ */
+export function requestContext(services: Services, own: { viewer: Viewer | null; loaders: Loaders; logger: () => Logger }): Context {
+  let logger: Logger | null = null;
+  const perRequest: object = Object.create(services, {
+    logger: {
+      get: () => {
+        logger ??= own.logger();
+        return logger;
+      },
+    },
+  });
+  const context: Pick<Context, 'viewer' | 'loaders'> = Object.create(perRequest);
+  context.viewer = own.viewer;
+  context.loaders = own.loaders;
+  return context as Context;
+}
+
 export function requireViewer(ctx: Context): Viewer {
   if (!ctx.viewer) throw unauthenticated();
   return ctx.viewer;

@@ -14,7 +14,7 @@ import express, { type ErrorRequestHandler } from 'express';
 import type { GraphQLSchema } from 'graphql';
 import { AuthError, type TokenVerifier } from '../auth.ts';
 import type { Logger } from '../logger.ts';
-import type { Context, Services } from './context.ts';
+import { type Context, requestContext, type Services } from './context.ts';
 import { createFormatError, serviceUnavailableStatus, unauthenticated } from './errors.ts';
 import { graphqlHandler } from './http-integration.ts';
 import type { IdeDemo } from './ide/page.ts';
@@ -163,19 +163,9 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
     express.json({ limit: '64kb' }),
     graphqlHandler(apollo, async (req, res): Promise<Context> => {
       const requestId = String(res.locals.requestId);
-      let log: Logger | null = null;
       try {
         const viewer = (await tokens.fromHeader(req.headers.authorization))?.viewer ?? null;
-        return {
-          ...services,
-          // Made on first use: a request that logs nothing (most, below info) pays nothing for it.
-          get logger() {
-            log ??= logger.child({ requestId });
-            return log;
-          },
-          viewer,
-          loaders: createLoaders(services.prisma),
-        };
+        return requestContext(services, { viewer, loaders: createLoaders(services.prisma), logger: () => logger.child({ requestId }) });
       } catch (error) {
         if (error instanceof AuthError) throw unauthenticated(`Unauthenticated: ${error.message}`);
         throw error;
