@@ -196,7 +196,9 @@ describe('accountPaymentsUpdated', () => {
       return last.get(one.payment?.id ?? '') === 'COMPLETED' && last.get(two.payment?.id ?? '') === 'CANCELLED';
     });
     const forOne = seen.filter((u) => u.accountPaymentsUpdated.id === one.payment?.id).map((u) => u.accountPaymentsUpdated.status);
-    expect(forOne[0]).toBe('PENDING');
+    // Each payment is sent as it is when its event is read: PENDING first, unless settlement was
+    // quicker than the read, and never the same state twice.
+    expect(forOne).toEqual(forOne[0] === 'PENDING' ? ['PENDING', 'COMPLETED'] : ['COMPLETED']);
     sub.unsubscribe();
   });
 });
