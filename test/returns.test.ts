@@ -19,14 +19,18 @@ const auditOk = async () => {
 const status = async (id: string) => (await stack.db.payment.findUniqueOrThrow({ where: { id } })).status;
 const feedCursor = () => stack.db.providerEventCursor.findUniqueOrThrow({ where: { id: true } });
 
-/** Every event of the feed is delivered again: the cursor goes back to the start and the poller reads up to where it was. */
+/**
+ * Every event of the feed is delivered again: the cursor goes back to the start and the poller reads
+ * at least up to where it was (further when an event it had not saved its place past yet comes in
+ * meanwhile; the emulator's cursors are fixed-width, so they compare as strings).
+ */
 async function redeliverAll() {
   const before = await feedCursor();
   await stack.db.$executeRaw`UPDATE provider_event_cursor SET cursor = NULL`;
   await vi.waitFor(
     async () => {
       const now = await feedCursor();
-      expect(now.cursor).toBe(before.cursor);
+      expect(now.cursor !== null && now.cursor >= (before.cursor ?? '')).toBe(true);
       expect(now.eventsApplied).toBeGreaterThan(before.eventsApplied);
     },
     { timeout: 20_000, interval: 100 },
