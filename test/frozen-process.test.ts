@@ -93,6 +93,8 @@ describe('an API process frozen mid-transaction', () => {
           method: 'POST',
           headers: { 'content-type': 'application/json', authorization: `Bearer ${alice.token}` },
           body: JSON.stringify({ query: SEND_PAYMENT, variables: { input: paymentInput(alice.accountId, { amount: 100 }) } }),
+          // Answered once the process is resumed; a request still open then shows as status 0.
+          signal: AbortSignal.timeout(45_000),
         }).then(
           async (r) => ({ status: r.status, body: (await r.json()) as { data?: SendPaymentData | null } }),
           (error: unknown) => ({ status: 0, body: { error: String(error) } }),

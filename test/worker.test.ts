@@ -200,5 +200,7 @@ describe("the worker's readiness", () => {
       await worker.stop();
       await own.stop();
     }
-  });
+    // Its own stack and two waits of up to 30 s each: past the default 60 s, a slow machine would
+    // end it with a bare timeout rather than the wait that ran out.
+  }, 90_000);
 });

@@ -29,10 +29,16 @@ export interface Collected<T> {
   errors: unknown[];
   /** Resolves when the server completes the subscription or it errors. */
   done: Promise<void>;
-  /** Resolves once `predicate` holds for the values received so far. */
-  until(predicate: (values: T[]) => boolean): Promise<T[]>;
+  /**
+   * Resolves once `predicate` holds for the values received so far; rejects after `timeoutMs` with
+   * what was received, so a test that waits in vain says what it saw before its own timeout.
+   */
+  until(predicate: (values: T[]) => boolean, timeoutMs?: number): Promise<T[]>;
   unsubscribe(): void;
 }
+
+/** How long `until` waits by default: under the tests' own 60 s timeout, so its message is the one seen. */
+const UNTIL_TIMEOUT_MS = 40_000;
 
 /** Subscribes and collects every value, so a test can await what it expects to see. */
 export function collect<T>(client: Client, query: string, variables: Record<string, unknown>): Collected<T> {
@@ -79,9 +85,24 @@ export function collect<T>(client: Client, query: string, variables: Record<stri
     values,
     errors,
     done,
-    until: (predicate) =>
+    until: (predicate, timeoutMs = UNTIL_TIMEOUT_MS) =>
       new Promise<T[]>((resolve, reject) => {
-        waiters.push({ predicate, resolve, reject });
+        const waiter = {
+          predicate,
+          resolve: (v: T[]) => {
+            clearTimeout(timer);
+            resolve(v);
+          },
+          reject: (e: unknown) => {
+            clearTimeout(timer);
+            reject(e);
+          },
+        };
+        const timer = setTimeout(() => {
+          waiters.splice(waiters.indexOf(waiter), 1);
+          reject(new Error(`not seen within ${timeoutMs} ms; received ${JSON.stringify(values)}, errors ${JSON.stringify(errors)}`));
+        }, timeoutMs);
+        waiters.push(waiter);
         check();
       }),
     unsubscribe,
