@@ -4,6 +4,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { ApolloServer, type ApolloServerPlugin } from '@apollo/server';
 import {
+  ApolloServerPluginCacheControlDisabled,
   ApolloServerPluginLandingPageDisabled,
   ApolloServerPluginSchemaReportingDisabled,
   ApolloServerPluginUsageReportingDisabled,
@@ -111,6 +112,9 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
       accessLog(logger),
       ApolloServerPluginDrainHttpServer({ httpServer }),
       ApolloServerPluginLandingPageDisabled(),
+      // No type or field of the schema carries a cache hint, and money is never answered from a
+      // cache: the plugin's hook on every resolved field only cost time.
+      ApolloServerPluginCacheControlDisabled(),
       // Nothing about this API's schema or traffic is sent to Apollo's cloud.
       ApolloServerPluginUsageReportingDisabled(),
       ApolloServerPluginSchemaReportingDisabled(),
