@@ -160,7 +160,9 @@ export function openDatabase(options: {
     // connection never crashes the process); these make the loss visible in the log.
     onPoolError: onError,
     onConnectionError: onError,
-    // The pool is ours, so Prisma's $disconnect must end it.
+    // The pool is ours, so Prisma's $disconnect must end it. A client is disconnected only at
+    // shutdown: used again, the adapter would open a plain pool, and `transaction` would refuse to
+    // run (it finds no connection recorded) rather than run outside the transaction.
     disposeExternalPool: true,
     ...(session.preparedStatements ? { statementNameGenerator: statementName as (query: { sql: string }) => string } : {}),
   });
