@@ -245,9 +245,10 @@ describe.skipIf(problem !== null)('a primary failover under load', () => {
         const there = (await emulatorPayments(emulator)).filter((p) => p.returnCode).length;
         return (await db.payment.count({ where: { status: 'RETURNED' } })) === there;
       },
-      // A poll of the provider's feed that could not queue its successor during the outage breaks
-      // the poll chain; the every-minute schedule restarts it (src/jobs/queues.ts, providerEvents).
-      90_000,
+      // A poll of the provider's feed that could not queue its successor during the outage tries
+      // again every poll interval (src/jobs/worker.ts, the chain), so returns resume within seconds
+      // of the promotion, well before the every-minute schedule would restart the chain.
+      30_000,
       'returns to be applied',
     );
 

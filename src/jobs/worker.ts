@@ -133,12 +133,26 @@ async function startConsumer(options: JobsOptions, key: QueueKey, definition: Jo
     }
     case 'chain': {
       // Each poll queues the next one (the queue is stately, so all workers together keep one
-      // waiting); the schedule restarts the chain should every worker have been down.
+      // waiting); the schedule restarts the chain should every worker have been down. A next run
+      // that cannot be queued (the database is away, or failing over) is tried again every poll
+      // interval until it is or the queue stops: the chain resumes within an interval of the
+      // database coming back, not at the schedule's next minute.
       const jobOptions = definition.job?.(policy) ?? {};
-      const next = () =>
-        boss.send(name, {}, { ...jobOptions, startAfter: options.providerEventsPollSeconds }).catch((error: unknown) => {
-          logger.error({ err: error, queue: name }, 'could not queue the next run of a chained job');
-        });
+      const intervalMs = options.providerEventsPollSeconds * 1000;
+      let stopped = false;
+      boss.once('stopped', () => {
+        stopped = true;
+      });
+      const next = async (): Promise<void> => {
+        if (stopped) return;
+        try {
+          await boss.send(name, {}, { ...jobOptions, startAfter: options.providerEventsPollSeconds });
+        } catch (error) {
+          if (stopped) return;
+          logger.warn({ err: error, queue: name }, 'could not queue the next run of a chained job; trying again');
+          setTimeout(() => void next(), intervalMs).unref();
+        }
+      };
       await boss.work(name, { pollingIntervalSeconds: busy }, async (jobs: Job<unknown>[]) => {
         try {
           for (const job of jobs) await runParsed(logger, definition, handler, job);
