@@ -1,7 +1,6 @@
 import { z } from 'zod';
 import { type Clock, type Frequency, londonToday, occurrenceDate, systemClock } from './calendar.ts';
-import type { PrismaClient } from './db/prisma.ts';
-import { prismaSql } from './db/prisma.ts';
+import { type PrismaClient, prismaSql } from './db/prisma.ts';
 import { horizonHolders } from './events/store.ts';
 import { Prisma } from './generated/prisma/client.ts';
 import { QUEUES } from './jobs/queues.ts';

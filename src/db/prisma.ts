@@ -45,7 +45,9 @@ export interface TransactionOptions {
  * `sql`, which runs a statement on that transaction's own `pg` connection: inside the same
  * transaction, but without Prisma's request pipeline, query interpreter and row conversion (the
  * hot path's one statement; bench/README.md has what it costs). Its rows carry the types Prisma's
- * raw queries give: `bigint` for int8, a `Date` at UTC midnight for a date, a `Date` for a timestamp.
+ * raw queries give for int8 (`bigint`), date (a `Date` at UTC midnight) and timestamptz (a `Date`);
+ * other types come as node-postgres gives them, so a statement run through `sql` returns none that
+ * Prisma converts otherwise (timestamp without time zone, numeric, bytea).
  */
 export type RunTransaction = <T>(work: (tx: Tx, sql: Sql) => Promise<T>, options?: TransactionOptions) => Promise<T>;
 
@@ -75,7 +77,7 @@ function preparedStatementNames(): (query: { sql: string }) => string | undefine
 }
 
 // Prisma's raw queries give int8 as bigint and a date as UTC midnight; node-postgres's defaults
-// give a string and local midnight. Timestamps with a time zone are Dates either way.
+// give a string and local midnight. A timestamptz is the same Date either way.
 const INT8 = 20;
 const DATE = 1082;
 const PRISMA_TYPES = {

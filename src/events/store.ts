@@ -1,8 +1,4 @@
-import type { Sql } from '../db/prisma.ts';
-import type { PaymentStatus } from '../payments/lifecycle.ts';
-import { type EventPosition, encodeCursor } from './cursor.ts';
-
-/**
+/*
  * The SQL of the payment event stream. Every read is cut at the visibility horizon,
  * `pg_snapshot_xmin(pg_current_snapshot())`: every transaction below it has finished, so no
  * event can still appear below it. Reading "after my position, below the horizon, in (xid, seq)
@@ -11,6 +7,10 @@ import { type EventPosition, encodeCursor } from './cursor.ts';
  * The functions take a `Sql` runner so the same statements serve a Prisma client (queries) and
  * the event feed's own dedicated connection.
  */
+
+import type { Sql } from '../db/prisma.ts';
+import type { PaymentStatus } from '../payments/lifecycle.ts';
+import { type EventPosition, encodeCursor } from './cursor.ts';
 
 export interface StoredEvent {
   /** The cursor of this event. */

@@ -1,6 +1,5 @@
 import { Repeater } from '@repeaterjs/repeater';
-import type { PrismaClient } from '../db/prisma.ts';
-import { prismaSql } from '../db/prisma.ts';
+import { type PrismaClient, prismaSql } from '../db/prisma.ts';
 import { type EventPosition, isAfter, START } from './cursor.ts';
 import { type EventFeed, type FeedEvent, withPayments } from './feed.ts';
 import { prunedThrough, readEvents } from './store.ts';

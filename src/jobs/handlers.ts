@@ -1,7 +1,6 @@
 import type { Job, PgBoss } from 'pg-boss';
 import { addCalendarDays, type Clock, londonToday } from '../calendar.ts';
-import type { PrismaClient } from '../db/prisma.ts';
-import { prismaSql } from '../db/prisma.ts';
+import { type PrismaClient, prismaSql } from '../db/prisma.ts';
 import { pruneEvents } from '../events/store.ts';
 import type { Reconciliation } from '../ledger/reconciliation.ts';
 import type { Logger } from '../logger.ts';

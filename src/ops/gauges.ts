@@ -1,5 +1,4 @@
-import type { PrismaClient } from '../db/prisma.ts';
-import { prismaSql } from '../db/prisma.ts';
+import { type PrismaClient, prismaSql } from '../db/prisma.ts';
 import type { EventFeed } from '../events/feed.ts';
 import { horizonHolders } from '../events/store.ts';
 import { JOBS } from '../jobs/queues.ts';

@@ -1,6 +1,5 @@
 import type { PgBoss } from 'pg-boss';
-import type { PrismaClient } from '../db/prisma.ts';
-import { prismaSql } from '../db/prisma.ts';
+import { type PrismaClient, prismaSql } from '../db/prisma.ts';
 import { readEvents } from '../events/store.ts';
 import { enqueueWebhookDeliveries } from '../jobs/enqueue.ts';
 import type { Logger } from '../logger.ts';
