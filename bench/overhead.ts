@@ -4,7 +4,7 @@ import pg from 'pg';
 import { signToken } from '../src/auth.ts';
 import { loadConfig } from '../src/config.ts';
 import { UNBOUNDED_SESSION } from '../src/db/connection.ts';
-import { createPrisma } from '../src/db/prisma.ts';
+import { openDatabase } from '../src/db/prisma.ts';
 import { freePort } from '../tools/free-port.ts';
 import { startProcess } from '../tools/processes.ts';
 import { cleanupOnSignals } from './cleanup.ts';
@@ -21,7 +21,8 @@ import { BENCH_DAILY_LIMIT, benchApiEnv, cpuTimes } from './processes.ts';
  *    tokens already verified once (a client's second request onwards).
  * 2. In this process, against the same database: the money transaction's shape with `pg` alone
  *    (`BEGIN`, a 24-column statement, `COMMIT`) against Prisma's interactive transaction around the
- *    same statement, and a raw query through Prisma with 24 columns and with 6.
+ *    same statement, through Prisma's raw query and (as sendPayment runs it) on the transaction's own
+ *    connection, and a raw query through Prisma with 24 columns and with 6.
  */
 const REQUESTS = Number(process.env.OVERHEAD_REQUESTS ?? 6_000);
 const SENDERS = 2_000;
@@ -108,7 +109,7 @@ async function main(): Promise<void> {
     const lost = (client: string) => (error: Error) => log(`${client}: connection lost: ${error.message}`);
     const pool = new pg.Pool({ connectionString: db.url, max: 8 });
     pool.on('error', lost('pg'));
-    const prisma = createPrisma({
+    const { prisma, transaction } = openDatabase({
       databaseUrl: db.url,
       poolSize: 8,
       session: { ...UNBOUNDED_SESSION, preparedStatements: true },
@@ -138,6 +139,8 @@ async function main(): Promise<void> {
         },
       ],
       ['Prisma: $transaction(tx => tx.$queryRawUnsafe(24 columns))', () => prisma.$transaction((tx) => tx.$queryRawUnsafe(wide, id))],
+      // What sendPayment runs: Prisma's transaction, the statement on its own connection.
+      ['openDatabase: transaction((tx, sql) => sql(24 columns))', () => transaction((_tx, sql) => sql(wide, [id]))],
       ['pg: 24 columns', () => pool.query({ name: 'wide', text: wide, values: [id] })],
       ['Prisma: $queryRawUnsafe, 24 columns', () => prisma.$queryRawUnsafe(wide, id)],
       ['Prisma: $queryRawUnsafe, 6 columns', () => prisma.$queryRawUnsafe(narrow, id)],
