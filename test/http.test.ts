@@ -53,6 +53,27 @@ describe('the HTTP surface', () => {
     expect(await response.json()).toEqual({ errors: [{ message: 'Malformed request', extensions: { code: 'BAD_REQUEST' } }] });
   });
 
+  it('answers a POST the same on every spelling of the path, echoing the request id or making one', async () => {
+    const base = stack.apiUrl.replace(/\/graphql$/, '');
+    // `/graphql` and `/graphql?…` go straight to GraphQL; the others through Express's router.
+    for (const path of ['/graphql', '/graphql?trace=1', '/graphql/', '/GraphQL']) {
+      const response = await fetch(`${base}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${alice.token}`, 'x-request-id': `req-${path.length}` },
+        body: JSON.stringify({ query: '{ me { accounts { balance } } }' }),
+      });
+      expect(response.status, path).toBe(200);
+      expect(response.headers.get('x-request-id'), path).toBe(`req-${path.length}`);
+      expect(await response.json(), path).toEqual({ data: { me: { accounts: [{ balance: 1_000 }] } } });
+    }
+    const unnamed = await fetch(stack.apiUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-request-id': 'no spaces allowed' },
+      body: JSON.stringify({ query: '{ __typename }' }),
+    });
+    expect(unnamed.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
   it('refuses a body over 64 kB', async () => {
     const response = await fetch(stack.apiUrl, {
       method: 'POST',

@@ -1,6 +1,5 @@
-import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { ApolloServer, type ApolloServerPlugin } from '@apollo/server';
 import {
@@ -17,7 +16,7 @@ import { AuthError, type TokenVerifier } from '../auth.ts';
 import type { Logger } from '../logger.ts';
 import { type Context, requestContext, type Services } from './context.ts';
 import { createFormatError, serviceUnavailableStatus, unauthenticated } from './errors.ts';
-import { graphqlHandler } from './http-integration.ts';
+import { graphqlHandler, isPathOf } from './http-integration.ts';
 import type { IdeDemo } from './ide/page.ts';
 import { costLimitPlugin, createArmor, graphqlOverHttpStatus, QUERY_LIMITS } from './limits.ts';
 import { createLoaders } from './loaders.ts';
@@ -87,7 +86,8 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
   const schema = buildSchema();
   const app = express();
   app.disable('x-powered-by');
-  const httpServer = createServer(app);
+  // Requests are routed once GraphQL is ready to answer them (below); the drain plugin needs the server first.
+  const httpServer = createServer();
 
   const armor = createArmor();
   // graphql-armor's types name Apollo's CommonJS typings; at run time it is the same plugin API.
@@ -153,20 +153,27 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
     }
   }
 
-  app.use(
-    '/graphql',
-    (req, res, next) => {
-      // Every request has an id, taken from the caller (a load balancer) or made here, echoed back
-      // and written on every log line about it.
-      const incoming = req.get('x-request-id');
-      const requestId = incoming && /^[\w.:-]{1,100}$/.test(incoming) ? incoming : randomUUID();
-      res.setHeader('x-request-id', requestId);
-      res.locals.requestId = requestId;
-      next();
-    },
-    express.json({ limit: '64kb' }),
-    graphqlHandler(apollo, async (req, res): Promise<Context> => {
-      const requestId = String(res.locals.requestId);
+  // Anything that fails outside Apollo (a body that is not JSON, one over the size limit, a metrics
+  // scrape while the database is away) is answered in JSON, without Express's HTML stack trace.
+  const failOutsideGraphql = (error: unknown, req: IncomingMessage, res: ServerResponse): void => {
+    const status =
+      typeof error === 'object' && error !== null && 'status' in error && typeof error.status === 'number' ? error.status : 500;
+    // The path without its query string: a GET's query string carries the operation's variables.
+    if (status >= 500) logger.error({ err: error, path: req.url?.split('?')[0] }, 'unexpected error outside GraphQL');
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    const message = status === 413 ? 'Request body too large' : status < 500 ? 'Malformed request' : 'Internal server error';
+    const code = status < 500 ? 'BAD_REQUEST' : 'INTERNAL_SERVER_ERROR';
+    res.statusCode = status;
+    res.setHeader('content-type', 'application/json; charset=utf-8');
+    res.end(JSON.stringify({ errors: [{ message, extensions: { code } }] }));
+  };
+
+  const graphql = graphqlHandler(apollo, {
+    bodyLimit: '64kb',
+    context: async (req, requestId): Promise<Context> => {
       try {
         const viewer = (await tokens.fromHeader(req.headers.authorization))?.viewer ?? null;
         return requestContext(services, { viewer, loaders: createLoaders(services.prisma), logger: () => logger.child({ requestId }) });
@@ -174,20 +181,19 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
         if (error instanceof AuthError) throw unauthenticated(`Unauthenticated: ${error.message}`);
         throw error;
       }
-    }),
-  );
-
-  // Anything that fails outside Apollo (a body that is not JSON, one over the size limit, a metrics
-  // scrape while the database is away) is answered in JSON, without Express's HTML stack trace.
-  const errorHandler: ErrorRequestHandler = (error: unknown, req, res, _next) => {
-    const status =
-      typeof error === 'object' && error !== null && 'status' in error && typeof error.status === 'number' ? error.status : 500;
-    if (status >= 500) logger.error({ err: error, path: req.path }, 'unexpected error outside GraphQL');
-    const message = status === 413 ? 'Request body too large' : status < 500 ? 'Malformed request' : 'Internal server error';
-    const code = status < 500 ? 'BAD_REQUEST' : 'INTERNAL_SERVER_ERROR';
-    res.status(status).json({ errors: [{ message, extensions: { code } }] });
-  };
+    },
+    fail: failOutsideGraphql,
+  });
+  // GETs (and any other spelling of the path) reach it through Express, after the IDE's page.
+  app.use('/graphql', (req, res) => graphql(req, res));
+  const errorHandler: ErrorRequestHandler = (error: unknown, req, res, _next) => failOutsideGraphql(error, req, res);
   app.use(errorHandler);
+  // A POST to /graphql, every operation a client sends, goes straight to GraphQL: Express's router
+  // (prototype swaps, its layers) cost more per payment than anything it does for that request.
+  httpServer.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    if (req.method === 'POST' && isPathOf('/graphql', req.url)) graphql(req, res);
+    else app(req, res);
+  });
 
   // Subscriptions: graphql-ws on the same port and path.
   const wsCleanup = serveWebSocket({
