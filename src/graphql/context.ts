@@ -62,26 +62,40 @@ export interface Context extends Omit<Services, 'prisma'> {
   loaders: Loaders;
 }
 
+/** The request's own way to make its logger, and the logger once made (symbols: no resolver reads them). */
+const MAKE_LOGGER = Symbol('makeLogger');
+const LOGGER = Symbol('logger');
+
+interface RequestScope {
+  [MAKE_LOGGER]: () => Logger;
+  [LOGGER]: Logger | null;
+}
+
 /**
- * A request's context: its own viewer and loaders on top of the process's services, which it
- * inherits rather than copies. Apollo copies a context's own properties for every operation (and
- * would run a getter while copying), so that copy is two fields; the request's logger, carrying its
- * id, is made the first time something logs (below info, most requests never do).
+ * Makes each request's context: its own viewer and loaders on top of the process's services,
+ * which it inherits rather than copies. Apollo copies a context's own properties for every
+ * operation (and would run a getter while copying), so that copy is four fields. The request's
+ * logger, carrying its id, is made the first time something logs; below info, most requests
+ * never log. The getter that makes it is defined once per process, on a prototype every context
+ * shares; a getter defined for each request cost more than all the rest of the context.
  */
-export function requestContext(services: Services, own: { viewer: Viewer | null; loaders: Loaders; logger: () => Logger }): Context {
-  let logger: Logger | null = null;
-  const perRequest: object = Object.create(services, {
+export function requestContexts(services: Services): (own: { viewer: Viewer | null; loaders: Loaders; logger: () => Logger }) => Context {
+  const shared: object = Object.create(services, {
     logger: {
-      get: () => {
-        logger ??= own.logger();
-        return logger;
+      get(this: RequestScope): Logger {
+        this[LOGGER] ??= this[MAKE_LOGGER]();
+        return this[LOGGER];
       },
     },
   });
-  const context: Pick<Context, 'viewer' | 'loaders'> = Object.create(perRequest);
-  context.viewer = own.viewer;
-  context.loaders = own.loaders;
-  return context as Context;
+  return (own) => {
+    const context: Pick<Context, 'viewer' | 'loaders'> & RequestScope = Object.create(shared);
+    context.viewer = own.viewer;
+    context.loaders = own.loaders;
+    context[MAKE_LOGGER] = own.logger;
+    context[LOGGER] = null;
+    return context as Context & RequestScope;
+  };
 }
 
 export function requireViewer(ctx: Context): Viewer {

@@ -14,7 +14,7 @@ import express, { type ErrorRequestHandler } from 'express';
 import type { GraphQLSchema } from 'graphql';
 import { AuthError, type TokenVerifier } from '../auth.ts';
 import type { Logger } from '../logger.ts';
-import { type Context, requestContext, type Services } from './context.ts';
+import { type Context, requestContexts, type Services } from './context.ts';
 import { createFormatError, serviceUnavailableStatus, unauthenticated } from './errors.ts';
 import { graphqlHandler, isPathOf } from './http-integration.ts';
 import type { IdeDemo } from './ide/page.ts';
@@ -171,12 +171,13 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
     res.end(JSON.stringify({ errors: [{ message, extensions: { code } }] }));
   };
 
+  const contextOf = requestContexts(services);
   const graphql = graphqlHandler(apollo, {
     bodyLimit: '64kb',
     context: async (req, requestId): Promise<Context> => {
       try {
         const viewer = (await tokens.fromHeader(req.headers.authorization))?.viewer ?? null;
-        return requestContext(services, { viewer, loaders: createLoaders(services.prisma), logger: () => logger.child({ requestId }) });
+        return contextOf({ viewer, loaders: createLoaders(services.prisma), logger: () => logger.child({ requestId }) });
       } catch (error) {
         if (error instanceof AuthError) throw unauthenticated(`Unauthenticated: ${error.message}`);
         throw error;
