@@ -6,7 +6,7 @@ import { parse } from 'yaml';
 import { startWorkerProcess } from '../src/app/worker.ts';
 import { signToken } from '../src/auth.ts';
 import { startProcess } from '../tools/processes.ts';
-import { gql, paymentInput, type Stack, startStack, TEST_SECRET, TEST_WEBHOOK_KEY, type TestCustomer } from './helpers.ts';
+import { gql, paymentInput, SEND_PAYMENT, type Stack, startStack, TEST_SECRET, TEST_WEBHOOK_KEY, type TestCustomer } from './helpers.ts';
 import { startStallingProxy } from './tcp-proxy.ts';
 
 let stack: Stack;
@@ -98,6 +98,26 @@ describe('request ids', () => {
       body: '{"query":"{ __typename }"}',
     });
     expect(junk.headers.get('x-request-id')).not.toBe('a b <c>');
+  });
+
+  it("writes a payment's request id on its log lines at info", async () => {
+    const own = await startStack({ worker: false, logLevel: 'info' });
+    try {
+      const bob = await own.newCustomer(5_000);
+      const response = await fetch(own.apiUrl, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${bob.token}`, 'x-request-id': 'lb-pay-1' },
+        body: JSON.stringify({ query: SEND_PAYMENT, variables: { input: paymentInput(bob.accountId) } }),
+      });
+      const paymentId = (await response.json()).data.sendPayment.payment.id;
+      const lines: Array<Record<string, unknown>> = own.logLines.map((line) => JSON.parse(line));
+      expect(lines.find((l) => l.msg === 'payment accepted')).toMatchObject({ requestId: 'lb-pay-1', paymentId, amount: 1000 });
+      expect(lines.filter((l) => l.msg === 'graphql request' && l.requestId === 'lb-pay-1')).toMatchObject([
+        { operation: 'Send', errors: [] },
+      ]);
+    } finally {
+      await own.stop();
+    }
   });
 });
 

@@ -40,7 +40,7 @@ async function sendPaymentLimited(ctx: Context, customerId: string, input: unkno
       return { payment: null, errors: [userError('RATE_LIMITED', `Too many payments; try again in ${seconds} s`)] };
     }
   }
-  return ctx.payments.sendPayment(customerId, input, ctx.logger);
+  return ctx.payments.sendPayment(customerId, input, () => ctx.logger);
 }
 
 /** A page of payments, newest first, of an account's or a standing order's. */
