@@ -186,7 +186,7 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
     fail: failOutsideGraphql,
   });
   // GETs (and any other spelling of the path) reach it through Express, after the IDE's page.
-  app.use('/graphql', (req, res) => graphql(req, res));
+  app.use('/graphql', graphql);
   const errorHandler: ErrorRequestHandler = (error: unknown, req, res, _next) => failOutsideGraphql(error, req, res);
   app.use(errorHandler);
   // A POST to /graphql, every operation a client sends, goes straight to GraphQL: Express's router
